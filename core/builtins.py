@@ -1,0 +1,15 @@
+"""The core's own plugin: built-in samplers, schedules, guidance and graph nodes.
+
+Registered through the same hooks as any third-party plugin.
+"""
+
+from __future__ import annotations
+
+from t2i.registry import hookimpl
+
+
+@hookimpl
+def t2i_register_nodes(register):
+    from t2i.graph import nodes
+
+    nodes.register_core_nodes(register)

@@ -1,0 +1,37 @@
+"""Plugin hooks, the component registry and plugin loading.
+
+Public API: :data:`hookimpl`, :class:`Registrar`, :class:`ComponentRegistry`,
+:class:`PluginManager`, :func:`get_plugin_manager`, and the errors.
+"""
+
+from t2i.registry.errors import (
+    DuplicateComponentError,
+    PluginLoadError,
+    RegistryError,
+    UnknownComponentError,
+)
+from t2i.registry.hookspecs import REGISTRATION_HOOKS, hookimpl, hookspec
+from t2i.registry.manager import (
+    PluginManager,
+    PluginRecord,
+    get_plugin_manager,
+    set_plugin_manager,
+)
+from t2i.registry.registrar import ComponentEntry, ComponentRegistry, Registrar
+
+__all__ = [
+    "REGISTRATION_HOOKS",
+    "ComponentEntry",
+    "ComponentRegistry",
+    "DuplicateComponentError",
+    "PluginLoadError",
+    "PluginManager",
+    "PluginRecord",
+    "Registrar",
+    "RegistryError",
+    "UnknownComponentError",
+    "get_plugin_manager",
+    "hookimpl",
+    "hookspec",
+    "set_plugin_manager",
+]

@@ -1,0 +1,152 @@
+"""Plugin loading: built-ins, entry points (group ``t2i``), isolation and reporting.
+
+Environment:
+    T2I_LOAD_PLUGINS: comma-separated allow-list of entry-point names ("" loads none).
+    T2I_DISABLE_PLUGINS: comma-separated names never loaded.
+    T2I_STRICT_PLUGINS=1: a plugin that fails to import or register is fatal.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import types
+from typing import Any
+
+import attrs
+import pluggy
+import structlog
+
+from t2i.registry import hookspecs
+from t2i.registry.errors import PluginLoadError
+from t2i.registry.registrar import ComponentRegistry, Registrar
+
+log = structlog.get_logger("t2i.registry")
+
+ENTRY_POINT_GROUP = "t2i"
+
+
+@attrs.define
+class PluginRecord:
+    """What ``t2i plugins`` reports about one plugin."""
+
+    name: str
+    version: str = ""
+    source: str = ""
+    status: str = "loaded"  # loaded | failed | disabled
+    error: str = ""
+    components: list[str] = attrs.Factory(list)
+
+
+def _env_list(name: str) -> list[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def strict() -> bool:
+    return os.environ.get("T2I_STRICT_PLUGINS", "") not in ("", "0", "false")
+
+
+class PluginManager:
+    """Owns the pluggy manager, the component registry and the plugin records."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.registry = ComponentRegistry()
+        self.records: dict[str, PluginRecord] = {}
+
+    # -- loading -------------------------------------------------------------------------
+    def register_plugin(self, plugin: Any, name: str | None = None, *, version: str = "",
+                        source: str = "") -> PluginRecord:
+        """Register a plugin object (module or instance) and collect its components now.
+
+        A plugin whose registration raises is recorded as failed and removed; with
+        ``T2I_STRICT_PLUGINS=1`` the error propagates.
+        """
+        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        record = PluginRecord(name=name, version=version, source=source or _source_of(plugin))
+        self.records[name] = record
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+            self._collect(plugin, name, record)
+        except Exception as exc:  # one broken plugin never takes the engine down
+            self.registry.remove_plugin(name)
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.warning("plugin_failed", plugin=name, error=record.error)
+            if strict():
+                raise PluginLoadError(f"plugin {name!r} failed to register: {record.error}") from exc
+        return record
+
+    def _collect(self, plugin: Any, name: str, record: PluginRecord) -> None:
+        for kind, hook_name in hookspecs.REGISTRATION_HOOKS.items():
+            impl = getattr(plugin, hook_name, None)
+            if impl is None:
+                continue
+            impl(register=Registrar(self.registry, kind, name))
+        record.components = [
+            f"{e.kind}:{e.name}" for e in self.registry.entries() if e.plugin == name
+        ]
+
+    def load_entry_points(self) -> None:
+        """Load every plugin of entry-point group ``t2i``, each isolated from the others."""
+        allow = _env_list("T2I_LOAD_PLUGINS")
+        deny = set(_env_list("T2I_DISABLE_PLUGINS") or [])
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            version = dist.version if dist is not None else ""
+            source = f"{dist.name if dist else '?'} ({ep.value})"
+            if ep.name in self.records:
+                continue
+            if ep.name in deny or (allow is not None and ep.name not in allow):
+                self.records[ep.name] = PluginRecord(ep.name, version, source, status="disabled")
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                err = f"{type(exc).__name__}: {exc}"
+                self.records[ep.name] = PluginRecord(ep.name, version, source, "failed", err)
+                log.warning("plugin_import_failed", plugin=ep.name, error=err)
+                if strict():
+                    raise PluginLoadError(f"plugin {ep.name!r} failed to import: {err}") from exc
+                continue
+            self.register_plugin(plugin, ep.name, version=version, source=source)
+
+
+def _source_of(plugin: Any) -> str:
+    if isinstance(plugin, types.ModuleType):
+        return plugin.__name__
+    return type(plugin).__module__
+
+
+_default: PluginManager | None = None
+
+
+def get_plugin_manager(*, reload: bool = False) -> PluginManager:
+    """The process-wide manager: the core's built-ins plus entry-point plugins."""
+    global _default
+    if _default is None or reload:
+        manager = PluginManager()
+        from t2i import builtins
+
+        manager.register_plugin(builtins, "builtins", version=_core_version(), source="t2i")
+        manager.load_entry_points()
+        _default = manager
+    return _default
+
+
+def set_plugin_manager(manager: PluginManager | None) -> None:
+    """Replace the process-wide manager (tests, embedding applications)."""
+    global _default
+    _default = manager
+
+
+def _core_version() -> str:
+    from t2i import __version__
+
+    return __version__
