@@ -11,6 +11,10 @@ __version__ = "0.1.0"
 
 __all__ = ["Engine", "Pipeline", "__version__"]
 
+from t2i.logs import ensure_configured as _ensure_logging  # noqa: E402
+
+_ensure_logging()
+
 
 def __getattr__(name: str):  # lazy: importing t2i must not import torch-heavy modules
     if name in ("Engine", "Pipeline"):

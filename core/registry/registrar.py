@@ -104,6 +104,10 @@ class ComponentRegistry:
         """Instantiate ``name`` of ``kind`` with ``options``."""
         return self.get(kind, name).create(**options)
 
+    def get_node_type(self, name: str) -> Any:
+        """The :class:`~t2i.graph.node.NodeType` class registered as ``name``."""
+        return self.get("node", name).factory
+
     def names(self, kind: str) -> list[str]:
         self._check_kind(kind)
         return sorted(self._entries[kind])

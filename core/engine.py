@@ -1,0 +1,332 @@
+"""The engine: build pipelines from recipes or graphs, and run requests through them.
+
+Example::
+
+    from t2i import Engine
+    pipe = Engine.build("ldm-shapes", sampler="DPM++ 2M Karras")
+    result = pipe("a large red circle on the left", steps=25, seed=7)
+    result.save("out.png")
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import structlog
+import torch
+
+from t2i.graph.executor import Executor
+from t2i.graph.graph import Graph, OutputRef
+from t2i.recipe import Recipe
+from t2i.registry.manager import PluginManager, get_plugin_manager
+from t2i.request import REQUEST_FIELDS, GenerationRequest, RequestError
+from t2i.result import GenerationResult, infotext_for
+
+log = structlog.get_logger("t2i.engine")
+
+COMPONENT_NODES = {
+    "tokenizer": "LoadTokenizer",
+    "text_encoder": "LoadTextEncoder",
+    "denoiser": "LoadDenoiser",
+    "decoder": "LoadDecoder",
+}
+"""Override keys that swap a component in any recipe, and the node type that loads it."""
+
+
+class EngineError(ValueError):
+    """A recipe, override or graph that cannot be built; the message says the fix."""
+
+
+class Engine:
+    """Entry point: :meth:`build` a recipe or load a graph into a :class:`Pipeline`."""
+
+    @staticmethod
+    def build(recipe: str, *, plugins: PluginManager | None = None, device: Any = None,
+              dtype: Any = None, **overrides: Any) -> Pipeline:
+        """Build the registered recipe ``recipe`` with ``overrides``.
+
+        Overrides are, in order of precedence: options of the recipe factory
+        (``checkpoint="model.safetensors"``), a component swap by kind
+        (``text_encoder="other.encoder"`` or ``decoder={"name": ..., "options": {...}}``),
+        or a request default (``sampler="euler"``, ``guidance="dynamic"``, ``steps=30``).
+        """
+        manager = plugins or get_plugin_manager()
+        entry = manager.registry.get("recipe", recipe)
+        factory_opts, swaps, defaults = _split_overrides(entry.factory, overrides)
+        try:
+            built: Recipe = entry.create(**factory_opts)
+        except TypeError as exc:
+            raise EngineError(f"recipe {entry.name!r} rejected its options: {exc}") from exc
+        built = attrs.evolve(built, name=entry.name)
+        for kind, value in swaps.items():
+            for graph in (built.graph, built.img2img_graph):
+                if graph is not None:
+                    _swap_component(graph, kind, value)
+        return Pipeline(built, manager, defaults=defaults, device=device, dtype=dtype)
+
+    @staticmethod
+    def from_graph(source: str | Path | Mapping[str, Any], *, plugins: PluginManager | None = None,
+                   device: Any = None, dtype: Any = None, **defaults: Any) -> Pipeline:
+        """A pipeline from a graph JSON (path, text or dict).
+
+        The graph's ``meta`` may hold ``output`` (``[node, output]``), ``bindings`` and
+        ``defaults``; without ``output`` the first node output of type IMAGE is used.
+        """
+        manager = plugins or get_plugin_manager()
+        graph = Graph.from_dict(source) if isinstance(source, Mapping) else Graph.from_json(source)
+        graph.validate(manager.registry)
+        meta = graph.meta
+        if "output" in meta:
+            output = OutputRef(*meta["output"])
+        else:
+            output = _first_image_output(graph, manager)
+        recipe = Recipe(graph=graph, output=output, bindings=meta.get("bindings", {}),
+                        defaults=meta.get("defaults", {}), name=meta.get("name", "graph"),
+                        size_multiple=int(meta.get("size_multiple", 1)))
+        return Pipeline(recipe, manager, defaults=defaults, device=device, dtype=dtype)
+
+
+def _split_overrides(factory: Callable[..., Any], overrides: Mapping[str, Any]):
+    try:
+        sig = inspect.signature(factory)
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        accepted = {n for n, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD}
+    except (TypeError, ValueError):
+        accepts_any, accepted = True, set()
+    factory_opts, swaps, defaults = {}, {}, {}
+    for key, value in overrides.items():
+        if key in accepted:
+            factory_opts[key] = value
+        elif key in COMPONENT_NODES:
+            swaps[key] = value
+        elif key in REQUEST_FIELDS:
+            defaults[key] = value
+        elif accepts_any:
+            factory_opts[key] = value
+        else:
+            allowed = sorted(accepted | set(COMPONENT_NODES) | set(REQUEST_FIELDS))
+            raise EngineError(f"unknown override {key!r}; allowed: {', '.join(allowed)}")
+    return factory_opts, swaps, defaults
+
+
+def _swap_component(graph: Graph, kind: str, value: Any) -> None:
+    node_type = COMPONENT_NODES[kind]
+    nodes = [n for n in graph if n.type == node_type]
+    if len(nodes) != 1:
+        raise EngineError(f"cannot swap {kind}: the graph has {len(nodes)} {node_type} nodes; "
+                          f"edit the graph instead (pipeline.graph.replace(...))")
+    if isinstance(value, Mapping):
+        graph.replace(nodes[0].id, name=value["name"], options=dict(value.get("options", {})))
+    else:
+        graph.replace(nodes[0].id, name=value, options={})
+
+
+def _first_image_output(graph: Graph, manager: PluginManager) -> OutputRef:
+    for nid in reversed(graph.topological_order()):
+        cls = manager.registry.get_node_type(graph[nid].type)
+        for port in cls.outputs:
+            if port.type == "IMAGE":
+                return OutputRef(nid, port.name)
+    raise EngineError("the graph has no IMAGE output; set meta.output to [node, output]")
+
+
+class Pipeline:
+    """A built recipe, ready to run requests. Reuses its executor cache across calls."""
+
+    def __init__(self, recipe: Recipe, manager: PluginManager, *, defaults: Mapping[str, Any],
+                 device: Any = None, dtype: Any = None) -> None:
+        self.recipe = recipe
+        self.manager = manager
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        self.dtype = dtype
+        self.defaults = {**recipe.defaults, **defaults}
+        self.executor = Executor(manager.registry, manager.registry, device=self.device,
+                                 dtype=dtype)
+        self.cancel_event = threading.Event()
+        self._validate_names(self.defaults)
+
+    # -- introspection -------------------------------------------------------------------
+    @property
+    def graph(self) -> Graph:
+        return self.recipe.graph
+
+    def allowed_fields(self, img2img: bool = False) -> list[str]:
+        bindings = self._bindings(img2img)
+        always = {"batch_count", "seed", "init_image" if self.recipe.img2img_graph else "seed"}
+        return sorted(set(bindings) | always)
+
+    def components(self) -> dict[str, str]:
+        """Role (node id) -> registered component name, for metadata."""
+        return {n.id: n.params.get("name", "") for n in self.graph
+                if n.type in COMPONENT_NODES.values()}
+
+    def plugin_versions(self) -> dict[str, str]:
+        owners = {}
+        for n in self.graph:
+            if n.type in COMPONENT_NODES.values():
+                kind = next(k for k, v in COMPONENT_NODES.items() if v == n.type)
+                entry = self.manager.registry.get(kind, n.params["name"])
+                rec = self.manager.records.get(entry.plugin)
+                owners[entry.plugin] = rec.version if rec else ""
+        rec = self.manager.records.get(self.manager.registry.get("recipe", self.recipe.name).plugin) \
+            if self.manager.registry.has("recipe", self.recipe.name or "-") else None
+        if rec is not None:
+            owners[rec.name] = rec.version
+        return owners
+
+    def parameter_count(self) -> int:
+        """Parameters of every ``torch.nn.Module`` component the graph loads."""
+        total = 0
+        results = self.executor.run(self.graph, outputs=[n.id for n in self.graph
+                                                         if n.type in COMPONENT_NODES.values()])
+        for outs in results.values():
+            for value in outs.values():
+                if isinstance(value, torch.nn.Module):
+                    total += sum(p.numel() for p in value.parameters())
+        return total
+
+    def _bindings(self, img2img: bool):
+        if img2img:
+            return self.recipe.img2img_bindings or self.recipe.bindings
+        return self.recipe.bindings
+
+    def _validate_names(self, fields: Mapping[str, Any]) -> None:
+        reg = self.manager.registry
+        if "sampler" in fields and fields["sampler"] is not None:
+            from t2i.graph.nodes import resolve_sampler
+
+            sampler, _ = resolve_sampler(reg, fields["sampler"])
+            reg.get("sampler", sampler)
+        if fields.get("schedule"):
+            reg.get("schedule", fields["schedule"])
+        if fields.get("guidance"):
+            reg.get("guidance", fields["guidance"])
+
+    # -- running -------------------------------------------------------------------------
+    def make_request(self, prompt: str | None = None, **fields: Any) -> GenerationRequest:
+        """Merge recipe defaults, build defaults and ``fields`` into a validated request."""
+        values = {**self.defaults, **fields}
+        if prompt is not None:
+            values["prompt"] = prompt
+        img2img = values.get("init_image") is not None
+        if img2img and self.recipe.img2img_graph is None:
+            raise RequestError("init_image", f"recipe {self.recipe.name!r} has no img2img graph")
+        bindings = self._bindings(img2img)
+        known = {k: v for k, v in values.items() if k in REQUEST_FIELDS}
+        extra = {k: v for k, v in values.items() if k not in REQUEST_FIELDS}
+        for key in extra:
+            if key not in bindings:
+                allowed = ", ".join(sorted(set(REQUEST_FIELDS) | set(bindings)))
+                raise RequestError(key, f"unknown field for recipe {self.recipe.name!r}; "
+                                   f"allowed: {allowed}")
+        request = GenerationRequest(**known, extra=extra)
+        m = self.recipe.size_multiple
+        for field in ("width", "height"):
+            value = getattr(request, field)
+            if m > 1 and value % m:
+                raise RequestError(field, f"must be a multiple of {m} for recipe "
+                                   f"{self.recipe.name!r}, got {value}; try {value - value % m or m}")
+        self._validate_names({"sampler": request.sampler, "schedule": request.schedule,
+                              "guidance": request.guidance})
+        return request
+
+    def __call__(self, prompt: str | None = None, *, progress: Callable[[str, int, int], None]
+                 | None = None, on_node: Callable[[str, str, str], None] | None = None,
+                 **fields: Any) -> GenerationResult:
+        """Generate images for ``prompt``; see :class:`~t2i.request.GenerationRequest` for fields."""
+        request = self.make_request(prompt, **fields)
+        return self.run(request, progress=progress, on_node=on_node)
+
+    def run(self, request: GenerationRequest, *, progress=None, on_node=None) -> GenerationResult:
+        img2img = request.init_image is not None
+        graph = self.recipe.img2img_graph if img2img else self.recipe.graph
+        bindings = self._bindings(img2img)
+        base_seed = request.resolved_seed()
+        values = attrs.asdict(request, recurse=False)
+        values.update(values.pop("extra"))
+        images, seeds, prompts, infotexts = [], [], [], []
+        started = time.perf_counter()
+        self.cancel_event.clear()
+        for b in range(request.batch_count):
+            seed = base_seed + b * request.batch_size
+            run_values = {**values, "seed": seed}
+            params: dict[str, dict[str, Any]] = {}
+            for field, targets in bindings.items():
+                if field not in run_values:
+                    continue
+                if run_values[field] is None and field not in ("schedule", "eta"):
+                    continue
+                for node_id, param in targets:
+                    params.setdefault(node_id, {})[param] = run_values[field]
+            log.info("generate", recipe=self.recipe.name, batch=b, seed=seed,
+                     steps=request.steps, sampler=request.sampler)
+            results = self.executor.run(graph, params=params, outputs=[self.recipe.output.node],
+                                        on_node=on_node, on_step=progress,
+                                        cancel=self.cancel_event)
+            image = results[self.recipe.output.node][self.recipe.output.output]
+            batch_images = image.to_pil()
+            for i, pil in enumerate(batch_images):
+                s = seed + i
+                images.append(pil)
+                seeds.append(s)
+                prompts.append(request.prompt)
+                infotexts.append(self._infotext(request, s))
+        elapsed = time.perf_counter() - started
+        metadata = self._metadata(request, base_seed, seeds, elapsed)
+        return GenerationResult(images, seeds, prompts, infotexts, metadata)
+
+    def cancel(self) -> None:
+        """Ask a running call to stop at the next node or step."""
+        self.cancel_event.set()
+
+    def _labels(self, request: GenerationRequest) -> tuple[str, str | None]:
+        from t2i.graph.nodes import resolve_sampler
+
+        reg = self.manager.registry
+        sampler, schedule = resolve_sampler(reg, request.sampler)
+        entry = reg.get("sampler", sampler)
+        label = entry.aliases[0] if entry.aliases else entry.name
+        schedule = request.schedule or schedule
+        sched_label = None
+        if schedule:
+            s_entry = reg.get("schedule", schedule)
+            sched_label = s_entry.aliases[0] if s_entry.aliases else s_entry.name
+        return label, sched_label
+
+    def _infotext(self, request: GenerationRequest, seed: int) -> str:
+        from t2i import __version__
+
+        sampler_label, schedule_label = self._labels(request)
+        return infotext_for(request, seed, request.prompt, sampler_label=sampler_label,
+                            schedule_label=schedule_label,
+                            model_name=self.recipe.model_name or self.recipe.name,
+                            version=__version__)
+
+    def _metadata(self, request, base_seed, seeds, elapsed) -> dict[str, Any]:
+        from t2i import __version__
+
+        params = attrs.asdict(request, recurse=False)
+        params["init_image"] = None if request.init_image is None else "<image>"
+        params["seed"] = base_seed
+        sampler, schedule = self._labels(request)
+        return {
+            "t2i_version": __version__,
+            "recipe": self.recipe.name,
+            "parameters": params,
+            "seeds": list(seeds),
+            "sampler_label": sampler,
+            "schedule_label": schedule,
+            "components": self.components(),
+            "plugins": self.plugin_versions(),
+            "device": str(self.device),
+            "dtype": str(self.dtype) if self.dtype is not None else "float32",
+            "seconds": round(elapsed, 4),
+        }

@@ -1,0 +1,139 @@
+"""Recipes: what a family registers to turn options into a runnable graph.
+
+A recipe factory ``factory(**options) -> Recipe`` is registered through
+``t2i_register_recipes``. The :class:`Recipe` says which node output is the image
+and which node parameters each request field sets (``bindings``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from t2i.graph.graph import Graph, OutputRef
+
+Binding = tuple[str, str]  # (node id, parameter name)
+
+
+def _freeze_bindings(value: Mapping[str, Any]) -> dict[str, tuple[Binding, ...]]:
+    out: dict[str, tuple[Binding, ...]] = {}
+    for field, targets in value.items():
+        if isinstance(targets, tuple) and len(targets) == 2 and all(isinstance(t, str) for t in targets):
+            targets = (targets,)
+        out[field] = tuple(tuple(t) for t in targets)
+    return out
+
+
+@attrs.frozen
+class Recipe:
+    """A graph plus how requests drive it.
+
+    Attributes:
+        name: the recipe's registered name (filled in by the engine).
+        graph: the txt2img graph.
+        output: the node output that holds the final ``IMAGE``.
+        bindings: request field -> ``((node_id, param), ...)`` it sets.
+        defaults: request defaults of this recipe (steps, cfg_scale, width, sampler ...).
+        img2img_graph: the graph used when a request has an ``init_image``, or None.
+        img2img_bindings: bindings of that graph (default: ``bindings``).
+        size_multiple: width and height must be multiples of this.
+        description: one line for ``t2i recipes``.
+        model_name: shown as ``Model`` in the PNG infotext.
+    """
+
+    graph: Graph
+    output: OutputRef
+    bindings: dict[str, tuple[Binding, ...]] = attrs.field(converter=_freeze_bindings)
+    defaults: dict[str, Any] = attrs.Factory(dict)
+    img2img_graph: Graph | None = None
+    img2img_bindings: dict[str, tuple[Binding, ...]] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_freeze_bindings))
+    size_multiple: int = 8
+    name: str = ""
+    description: str = ""
+    model_name: str = ""
+
+
+def diffusion_recipe(
+    *,
+    tokenizer: str,
+    text_encoder: str,
+    denoiser: str,
+    decoder: str,
+    tokenizer_options: Mapping[str, Any] | None = None,
+    text_encoder_options: Mapping[str, Any] | None = None,
+    denoiser_options: Mapping[str, Any] | None = None,
+    decoder_options: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    size_multiple: int = 8,
+    description: str = "",
+    model_name: str = "",
+) -> Recipe:
+    """The standard text-conditioned iterative-denoising recipe (txt2img + img2img).
+
+    ``LoadTokenizer -> Tokenize(prompt / negative) -> EncodeText -> Sample -> Decode``,
+    with ``LoadImage -> EncodeImage -> Sample.init`` in the img2img graph. Any family
+    whose components follow the contracts can use it (latent diffusion, pixel diffusion).
+    """
+
+    def build(img2img: bool) -> Graph:
+        g = Graph(meta={"kind": "diffusion", "img2img": img2img})
+        tok = g.add("tokenizer", "LoadTokenizer", name=tokenizer,
+                    options=dict(tokenizer_options or {}))
+        enc = g.add("text_encoder", "LoadTextEncoder", name=text_encoder,
+                    options=dict(text_encoder_options or {}))
+        model = g.add("denoiser", "LoadDenoiser", name=denoiser, options=dict(denoiser_options or {}))
+        dec = g.add("decoder", "LoadDecoder", name=decoder, options=dict(decoder_options or {}))
+        pos_t = g.add("tokenize_positive", "Tokenize", tokenizer=tok["tokenizer"], text="")
+        neg_t = g.add("tokenize_negative", "Tokenize", tokenizer=tok["tokenizer"], text="")
+        pos = g.add("encode_positive", "EncodeText", tokens=pos_t["tokens"],
+                    text_encoder=enc["text_encoder"])
+        neg = g.add("encode_negative", "EncodeText", tokens=neg_t["tokens"],
+                    text_encoder=enc["text_encoder"])
+        empty = g.add("empty_latent", "EmptyLatent", decoder=dec["decoder"])
+        links = {}
+        if img2img:
+            img = g.add("init_image", "LoadImage", image=None)
+            init = g.add("encode_image", "EncodeImage", decoder=dec["decoder"], image=img["image"])
+            links["init"] = init["latent"]
+        g.add("sample", "Sample", model=model["model"], positive=pos["conditioning"],
+              negative=neg["conditioning"], latent=empty["latent"], **links)
+        g.add("decode", "Decode", decoder=dec["decoder"], samples=g["sample"]["samples"])
+        return g
+
+    bindings: dict[str, Any] = {
+        "prompt": ("tokenize_positive", "text"),
+        "negative_prompt": ("tokenize_negative", "text"),
+        "width": ("empty_latent", "width"),
+        "height": ("empty_latent", "height"),
+        "batch_size": ("empty_latent", "batch_size"),
+        "seed": ("empty_latent", "seed"),
+        "steps": ("sample", "steps"),
+        "cfg_scale": ("sample", "cfg_scale"),
+        "sampler": ("sample", "sampler"),
+        "schedule": ("sample", "schedule"),
+        "guidance": ("sample", "guidance"),
+        "guidance_options": ("sample", "guidance_options"),
+        "eta": ("sample", "eta"),
+        "noise_device": ("sample", "noise_device"),
+    }
+    img2img_bindings = {
+        **bindings,
+        "init_image": ("init_image", "image"),
+        "strength": ("sample", "strength"),
+        "width": (("empty_latent", "width"), ("init_image", "width")),
+        "height": (("empty_latent", "height"), ("init_image", "height")),
+    }
+    return Recipe(
+        graph=build(False),
+        output=OutputRef("decode", "image"),
+        bindings=bindings,
+        defaults=dict(defaults or {}),
+        img2img_graph=build(True),
+        img2img_bindings=img2img_bindings,
+        size_multiple=size_multiple,
+        description=description,
+        model_name=model_name,
+    )

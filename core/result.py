@@ -1,0 +1,73 @@
+"""Generation results: PIL images plus complete metadata; PNGs carry the A1111 infotext."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+from PIL.PngImagePlugin import PngInfo
+
+from t2i.graph.nodes import write_atomically
+from t2i.infotext import format_infotext
+
+
+@attrs.frozen(eq=False)
+class GenerationResult:
+    """What a pipeline call returns.
+
+    Attributes:
+        images: one ``PIL.Image.Image`` per generated image.
+        seeds: the seed of each image.
+        prompts: the prompt of each image.
+        infotexts: the A1111 infotext of each image.
+        metadata: every request parameter, component names, plugin versions, timings.
+    """
+
+    images: list[Any]
+    seeds: list[int]
+    prompts: list[str]
+    infotexts: list[str]
+    metadata: dict[str, Any]
+
+    def save(self, path: str | Path) -> list[Path]:
+        """Write PNGs with a ``parameters`` chunk.
+
+        ``path`` ending in ``.png`` names the file (``name-0001.png`` ... when there
+        are several images); otherwise it is a folder, created if needed.
+        """
+        path = Path(path)
+        if path.suffix.lower() == ".png":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if len(self.images) == 1:
+                targets = [path]
+            else:
+                targets = [path.with_name(f"{path.stem}-{i:04d}.png") for i in range(len(self.images))]
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            targets = [path / f"{i:05d}-{seed}.png" for i, seed in enumerate(self.seeds)]
+        for image, info, target in zip(self.images, self.infotexts, targets):
+            pnginfo = PngInfo()
+            pnginfo.add_text("parameters", info)
+            write_atomically(target, lambda f, im=image, p=pnginfo: im.save(f, "PNG", pnginfo=p))
+        return targets
+
+
+def infotext_for(request: Any, seed: int, prompt: str, *, sampler_label: str,
+                 schedule_label: str | None, model_name: str, version: str) -> str:
+    """The infotext of one image, keys in A1111 v1.10 order."""
+    params = {
+        "Steps": request.steps,
+        "Sampler": sampler_label,
+        "Schedule type": schedule_label,
+        "CFG scale": request.cfg_scale,
+        "Seed": seed,
+        "Size": f"{request.width}x{request.height}",
+        "Model": model_name or None,
+        "Denoising strength": request.strength if request.init_image is not None else None,
+        "Clip skip": request.extra.get("clip_skip") if request.extra.get("clip_skip", 1) > 1 else None,
+        "RNG": "CPU" if request.noise_device == "cpu" else "GPU",
+        "Guidance": request.guidance if request.guidance != "cfg" else None,
+        "Version": f"t2i {version}",
+    }
+    return format_infotext(prompt, request.negative_prompt, params)

@@ -1,0 +1,39 @@
+"""Helpers for testing t2i and its plugins (a pytest plugin: ``pytest -p t2i.testing``).
+
+Fixtures:
+    t2i_manager: a fresh :class:`~t2i.registry.PluginManager` with the core built-ins
+        and the toy plugin, no entry points; it is also the process-wide manager
+        for the test's duration.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from t2i.registry.manager import PluginManager, get_plugin_manager, set_plugin_manager
+
+
+def make_manager(*plugins, entry_points: bool = False) -> PluginManager:
+    """A manager with the core built-ins plus ``plugins`` (modules or objects)."""
+    from t2i import builtins
+
+    manager = PluginManager()
+    manager.register_plugin(builtins, "builtins", version="test", source="t2i")
+    for plugin in plugins:
+        manager.register_plugin(plugin, getattr(plugin, "__name__", None))
+    if entry_points:
+        manager.load_entry_points()
+    return manager
+
+
+@pytest.fixture
+def t2i_manager():
+    """A fresh manager (built-ins + toy plugin), installed as the process-wide one."""
+    from t2i.testing import toy_plugin
+
+    manager = make_manager(toy_plugin)
+    previous = get_plugin_manager.__globals__["_default"]
+    set_plugin_manager(manager)
+    toy_plugin.CALLS.clear()
+    yield manager
+    set_plugin_manager(previous)
