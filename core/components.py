@@ -24,8 +24,9 @@ KINDS: tuple[str, ...] = (
     "decoder",
     "recipe",
     "node",
+    "trainer",
 )
-"""Every registrable kind; the first seven are DESIGN.md's component kinds plus schedules."""
+"""Every registrable kind: DESIGN.md's component kinds, schedules, recipes, node types, trainers."""
 
 
 @runtime_checkable

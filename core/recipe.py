@@ -20,7 +20,9 @@ Binding = tuple[str, str]  # (node id, parameter name)
 def _freeze_bindings(value: Mapping[str, Any]) -> dict[str, tuple[Binding, ...]]:
     out: dict[str, tuple[Binding, ...]] = {}
     for field, targets in value.items():
-        if isinstance(targets, tuple) and len(targets) == 2 and all(isinstance(t, str) for t in targets):
+        if isinstance(targets, (tuple, list)) and len(targets) == 2 and all(
+            isinstance(t, str) for t in targets
+        ):
             targets = (targets,)
         out[field] = tuple(tuple(t) for t in targets)
     return out

@@ -132,6 +132,18 @@ def t2i_register_nodes(register):
     """
 
 
+@hookspec
+def t2i_register_trainers(register):
+    """Register trainers: factories returning a ``click.Command`` shown as ``t2i train NAME``.
+
+    Example::
+
+        @hookimpl
+        def t2i_register_trainers(register):
+            register("ldm", lambda: train_ldm_command)
+    """
+
+
 REGISTRATION_HOOKS: dict[str, str] = {
     "tokenizer": "t2i_register_tokenizers",
     "text_encoder": "t2i_register_text_encoders",
@@ -142,5 +154,6 @@ REGISTRATION_HOOKS: dict[str, str] = {
     "decoder": "t2i_register_decoders",
     "recipe": "t2i_register_recipes",
     "node": "t2i_register_nodes",
+    "trainer": "t2i_register_trainers",
 }
 """Kind -> the hook that registers it."""

@@ -1,0 +1,251 @@
+"""The ``t2i`` command line. Exit codes: 0 success, 1 failure, 2 usage error."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from t2i.logs import configure_logging
+
+DEFAULT_RECIPES = ("ldm-shapes",)
+"""Recipes ``t2i generate`` uses when ``--recipe`` is not given, first installed wins."""
+
+
+def _manager():
+    from t2i.registry import get_plugin_manager
+
+    return get_plugin_manager()
+
+
+class T2IGroup(click.Group):
+    """Maps t2i's own input errors to exit code 2 with a one-line message."""
+
+    def invoke(self, ctx):
+        from t2i.engine import EngineError
+        from t2i.graph.errors import GraphValidationError
+        from t2i.registry.errors import UnknownComponentError
+        from t2i.request import RequestError
+
+        try:
+            return super().invoke(ctx)
+        except (RequestError, UnknownComponentError, EngineError, GraphValidationError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # a failure, not a usage error
+            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=T2IGroup)
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="console",
+              help="Log line format on stderr.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="warning")
+@click.version_option(package_name="t2i")
+def cli(log_format: str, log_level: str) -> None:
+    """t2i: a plugin-based text-to-image engine."""
+    configure_logging(log_level, log_format)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List plugins: name, version, load status, components and errors."""
+    records = list(_manager().records.values())
+    if as_json:
+        import attrs
+
+        click.echo(json.dumps([attrs.asdict(r) for r in records], indent=2, default=str))
+        return
+    for r in records:
+        click.echo(f"{r.name:<24} {r.version or '-':<10} {r.status:<9} "
+                   f"{len(r.components):>3} components  {r.source}")
+        if r.error:
+            click.echo(f"    error: {r.error}")
+
+
+@cli.command()
+@click.option("--kind", type=click.Choice(["tokenizer", "text_encoder", "denoiser", "sampler",
+                                           "schedule", "guidance", "decoder", "recipe", "node",
+                                           "trainer"]), default=None)
+def components(kind: str | None) -> None:
+    """List registered components (all kinds, or one)."""
+    for e in _manager().registry.entries(kind):
+        aliases = f" (aliases: {', '.join(e.aliases)})" if e.aliases else ""
+        click.echo(f"{e.kind:<13} {e.name:<28} {e.plugin:<16} {e.description}{aliases}")
+
+
+@cli.command()
+def recipes() -> None:
+    """List recipes (what ``--recipe`` and ``Engine.build`` accept)."""
+    for e in _manager().registry.entries("recipe"):
+        aliases = f" (aliases: {', '.join(e.aliases)})" if e.aliases else ""
+        click.echo(f"{e.name:<24} {e.plugin:<16} {e.description}{aliases}")
+
+
+@cli.group()
+def graph() -> None:
+    """Inspect recipe graphs."""
+
+
+@graph.command("show")
+@click.argument("recipe")
+@click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "json"]), default="text")
+@click.option("--img2img", is_flag=True, help="Show the img2img graph.")
+def graph_show(recipe: str, fmt: str, img2img: bool) -> None:
+    """Print the graph of RECIPE."""
+    from t2i.engine import Engine
+
+    pipe = Engine.build(recipe)
+    g = pipe.recipe.img2img_graph if img2img else pipe.graph
+    if g is None:
+        raise click.UsageError(f"recipe {recipe!r} has no img2img graph")
+    out = {"text": g.render_text, "mermaid": g.render_mermaid, "json": g.to_json}[fmt]()
+    click.echo(out)
+
+
+def _progress():
+    """A tqdm bar per node that reports steps."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def on_step(node: str, step: int, total: int) -> None:
+        bar = bars.get(node)
+        if bar is None or bar.total != total or step < bar.n:
+            if bar is not None:
+                bar.close()
+            bar = bars[node] = tqdm(total=total, desc=node, unit="step", file=sys.stderr,
+                                    leave=False, disable=None)
+        bar.update(step - bar.n)
+        if step >= total:
+            bar.close()
+
+    return on_step
+
+
+@cli.command()
+@click.argument("graph_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(), default="outputs", show_default=True)
+@click.option("--prompt", default=None, help="Prompt, if the graph binds one.")
+@click.option("--seed", type=int, default=None)
+def run(graph_file: str, output: str, prompt: str | None, seed: int | None) -> None:
+    """Run a graph JSON file and save its images."""
+    from t2i.engine import Engine
+
+    pipe = Engine.from_graph(graph_file)
+    fields = {"seed": seed} if seed is not None else {}
+    result = pipe(prompt, progress=_progress(), **fields)
+    for path in result.save(output):
+        click.echo(str(path))
+
+
+def _default_recipe() -> str:
+    reg = _manager().registry
+    for name in DEFAULT_RECIPES:
+        if reg.has("recipe", name):
+            return name
+    raise click.UsageError(
+        "no default recipe is installed: install the latent-diffusion plugin "
+        "(pip install -e plugins/t2i_ldm) or pass --recipe NAME (see `t2i recipes`)")
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("-o", "--output", type=click.Path(), default="t2i.png", show_default=True,
+              help="A .png file (numbered when several) or a folder.")
+@click.option("--recipe", default=None, help="Recipe name (default: the embedded default model).")
+@click.option("--checkpoint", default=None, help="Checkpoint file or folder for the recipe.")
+@click.option("--negative", "negative_prompt", default=None, help="Negative prompt.")
+@click.option("--steps", type=int, default=None)
+@click.option("--cfg", "cfg_scale", type=float, default=None, help="Guidance scale.")
+@click.option("--sampler", default=None, help="Sampler, e.g. euler, 'DPM++ 2M Karras'.")
+@click.option("--schedule", default=None, help="Sigma schedule, e.g. karras.")
+@click.option("--guidance", default=None, help="Guidance: cfg, dynamic, static, rescale, none.")
+@click.option("--seed", type=int, default=None, help="-1 for random.")
+@click.option("--width", type=int, default=None)
+@click.option("--height", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--batch-count", type=int, default=None)
+@click.option("--init-image", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="img2img: start from this image.")
+@click.option("--strength", type=float, default=None, help="img2img denoising strength.")
+@click.option("--prompt-matrix", is_flag=True, help="Render every combination of a|b|c parts.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ...")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None)
+def generate(prompt: str, output: str, recipe: str | None, checkpoint: str | None,
+             prompt_matrix: bool, device: str | None, dtype: str | None, **fields) -> None:
+    """Generate images for PROMPT and write PNGs carrying their parameters."""
+    from t2i.engine import Engine
+
+    recipe = recipe or _default_recipe()
+    build = {"checkpoint": checkpoint} if checkpoint else {}
+    pipe = Engine.build(recipe, device=device, dtype=dtype, **build)
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if prompt_matrix:
+        from t2i.matrix import prompt_matrix_grid
+
+        grid, result = prompt_matrix_grid(pipe, prompt, progress=_progress(), **fields)
+        paths = result.save(output)
+        grid_path = Path(paths[0]).with_name(Path(paths[0]).stem.split("-")[0] + "-grid.png")
+        grid.save(grid_path)
+        paths.append(grid_path)
+    else:
+        result = pipe(prompt, progress=_progress(), **fields)
+        paths = result.save(output)
+    for path in paths:
+        click.echo(str(path))
+
+
+def _mount_optional() -> None:
+    """Commands that live in other modules (shapes benchmark) and trainers from plugins."""
+    try:
+        from t2i.cli.shapes import data, eval_command
+    except ImportError:
+        pass
+    else:
+        cli.add_command(data)
+        cli.add_command(eval_command, "eval")
+
+
+@cli.group(cls=click.Group, invoke_without_command=False)
+def train() -> None:
+    """Train a model (trainers are registered by plugins)."""
+
+
+class _TrainGroup(click.Group):
+    def list_commands(self, ctx):
+        return _manager().registry.names("trainer")
+
+    def get_command(self, ctx, name):
+        reg = _manager().registry
+        if not reg.has("trainer", name):
+            return None
+        return reg.get("trainer", name).create()
+
+
+train.__class__ = _TrainGroup
+_mount_optional()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    try:
+        cli.main(args=argv, prog_name="t2i", standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
