@@ -13,3 +13,24 @@ def t2i_register_nodes(register):
     from t2i.graph import nodes
 
     nodes.register_core_nodes(register)
+
+
+@hookimpl
+def t2i_register_samplers(register):
+    from t2i.sampling.registration import register_samplers
+
+    register_samplers(register)
+
+
+@hookimpl
+def t2i_register_schedules(register):
+    from t2i.sampling.registration import register_schedules
+
+    register_schedules(register)
+
+
+@hookimpl
+def t2i_register_guidance(register):
+    from t2i.sampling.registration import register_guidance
+
+    register_guidance(register)

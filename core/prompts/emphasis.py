@@ -6,7 +6,8 @@ behaviour; this is an independent implementation):
 - ``(text)`` multiplies the weight of ``text`` by 1.1; nesting multiplies: ``((text))`` = 1.21.
 - ``(text:1.5)`` multiplies it by 1.5 instead (any decimal, signed).
 - ``[text]`` multiplies it by 1/1.1.
-- ``\\(`` ``\\)`` ``\\[`` ``\\]`` ``\\\\`` are the literal characters; any other backslash is dropped.
+- ``\\(`` ``\\)`` ``\\[`` ``\\]`` ``\\\\`` are the literal characters; any other backslash
+  is dropped.
 - A bracket opened and never closed is closed at the end of the prompt; a closing bracket with
   no opener is literal text.
 - ``BREAK`` (upper case, a whole word) ends the current 75-token chunk; it appears in the result

@@ -1,4 +1,4 @@
-"""Prompt matrix expansion, as in the web UI's "Prompt matrix" script (``scripts/prompt_matrix.py``).
+"""Prompt matrix expansion, as the web UI's "Prompt matrix" script does (``prompt_matrix.py``).
 
 ``"a cat|red|in a hat"`` holds a kept first part and n optional parts separated by ``|``; the
 matrix renders every combination of the optional parts, 2**n prompts, all with the same seed.

@@ -86,7 +86,12 @@ def _random_object(rng: np.random.Generator, position: str | None) -> ShapeSpec:
     )
 
 
-def _random_scene(rng: np.random.Generator, kind: str) -> Scene:
+def random_scene(rng: np.random.Generator, kind: str) -> Scene:
+    """A complete scene of ``kind`` ("single"/"pair") from all combinations (held-out ones too).
+
+    The judge trains on these: it must read every combination, the generators only the
+    training ones.
+    """
     background = V.BACKGROUND_NAMES[rng.integers(len(V.BACKGROUND_NAMES))]
     if kind == "single":
         position = V.POSITION_NAMES[rng.integers(len(V.POSITION_NAMES))]
@@ -115,6 +120,6 @@ def sample_scene(rng: np.random.Generator, split: str, pair_fraction: float = 0.
     kind = "pair" if rng.random() < pair_fraction else "single"
     want_heldout = split == "test" and rng.random() < TEST_HELDOUT_SHARE
     while True:
-        scene = _random_scene(rng, kind)
+        scene = random_scene(rng, kind)
         if is_heldout(scene) == want_heldout:
             return scene

@@ -1,0 +1,415 @@
+"""Reading and writing weight files, family-independent.
+
+safetensors is the format t2i writes and prefers (https://github.com/huggingface/safetensors:
+an 8-byte little-endian header length, a JSON header of ``{name: {dtype, shape,
+data_offsets}}`` and ``__metadata__``, then the raw bytes). Pickle files (``.ckpt``,
+``.pt``, ``.pth``, ``.bin``) can run code when loaded: they are refused unless the caller
+passes ``allow_pickle=True``, and then read only with ``torch.load(weights_only=True)``.
+
+Loading streams: :func:`open_checkpoint` gives a :class:`CheckpointReader` that reads one
+tensor at a time (``safe_open`` + ``get_tensor``), and :func:`load_into` checks every key
+and shape *before* reading any tensor, then converts each tensor to the target dtype and
+device and assigns it into the module (which may live on the ``meta`` device), so two
+full copies of the weights never coexist. A file that does not fit raises
+:class:`CheckpointError` listing the missing, unexpected and mis-shaped keys and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+import torch
+from torch import nn
+
+log = structlog.get_logger(__name__)
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+
+
+class CheckpointError(Exception):
+    """A weight file that cannot be read or does not fit the model.
+
+    Attributes:
+        path: the file (or folder), when known.
+        missing: keys the model needs that the file lacks.
+        unexpected: keys in the file that the model does not have.
+        mismatched: ``(key, file_shape, model_shape)`` triples.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike | None = None,
+        missing: Iterable[str] = (),
+        unexpected: Iterable[str] = (),
+        mismatched: Iterable[tuple[str, tuple, tuple]] = (),
+        fix: str | None = None,
+        limit: int = 20,
+    ) -> None:
+        self.path = None if path is None else str(path)
+        self.missing = sorted(missing)
+        self.unexpected = sorted(unexpected)
+        self.mismatched = sorted(mismatched)
+        lines = [f"{self.path}: {message}" if self.path else message]
+
+        def listing(title: str, items: list) -> None:
+            if items:
+                shown = ", ".join(str(i) for i in items[:limit])
+                more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
+                lines.append(f"  {title} ({len(items)}): {shown}{more}")
+
+        listing("missing keys", self.missing)
+        listing("unexpected keys", self.unexpected)
+        listing(
+            "mis-shaped keys (key, file shape, model shape)",
+            [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in self.mismatched],
+        )
+        if fix:
+            lines.append(f"  fix: {fix}")
+        self.fix = fix
+        super().__init__("\n".join(lines))
+
+
+def is_pickle_path(path: str | os.PathLike) -> bool:
+    """True when the suffix is a pickle format (``.ckpt``, ``.pt``, ``.pth``, ``.bin``)."""
+    return str(path).lower().endswith(PICKLE_SUFFIXES)
+
+
+class CheckpointReader:
+    """Lazy view of a weight file: names, shapes and dtypes without reading the tensors.
+
+    Use :func:`open_checkpoint` to make one; :meth:`from_state_dict` wraps a dict already in
+    memory. ``metadata`` holds the safetensors ``__metadata__`` or a pickle's non-tensor
+    top-level entries (``global_step`` ...).
+    """
+
+    def __init__(
+        self,
+        keys: list[str],
+        shape_of: Callable[[str], tuple[int, ...]],
+        dtype_of: Callable[[str], torch.dtype | None],
+        read: Callable[[str], torch.Tensor],
+        *,
+        path: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        self._keys, self._shape_of, self._dtype_of, self._read = keys, shape_of, dtype_of, read
+        self._key_set = set(keys)
+        self.path = path
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._close = close
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        state: Mapping[str, torch.Tensor],
+        *,
+        path: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> CheckpointReader:
+        """Wrap an in-memory ``{name: tensor}`` dict."""
+        return cls(
+            list(state),
+            lambda k: tuple(state[k].shape),
+            lambda k: state[k].dtype,
+            lambda k: state[k],
+            path=path,
+            metadata=metadata,
+        )
+
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._key_set
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._shape_of(key))
+
+    def dtype(self, key: str) -> torch.dtype | None:
+        return self._dtype_of(key)
+
+    def get(
+        self,
+        key: str,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """Read one tensor; floating tensors are cast to ``dtype`` when given."""
+        if key not in self._key_set:
+            raise CheckpointError(f"key {key!r} is not in the checkpoint", path=self.path)
+        try:
+            t = self._read(key)
+        except Exception as exc:  # a header that lies about the data
+            raise CheckpointError(
+                f"cannot read tensor {key!r} ({exc}); the file is truncated or corrupt",
+                path=self.path,
+                fix="download or export the file again",
+            ) from exc
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        if device is not None:
+            t = t.to(device)
+        return t
+
+    def to_state_dict(
+        self, keys: Iterable[str] | None = None, **kw: Any
+    ) -> dict[str, torch.Tensor]:
+        """Read ``keys`` (default: all) into a dict."""
+        return {k: self.get(k, **kw) for k in (self._keys if keys is None else keys)}
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+    def __enter__(self) -> CheckpointReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _open_safetensors(path: Path) -> CheckpointReader:
+    from safetensors import safe_open
+
+    size = path.stat().st_size
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+        keys = list(handle.keys())
+        meta = handle.metadata() or {}
+    except Exception as exc:
+        raise CheckpointError(
+            f"not a readable safetensors file ({exc}); it is truncated, corrupt, or not "
+            f"safetensors ({size} bytes)",
+            path=path,
+            fix="download or export the file again, and check its extension",
+        ) from exc
+
+    def slice_of(key: str):
+        return handle.get_slice(key)
+
+    def dtype_of(key: str) -> torch.dtype | None:
+        return _SAFETENSORS_DTYPES.get(slice_of(key).get_dtype())
+
+    return CheckpointReader(
+        keys,
+        lambda k: tuple(slice_of(k).get_shape()),
+        dtype_of,
+        handle.get_tensor,
+        path=str(path),
+        metadata=meta,
+        close=lambda: None,
+    )
+
+
+def _unwrap_pickle(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"pickle holds a {type(obj).__name__}, not a dict of tensors",
+            path=path,
+            fix="save the model's state_dict(), preferably as safetensors",
+        )
+    meta = {k: v for k, v in obj.items() if not isinstance(v, (torch.Tensor, Mapping))}
+    for nest in ("state_dict", "model_state_dict", "module"):
+        inner = obj.get(nest)
+        if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
+            obj = inner
+            break
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError("pickle holds no tensors", path=path)
+    return tensors, meta
+
+
+def _open_pickle(path: Path) -> CheckpointReader:
+    try:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # legacy (non-zip) format cannot be memory-mapped
+            if "mmap" not in str(exc) and "zip" not in str(exc):
+                raise
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot load pickle with weights_only=True ({exc}); it is truncated, corrupt, or "
+            "holds objects other than tensors",
+            path=path,
+            fix="convert it to safetensors with a trusted tool",
+        ) from exc
+    tensors, meta = _unwrap_pickle(obj, path)
+    return CheckpointReader.from_state_dict(tensors, path=str(path), metadata=meta)
+
+
+def open_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> CheckpointReader:
+    """Open a weight file for streaming reads.
+
+    Args:
+        path: a ``.safetensors`` file, or a pickle (``.ckpt``/``.pt``/``.pth``/``.bin``).
+        allow_pickle: read pickles (with ``torch.load(weights_only=True)``); off by default
+            because a pickle can run code.
+
+    Raises:
+        CheckpointError: missing, unreadable, truncated or refused file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("no such file", path=path, fix="check the path")
+    if is_pickle_path(path):
+        if not allow_pickle:
+            raise CheckpointError(
+                "refusing to load a pickle checkpoint: pickles can run arbitrary code",
+                path=path,
+                fix="convert it to .safetensors, or pass allow_pickle=True if you trust the "
+                "file (it is then read with torch.load(weights_only=True))",
+            )
+        log.warning("loading pickle checkpoint", path=str(path), weights_only=True)
+        return _open_pickle(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise CheckpointError(
+            "file looks like a pickle but is not named like one",
+            path=path,
+            fix="rename it to .ckpt and pass allow_pickle=True if you trust it",
+        )
+    return _open_safetensors(path)
+
+
+def save_safetensors(
+    state: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``state`` as safetensors atomically (temp file, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    save_file(tensors, str(tmp), metadata=dict(metadata or {}))
+    os.replace(tmp, path)
+    return path
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    shape = tuple(shape)
+    while len(shape) > 1 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def load_into(
+    module: nn.Module,
+    source: CheckpointReader | Mapping[str, torch.Tensor],
+    *,
+    key_map: Mapping[str, str] | None = None,
+    source_keys: Iterable[str] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    reshape_1x1: bool = False,
+    what: str = "model",
+    fix: str | None = None,
+) -> nn.Module:
+    """Check, then stream ``source`` into ``module``'s parameters and buffers, key by key.
+
+    Args:
+        module: target; may be on the ``meta`` device (its tensors are replaced, not copied).
+        source: a reader, or an in-memory dict.
+        key_map: ``{module_key: source_key}``; identity when None.
+        source_keys: the source keys that belong to this module (others are ignored); keys
+            among them that ``key_map`` does not use are *unexpected*. Default: all.
+        dtype: floating tensors become this dtype; default: the module's own dtype per tensor
+            (a float32 module loads an fp16 file as float32 and vice versa).
+        device: target device; default: the module's device (CPU for ``meta`` modules).
+        reshape_1x1: accept ``(C, C)`` for ``(C, C, 1, 1)`` and back (Linear vs 1x1 conv).
+        what: name used in error messages ("UNet", "VAE" ...).
+        fix: advice appended to a :class:`CheckpointError`.
+
+    Raises:
+        CheckpointError: listing every missing, unexpected and mis-shaped key; nothing is
+            read from the file in that case.
+    """
+    reader = (
+        source
+        if isinstance(source, CheckpointReader)
+        else (CheckpointReader.from_state_dict(source))
+    )
+    targets = dict(module.state_dict(keep_vars=True))
+    key_map = dict(key_map) if key_map is not None else {k: k for k in targets}
+    if set(key_map) != set(targets):
+        raise ValueError(f"key_map for {what} must cover exactly the module's keys")
+    allowed = set(reader.keys() if source_keys is None else source_keys)
+    missing = [src for dst, src in key_map.items() if src not in reader or src not in allowed]
+    unexpected = sorted(allowed - set(key_map.values()))
+    mismatched = []
+    for dst, src in key_map.items():
+        if src in reader and src in allowed:
+            file_shape, model_shape = reader.shape(src), tuple(targets[dst].shape)
+            ok = file_shape == model_shape or (
+                reshape_1x1 and _squeezed(file_shape) == _squeezed(model_shape)
+            )
+            if not ok:
+                mismatched.append((src, file_shape, model_shape))
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"checkpoint does not fit the {what}",
+            path=reader.path,
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+            fix=fix or "use a checkpoint of this model family/variant, or the matching config",
+        )
+    for dst, src in key_map.items():
+        old = targets[dst]
+        target_device = (
+            device
+            if device is not None
+            else (torch.device("cpu") if old.device.type == "meta" else old.device)
+        )
+        target_dtype = dtype if dtype is not None else old.dtype
+        t = reader.get(src, dtype=target_dtype, device=target_device)
+        if t.shape != old.shape:
+            t = t.reshape(old.shape)  # (C, C) <-> (C, C, 1, 1)
+        _assign(module, dst, t, old)
+    return module
+
+
+def _assign(module: nn.Module, key: str, value: torch.Tensor, old: torch.Tensor) -> None:
+    path, _, name = key.rpartition(".")
+    owner = module.get_submodule(path) if path else module
+    if name in owner._parameters:
+        owner._parameters[name] = nn.Parameter(value, requires_grad=old.requires_grad)
+    else:
+        owner._buffers[name] = value

@@ -1,0 +1,220 @@
+"""Euler-family samplers on the Karras ODE ``dx/dsigma = (x - D(x, sigma)) / sigma``.
+
+All share the signature ``sample_<name>(denoiser, x, sigmas, *, cond, callback=None,
+noise_sampler=None, **opts)``: ``x`` starts at ``noise * sigmas[0]`` (or a noised
+img2img start), the result is the final x0-space sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from t2i.sampling.common import (
+    SamplerStep,
+    StepCallback,
+    ancestral_step,
+    check_nonneg,
+    default_noise_sampler,
+    sigma_batch,
+    sigma_list,
+    to_d,
+)
+from t2i.sampling.noise import NoiseSampler
+
+
+def _churn(
+    x: torch.Tensor,
+    sigma: float,
+    n: int,
+    s_churn: float,
+    s_tmin: float,
+    s_tmax: float,
+    s_noise: float,
+    noise_sampler: NoiseSampler | None,
+    sigma_next: float,
+) -> tuple[torch.Tensor, float]:
+    """Karras 2022 Alg. 2 lines 4-6: raise the noise level to ``sigma_hat = sigma (1 + gamma)``."""
+    gamma = min(s_churn / n, math.sqrt(2) - 1) if s_tmin <= sigma <= s_tmax else 0.0
+    sigma_hat = sigma * (gamma + 1)
+    if gamma > 0:
+        ns = noise_sampler or default_noise_sampler(x)
+        x = x + ns(sigma, sigma_next) * s_noise * math.sqrt(sigma_hat**2 - sigma**2)
+    return x, sigma_hat
+
+
+def sample_euler(
+    denoiser: Any,
+    x: torch.Tensor,
+    sigmas: torch.Tensor | Sequence[float],
+    *,
+    cond: Any,
+    callback: StepCallback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+) -> torch.Tensor:
+    """Euler method, Karras et al. (2022) Algorithm 2 without the 2nd-order correction.
+
+    ``s_churn > 0`` adds noise before each step (stochastic sampler, Alg. 2 lines 4-6).
+    """
+    check_nonneg("s_churn", s_churn)
+    sig = sigma_list(sigmas)
+    n = len(sig) - 1
+    for i in range(n):
+        sigma, sigma_next = sig[i], sig[i + 1]
+        x, sigma_hat = _churn(
+            x, sigma, n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, sigma_next
+        )
+        denoised = denoiser(x, sigma_batch(x, sigma_hat), cond)
+        x = x + to_d(x, sigma_hat, denoised) * (sigma_next - sigma_hat)
+        if callback is not None:
+            callback(SamplerStep(i, n, sigma_hat, sigma_next, x, denoised))
+    return x
+
+
+def sample_euler_ancestral(
+    denoiser: Any,
+    x: torch.Tensor,
+    sigmas: torch.Tensor | Sequence[float],
+    *,
+    cond: Any,
+    callback: StepCallback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> torch.Tensor:
+    """Ancestral Euler ("Euler a"): an Euler step to ``sigma_down`` plus fresh noise ``sigma_up``.
+
+    ``eta=1`` samples the DDPM posterior (Ho et al. 2020); ``eta=0`` is :func:`sample_euler`.
+    """
+    check_nonneg("eta", eta)
+    sig = sigma_list(sigmas)
+    n = len(sig) - 1
+    noise_sampler = noise_sampler or default_noise_sampler(x)
+    for i in range(n):
+        sigma, sigma_next = sig[i], sig[i + 1]
+        denoised = denoiser(x, sigma_batch(x, sigma), cond)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)
+        if sigma_next > 0 and sigma_up > 0:
+            x = x + noise_sampler(sigma, sigma_next) * (s_noise * sigma_up)
+        if callback is not None:
+            callback(SamplerStep(i, n, sigma, sigma_next, x, denoised))
+    return x
+
+
+def sample_heun(
+    denoiser: Any,
+    x: torch.Tensor,
+    sigmas: torch.Tensor | Sequence[float],
+    *,
+    cond: Any,
+    callback: StepCallback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+) -> torch.Tensor:
+    """Heun's 2nd-order method, Karras et al. (2022) Algorithm 2 (Euler on the last step to 0)."""
+    check_nonneg("s_churn", s_churn)
+    sig = sigma_list(sigmas)
+    n = len(sig) - 1
+    for i in range(n):
+        sigma, sigma_next = sig[i], sig[i + 1]
+        x, sigma_hat = _churn(
+            x, sigma, n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, sigma_next
+        )
+        denoised = denoiser(x, sigma_batch(x, sigma_hat), cond)
+        d = to_d(x, sigma_hat, denoised)
+        dt = sigma_next - sigma_hat
+        if sigma_next == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            denoised_2 = denoiser(x_2, sigma_batch(x, sigma_next), cond)
+            d_2 = to_d(x_2, sigma_next, denoised_2)
+            x = x + (d + d_2) * (dt / 2)
+        if callback is not None:
+            callback(SamplerStep(i, n, sigma_hat, sigma_next, x, denoised))
+    return x
+
+
+def sample_dpm_2(
+    denoiser: Any,
+    x: torch.Tensor,
+    sigmas: torch.Tensor | Sequence[float],
+    *,
+    cond: Any,
+    callback: StepCallback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+) -> torch.Tensor:
+    """DPM-Solver-2 (Lu et al. 2022, Alg. 1 with midpoint) in Karras' form ("DPM2").
+
+    The midpoint is the geometric mean ``sqrt(sigma_hat * sigma_next)``; Euler on the last step.
+    """
+    check_nonneg("s_churn", s_churn)
+    sig = sigma_list(sigmas)
+    n = len(sig) - 1
+    for i in range(n):
+        sigma, sigma_next = sig[i], sig[i + 1]
+        x, sigma_hat = _churn(
+            x, sigma, n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, sigma_next
+        )
+        denoised = denoiser(x, sigma_batch(x, sigma_hat), cond)
+        d = to_d(x, sigma_hat, denoised)
+        if sigma_next == 0:
+            x = x + d * (sigma_next - sigma_hat)
+        else:
+            sigma_mid = math.exp(0.5 * (math.log(sigma_hat) + math.log(sigma_next)))
+            x_2 = x + d * (sigma_mid - sigma_hat)
+            denoised_2 = denoiser(x_2, sigma_batch(x, sigma_mid), cond)
+            x = x + to_d(x_2, sigma_mid, denoised_2) * (sigma_next - sigma_hat)
+        if callback is not None:
+            callback(SamplerStep(i, n, sigma_hat, sigma_next, x, denoised))
+    return x
+
+
+def sample_dpm_2_ancestral(
+    denoiser: Any,
+    x: torch.Tensor,
+    sigmas: torch.Tensor | Sequence[float],
+    *,
+    cond: Any,
+    callback: StepCallback | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> torch.Tensor:
+    """Ancestral DPM2 ("DPM2 a"): a DPM2 step to ``sigma_down`` plus fresh noise ``sigma_up``."""
+    check_nonneg("eta", eta)
+    sig = sigma_list(sigmas)
+    n = len(sig) - 1
+    noise_sampler = noise_sampler or default_noise_sampler(x)
+    for i in range(n):
+        sigma, sigma_next = sig[i], sig[i + 1]
+        denoised = denoiser(x, sigma_batch(x, sigma), cond)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        d = to_d(x, sigma, denoised)
+        if sigma_down == 0:
+            x = x + d * (sigma_down - sigma)
+        else:
+            sigma_mid = math.exp(0.5 * (math.log(sigma) + math.log(sigma_down)))
+            x_2 = x + d * (sigma_mid - sigma)
+            denoised_2 = denoiser(x_2, sigma_batch(x, sigma_mid), cond)
+            x = x + to_d(x_2, sigma_mid, denoised_2) * (sigma_down - sigma)
+            if sigma_up > 0:
+                x = x + noise_sampler(sigma, sigma_next) * (s_noise * sigma_up)
+        if callback is not None:
+            callback(SamplerStep(i, n, sigma, sigma_next, x, denoised))
+    return x

@@ -1,0 +1,500 @@
+"""Single-file Stable Diffusion checkpoints in the CompVis / A1111 layout.
+
+One flat dict (``.safetensors``; ``.ckpt`` pickles only with ``allow_pickle=True``):
+
+- ``model.diffusion_model.*``: the UNet, in our parameter names (no remapping);
+- ``first_stage_model.*``: the KL VAE, in our parameter names;
+- ``cond_stage_model.transformer.*`` (SD1, HF ``CLIPTextModel`` keys) or
+  ``cond_stage_model.model.*`` (SD2, OpenCLIP keys): handed back raw for the text encoder;
+- ``model_ema.*``: optional EMA copy of the UNet with dots removed from the names
+  (``model_ema.diffusion_modelinput_blocks00weight``). Like A1111 we load the non-EMA
+  ``model.diffusion_model`` weights by default ("EMA-only" releases already store the EMA
+  weights there); ``use_ema=True`` takes the ``model_ema`` copy instead;
+- DDPM buffers (``betas``, ``alphas_cumprod`` ...), ignored: the schedule comes from the
+  variant.
+
+The variant (SD1 / SD2-512-eps / SD2-768-v) is detected from keys and shapes
+(``shared/reference/architectures.md`` section 3.1): the cross-attention context width
+(768: SD1, 1024: SD2) and the text-encoder keys. SD2 prediction type, in order: the
+``prediction_type=`` argument, the file's ``prediction_type`` metadata, an A1111-style
+``<name>.yaml`` next to the file (``parameterization: "v"``), ``global_step == 875000``
+(SD2-base, epsilon), else v-prediction (the 768-v convention), with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import attrs
+import structlog
+import torch
+from t2i.checkpoints import CheckpointError, CheckpointReader, load_into, open_checkpoint
+from t2i.checkpoints import save_safetensors as _save_safetensors
+
+from t2i_ldm.config import (
+    PREDICTION_TYPES,
+    SD1_UNET,
+    SD2_UNET,
+    SD_VAE,
+    LdmConfig,
+    UNetConfig,
+    VAEConfig,
+)
+from t2i_ldm.unet import UNetModel
+from t2i_ldm.vae import AutoencoderKL
+
+log = structlog.get_logger(__name__)
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+TEXT_PREFIX = "cond_stage_model."
+EMA_PREFIX = "model_ema."
+CLIP_PREFIX = "cond_stage_model.transformer."
+OPENCLIP_PREFIX = "cond_stage_model.model."
+DDPM_BUFFERS = frozenset(
+    {
+        "betas",
+        "alphas_cumprod",
+        "alphas_cumprod_prev",
+        "sqrt_alphas_cumprod",
+        "sqrt_one_minus_alphas_cumprod",
+        "log_one_minus_alphas_cumprod",
+        "sqrt_recip_alphas_cumprod",
+        "sqrt_recipm1_alphas_cumprod",
+        "posterior_variance",
+        "posterior_log_variance_clipped",
+        "posterior_mean_coef1",
+        "posterior_mean_coef2",
+        "logvar",
+        "model_ema.decay",
+        "model_ema.num_updates",
+    }
+)
+META_UNET = "t2i_ldm.unet_config"
+META_VAE = "t2i_ldm.vae_config"
+META_PREDICTION = "prediction_type"
+
+
+def prefixed_view(reader: CheckpointReader, prefix: str) -> CheckpointReader:
+    """The keys of ``reader`` that start with ``prefix``, with the prefix removed (lazy)."""
+    keys = [k[len(prefix) :] for k in reader.keys() if k.startswith(prefix)]
+    return CheckpointReader(
+        keys,
+        lambda k: reader.shape(prefix + k),
+        lambda k: reader.dtype(prefix + k),
+        lambda k: reader.get(prefix + k),
+        path=reader.path,
+        metadata=reader.metadata,
+    )
+
+
+@attrs.frozen
+class Variant:
+    """What :func:`detect_variant` found.
+
+    Attributes:
+        config: the whole-model configuration (UNet and VAE shapes, prediction type ...).
+        text_encoder_format: "hf_clip" (HF ``CLIPTextModel`` keys ``text_model.*``),
+            "open_clip" (OpenCLIP keys ``token_embedding``, ``transformer.resblocks.N`` ...),
+            or None when the file has no text encoder.
+        reason: how the prediction type was decided.
+    """
+
+    config: LdmConfig
+    text_encoder_format: str | None
+    reason: str
+
+
+def _infer_unet_config(unet: CheckpointReader, base: UNetConfig) -> UNetConfig:
+    """Read the UNet's shapes from its keys; heads and norm groups come from ``base``."""
+    try:
+        mc, in_ch = unet.shape("input_blocks.0.0.weight")[:2]
+        out_ch = unet.shape("out.2.weight")[0]
+        ctx = unet.shape("middle_block.1.transformer_blocks.0.attn2.to_k.weight")[1]
+        linear = len(unet.shape("middle_block.1.proj_in.weight")) == 2
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"UNet keys are incomplete ({exc.args[0].splitlines()[0]})",
+            path=unet.path,
+            fix="the file is not a complete SD 1.x/2.x checkpoint",
+        ) from exc
+    blocks = sorted(
+        {int(m.group(1)) for k in unet.keys() if (m := re.match(r"input_blocks\.(\d+)\.", k))}
+    )
+    downs = [i for i in blocks if f"input_blocks.{i}.0.op.weight" in unet]
+    levels = len(downs) + 1
+    n_res = (len(blocks) - levels) // levels
+    depth = len(
+        {k.split(".")[3] for k in unet.keys() if k.startswith("middle_block.1.transformer_blocks.")}
+    )
+    mult, attn = [], []
+    idx = 1
+    for level in range(levels):
+        mult.append(unet.shape(f"input_blocks.{idx}.0.out_layers.3.weight")[0] // mc)
+        if f"input_blocks.{idx}.1.norm.weight" in unet:
+            attn.append(2**level)
+        idx += n_res + 1
+    return attrs.evolve(
+        base,
+        in_channels=in_ch,
+        out_channels=out_ch,
+        model_channels=mc,
+        channel_mult=tuple(mult),
+        num_res_blocks=n_res,
+        attention_resolutions=tuple(attn),
+        transformer_depth=depth,
+        context_dim=ctx,
+        use_linear_projection=linear,
+    )
+
+
+def _infer_vae_config(vae: CheckpointReader, base: VAEConfig) -> VAEConfig:
+    try:
+        ch, in_ch = vae.shape("encoder.conv_in.weight")[:2]
+        out_ch = vae.shape("decoder.conv_out.weight")[0]
+        z = vae.shape("decoder.conv_in.weight")[1]
+        embed = vae.shape("post_quant_conv.weight")[1]
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"VAE keys are incomplete ({exc.args[0].splitlines()[0]})",
+            path=vae.path,
+            fix="the file is not a complete SD VAE; pass a separate VAE file",
+        ) from exc
+    levels = len({k.split(".")[2] for k in vae.keys() if k.startswith("encoder.down.")})
+    n_res = len({k.split(".")[4] for k in vae.keys() if k.startswith("encoder.down.0.block.")})
+    mult = tuple(
+        vae.shape(f"encoder.down.{i}.block.0.conv1.weight")[0] // ch for i in range(levels)
+    )
+    return attrs.evolve(
+        base,
+        in_channels=in_ch,
+        out_channels=out_ch,
+        base_channels=ch,
+        channel_mult=mult,
+        num_res_blocks=n_res,
+        z_channels=z,
+        embed_dim=embed,
+    )
+
+
+def _meta_config(metadata: dict[str, Any], key: str, cls: type) -> Any:
+    raw = metadata.get(key)
+    if raw is None:
+        return None
+    fields = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    for name in ("channel_mult", "attention_resolutions"):
+        if name in fields:
+            fields[name] = tuple(fields[name])
+    if isinstance(fields.get("num_heads"), list):
+        fields["num_heads"] = tuple(fields["num_heads"])
+    return cls(**fields)
+
+
+def _sd2_prediction(reader: CheckpointReader, yaml_path: Path | None) -> tuple[str, str]:
+    if yaml_path is not None and yaml_path.is_file():
+        text = yaml_path.read_text(errors="replace")
+        if re.search(r"parameterization:\s*[\"']?v[\"']?\s*$", text, re.MULTILINE):
+            return "v_prediction", f"{yaml_path.name} sets parameterization: v"
+        return "epsilon", f"{yaml_path.name} has no v parameterization"
+    step = reader.metadata.get("global_step")
+    if step is not None and int(step) == 875000:
+        return "epsilon", "global_step 875000 (SD2-base)"
+    log.warning(
+        "SD2 checkpoint without a prediction type: assuming v-prediction (768-v); pass "
+        "prediction_type='epsilon' for 512 base models",
+        path=reader.path,
+    )
+    return "v_prediction", "SD2 default (768-v convention)"
+
+
+def detect_variant(
+    reader: CheckpointReader,
+    *,
+    prediction_type: str | None = None,
+    unet_config: UNetConfig | None = None,
+    vae_config: VAEConfig | None = None,
+    yaml_path: Path | None = None,
+) -> Variant:
+    """Work out the model variant of a CompVis-layout checkpoint from its keys and shapes.
+
+    Raises:
+        CheckpointError: not a Stable Diffusion 1.x/2.x checkpoint.
+    """
+    keys = reader.keys()
+    if not any(k.startswith(UNET_PREFIX) for k in keys):
+        hint = ""
+        if any(k.startswith("conditioner.embedders") for k in keys):
+            hint = " (it looks like SDXL, which this plugin does not load)"
+        elif any(k.startswith(("down_blocks.", "unet.")) for k in keys):
+            hint = " (it looks like diffusers naming: load the diffusers folder instead)"
+        raise CheckpointError(
+            f"not a Stable Diffusion 1.x/2.x single-file checkpoint{hint}: no "
+            f"'{UNET_PREFIX}*' keys among {len(keys)} keys",
+            path=reader.path,
+            unexpected=keys,
+            fix="pass a CompVis/A1111 SD checkpoint, or use the loader of its own family",
+        )
+    if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
+        )
+    unet = prefixed_view(reader, UNET_PREFIX)
+    meta_unet = _meta_config(reader.metadata, META_UNET, UNetConfig)
+    meta_vae = _meta_config(reader.metadata, META_VAE, VAEConfig)
+    ctx = (
+        unet.shape("middle_block.1.transformer_blocks.0.attn2.to_k.weight")[1]
+        if ("middle_block.1.transformer_blocks.0.attn2.to_k.weight" in unet)
+        else None
+    )
+    has_openclip = any(k.startswith(OPENCLIP_PREFIX) for k in keys)
+    has_clip = any(k.startswith(CLIP_PREFIX) for k in keys)
+    sd2 = has_openclip or ctx == 1024
+    base_unet = unet_config or meta_unet or (SD2_UNET if sd2 else SD1_UNET)
+    if unet_config is None and meta_unet is None and ctx not in (768, 1024):
+        raise CheckpointError(
+            f"UNet context width {ctx} is neither SD1 (768) nor SD2 (1024), and the file "
+            "carries no t2i_ldm.unet_config metadata: the attention heads are unknown",
+            path=reader.path,
+            fix="pass unet_config= with the model's UNetConfig",
+        )
+    ucfg = _infer_unet_config(unet, base_unet)
+    vae_view = prefixed_view(reader, VAE_PREFIX)
+    vcfg = (
+        _infer_vae_config(vae_view, vae_config or meta_vae or SD_VAE)
+        if len(vae_view)
+        else (vae_config or meta_vae or SD_VAE)
+    )
+    if prediction_type is not None:
+        pred, reason = prediction_type, "prediction_type argument"
+    elif reader.metadata.get(META_PREDICTION) in PREDICTION_TYPES:
+        pred, reason = reader.metadata[META_PREDICTION], "file metadata"
+    elif sd2:
+        pred, reason = _sd2_prediction(reader, yaml_path)
+    else:
+        pred, reason = "epsilon", "SD1"
+    if sd2:
+        name = "sd2-768-v" if pred == "v_prediction" else "sd2-512-eps"
+    else:
+        name = "sd1"
+    if meta_unet is not None or unet_config is not None:
+        name = str(reader.metadata.get("t2i_ldm.name", "custom"))
+    text_format = "open_clip" if has_openclip else ("hf_clip" if has_clip else None)
+    config = LdmConfig(
+        name,
+        ucfg,
+        vcfg,
+        pred,
+        "openclip_h" if sd2 else "clip_l",
+        768 if name == "sd2-768-v" else 512,
+    )
+    return Variant(config, text_format, reason)
+
+
+def split_checkpoint(
+    state: CheckpointReader | dict[str, torch.Tensor],
+    *,
+    prediction_type: str | None = None,
+    use_ema: bool = False,
+    unet_config: UNetConfig | None = None,
+    vae_config: VAEConfig | None = None,
+    yaml_path: Path | None = None,
+) -> dict[str, Any]:
+    """Split a CompVis-layout checkpoint into its parts (lazy views, nothing read yet).
+
+    Returns:
+        ``{"unet": reader, "vae": reader, "text_encoder": reader | None, "variant":
+        Variant}``. ``unet``/``vae`` keys are our parameter names; ``text_encoder`` keys
+        are HF ``CLIPTextModel`` names (``text_model.*``, SD1, prefix
+        ``cond_stage_model.transformer.`` removed) or OpenCLIP names (SD2, prefix
+        ``cond_stage_model.model.`` removed); ``variant.text_encoder_format`` says which.
+    """
+    reader = (
+        state if isinstance(state, CheckpointReader) else CheckpointReader.from_state_dict(state)
+    )
+    variant = detect_variant(
+        reader,
+        prediction_type=prediction_type,
+        unet_config=unet_config,
+        vae_config=vae_config,
+        yaml_path=yaml_path,
+    )
+    unet = prefixed_view(reader, UNET_PREFIX)
+    if use_ema:
+        ema_names = {k: "diffusion_model" + k.replace(".", "") for k in unet.keys()}
+        ema = prefixed_view(reader, EMA_PREFIX)
+        absent = [v for v in ema_names.values() if v not in ema]
+        if absent:
+            raise CheckpointError(
+                "use_ema=True but the file has no complete model_ema copy",
+                path=reader.path,
+                missing=[EMA_PREFIX + a for a in absent],
+                fix="load with use_ema=False (EMA-only releases keep EMA weights in "
+                "model.diffusion_model)",
+            )
+        unet = CheckpointReader(
+            list(ema_names),
+            lambda k: ema.shape(ema_names[k]),
+            lambda k: ema.dtype(ema_names[k]),
+            lambda k: ema.get(ema_names[k]),
+            path=reader.path,
+        )
+    text = None
+    if variant.text_encoder_format == "hf_clip":
+        text = prefixed_view(reader, CLIP_PREFIX)
+    elif variant.text_encoder_format == "open_clip":
+        text = prefixed_view(reader, OPENCLIP_PREFIX)
+    known = (UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX, EMA_PREFIX)
+    other = [k for k in reader.keys() if not k.startswith(known) and k not in DDPM_BUFFERS]
+    if other:
+        log.warning("ignoring keys outside the SD layout", count=len(other), first=other[:5])
+    return {
+        "unet": unet,
+        "vae": prefixed_view(reader, VAE_PREFIX),
+        "text_encoder": text,
+        "variant": variant,
+    }
+
+
+@attrs.frozen(eq=False)
+class LdmModels:
+    """Loaded latent diffusion weights.
+
+    Attributes:
+        unet: the UNet (eval mode).
+        vae: the autoencoder (eval mode), or None when the source has none.
+        text_encoder: raw text-encoder tensors as a lazy reader (see :func:`split_checkpoint`
+            for the key format), or None.
+        text_encoder_format: "hf_clip", "open_clip" or None.
+        config: the detected variant's configuration.
+        extras: source-specific data (a diffusers folder's tokenizer path and configs).
+    """
+
+    unet: UNetModel
+    vae: AutoencoderKL | None
+    text_encoder: CheckpointReader | None
+    text_encoder_format: str | None
+    config: LdmConfig
+    extras: dict[str, Any] = attrs.field(factory=dict)
+
+
+def build_on_meta(cls: type, config: Any) -> Any:
+    """Instantiate ``cls(config)`` on the ``meta`` device (no memory, no init work)."""
+    with torch.device("meta"):
+        return cls(config)
+
+
+def load_single_file(
+    path: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    prediction_type: str | None = None,
+    use_ema: bool = False,
+    allow_pickle: bool = False,
+    unet_config: UNetConfig | None = None,
+    vae_config: VAEConfig | None = None,
+) -> LdmModels:
+    """Load a CompVis/A1111 single-file SD 1.x/2.x checkpoint, streaming tensor by tensor.
+
+    Args:
+        path: ``.safetensors`` (or ``.ckpt``/``.pt`` with ``allow_pickle``).
+        dtype: model dtype (default float32; fp16 files are upcast).
+        device: where the weights go (default CPU).
+        prediction_type: "epsilon" or "v_prediction", overriding detection.
+        use_ema: load the ``model_ema`` UNet copy instead of ``model.diffusion_model``.
+        allow_pickle: permit pickle files (read with ``torch.load(weights_only=True)``).
+        unet_config, vae_config: override the heads / norm groups the keys cannot tell.
+
+    Raises:
+        CheckpointError: unreadable file, wrong family, or missing/unexpected/mis-shaped keys.
+    """
+    path = Path(path)
+    reader = open_checkpoint(path, allow_pickle=allow_pickle)
+    parts = split_checkpoint(
+        reader,
+        prediction_type=prediction_type,
+        use_ema=use_ema,
+        unet_config=unet_config,
+        vae_config=vae_config,
+        yaml_path=path.with_suffix(".yaml"),
+    )
+    variant: Variant = parts["variant"]
+    cfg = variant.config
+    dtype = dtype or torch.float32
+    unet = build_on_meta(UNetModel, cfg.unet)
+    load_into(
+        unet,
+        parts["unet"],
+        dtype=dtype,
+        device=device,
+        what="UNet",
+        fix="the file's UNet does not match the detected variant "
+        f"{cfg.name!r}; pass unet_config= or a matching checkpoint",
+    )
+    vae = None
+    if len(parts["vae"]):
+        vae = build_on_meta(AutoencoderKL, cfg.vae)
+        load_into(vae, parts["vae"], dtype=dtype, device=device, what="VAE")
+        vae.eval()
+    log.info(
+        "loaded single-file checkpoint",
+        path=str(path),
+        variant=cfg.name,
+        prediction_type=cfg.prediction_type,
+        reason=variant.reason,
+        ema=use_ema,
+    )
+    return LdmModels(unet.eval(), vae, parts["text_encoder"], variant.text_encoder_format, cfg)
+
+
+def _config_json(cfg: Any) -> str:
+    return json.dumps(attrs.asdict(cfg))
+
+
+def single_file_state(
+    unet: UNetModel,
+    vae: AutoencoderKL | None = None,
+    text_encoder: dict[str, torch.Tensor] | None = None,
+    text_encoder_format: str = "hf_clip",
+) -> dict[str, torch.Tensor]:
+    """The CompVis-layout dict of our models (the inverse of :func:`split_checkpoint`)."""
+    state = {UNET_PREFIX + k: v for k, v in unet.state_dict().items()}
+    if vae is not None:
+        state.update({VAE_PREFIX + k: v for k, v in vae.state_dict().items()})
+    if text_encoder:
+        prefix = CLIP_PREFIX if text_encoder_format == "hf_clip" else OPENCLIP_PREFIX
+        state.update({prefix + k: v for k, v in text_encoder.items()})
+    return state
+
+
+def save_single_file(
+    path: str | os.PathLike,
+    unet: UNetModel,
+    vae: AutoencoderKL | None = None,
+    *,
+    text_encoder: dict[str, torch.Tensor] | None = None,
+    text_encoder_format: str = "hf_clip",
+    prediction_type: str | None = None,
+    name: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write a CompVis-layout ``.safetensors`` with our configs in its metadata.
+
+    The metadata (``t2i_ldm.unet_config``, ``t2i_ldm.vae_config``, ``prediction_type``)
+    lets :func:`load_single_file` rebuild non-SD shapes (tiny or custom models) exactly.
+    """
+    state = single_file_state(unet, vae, text_encoder, text_encoder_format)
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    meta = {META_UNET: _config_json(unet.config)}
+    if vae is not None:
+        meta[META_VAE] = _config_json(vae.config)
+    if prediction_type is not None:
+        meta[META_PREDICTION] = prediction_type
+    if name is not None:
+        meta["t2i_ldm.name"] = name
+    return _save_safetensors(state, path, metadata=meta)

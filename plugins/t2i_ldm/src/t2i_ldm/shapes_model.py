@@ -1,0 +1,232 @@
+"""``ldm-shapes``: the embedded default latent diffusion model, trained on the shapes benchmark.
+
+A small KL autoencoder (factor 4: 64 px -> 16x16x4 latents), a small SD-architecture UNet
+(7 M parameters, cross-attention at every level) and a small CLIP-architecture text encoder
+(4 layers, width 128) trained jointly with it, over a CLIP BPE vocabulary built from the
+benchmark's caption vocabulary. Everything is ordinary SD code of this plugin with small
+numbers, so the same denoiser, decoder and text-encoder components run it.
+
+Files of a model folder (the shipped one is :data:`WEIGHTS_DIR`):
+``model.json`` (configs, scaling factor, training record), ``unet.safetensors`` (fp16),
+``vae.safetensors``, ``text_encoder.safetensors``, ``tokenizer/{vocab.json,merges.txt}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from t2i.checkpoints import CheckpointError
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from t2i_ldm.config import NoiseScheduleConfig, UNetConfig, VAEConfig
+from t2i_ldm.tokenizer import ClipTokenizer, openai_clip_vocab
+
+WEIGHTS_DIR = Path(__file__).parent / "weights" / "ldm-shapes"
+"""The shipped model (safetensors, each file under 16 MiB)."""
+
+UNET = UNetConfig(
+    model_channels=64,
+    channel_mult=(1, 2, 2),
+    num_res_blocks=1,
+    attention_resolutions=(1, 2, 4),
+    num_heads=4,
+    context_dim=128,
+    norm_groups=16,
+)
+VAE = VAEConfig(base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, norm_groups=16)
+TEXT_WIDTH, TEXT_LAYERS, TEXT_HEADS = 128, 4, 4
+
+TINY_UNET = UNetConfig(model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                       attention_resolutions=(2,), num_heads=2, context_dim=32, norm_groups=8)
+TINY_VAE = VAEConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, norm_groups=4)
+"""Tiny variants for tests of the trainer (``t2i train ldm --tiny``)."""
+
+_WORD = re.compile(r"[a-z]+|[0-9]|[^\sa-z0-9]+")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP byte -> printable character table (printable bytes map to themselves)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def vocabulary_merges(captions: Iterable[str]) -> list[tuple[str, str]]:
+    """BPE merges that make every word of ``captions`` one token (when ranks allow).
+
+    Each word ``w`` gets the merge chain ``w0 w1 -> w0w1 -> ... -> w</w>`` in order of first
+    appearance; the result is a valid CLIP ``merges.txt`` over the byte-level alphabet, so
+    transformers' ``CLIPTokenizer`` reads it like OpenAI's.
+    """
+    byte_chars = _bytes_to_unicode()
+    merges: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    words: dict[str, None] = {}
+    for caption in captions:
+        for word in _WORD.findall(caption.lower()):
+            words.setdefault(word, None)
+    for word in words:
+        symbols = ["".join(byte_chars[b] for b in ch.encode()) for ch in word]
+        symbols[-1] += "</w>"
+        current = symbols[0]
+        for sym in symbols[1:]:
+            pair = (current, sym)
+            if pair not in seen:
+                seen.add(pair)
+                merges.append(pair)
+            current += sym
+    return merges
+
+
+def write_tokenizer(folder: str | os.PathLike, captions: Iterable[str]) -> ClipTokenizer:
+    """Write ``vocab.json`` + ``merges.txt`` for ``captions`` into ``folder`` and load them."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    merges = vocabulary_merges(captions)
+    vocab = openai_clip_vocab(merges)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    return load_tokenizer(folder)
+
+
+def load_tokenizer(folder: str | os.PathLike) -> ClipTokenizer:
+    """The shapes tokenizer: CLIP BPE from ``folder`` (SD1 padding: the end token)."""
+    folder = Path(folder)
+    vocab = json.loads((folder / "vocab.json").read_text())
+    lines = (folder / "merges.txt").read_text().splitlines()
+    merges = [tuple(line.split()) for line in lines if line and not line.startswith("#")]
+    return ClipTokenizer.from_vocab_and_merges(vocab, merges)
+
+
+def text_config(vocab_size: int, *, tiny: bool = False) -> CLIPTextConfig:
+    """A small CLIP text tower (SD1 conventions: quick GELU, 77 positions)."""
+    width, layers, heads = (32, 1, 2) if tiny else (TEXT_WIDTH, TEXT_LAYERS, TEXT_HEADS)
+    return CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=width, intermediate_size=4 * width,
+        num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=77,
+        hidden_act="quick_gelu", projection_dim=width, bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+    )
+
+
+@attrs.frozen
+class ShapesModelSpec:
+    """What ``model.json`` records: the three configs, the latent scale, how it was trained."""
+
+    unet: dict[str, Any]
+    vae: dict[str, Any]
+    text: dict[str, Any]
+    scaling_factor: float
+    prediction_type: str = "epsilon"
+    training: dict[str, Any] = attrs.Factory(dict)
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike) -> ShapesModelSpec:
+        path = Path(folder) / "model.json"
+        if not path.is_file():
+            raise CheckpointError(
+                "no model.json", path=path.parent,
+                fix="point at a folder written by `t2i train ldm` (or omit checkpoint= to use "
+                "the shipped ldm-shapes model)")
+        return cls(**json.loads(path.read_text()))
+
+    def unet_config(self) -> UNetConfig:
+        return UNetConfig(**self.unet)
+
+    def vae_config(self) -> VAEConfig:
+        return VAEConfig(**{**self.vae, "scaling_factor": self.scaling_factor})
+
+    def text_config(self) -> CLIPTextConfig:
+        return CLIPTextConfig(**self.text)
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """attrs config -> JSON-able dict (tuples become lists)."""
+    return json.loads(json.dumps(attrs.asdict(config)))
+
+
+def _folder(checkpoint: str | os.PathLike | None) -> Path:
+    folder = Path(checkpoint) if checkpoint is not None else WEIGHTS_DIR
+    if not folder.is_dir():
+        raise CheckpointError(
+            "not a folder", path=folder,
+            fix="ldm-shapes checkpoints are folders written by `t2i train ldm --out DIR`")
+    return folder
+
+
+def _load_module(module: torch.nn.Module, file: Path) -> torch.nn.Module:
+    from t2i.checkpoints import load_into, open_checkpoint
+
+    load_into(module, open_checkpoint(file), dtype=torch.float32, what=file.stem,
+              fix="the folder's model.json and weights disagree: re-export with `t2i train ldm`")
+    return module.eval()
+
+
+def create_tokenizer(*, checkpoint: str | os.PathLike | None = None) -> ClipTokenizer:
+    """The ldm-shapes tokenizer (CLIP BPE over the benchmark's vocabulary)."""
+    return load_tokenizer(_folder(checkpoint) / "tokenizer")
+
+
+def create_text_encoder(*, checkpoint: str | os.PathLike | None = None, **options: Any):
+    """The ldm-shapes text encoder (a small CLIP text model)."""
+    from t2i_ldm.text_encoder import ClipTextEncoder
+
+    folder = _folder(checkpoint)
+    spec = ShapesModelSpec.read(folder)
+    model = _load_module(CLIPTextModel(spec.text_config()), folder / "text_encoder.safetensors")
+    return ClipTextEncoder(model, **options)
+
+
+def create_denoiser(*, checkpoint: str | os.PathLike | None = None):
+    """The ldm-shapes UNet as a Karras denoiser (epsilon, SD's scaled_linear schedule)."""
+    from t2i_ldm.denoiser import LdmDenoiser
+    from t2i_ldm.unet import UNetModel
+
+    folder = _folder(checkpoint)
+    spec = ShapesModelSpec.read(folder)
+    unet = _load_module(UNetModel(spec.unet_config()), folder / "unet.safetensors")
+    return LdmDenoiser(unet, spec.prediction_type, NoiseScheduleConfig())
+
+
+def create_decoder(*, checkpoint: str | os.PathLike | None = None):
+    """The ldm-shapes VAE decoder (factor 4, 4 latent channels)."""
+    from t2i_ldm.vae import AutoencoderKL, LdmDecoder
+
+    folder = _folder(checkpoint)
+    spec = ShapesModelSpec.read(folder)
+    vae = _load_module(AutoencoderKL(spec.vae_config()), folder / "vae.safetensors")
+    return LdmDecoder(vae)
+
+
+def ldm_shapes_recipe(*, checkpoint: str | os.PathLike | None = None):
+    """Recipe ``ldm-shapes``: the embedded default model (64x64, 25 steps)."""
+    from t2i.recipe import diffusion_recipe
+
+    options = {} if checkpoint is None else {"checkpoint": str(checkpoint)}
+    return diffusion_recipe(
+        tokenizer="ldm.shapes_tokenizer", text_encoder="ldm.shapes_text_encoder",
+        denoiser="ldm.shapes_unet", decoder="ldm.shapes_vae",
+        tokenizer_options=options, text_encoder_options=options, denoiser_options=options,
+        decoder_options=options,
+        defaults={"width": 64, "height": 64, "steps": 25, "cfg_scale": 5.0,
+                  "sampler": "dpmpp_2m", "schedule": "karras"},
+        size_multiple=16,
+        description="embedded default: small latent diffusion model trained on the shapes "
+                    "benchmark (64x64)",
+        model_name="ldm-shapes",
+    )

@@ -1,0 +1,325 @@
+"""CLIP BPE tokenizer with the Stable Diffusion web UI's prompt handling.
+
+The byte-level BPE itself is transformers' ``CLIPTokenizer`` (backed by ``tokenizers``). This
+module adds what Stable Diffusion front ends do around it (AUTOMATIC1111,
+``modules/sd_hijack_clip.py``, documented behaviour; independent implementation):
+
+- emphasis weights per token from :func:`t2i.prompts.parse_prompt_attention`; each weighted
+  piece of the prompt is tokenized on its own, as the web UI does;
+- 75-token chunks, each wrapped as ``<|startoftext|> tokens <|endoftext|>`` and padded to 77;
+  ``BREAK`` ends a chunk early; a prompt over 75 tokens gives several chunks, and every prompt
+  of a batch is padded with empty chunks to the batch's largest chunk count;
+- "comma padding backtrack": when a chunk fills up less than ``comma_padding_backtrack`` tokens
+  after a comma, the text after that comma moves to the next chunk (web UI default 20);
+- padding after the end token: ``<|endoftext|>`` for SD1's CLIP ViT-L/14, id 0 (``"!"``) for
+  SD2's OpenCLIP ViT-H/14 (``open_clip.tokenize`` pads with zeros).
+
+Vocabulary sources, never downloaded: a diffusers ``tokenizer/`` folder (``vocab.json`` +
+``merges.txt``) or OpenAI's ``bpe_simple_vocab_16e6.txt.gz`` merges list (shipped inside the
+``open_clip_torch`` and ``clip`` packages), from which the vocabulary is rebuilt exactly as
+OpenAI's ``simple_tokenizer.py`` does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+import structlog
+import torch
+from t2i.payloads import Tokens
+from t2i.prompts import is_break, parse_prompt_attention
+from transformers import CLIPTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+log = structlog.get_logger(__name__)
+
+START_TOKEN = "<|startoftext|>"
+END_TOKEN = "<|endoftext|>"
+CHUNK_LENGTH = 75
+"""Prompt tokens per chunk; with the start and end tokens a chunk is 77 long."""
+OPENAI_NUM_MERGES = 49152 - 256 - 2
+"""Merges OpenAI's CLIP uses from ``bpe_simple_vocab_16e6.txt.gz`` (48,894): vocabulary 49,408."""
+
+
+@attrs.frozen
+class _Chunk:
+    """Up to :data:`CHUNK_LENGTH` prompt tokens and their weights (no start/end tokens)."""
+
+    ids: list[int]
+    weights: list[float]
+
+
+def openai_clip_vocab(merges: Sequence[tuple[str, str]]) -> dict[str, int]:
+    """The CLIP vocabulary that OpenAI's ``simple_tokenizer.py`` builds from a merges list.
+
+    Order: the 256 byte characters of GPT-2's byte-to-unicode table, the same with ``</w>``,
+    one token per merge (the two parts joined), then ``<|startoftext|>`` and ``<|endoftext|>``.
+    With the 48,894 released merges this is the 49,408-token vocabulary of ``vocab.json``.
+    """
+    byte_chars = list(bytes_to_unicode().values())
+    tokens = byte_chars + [c + "</w>" for c in byte_chars]
+    tokens += ["".join(pair) for pair in merges]
+    tokens += [START_TOKEN, END_TOKEN]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        raise ValueError("the merges list produces duplicate tokens: it is not a CLIP BPE list")
+    return vocab
+
+
+def read_bpe_merges(path: str | os.PathLike, num_merges: int = OPENAI_NUM_MERGES) -> list:
+    """Read a merges list in ``bpe_simple_vocab_16e6.txt[.gz]`` or ``merges.txt`` form.
+
+    The first line is a header and is skipped (as OpenAI's loader does); then one merge per line,
+    two space-separated parts; at most ``num_merges`` are kept.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a line is not two space-separated parts.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"BPE merges file not found: {path}")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    lines = raw.decode("utf-8").split("\n")[1:]
+    merges: list[tuple[str, str]] = []
+    for number, line in enumerate(lines, start=2):
+        if len(merges) == num_merges:
+            break
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{path}:{number}: a merge is two space-separated parts, got {line!r}")
+        merges.append((parts[0], parts[1]))
+    return merges
+
+
+BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
+BPE_FILE_ENV = "T2I_CLIP_BPE"
+"""Environment variable naming a ``bpe_simple_vocab_16e6.txt.gz`` to use."""
+
+
+def find_bpe_file() -> Path | None:
+    """Locate OpenAI's CLIP merges list on this machine, without downloading anything.
+
+    Looks at ``$T2I_CLIP_BPE``, then inside the installed ``open_clip`` (``open_clip_torch``)
+    and ``clip`` packages (found without importing them). None when there is none.
+    """
+    candidates: list[Path] = []
+    if os.environ.get(BPE_FILE_ENV):
+        candidates.append(Path(os.environ[BPE_FILE_ENV]))
+    for package in ("open_clip", "clip"):
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            spec = None
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            candidates.append(Path(folder) / BPE_FILE_NAME)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+class ClipTokenizer:
+    """CLIP BPE tokenizer giving web-UI-style chunked, weighted :class:`t2i.payloads.Tokens`.
+
+    Implements :class:`t2i.components.Tokenizer`. Output of ``tokenizer(["a", "b"])``:
+    ``ids`` ``(B, 77*n)`` int64, ``weights`` ``(B, 77*n)`` float32 (1.0 on start/end/padding),
+    ``mask`` ``(B, 77*n)`` bool, True on the start token, the prompt tokens and the end token.
+
+    Args:
+        backend: a transformers ``CLIPTokenizer`` that does the BPE (its truncation and padding
+            are switched off: chunking is done here).
+        pad_id: id written after the end token; None uses the end token (SD1). SD2: 0.
+        parse_emphasis: read ``(word:1.2)``-style weights (False: brackets are literal text and
+            every weight is 1.0, the web UI's emphasis mode "None").
+        comma_padding_backtrack: see the module docstring; 0 turns it off.
+    """
+
+    chunk_length = CHUNK_LENGTH
+    model_max_length = CHUNK_LENGTH + 2
+
+    def __init__(
+        self,
+        backend: CLIPTokenizer,
+        *,
+        pad_id: int | None = None,
+        parse_emphasis: bool = True,
+        comma_padding_backtrack: int = 20,
+    ) -> None:
+        vocab = backend.get_vocab()
+        missing = [t for t in (START_TOKEN, END_TOKEN) if t not in vocab]
+        if missing:
+            raise ValueError(f"the vocabulary lacks the CLIP special tokens {missing}")
+        if comma_padding_backtrack < 0 or comma_padding_backtrack > CHUNK_LENGTH:
+            raise ValueError(
+                f"comma_padding_backtrack must be in [0, {CHUNK_LENGTH}], "
+                f"got {comma_padding_backtrack}"
+            )
+        self.backend = backend
+        # chunking and padding are ours: a folder's tokenizer.json must not truncate at 77
+        backend.backend_tokenizer.no_truncation()
+        backend.backend_tokenizer.no_padding()
+        self.vocab_size = len(vocab)
+        self.bos_id = vocab[START_TOKEN]
+        self.eos_id = vocab[END_TOKEN]
+        self.pad_id = self.eos_id if pad_id is None else int(pad_id)
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise ValueError(
+                f"pad_id {self.pad_id} is outside the vocabulary (0..{len(vocab) - 1})"
+            )
+        self.comma_id = vocab.get(",</w>")
+        self.parse_emphasis = parse_emphasis
+        self.comma_padding_backtrack = comma_padding_backtrack
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_vocab_and_merges(
+        cls, vocab: dict[str, int], merges: Sequence[tuple[str, str]], **options
+    ) -> ClipTokenizer:
+        """Build from an in-memory vocabulary and merges list (``options`` as in ``__init__``)."""
+        backend = CLIPTokenizer(vocab=dict(vocab), merges=[tuple(m) for m in merges])
+        return cls(backend, **options)
+
+    @classmethod
+    def from_bpe_file(
+        cls, path: str | os.PathLike, *, num_merges: int = OPENAI_NUM_MERGES, **options
+    ) -> ClipTokenizer:
+        """Build from OpenAI's ``bpe_simple_vocab_16e6.txt.gz`` (or the uncompressed list).
+
+        For SD2 pass ``pad_id=0``. ``options`` as in ``__init__``.
+        """
+        merges = read_bpe_merges(path, num_merges)
+        log.debug("clip_tokenizer.bpe_file", path=str(path), merges=len(merges))
+        return cls.from_vocab_and_merges(openai_clip_vocab(merges), merges, **options)
+
+    @classmethod
+    def from_installed_bpe(cls, **options) -> ClipTokenizer:
+        """Build from the merges list :func:`find_bpe_file` finds (``options`` as in ``__init__``).
+
+        Raises:
+            FileNotFoundError: none on this machine; the message says how to get one.
+        """
+        path = find_bpe_file()
+        if path is None:
+            raise FileNotFoundError(
+                f"no {BPE_FILE_NAME} found: `pip install open_clip_torch` (it ships the file), "
+                f"or set {BPE_FILE_ENV} to its path, or load the checkpoint's tokenizer/ folder"
+            )
+        return cls.from_bpe_file(path, **options)
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike, **options) -> ClipTokenizer:
+        """Build from a diffusers ``tokenizer/`` folder (``vocab.json`` and ``merges.txt``).
+
+        The pad token comes from the folder's ``special_tokens_map.json`` /
+        ``tokenizer_config.json`` (SD2's says ``"!"``, id 0) unless ``pad_id`` is passed.
+        """
+        path = Path(path)
+        missing = [n for n in ("vocab.json", "merges.txt") if not (path / n).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{path} is not a CLIP tokenizer folder: missing {', '.join(missing)} "
+                "(point at the checkpoint's 'tokenizer' subfolder)"
+            )
+        backend = CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
+        if "pad_id" not in options:
+            pad = backend.pad_token_id
+            options["pad_id"] = None if pad is None else int(pad)
+        return cls(backend, **options)
+
+    # -- tokenizing ----------------------------------------------------------------------
+
+    def __call__(self, texts: Sequence[str] | str) -> Tokens:
+        """Tokenize a batch of prompts into chunks of 77 tokens (see the class docstring)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not texts:
+            raise ValueError("texts is empty: pass at least one prompt (an empty prompt is '')")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+        per_prompt = [self.chunk_prompt(text) for text in texts]
+        n_chunks = max(len(chunks) for chunks in per_prompt)
+        width = n_chunks * self.model_max_length
+        ids = torch.full((len(texts), width), self.pad_id, dtype=torch.int64)
+        weights = torch.ones((len(texts), width), dtype=torch.float32)
+        mask = torch.zeros((len(texts), width), dtype=torch.bool)
+        empty = _Chunk([], [])
+        for row, chunks in enumerate(per_prompt):
+            chunks = chunks + [empty] * (n_chunks - len(chunks))
+            for index, chunk in enumerate(chunks):
+                start = index * self.model_max_length
+                n = len(chunk.ids)
+                ids[row, start] = self.bos_id
+                ids[row, start + 1 : start + 1 + n] = torch.tensor(chunk.ids, dtype=torch.int64)
+                ids[row, start + 1 + n] = self.eos_id
+                weights[row, start + 1 : start + 1 + n] = torch.tensor(chunk.weights)
+                mask[row, start : start + n + 2] = True
+        return Tokens(ids=ids, weights=weights, mask=mask)
+
+    def encode_text(self, texts: Sequence[str]) -> list[list[int]]:
+        """Plain BPE ids of each text, no special tokens, no emphasis parsing."""
+        encodings = self.backend.backend_tokenizer.encode_batch(
+            list(texts), add_special_tokens=False
+        )
+        return [list(e.ids) for e in encodings]
+
+    def count_tokens(self, text: str) -> int:
+        """Prompt tokens of ``text`` after emphasis parsing (the web UI's "n/75" counter)."""
+        return sum(len(c.ids) for c in self.chunk_prompt(text))
+
+    def chunk_prompt(self, text: str) -> list[_Chunk]:
+        """Split one prompt into chunks of at most 75 weighted tokens (at least one chunk)."""
+        if self.parse_emphasis:
+            segments = parse_prompt_attention(text)
+        else:
+            segments = [(text, 1.0)]
+        token_lists = self.encode_text([t for t, _ in segments])
+        chunks: list[_Chunk] = []
+        ids: list[int] = []
+        weights: list[float] = []
+        last_comma = -1  # position in `ids` of the last comma, -1 for none
+
+        def finish(keep: int | None = None) -> None:
+            """Close the chunk with the first `keep` tokens; the rest start the next one."""
+            nonlocal ids, weights, last_comma
+            keep = len(ids) if keep is None else keep
+            chunks.append(_Chunk(ids[:keep], weights[:keep]))
+            ids, weights, last_comma = ids[keep:], weights[keep:], -1
+
+        for segment, token_ids in zip(segments, token_lists):
+            if self.parse_emphasis and is_break(segment):
+                finish()
+                continue
+            weight = segment[1]
+            for token in token_ids:
+                if token == self.comma_id:
+                    last_comma = len(ids)
+                elif (
+                    self.comma_padding_backtrack
+                    and len(ids) == CHUNK_LENGTH
+                    and last_comma >= 0
+                    and len(ids) - last_comma <= self.comma_padding_backtrack
+                ):
+                    finish(keep=last_comma + 1)
+                if len(ids) == CHUNK_LENGTH:
+                    finish()
+                ids.append(token)
+                weights.append(weight)
+        if ids or not chunks:
+            finish()
+        return chunks
+
+    def __repr__(self) -> str:
+        return (
+            f"ClipTokenizer(vocab_size={self.vocab_size}, bos={self.bos_id}, eos={self.eos_id}, "
+            f"pad={self.pad_id})"
+        )

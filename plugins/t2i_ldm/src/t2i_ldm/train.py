@@ -1,0 +1,332 @@
+"""``t2i train ldm``: train the ldm-shapes latent diffusion model (VAE, then UNet + text encoder).
+
+Stage 1 trains the KL autoencoder on the images (L1 reconstruction + a small KL term,
+Rombach et al. 2022 without the adversarial loss); stage 2 freezes it, encodes the data
+set once, sets the latent scaling factor to 1/std (as SD's 0.18215 was chosen), and trains
+the UNet and the text encoder jointly with the epsilon objective on SD's scaled_linear
+schedule (Ho et al. 2020), dropping 10% of captions for classifier-free guidance
+(Ho & Salimans 2022) and keeping an EMA of the weights.
+
+Resumable: every ``--save-every`` steps the whole state (models, EMA, optimisers, step,
+RNG) is written atomically to ``OUT/state.pt``; a rerun with the same ``--out`` continues.
+The final model folder (``OUT/model``) holds safetensors files that
+:mod:`t2i_ldm.shapes_model` loads.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import structlog
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+log = structlog.get_logger("t2i_ldm.train")
+
+
+# -- data -----------------------------------------------------------------------------------
+def _render_range(args: tuple[str, int, int, int, int]) -> tuple[np.ndarray, list[str]]:
+    from t2i.shapes.dataset import make_sample
+
+    split, start, stop, size, seed = args
+    images, captions = [], []
+    for i in range(start, stop):
+        s = make_sample(split, i, size, seed)
+        images.append(np.asarray(s.image.convert("RGB"), dtype=np.uint8))
+        captions.append(s.caption.text)
+    return np.stack(images), captions
+
+
+def render_shapes(n: int, size: int, *, split: str = "train", seed: int = 0,
+                  workers: int | None = None) -> tuple[torch.Tensor, list[str]]:
+    """Render ``n`` benchmark items in parallel -> uint8 ``(n, 3, size, size)`` and captions."""
+    workers = workers or max(1, min(16, (os.cpu_count() or 1)))
+    chunk = max(1, math.ceil(n / (workers * 4)))
+    jobs = [(split, a, min(n, a + chunk), size, seed) for a in range(0, n, chunk)]
+    images, captions = [], []
+    if workers == 1:
+        results = map(_render_range, jobs)
+    else:
+        pool = ProcessPoolExecutor(workers)
+        results = pool.map(_render_range, jobs)
+    for imgs, caps in tqdm(results, total=len(jobs), desc="render", unit="chunk"):
+        images.append(imgs)
+        captions.extend(caps)
+    if workers != 1:
+        pool.shutdown()
+    array = np.concatenate(images).transpose(0, 3, 1, 2)  # (n, 3, H, W)
+    return torch.from_numpy(np.ascontiguousarray(array)), captions
+
+
+def load_folder(folder: Path) -> tuple[torch.Tensor, list[str]]:
+    """A folder written by ``t2i data shapes`` (PNGs + captions.jsonl)."""
+    from PIL import Image
+
+    index = folder / "captions.jsonl"
+    if not index.is_file():
+        raise click.UsageError(f"{folder} has no captions.jsonl: write one with `t2i data shapes`")
+    images, captions = [], []
+    for line in index.read_text().splitlines():
+        item = json.loads(line)
+        images.append(np.asarray(Image.open(folder / item["file"]).convert("RGB"), np.uint8))
+        captions.append(item["caption"])
+    return torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy()), captions
+
+
+# -- state ----------------------------------------------------------------------------------
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write the training state atomically (temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1 - decay)
+
+
+def export_model(out: Path, *, unet, vae, text_model, tokenizer_dir: Path, scaling_factor: float,
+                 unet_config, vae_config, training: dict[str, Any]) -> Path:
+    """Write the model folder: model.json + safetensors (UNet in fp16) + tokenizer files."""
+    import shutil
+
+    from t2i.checkpoints import save_safetensors
+
+    from t2i_ldm.shapes_model import config_dict
+
+    folder = out / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_safetensors({k: v.half() for k, v in unet.state_dict().items()},
+                     folder / "unet.safetensors")
+    save_safetensors(vae.state_dict(), folder / "vae.safetensors")
+    save_safetensors(text_model.state_dict(), folder / "text_encoder.safetensors")
+    if tokenizer_dir.resolve() != (folder / "tokenizer").resolve():
+        shutil.copytree(tokenizer_dir, folder / "tokenizer", dirs_exist_ok=True)
+    vae_dict = config_dict(vae_config)
+    vae_dict.pop("scaling_factor", None)
+    spec = {
+        "unet": config_dict(unet_config), "vae": vae_dict,
+        "text": {k: v for k, v in text_model.config.to_dict().items()
+                 if k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads", "max_position_embeddings", "hidden_act",
+                          "projection_dim", "bos_token_id", "eos_token_id", "pad_token_id")},
+        "scaling_factor": scaling_factor, "prediction_type": "epsilon", "training": training,
+    }
+    tmp = folder / "model.json.tmp"
+    tmp.write_text(json.dumps(spec, indent=2))
+    os.replace(tmp, folder / "model.json")
+    return folder
+
+
+# -- the trainer ----------------------------------------------------------------------------
+def train_ldm(*, out: Path, data: str = "shapes", n: int = 100_000, size: int = 64,
+              vae_steps: int = 3000, steps: int = 20_000, minutes: float | None = None,
+              batch_size: int = 256, vae_batch_size: int = 128, lr: float = 3e-4,
+              ema_decay: float = 0.999, save_every: int = 1000, device: str | None = None,
+              tiny: bool = False, seed: int = 0, workers: int | None = None) -> Path:
+    """Train (or resume) ldm-shapes into ``out``; returns the exported model folder."""
+    from transformers import CLIPTextModel
+
+    from t2i_ldm import shapes_model as sm
+    from t2i_ldm.config import NoiseScheduleConfig
+    from t2i_ldm.unet import UNetModel
+    from t2i_ldm.vae import AutoencoderKL
+
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(seed)
+    amp = dict(device_type="cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+    started = time.time()
+
+    if data == "shapes":
+        images, captions = render_shapes(n, size, seed=seed, workers=workers)
+    else:
+        images, captions = load_folder(Path(data))
+    log.info("data", images=len(captions), size=images.shape[-1], seconds=round(time.time() -
+                                                                               started, 1))
+    tok_dir = out / "tokenizer"
+    tokenizer = sm.write_tokenizer(tok_dir, captions)
+    unique = sorted(set(captions))
+    ids_of = {}
+    for i in range(0, len(unique), 4096):
+        part = unique[i:i + 4096]
+        ids = tokenizer(part).ids[:, :77]
+        ids_of.update(zip(part, ids))
+    caption_ids = torch.stack([ids_of[c] for c in captions])  # (N, 77)
+    empty_ids = tokenizer([""]).ids[:, :77]  # (1, 77)
+
+    unet_config = sm.TINY_UNET if tiny else sm.UNET
+    vae_config = sm.TINY_VAE if tiny else sm.VAE
+    vae = AutoencoderKL(vae_config).to(dev)
+    unet = UNetModel(unet_config).to(dev)
+    text_model = CLIPTextModel(sm.text_config(tokenizer.vocab_size, tiny=tiny)).to(dev)
+    if unet_config.context_dim != text_model.config.hidden_size:
+        raise ValueError("UNet context_dim must equal the text width")
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_model).eval()
+    opt_vae = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    params = list(unet.parameters()) + list(text_model.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    state_path = out / "state.pt"
+    step_vae = step = 0
+    scaling_factor = None
+    if state_path.is_file():
+        state = torch.load(state_path, map_location=dev, weights_only=True)
+        vae.load_state_dict(state["vae"])
+        unet.load_state_dict(state["unet"])
+        text_model.load_state_dict(state["text"])
+        ema_unet.load_state_dict(state["ema_unet"])
+        ema_text.load_state_dict(state["ema_text"])
+        opt_vae.load_state_dict(state["opt_vae"])
+        opt.load_state_dict(state["opt"])
+        step_vae, step, scaling_factor = state["step_vae"], state["step"], state["scaling_factor"]
+        torch.set_rng_state(state["rng"])
+        log.info("resumed", step_vae=step_vae, step=step)
+
+    def snapshot() -> dict[str, Any]:
+        return {"vae": vae.state_dict(), "unet": unet.state_dict(),
+                "text": text_model.state_dict(), "ema_unet": ema_unet.state_dict(),
+                "ema_text": ema_text.state_dict(), "opt_vae": opt_vae.state_dict(),
+                "opt": opt.state_dict(), "step_vae": step_vae, "step": step,
+                "scaling_factor": scaling_factor, "rng": torch.get_rng_state()}
+
+    gpu_images = images.to(dev)
+    n_items = gpu_images.shape[0]
+
+    def batch_pixels(idx: torch.Tensor) -> torch.Tensor:
+        return gpu_images[idx].float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
+
+    # stage 1: autoencoder
+    bar = tqdm(total=vae_steps, initial=step_vae, desc="vae", unit="step")
+    vae.train()
+    while step_vae < vae_steps:
+        x = batch_pixels(torch.randint(0, n_items, (vae_batch_size,), device=dev))
+        with torch.autocast(**amp) if amp else _null():
+            recon, posterior = vae(x)
+            kl = posterior.kl().mean() if hasattr(posterior, "kl") else _kl(posterior)
+            loss = F.l1_loss(recon.float(), x) + 1e-6 * kl
+        opt_vae.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_vae.step()
+        step_vae += 1
+        bar.update(1)
+        if step_vae % 200 == 0 or step_vae == vae_steps:
+            log.info("vae", step=step_vae, loss=round(loss.item(), 5))
+        if step_vae % save_every == 0:
+            save_state(state_path, snapshot())
+    bar.close()
+    vae.eval().requires_grad_(False)
+
+    # encode the data set once
+    latents = []
+    with torch.no_grad():
+        for i in range(0, n_items, 1024):
+            latents.append(vae.encode(batch_pixels(torch.arange(i, min(n_items, i + 1024),
+                                                                device=dev))).mode().float())
+    latents = torch.cat(latents)  # (N, 4, h, w)
+    if scaling_factor is None:
+        scaling_factor = float(1.0 / latents.std())
+        save_state(state_path, snapshot())
+    latents = latents * scaling_factor
+    log.info("latents", shape=tuple(latents.shape), scaling_factor=round(scaling_factor, 5))
+
+    # stage 2: UNet + text encoder
+    alphas_cumprod = NoiseScheduleConfig().alphas_cumprod().float().to(dev)  # (1000,)
+    caption_ids_dev, empty_dev = caption_ids.to(dev), empty_ids.to(dev)
+    unet.train()
+    text_model.train()
+    deadline = None if minutes is None else started + 60 * minutes
+    bar = tqdm(total=steps, initial=step, desc="unet", unit="step")
+    loss_avg = None
+    while step < steps and (deadline is None or time.time() < deadline):
+        idx = torch.randint(0, n_items, (batch_size,), device=dev)
+        x0 = latents[idx]
+        ids = caption_ids_dev[idx]
+        drop = torch.rand(batch_size, device=dev) < 0.1
+        ids = torch.where(drop[:, None], empty_dev.expand_as(ids), ids)
+        t = torch.randint(0, 1000, (batch_size,), device=dev)
+        noise = torch.randn_like(x0)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 500)
+        with torch.autocast(**amp) if amp else _null():
+            context = text_model(input_ids=ids).last_hidden_state
+            pred = unet(xt, t, context)
+            loss = F.mse_loss(pred.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        _ema_update(ema_unet, unet, ema_decay if step > 1000 else 0.0 if step < 100 else 0.99)
+        _ema_update(ema_text, text_model, ema_decay if step > 1000 else 0.0 if step < 100 else 0.99)
+        step += 1
+        bar.update(1)
+        if step % 100 == 0:
+            value = loss.item()
+            loss_avg = value if loss_avg is None else 0.9 * loss_avg + 0.1 * value
+            bar.set_postfix(loss=f"{loss_avg:.4f}")
+            if step % 500 == 0:
+                log.info("unet", step=step, loss=round(loss_avg, 5))
+        if step % save_every == 0:
+            save_state(state_path, snapshot())
+    bar.close()
+    save_state(state_path, snapshot())
+    training = {"images": n_items, "size": int(images.shape[-1]), "vae_steps": step_vae,
+                "steps": step, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay,
+                "final_loss": loss_avg, "device": str(dev),
+                "minutes": round((time.time() - started) / 60, 2)}
+    folder = export_model(out, unet=ema_unet, vae=vae, text_model=ema_text, tokenizer_dir=tok_dir,
+                          scaling_factor=scaling_factor, unet_config=unet_config,
+                          vae_config=vae_config, training=training)
+    log.info("exported", folder=str(folder), **training)
+    return folder
+
+
+def _kl(posterior) -> torch.Tensor:
+    mean, logvar = posterior.mean.float(), posterior.logvar.float()
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum((1, 2, 3)).mean()
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@click.command("ldm")
+@click.option("--data", default="shapes", show_default=True,
+              help="'shapes' (render the benchmark) or a folder from `t2i data shapes`.")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Run folder: state.pt (resumable) and model/ (the exported model).")
+@click.option("--n", type=int, default=100_000, show_default=True, help="Images to render.")
+@click.option("--size", type=int, default=64, show_default=True)
+@click.option("--vae-steps", type=int, default=3000, show_default=True)
+@click.option("--steps", type=int, default=20_000, show_default=True)
+@click.option("--minutes", type=float, default=None, help="Stop UNet training after this long.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option("--save-every", type=int, default=1000, show_default=True)
+@click.option("--device", default=None)
+@click.option("--tiny", is_flag=True, help="Tiny models (tests).")
+@click.option("--seed", type=int, default=0)
+@click.option("--workers", type=int, default=None, help="Render processes.")
+def train_command(out: str, **options: Any) -> None:
+    """Train the ldm-shapes latent diffusion model (resumes from OUT/state.pt)."""
+    if options["n"] < 1 or options["steps"] < 0 or options["vae_steps"] < 0:
+        raise click.BadParameter("--n must be >= 1 and step counts >= 0")
+    folder = train_ldm(out=Path(out), **options)
+    click.echo(str(folder))

@@ -1,0 +1,388 @@
+"""The Stable Diffusion denoising UNet (Rombach et al., CVPR 2022, arXiv 2112.10752).
+
+Module attribute paths equal the CompVis/A1111 checkpoint keys under
+``model.diffusion_model.`` (``time_embed.0``, ``input_blocks.N.M...``, ``middle_block``,
+``output_blocks``, ``out``), so a single-file checkpoint loads with the prefix stripped
+and nothing else renamed. Leaves first, root last: timestep embedding, residual block,
+attention, transformer, resampling, then :class:`UNetModel`.
+
+The UNet predicts whatever it was trained on (epsilon or v); :mod:`t2i_ldm.denoiser`
+turns it into a Karras denoiser.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from t2i_ldm.config import UNetConfig
+from t2i_ldm.layers import GroupNorm, attention
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0):
+    """Sinusoidal embedding of (possibly fractional) timesteps, as SD does it.
+
+    ``freqs_i = exp(-ln(max_period) * i / half)`` for ``i < half = dim // 2`` and the
+    embedding is ``[cos(t * freqs), sin(t * freqs)]`` — cosine first (diffusers:
+    ``flip_sin_to_cos=True``, ``downscale_freq_shift=0``). Odd ``dim`` gets a zero column.
+
+    Args:
+        timesteps: ``(B,)`` timesteps (float or int).
+        dim: embedding width.
+
+    Returns:
+        ``(B, dim)`` float32 embedding.
+    """
+    half = dim // 2
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32) / half
+    freqs = torch.exp(exponent).to(timesteps.device)  # (half,)
+    args = timesteps.float()[:, None] * freqs[None]  # (B, half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, 2*half)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))  # (B, dim)
+    return emb
+
+
+class TimestepBlock(nn.Module):
+    """A block whose forward also takes the timestep embedding."""
+
+
+class ResBlock(TimestepBlock):
+    """Residual block with a timestep-embedding bias (CompVis ``ResBlock``).
+
+    ``h = conv(silu(norm(x))) + W emb``; ``out = skip(x) + conv(drop(silu(norm(h))))``.
+    Keys: ``in_layers.{0,2}``, ``emb_layers.1``, ``out_layers.{0,3}``, ``skip_connection``.
+    """
+
+    def __init__(
+        self, channels: int, emb_channels: int, out_channels: int, groups: int, dropout: float
+    ) -> None:
+        super().__init__()
+        # Index 1 (SiLU) is fused into the GroupNorm; the Identity keeps checkpoint indices.
+        self.in_layers = nn.Sequential(
+            GroupNorm(groups, channels, eps=1e-5, activation="silu"),
+            nn.Identity(),
+            nn.Conv2d(channels, out_channels, 3, padding=1),
+        )
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
+        self.out_layers = nn.Sequential(
+            GroupNorm(groups, out_channels, eps=1e-5, activation="silu"),
+            nn.Identity(),
+            nn.Dropout(dropout),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+        if out_channels == channels:
+            self.skip_connection = nn.Identity()
+        else:
+            self.skip_connection = nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.in_layers(x)
+        h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]  # (B, C, 1, 1) broadcast
+        h = self.out_layers(h)
+        return self.skip_connection(x) + h
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of ``x`` over ``context`` (itself when None). Keys ``to_q/k/v``,
+    ``to_out.0``; q/k/v have no bias, as in SD."""
+
+    def __init__(
+        self, query_dim: int, context_dim: int, heads: int, head_dim: int, upcast: bool
+    ) -> None:
+        super().__init__()
+        inner = heads * head_dim
+        self.heads, self.upcast = heads, upcast
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(0.0))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        b, s, _ = x.shape
+        h = self.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, t.shape[1], h, -1).transpose(1, 2)  # (B, H, S, D)
+
+        q, k, v = split(self.to_q(x)), split(self.to_k(context)), split(self.to_v(context))
+        out = attention(q, k, v, upcast=self.upcast)  # (B, H, S, D)
+        out = out.transpose(1, 2).reshape(b, s, -1)  # (B, S, H*D)
+        return self.to_out(out)
+
+
+class GEGLU(nn.Module):
+    """``a * gelu(g)`` where ``[a, g] = proj(x)`` (Shazeer 2020, "GLU variants")."""
+
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, gate = self.proj(x).chunk(2, dim=-1)
+        return a * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU MLP with 4x width; keys ``net.0.proj`` and ``net.2``."""
+
+    def __init__(self, dim: int, mult: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BasicTransformerBlock(nn.Module):
+    """Pre-norm self-attention, cross-attention and GEGLU feed-forward, each residual."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int, upcast: bool):
+        super().__init__()
+        self.attn1 = CrossAttention(dim, dim, heads, head_dim, upcast)
+        self.ff = FeedForward(dim)
+        self.attn2 = CrossAttention(dim, context_dim, heads, head_dim, upcast)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(nn.Module):
+    """Transformer over the pixels of a feature map (CompVis ``SpatialTransformer``).
+
+    ``norm`` (GroupNorm, eps 1e-6) -> ``proj_in`` (1x1 conv, or Linear when
+    ``linear``) -> transformer blocks with cross-attention to ``context`` -> ``proj_out``
+    -> residual.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        heads: int,
+        depth: int,
+        context_dim: int,
+        *,
+        linear: bool,
+        upcast: bool,
+        groups: int,
+    ) -> None:
+        super().__init__()
+        head_dim = channels // heads
+        inner = heads * head_dim
+        self.linear = linear
+        self.norm = GroupNorm(groups, channels, eps=1e-6)
+        if linear:
+            self.proj_in = nn.Linear(channels, inner)
+            self.proj_out = nn.Linear(inner, channels)
+        else:
+            self.proj_in = nn.Conv2d(channels, inner, 1)
+            self.proj_out = nn.Conv2d(inner, channels, 1)
+        self.transformer_blocks = nn.ModuleList(
+            BasicTransformerBlock(inner, heads, head_dim, context_dim, upcast) for _ in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, _, hh, ww = x.shape
+        h = self.norm(x)
+        if not self.linear:
+            h = self.proj_in(h)  # (B, inner, H, W)
+        h = h.flatten(2).transpose(1, 2)  # (B, H*W, C')
+        if self.linear:
+            h = self.proj_in(h)  # (B, H*W, inner)
+        for block in self.transformer_blocks:
+            h = block(h, context)
+        if self.linear:
+            h = self.proj_out(h)  # (B, H*W, C)
+        h = h.transpose(1, 2).reshape(b, -1, hh, ww)  # (B, C', H, W)
+        if not self.linear:
+            h = self.proj_out(h)  # (B, C, H, W)
+        return x + h
+
+
+class Downsample(nn.Module):
+    """Stride-2 3x3 convolution, padding 1; key ``op``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class Upsample(nn.Module):
+    """Nearest 2x upsampling then a 3x3 convolution; key ``conv``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class TimestepEmbedSequential(nn.Sequential):
+    """Sequential that hands the time embedding to residual blocks and the context to
+    transformers (CompVis ``TimestepEmbedSequential``)."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            if isinstance(layer, TimestepBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, SpatialTransformer):
+                x = layer(x, context)
+            else:
+                x = layer(x)
+        return x
+
+
+class UNetModel(nn.Module):
+    """The SD UNet: ``forward(x, timesteps, context) -> prediction`` (epsilon or v).
+
+    Args:
+        config: a :class:`~t2i_ldm.config.UNetConfig` (``SD1_UNET``, ``SD2_UNET``,
+            ``TINY_UNET`` ...).
+
+    Attributes:
+        gradient_checkpointing: recompute each block in backward to save memory (training).
+    """
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.gradient_checkpointing = False
+        c = config
+        mc, ted, groups = c.model_channels, c.time_embed_dim, c.norm_groups
+        self.time_embed = nn.Sequential(nn.Linear(mc, ted), nn.SiLU(), nn.Linear(ted, ted))
+
+        def transformer(ch: int, level: int) -> SpatialTransformer:
+            return SpatialTransformer(
+                ch,
+                c.heads_at(level),
+                c.transformer_depth,
+                c.context_dim,
+                linear=c.use_linear_projection,
+                upcast=c.upcast_attention,
+                groups=groups,
+            )
+
+        def res(ch_in: int, ch_out: int) -> ResBlock:
+            return ResBlock(ch_in, ted, ch_out, groups, c.dropout)
+
+        self.input_blocks = nn.ModuleList(
+            [TimestepEmbedSequential(nn.Conv2d(c.in_channels, mc, 3, padding=1))]
+        )
+        skip_channels = [mc]
+        ch = mc
+        for level in range(c.num_levels):
+            for _ in range(c.num_res_blocks):
+                layers: list[nn.Module] = [res(ch, c.level_channels(level))]
+                ch = c.level_channels(level)
+                if c.has_attention(level):
+                    layers.append(transformer(ch, level))
+                self.input_blocks.append(TimestepEmbedSequential(*layers))
+                skip_channels.append(ch)
+            if level != c.num_levels - 1:
+                self.input_blocks.append(TimestepEmbedSequential(Downsample(ch)))
+                skip_channels.append(ch)
+
+        self.middle_block = TimestepEmbedSequential(
+            res(ch, ch), transformer(ch, c.num_levels - 1), res(ch, ch)
+        )
+
+        self.output_blocks = nn.ModuleList()
+        for level in reversed(range(c.num_levels)):
+            for i in range(c.num_res_blocks + 1):
+                layers = [res(ch + skip_channels.pop(), c.level_channels(level))]
+                ch = c.level_channels(level)
+                if c.has_attention(level):
+                    layers.append(transformer(ch, level))
+                if level and i == c.num_res_blocks:
+                    layers.append(Upsample(ch))
+                self.output_blocks.append(TimestepEmbedSequential(*layers))
+
+        self.out = nn.Sequential(
+            GroupNorm(groups, ch, eps=1e-5, activation="silu"),
+            nn.Identity(),
+            nn.Conv2d(ch, c.out_channels, 3, padding=1),
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.out[2].weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.out[2].weight.device
+
+    def _run(self, block: TimestepEmbedSequential, h, emb, context) -> torch.Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, h, emb, context, use_reentrant=False)
+        return block(h, emb, context)
+
+    def forward(
+        self, x: torch.Tensor, timesteps: torch.Tensor | float, context: torch.Tensor
+    ) -> torch.Tensor:
+        """Predict the model output for noisy latents.
+
+        Args:
+            x: ``(B, in_channels, H, W)`` noisy latents; H and W multiples of
+                ``config.downsample_factor``.
+            timesteps: ``(B,)`` or scalar discrete (possibly fractional) timesteps in [0, T).
+            context: ``(B, T, context_dim)`` text-encoder states.
+
+        Returns:
+            ``(B, out_channels, H, W)`` in the dtype of ``x``.
+        """
+        c = self.config
+        if x.ndim != 4 or x.shape[1] != c.in_channels:
+            raise ValueError(
+                f"UNet expects x of shape (B, {c.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        f = c.downsample_factor
+        if x.shape[2] % f or x.shape[3] % f:
+            raise ValueError(
+                f"latent size {tuple(x.shape[2:])} must be a multiple of {f} for this UNet "
+                f"({c.num_levels} levels); use an image size that is a multiple of {f * 8} px"
+            )
+        if context.ndim != 3 or context.shape[-1] != c.context_dim:
+            raise ValueError(
+                f"context must be (B, T, {c.context_dim}), got {tuple(context.shape)}; "
+                "the text encoder does not match this UNet"
+            )
+        b = x.shape[0]
+        if not torch.is_tensor(timesteps):
+            timesteps = torch.tensor([timesteps], device=x.device)
+        timesteps = timesteps.reshape(-1).to(x.device)  # (B,) or (1,)
+        if timesteps.numel() == 1:
+            timesteps = timesteps.expand(b)  # (B,)
+        elif timesteps.numel() != b:
+            raise ValueError(f"timesteps has {timesteps.numel()} entries for a batch of {b}")
+        if context.shape[0] != b:
+            context = context.expand(b, -1, -1) if context.shape[0] == 1 else context
+        dtype = self.dtype
+        t_emb = timestep_embedding(timesteps, c.model_channels).to(dtype)  # (B, mc)
+        emb = self.time_embed(t_emb)  # (B, ted)
+        context = context.to(dtype)
+        h = x.to(dtype)
+        skips = []
+        for block in self.input_blocks:
+            h = self._run(block, h, emb, context)
+            skips.append(h)
+        h = self._run(self.middle_block, h, emb, context)
+        for block in self.output_blocks:
+            h = torch.cat([h, skips.pop()], dim=1)  # (B, C + C_skip, H, W)
+            h = self._run(block, h, emb, context)
+        return self.out(h).to(x.dtype)

@@ -1,0 +1,156 @@
+"""t2i.checkpoints: streaming safetensors reads, pickle refusal, fit checks, dtype handling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from t2i.checkpoints import (
+    CheckpointError,
+    CheckpointReader,
+    load_into,
+    open_checkpoint,
+    save_safetensors,
+)
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 4)
+        self.conv = nn.Conv2d(4, 4, 1)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+
+
+def _state(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "lin.weight": torch.randn(4, 3, generator=g),
+        "lin.bias": torch.randn(4, generator=g),
+        "conv.weight": torch.randn(4, 4, 1, 1, generator=g),
+        "conv.bias": torch.randn(4, generator=g),
+        "steps": torch.tensor(7),
+    }
+
+
+def test_reader_lists_shapes_without_reading_and_reads_one_key(tmp_path):
+    state = _state()
+    path = save_safetensors(state, tmp_path / "w.safetensors", metadata={"k": "v"})
+    with open_checkpoint(path) as reader:
+        assert sorted(reader.keys()) == sorted(state)
+        assert reader.shape("conv.weight") == (4, 4, 1, 1)
+        assert reader.dtype("lin.bias") == torch.float32
+        assert reader.metadata == {"k": "v"}
+        torch.testing.assert_close(
+            reader.get("lin.weight", dtype=torch.float16), state["lin.weight"].half()
+        )
+        assert reader.get("steps", dtype=torch.float16).dtype == torch.int64  # ints stay
+    assert not (tmp_path / "w.safetensors.tmp").exists()
+
+
+def test_load_into_meta_module_streams_and_converts(tmp_path):
+    state = _state()
+    path = save_safetensors(
+        {k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+        tmp_path / "h.safetensors",
+    )
+    with torch.device("meta"):
+        model = Tiny()
+    load_into(model, open_checkpoint(path))
+    assert model.lin.weight.device.type == "cpu" and model.lin.weight.dtype == torch.float32
+    torch.testing.assert_close(model.lin.weight, state["lin.weight"].half().float())
+    assert int(model.steps) == 7
+    out = model.conv(model.lin(torch.randn(2, 3))[:, :, None, None])
+    assert out.shape == (2, 4, 1, 1)
+    half = load_into(Tiny(), open_checkpoint(path), dtype=torch.float16)
+    assert half.conv.weight.dtype == torch.float16 and half.steps.dtype == torch.int64
+
+
+def test_fit_errors_list_every_offending_key_before_reading():
+    state = _state()
+    state.pop("lin.bias")
+    state["conv.weight"] = torch.zeros(4, 4, 3, 3)
+    state["head.weight"] = torch.zeros(2)
+    reads = []
+    reader = CheckpointReader(
+        list(state),
+        lambda k: tuple(state[k].shape),
+        lambda k: None,
+        lambda k: reads.append(k) or state[k],
+        path="x.safetensors",
+    )
+    with pytest.raises(CheckpointError) as info:
+        load_into(Tiny(), reader, what="Tiny")
+    err = info.value
+    assert err.missing == ["lin.bias"] and err.unexpected == ["head.weight"]
+    assert err.mismatched == [("conv.weight", (4, 4, 3, 3), (4, 4, 1, 1))]
+    text = str(err)
+    assert "x.safetensors" in text and "does not fit the Tiny" in text and "fix:" in text
+    assert reads == []
+
+
+def test_key_map_and_1x1_reshape():
+    state = _state()
+    renamed = {"a." + k: v for k, v in state.items()}
+    renamed["a.conv.weight"] = state["conv.weight"][:, :, 0, 0]  # stored as Linear
+    key_map = {k: "a." + k for k in state}
+    with pytest.raises(CheckpointError, match="mis-shaped"):
+        load_into(Tiny(), renamed, key_map=key_map)
+    model = load_into(Tiny(), renamed, key_map=key_map, reshape_1x1=True)
+    torch.testing.assert_close(model.conv.weight, state["conv.weight"])
+    only = load_into(
+        Tiny(),
+        {**renamed, "b.other": torch.zeros(1)},
+        key_map=key_map,
+        source_keys=list(renamed),
+        reshape_1x1=True,
+    )
+    torch.testing.assert_close(only.lin.bias, state["lin.bias"])
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".bin"])
+def test_pickles_are_refused_unless_allowed(tmp_path, suffix):
+    path = tmp_path / f"m{suffix}"
+    torch.save({"state_dict": _state(), "global_step": 875000}, path)
+    with pytest.raises(CheckpointError, match="allow_pickle=True"):
+        open_checkpoint(path)
+    reader = open_checkpoint(path, allow_pickle=True)
+    assert sorted(reader.keys()) == sorted(_state())
+    assert reader.metadata["global_step"] == 875000
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_allowed_pickle_still_refuses_code(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": _state(), "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        open_checkpoint(path, allow_pickle=True)
+
+
+def test_pickle_disguised_as_safetensors_is_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    torch.save(_state(), path)
+    with pytest.raises(CheckpointError, match="looks like a pickle"):
+        open_checkpoint(path)
+
+
+def test_truncated_and_garbage_files(tmp_path):
+    good = tmp_path / "good.safetensors"
+    save_file(_state(), str(good))
+    data = good.read_bytes()
+    for n, cut in enumerate((len(data) - 10, 40, 4)):
+        bad = tmp_path / f"bad{n}.safetensors"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="truncated"):
+            open_checkpoint(bad)
+    garbage = tmp_path / "g.safetensors"
+    garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        open_checkpoint(garbage)
+    with pytest.raises(CheckpointError, match="no such file"):
+        open_checkpoint(tmp_path / "missing.safetensors")

@@ -1,0 +1,176 @@
+"""t2i_ldm.unet: parity with diffusers' UNet2DConditionModel (test-only reference) on tiny
+configs of each SD variant, the timestep embedding, validation and training helpers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from t2i_ldm.config import SD1_UNET, SD2_UNET, TINY_UNET, UNetConfig
+from t2i_ldm.diffusers_format import load_diffusers_unet
+from t2i_ldm.unet import UNetModel, timestep_embedding
+
+diffusers = pytest.importorskip("diffusers")
+
+VARIANTS = {
+    # SD1 style: 8-head-like int heads, conv proj_in/proj_out
+    "sd1": dict(attention_head_dim=2),
+    # SD2 style: head dim constant (heads per block 2, 4), linear projections, upcast attention
+    "sd2": dict(attention_head_dim=(2, 4), use_linear_projection=True, upcast_attention=True),
+    # deeper: two attention levels, transformer depth 2, 3 levels, 2 res blocks
+    "deep": dict(
+        attention_head_dim=4,
+        block_out_channels=(16, 32, 32),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=2,
+        transformer_layers_per_block=2,
+    ),
+}
+
+
+def _diffusers_unet(**kw):
+    args = dict(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=8,
+        sample_size=16,
+    )
+    args.update(kw)
+    model = diffusers.UNet2DConditionModel(**args)
+    with torch.no_grad():  # zero-initialised output convs would hide mapping errors
+        for p in model.parameters():
+            p.normal_(0.0, 0.15)
+    return model.eval()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def pair(request, tmp_path_factory):
+    torch.manual_seed(hash(request.param) % 1000)
+    ref = _diffusers_unet(**VARIANTS[request.param])
+    folder = tmp_path_factory.mktemp(f"unet_{request.param}")
+    ref.save_pretrained(folder)
+    return ref, load_diffusers_unet(folder)
+
+
+def test_unet_matches_diffusers(pair):
+    ref, ours = pair
+    b = 2
+    x = torch.randn(b, 4, 16, 16)
+    context = torch.randn(b, 7, 32)
+    t = torch.rand(b) * 999  # fractional timesteps, as samplers pass them
+    with torch.no_grad():
+        expected = ref(x, t, context).sample
+        got = ours(x, t, context)
+    assert got.shape == expected.shape
+    assert expected.std() > 0.1  # a non-trivial output, so the comparison can fail
+    assert _rel(got, expected) < 1e-4
+
+
+def test_unet_config_translation(pair):
+    ref, ours = pair
+    cfg = ours.config
+    assert cfg.context_dim == ref.config.cross_attention_dim
+    assert cfg.use_linear_projection == ref.config.use_linear_projection
+    assert cfg.upcast_attention == ref.config.upcast_attention
+    n_ours = sum(p.numel() for p in ours.parameters())
+    assert n_ours == sum(p.numel() for p in ref.parameters())
+
+
+def test_scalar_timestep_broadcasts_and_batch1_context_expands():
+    torch.manual_seed(0)
+    model = UNetModel(TINY_UNET).eval()
+    x = torch.randn(2, 4, 8, 8)
+    ctx = torch.randn(1, 5, 32)
+    with torch.no_grad():
+        a = model(x, 250, ctx)
+        b = model(x, torch.tensor([250.0, 250.0]), ctx.expand(2, -1, -1))
+    torch.testing.assert_close(a, b)
+
+
+def test_timestep_embedding_matches_float64_formula():
+    t = torch.rand(5) * 1000
+    dim = 10
+    got = timestep_embedding(t, dim)
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float64) / half)
+    args = t.double()[:, None] * freqs
+    expected = torch.cat([torch.cos(args), torch.sin(args)], dim=1)  # cos first (flip_sin_to_cos)
+    torch.testing.assert_close(got.double(), expected, atol=2e-4, rtol=0)
+    from diffusers.models.embeddings import get_timestep_embedding
+
+    ref = get_timestep_embedding(t, dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("config", "params"),
+    [(SD1_UNET, 859_520_964), (SD2_UNET, 865_910_724)],  # published SD1.5 / SD2.1 sizes
+)
+def test_full_configs_have_published_parameter_counts(config, params):
+    with torch.device("meta"):
+        model = UNetModel(config)
+    assert sum(p.numel() for p in model.parameters()) == params
+    if config.head_dim:
+        heads = [config.heads_at(level) for level in range(config.num_levels)]
+        assert heads == [5, 10, 20, 20]
+        attn = model.input_blocks[1][1].transformer_blocks[0].attn1
+        assert attn.heads == 5
+
+
+def test_sd1_key_names_are_compvis():
+    with torch.device("meta"):
+        keys = set(UNetModel(SD1_UNET).state_dict())
+    for key in (
+        "time_embed.0.weight",
+        "input_blocks.0.0.weight",
+        "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",
+        "input_blocks.3.0.op.weight",
+        "middle_block.1.proj_in.weight",
+        "output_blocks.2.1.conv.weight",
+        "output_blocks.5.2.conv.weight",
+        "output_blocks.11.0.skip_connection.weight",
+        "out.2.bias",
+    ):
+        assert key in keys, key
+
+
+def test_bad_inputs_name_the_problem():
+    model = UNetModel(TINY_UNET)
+    ctx = torch.randn(1, 5, 32)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        model(torch.randn(1, 4, 7, 8), 1.0, ctx)
+    with pytest.raises(ValueError, match=r"\(B, 4, H, W\)"):
+        model(torch.randn(1, 3, 8, 8), 1.0, ctx)
+    with pytest.raises(ValueError, match="context must be"):
+        model(torch.randn(1, 4, 8, 8), 1.0, torch.randn(1, 5, 16))
+    with pytest.raises(ValueError, match="exactly one of num_heads"):
+        UNetConfig(num_heads=8, head_dim=64)
+    with pytest.raises(ValueError, match="norm_groups"):
+        UNetConfig(model_channels=20, norm_groups=32)
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    torch.manual_seed(1)
+    model = UNetModel(TINY_UNET).train()
+    x, ctx, t = torch.randn(2, 4, 8, 8), torch.randn(2, 3, 32), torch.tensor([5.0, 900.0])
+
+    def grads() -> list[torch.Tensor]:
+        model.zero_grad()
+        model(x, t, ctx).square().mean().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = grads()
+    model.gradient_checkpointing = True
+    checked = grads()
+    for a, b in zip(plain, checked):
+        torch.testing.assert_close(a, b)
+    assert any(g.abs().sum() > 0 for g in plain)
