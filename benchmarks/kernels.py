@@ -58,7 +58,20 @@ def _compare(
     fwd_target: str,
 ) -> list[str]:
     """Rows for forward (events), forward (CUDA graph) and backward of PyTorch vs Triton."""
+    try:
+        return _compare_passes(name, torch_fn, our_fn, inputs, fwd_target)
+    except Exception as err:  # keep the rest of the table when one shape fails
+        print(f"{name}: {type(err).__name__}: {err}", file=sys.stderr)
+        return [f"| {name} | error | | | | {type(err).__name__}: {str(err)[:80]} |"]
 
+
+def _compare_passes(
+    name: str,
+    torch_fn: Callable[[], torch.Tensor],
+    our_fn: Callable[[], torch.Tensor],
+    inputs: tuple[torch.Tensor, ...],
+    fwd_target: str,
+) -> list[str]:
     def ours() -> torch.Tensor:
         with t2i_kernels.use_kernels("triton"):
             return our_fn()

@@ -124,7 +124,7 @@ def _device_problem(tensors: Sequence[torch.Tensor]) -> str | None:
 def choose_backend(
     op: str,
     tensors: Sequence[torch.Tensor],
-    unsupported: str | None | Callable[[], str | None],
+    unsupported: str | Callable[[], str | None] | None,
 ) -> Chosen:
     """Pick the implementation of `op` for this call (see the module docstring).
 

@@ -143,11 +143,11 @@ def _group_norm_stats_kernel(
     acc2 = xs * xs
     for s0 in range(s_start + BLOCK_S, s_end, BLOCK_S):
         offs = s0 + tl.arange(0, BLOCK_S)
-        ok = c_ok[:, None] & (offs < s_end)[None, :]
-        x = tl.load(base + offs[None, :].to(tl.int64) * stride_xs, mask=ok, other=0.0)
-        xs = tl.where(ok, x.to(tl.float32) - shift, 0.0)
-        acc1 += xs
-        acc2 += xs * xs
+        tile_ok = c_ok[:, None] & (offs < s_end)[None, :]
+        tile = tl.load(base + offs[None, :].to(tl.int64) * stride_xs, mask=tile_ok, other=0.0)
+        centred = tl.where(tile_ok, tile.to(tl.float32) - shift, 0.0)
+        acc1 += centred
+        acc2 += centred * centred
     count = (CPG * (s_end - s_start)).to(tl.float32)
     sum1 = tl.sum(tl.sum(acc1, 1), 0)
     sum2 = tl.sum(tl.sum(acc2, 1), 0)

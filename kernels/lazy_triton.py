@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -87,7 +88,7 @@ class LazyKernel:
 
     Args:
         fn: the kernel's Python function (Triton-language body).
-        configs: given the launch's keyword arguments, the candidate configs, best guess
+        configs: given the launch's arguments by name, the candidate configs, best guess
             first. `None` means the caller passes every meta-parameter itself.
         tune_key: argument names whose values select a tuned config (Triton's autotune `key`).
     """
@@ -130,7 +131,8 @@ class LazyKernel:
             )
         if self.configs is None:
             return self._jitted()[grid](*args, **kw)
-        configs = list(self.configs(kw))
+        named = inspect.signature(self.fn).bind_partial(*args, **kw).arguments
+        configs = list(self.configs(dict(named)))
         if not configs:
             raise RuntimeError(f"{self.fn.__name__}: no launch config fits {kw}")
         if len(configs) > 1 and autotune_enabled():

@@ -23,10 +23,15 @@ from t2i.payloads import Conditioning, Image, Latent
 
 
 def _place(component: Any, ctx: ExecutionContext) -> Any:
-    if isinstance(component, torch.nn.Module):
-        component = component.to(device=ctx.device)
+    """Move a component to the run's device/dtype when it can move (``.to``)."""
+    mover = getattr(component, "to", None)
+    if callable(mover):
+        moved = mover(device=ctx.device)
+        component = component if moved is None else moved
         if ctx.dtype is not None:
-            component = component.to(dtype=ctx.dtype)
+            moved = component.to(dtype=ctx.dtype)
+            component = component if moved is None else moved
+    if isinstance(component, torch.nn.Module):
         component.eval()
     return component
 

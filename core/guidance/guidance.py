@@ -24,7 +24,6 @@ from typing import Any
 
 import attrs
 import torch
-
 from t2i.payloads import Conditioning
 
 Combine = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
@@ -93,7 +92,10 @@ class GuidedDenoiser:
 
 
 def cfg_combine(
-    x: torch.Tensor, sigma: torch.Tensor, cond_x0: torch.Tensor, uncond_x0: torch.Tensor,
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    cond_x0: torch.Tensor,
+    uncond_x0: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
     """Classifier-free guidance ``u + s (c - u)`` (Ho & Salimans 2022, eq. 6)."""
@@ -149,7 +151,9 @@ class DynamicThresholding:
 
     def wrap(self, model: Any, *, uncond: Conditioning | None, scale: float) -> Any:
         return GuidedDenoiser(
-            model, uncond, scale,
+            model,
+            uncond,
+            scale,
             post=lambda x0: dynamic_threshold(x0, self.percentile, self.max_value),
         )
 
@@ -165,7 +169,9 @@ class StaticThresholding:
             raise ValueError(f"limit must be > 0, got {self.limit}")
 
     def wrap(self, model: Any, *, uncond: Conditioning | None, scale: float) -> Any:
-        return GuidedDenoiser(model, uncond, scale, post=lambda x0: x0.clamp(-self.limit, self.limit))
+        return GuidedDenoiser(
+            model, uncond, scale, post=lambda x0: x0.clamp(-self.limit, self.limit)
+        )
 
 
 RESCALE_SPACES = ("v", "eps", "x0")
@@ -206,8 +212,12 @@ class CFGRescale:
         return x / (s**2 + 1) - p * s / (s**2 + 1).sqrt()
 
     def combine(
-        self, x: torch.Tensor, sigma: torch.Tensor, cond_x0: torch.Tensor,
-        uncond_x0: torch.Tensor, scale: float,
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        cond_x0: torch.Tensor,
+        uncond_x0: torch.Tensor,
+        scale: float,
     ) -> torch.Tensor:
         s = _bcast(sigma.to(x.dtype), x)
         pos = self._to_space(x, s, cond_x0)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
 import attrs
 import torch
-
 from t2i.sampling.noise import NoiseSampler
 
 
@@ -43,7 +43,7 @@ def sigma_list(sigmas: torch.Tensor | Sequence[float]) -> list[float]:
     values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else [float(s) for s in sigmas]
     if len(values) < 2:
         raise ValueError(f"a schedule needs at least 2 sigmas (1 step), got {len(values)}")
-    if any(b > a for a, b in zip(values, values[1:])) or values[-1] < 0:
+    if any(b > a for a, b in pairwise(values)) or values[-1] < 0:
         raise ValueError("sigmas must be non-increasing and non-negative (e.g. ending with 0)")
     return values
 
@@ -68,7 +68,9 @@ def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[f
     """
     if eta == 0 or sigma_next == 0:
         return sigma_next, 0.0
-    sigma_up = min(sigma_next, eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
+    sigma_up = min(
+        sigma_next, eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2)
+    )
     sigma_down = math.sqrt(max(sigma_next**2 - sigma_up**2, 0.0))
     return sigma_down, sigma_up
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import structlog
 import torch
-
 from t2i.components import SampleJob
 from t2i.payloads import Latent
 from t2i.sampling.common import SamplerStep
@@ -138,8 +137,14 @@ class DiffusionSampler:
         opts = dict(self.options)
         if self.eta_option is not None and job.eta is not None:
             opts[self.eta_option] = job.eta
-        log.debug("sample", sampler=self.name, steps=total, schedule=job.schedule
-                  or self.default_schedule, batch=job.shape[0])
-        x = self.fn(model, x, sigmas, cond=cond, callback=callback,
-                    noise_sampler=noise.sampler, **opts)
+        log.debug(
+            "sample",
+            sampler=self.name,
+            steps=total,
+            schedule=job.schedule or self.default_schedule,
+            batch=job.shape[0],
+        )
+        x = self.fn(
+            model, x, sigmas, cond=cond, callback=callback, noise_sampler=noise.sampler, **opts
+        )
         return Latent(x, seeds=job.seeds)

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-
 from t2i.sampling.common import (
     SamplerStep,
     StepCallback,

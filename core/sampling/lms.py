@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from t2i.sampling.common import SamplerStep, StepCallback, sigma_batch, sigma_list, to_d
 from t2i.sampling.noise import NoiseSampler
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-
 from t2i.guidance import (
     CFGRescale,
     ClassifierFreeGuidance,
@@ -54,37 +53,80 @@ class SamplerSpec:
 
 def _builtin_samplers() -> list[SamplerSpec]:
     specs = [
-        SamplerSpec("ddpm", sample_ddpm, ("DDPM",), "leading",
-                    "DDPM ancestral sampling (Ho et al. 2020)"),
-        SamplerSpec("ddim", sample_ddim, ("DDIM",), "leading",
-                    "DDIM with eta (Song et al. 2021)"),
-        SamplerSpec("plms", sample_plms, ("PLMS", "pndm"), "leading",
-                    "PLMS / PNDM without RK warm-up (Liu et al. 2022)"),
-        SamplerSpec("euler", sample_euler, ("Euler", "k_euler"), "normal",
-                    "Euler, Karras et al. 2022 Alg. 2"),
-        SamplerSpec("euler_ancestral", sample_euler_ancestral,
-                    ("Euler a", "k_euler_a", "k_euler_ancestral"), "normal",
-                    "ancestral Euler"),
-        SamplerSpec("heun", sample_heun, ("Heun", "k_heun"), "normal",
-                    "Heun, Karras et al. 2022 Alg. 2"),
-        SamplerSpec("dpm_2", sample_dpm_2, ("DPM2", "k_dpm_2"), "karras",
-                    "DPM-Solver-2 in Karras form"),
-        SamplerSpec("dpm_2_ancestral", sample_dpm_2_ancestral, ("DPM2 a", "k_dpm_2_a"), "karras",
-                    "ancestral DPM2"),
+        SamplerSpec(
+            "ddpm", sample_ddpm, ("DDPM",), "leading", "DDPM ancestral sampling (Ho et al. 2020)"
+        ),
+        SamplerSpec("ddim", sample_ddim, ("DDIM",), "leading", "DDIM with eta (Song et al. 2021)"),
+        SamplerSpec(
+            "plms",
+            sample_plms,
+            ("PLMS", "pndm"),
+            "leading",
+            "PLMS / PNDM without RK warm-up (Liu et al. 2022)",
+        ),
+        SamplerSpec(
+            "euler",
+            sample_euler,
+            ("Euler", "k_euler"),
+            "normal",
+            "Euler, Karras et al. 2022 Alg. 2",
+        ),
+        SamplerSpec(
+            "euler_ancestral",
+            sample_euler_ancestral,
+            ("Euler a", "k_euler_a", "k_euler_ancestral"),
+            "normal",
+            "ancestral Euler",
+        ),
+        SamplerSpec(
+            "heun", sample_heun, ("Heun", "k_heun"), "normal", "Heun, Karras et al. 2022 Alg. 2"
+        ),
+        SamplerSpec(
+            "dpm_2", sample_dpm_2, ("DPM2", "k_dpm_2"), "karras", "DPM-Solver-2 in Karras form"
+        ),
+        SamplerSpec(
+            "dpm_2_ancestral",
+            sample_dpm_2_ancestral,
+            ("DPM2 a", "k_dpm_2_a"),
+            "karras",
+            "ancestral DPM2",
+        ),
         SamplerSpec("lms", sample_lms, ("LMS", "k_lms"), "normal", "linear multistep, order 4"),
-        SamplerSpec("dpmpp_2m", sample_dpmpp_2m, ("DPM++ 2M", "k_dpmpp_2m"), "karras",
-                    "DPM-Solver++(2M) (Lu et al. 2022)"),
-        SamplerSpec("dpmpp_2m_sde", sample_dpmpp_2m_sde, ("DPM++ 2M SDE", "k_dpmpp_2m_sde"),
-                    "exponential", "SDE-DPM-Solver++(2M), midpoint"),
-        SamplerSpec("dpmpp_sde", sample_dpmpp_sde, ("DPM++ SDE", "k_dpmpp_sde"), "karras",
-                    "stochastic DPM-Solver++(2S)"),
+        SamplerSpec(
+            "dpmpp_2m",
+            sample_dpmpp_2m,
+            ("DPM++ 2M", "k_dpmpp_2m"),
+            "karras",
+            "DPM-Solver++(2M) (Lu et al. 2022)",
+        ),
+        SamplerSpec(
+            "dpmpp_2m_sde",
+            sample_dpmpp_2m_sde,
+            ("DPM++ 2M SDE", "k_dpmpp_2m_sde"),
+            "exponential",
+            "SDE-DPM-Solver++(2M), midpoint",
+        ),
+        SamplerSpec(
+            "dpmpp_sde",
+            sample_dpmpp_sde,
+            ("DPM++ SDE", "k_dpmpp_sde"),
+            "karras",
+            "stochastic DPM-Solver++(2S)",
+        ),
     ]
     try:
         from t2i.sampling.unipc import sample_unipc
     except ImportError:  # pragma: no cover
         return specs
-    specs.append(SamplerSpec("unipc", sample_unipc, ("UniPC", "uni_pc"), "leading",
-                             "UniPC bh2, order 2 (Zhao et al. 2023)"))
+    specs.append(
+        SamplerSpec(
+            "unipc",
+            sample_unipc,
+            ("UniPC", "uni_pc"),
+            "leading",
+            "UniPC bh2, order 2 (Zhao et al. 2023)",
+        )
+    )
     return specs
 
 
@@ -112,8 +154,9 @@ def sampler_factory(spec: SamplerSpec) -> Callable[..., DiffusionSampler]:
 def register_samplers(register: Callable[..., Any]) -> None:
     """Register every built-in diffusion sampler with its A1111 aliases."""
     for spec in BUILTIN_SAMPLERS:
-        register(spec.name, sampler_factory(spec), aliases=spec.aliases,
-                 description=spec.description)
+        register(
+            spec.name, sampler_factory(spec), aliases=spec.aliases, description=spec.description
+        )
 
 
 def _table(spacing: str) -> Callable[..., TableSchedule]:
@@ -130,8 +173,12 @@ SCHEDULE_ENTRIES: tuple[tuple[str, Callable[..., Any], tuple[str, ...], str], ..
     ("leading", _table("leading"), ("Leading",), "diffusers leading spacing, steps_offset 1"),
     ("trailing", _table("trailing"), ("Trailing",), "diffusers trailing spacing"),
     ("linspace", _table("linspace"), ("Linspace",), "diffusers linspace spacing"),
-    ("normal", _table("normal"), ("Normal", "Uniform", "automatic"),
-     "even fractional timesteps, log-sigma interpolation (k-diffusion model spacing)"),
+    (
+        "normal",
+        _table("normal"),
+        ("Normal", "Uniform", "automatic"),
+        "even fractional timesteps, log-sigma interpolation (k-diffusion model spacing)",
+    ),
     ("sgm_uniform", _table("sgm_uniform"), ("SGM Uniform", "SGMUniform"), "SGM uniform"),
     ("simple", _table("simple"), ("Simple",), "ComfyUI simple"),
     ("ddim_uniform", _table("ddim_uniform"), ("DDIM Uniform",), "ComfyUI ddim_uniform"),
@@ -146,12 +193,28 @@ def register_schedules(register: Callable[..., Any]) -> None:
 
 def register_guidance(register: Callable[..., Any]) -> None:
     """Register ``cfg``, ``dynamic``, ``static``, ``rescale`` and ``none``."""
-    register("cfg", ClassifierFreeGuidance, aliases=("CFG", "classifier_free"),
-             description="classifier-free guidance with negative conditioning")
-    register("dynamic", DynamicThresholding, aliases=("dynamic_thresholding",),
-             description="CFG + Imagen dynamic thresholding")
-    register("static", StaticThresholding, aliases=("static_thresholding",),
-             description="CFG + clamp x0 to [-1, 1]")
-    register("rescale", CFGRescale, aliases=("cfg_rescale",),
-             description="CFG-rescale (Lin et al. 2023), phi 0.7")
+    register(
+        "cfg",
+        ClassifierFreeGuidance,
+        aliases=("CFG", "classifier_free"),
+        description="classifier-free guidance with negative conditioning",
+    )
+    register(
+        "dynamic",
+        DynamicThresholding,
+        aliases=("dynamic_thresholding",),
+        description="CFG + Imagen dynamic thresholding",
+    )
+    register(
+        "static",
+        StaticThresholding,
+        aliases=("static_thresholding",),
+        description="CFG + clamp x0 to [-1, 1]",
+    )
+    register(
+        "rescale",
+        CFGRescale,
+        aliases=("cfg_rescale",),
+        description="CFG-rescale (Lin et al. 2023), phi 0.7",
+    )
     register("none", NoGuidance, aliases=("unguided",), description="no guidance, one call")

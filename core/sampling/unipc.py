@@ -22,15 +22,17 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
-
 from t2i.sampling.common import SamplerStep, StepCallback, sigma_batch, sigma_list
 from t2i.sampling.noise import NoiseSampler
 
 UNIPC_VARIANTS = ("bh1", "bh2")
 
 
-def _coefficients(h: float, rks: list[float], variant: str) -> tuple[list[list[float]], list[float], float, float]:
+def _coefficients(
+    h: float, rks: list[float], variant: str
+) -> tuple[list[list[float]], list[float], float, float]:
     """The linear system ``R rho = b`` of UniPC (Zhao et al. 2023, eq. 11) for step size ``h``."""
     hh = -h
     h_phi_1 = math.expm1(hh)
@@ -47,8 +49,8 @@ def _coefficients(h: float, rks: list[float], variant: str) -> tuple[list[list[f
 
 
 def _solve(rows: list[list[float]], b: list[float]) -> list[float]:
-    sol = torch.linalg.solve(torch.tensor(rows, dtype=torch.float64), torch.tensor(b, dtype=torch.float64))
-    return sol.tolist()
+    """Host-side solve (numpy: no device tensor, no sync)."""
+    return [float(v) for v in np.linalg.solve(np.array(rows), np.array(b))]
 
 
 def _update(

@@ -12,7 +12,6 @@ from typing import Any
 
 import attrs
 import torch
-
 from t2i.schedules import sigmas as S
 
 

@@ -45,9 +45,7 @@ def append_zero(sigmas: torch.Tensor | Sequence[float]) -> torch.Tensor:
     return torch.cat([s, s.new_zeros(1)])
 
 
-def get_sigmas_karras(
-    n: int, sigma_min: float, sigma_max: float, rho: float = 7.0
-) -> torch.Tensor:
+def get_sigmas_karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. (2022), eq. 5: ``(max^(1/rho) + i/(n-1) (min^(1/rho) - max^(1/rho)))^rho``."""
     _check_steps(n)
     _check_range(sigma_min, sigma_max)
@@ -95,7 +93,7 @@ def interp_linear(t: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 
 def interp_log(t: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Sigma at fractional timesteps ``t`` by log-sigma interpolation (k-diffusion ``t_to_sigma``)."""
+    """Sigma at fractional timesteps ``t``, log-sigma interpolation (k-diffusion ``t_to_sigma``)."""
     t = t.clamp(0, table.numel() - 1)
     low = t.floor().long().clamp(max=table.numel() - 2)
     w = t - low
@@ -136,7 +134,7 @@ def get_sigmas_trailing(model_sigmas: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def get_sigmas_linspace(model_sigmas: torch.Tensor, n: int) -> torch.Tensor:
-    """diffusers ``timestep_spacing="linspace"`` (k-samplers): ``linspace(T-1, 0, n)``, linear interp."""
+    """diffusers ``timestep_spacing="linspace"`` (k-samplers): ``linspace(T-1, 0, n)``, linear."""
     _check_steps(n)
     table = _table(model_sigmas)
     t = torch.linspace(0, table.numel() - 1, n, dtype=torch.float64).flip(0)
@@ -169,7 +167,7 @@ def get_sigmas_simple(model_sigmas: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def get_sigmas_ddim_uniform(model_sigmas: torch.Tensor, n: int) -> torch.Tensor:
-    """ComfyUI ``ddim_uniform``: timesteps ``1, 1 + c, 1 + 2c, ...`` with ``c = T // n``, descending."""
+    """ComfyUI ``ddim_uniform``: timesteps ``1, 1 + c, 1 + 2c, ...`` (``c = T // n``), reversed."""
     _check_steps(n)
     table = _table(model_sigmas)
     T = table.numel()

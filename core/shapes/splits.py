@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 
+import attrs
 import numpy as np
 from t2i.shapes import vocabulary as V
 from t2i.shapes.scene import Scene, ShapeSpec
@@ -123,3 +124,24 @@ def sample_scene(rng: np.random.Generator, split: str, pair_fraction: float = 0.
         scene = random_scene(rng, kind)
         if is_heldout(scene) == want_heldout:
             return scene
+
+
+def complete_scene(stated: Scene, rng: np.random.Generator) -> Scene:
+    """Fill the attributes a caption record leaves out (size, background) at random.
+
+    The result is renderable; a pair's positions follow from its relation. This is what an
+    "oracle" generator does: ``render(complete_scene(parse_caption(prompt), rng))``.
+    """
+    objs = [
+        ShapeSpec(o.shape, o.color, o.size or V.SIZES[rng.integers(len(V.SIZES))], o.position)
+        for o in stated.objects
+    ]
+    if stated.kind == "pair":
+        first, second = V.SLOT_POSITIONS[stated.arrangement]
+        a_first = stated.relation in ("left of", "above")
+        objs[0] = attrs.evolve(objs[0], position=first if a_first else second)
+        objs[1] = attrs.evolve(objs[1], position=second if a_first else first)
+    elif objs[0].position is None:
+        objs[0] = attrs.evolve(objs[0], position=V.POSITION_NAMES[rng.integers(len(V.POSITIONS))])
+    background = stated.background or V.BACKGROUND_NAMES[rng.integers(len(V.BACKGROUNDS))]
+    return Scene(tuple(objs), stated.relation, background)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from t2i.guidance import (
     CFGRescale,
     ClassifierFreeGuidance,
@@ -19,7 +18,7 @@ F64 = torch.float64
 
 
 class CondModel:
-    """x0 = x * (0.3 + 0.2 m) + 2 m, m the mean of the (unmasked) conditioning embeds per row; counts calls."""
+    """x0 = x (0.3 + 0.2 m) + 2 m, m the mean of the unmasked cond embeds per row; counts calls."""
 
     sigma_min, sigma_max = 0.03, 14.6
 
@@ -31,7 +30,7 @@ class CondModel:
         self.batches.append(x.shape[0])
         m = cond.mask if cond.mask is not None else torch.ones(cond.embeds.shape[:2], dtype=bool)
         w = m.to(cond.embeds.dtype).unsqueeze(-1)  # padded tokens (Conditioning.cat) ignored
-        shift = ((cond.embeds * w).sum(dim=(1, 2)) / (w.sum(dim=(1, 2)) * cond.embeds.shape[2]))
+        shift = (cond.embeds * w).sum(dim=(1, 2)) / (w.sum(dim=(1, 2)) * cond.embeds.shape[2])
         shift = shift.reshape(-1, 1, 1, 1)
         return x * (0.3 + 0.2 * shift) + shift * 2 + sigma.reshape(-1, 1, 1, 1) * 0.01
 
@@ -85,7 +84,8 @@ def test_dynamic_thresholding_matches_numpy_reference():
         s = min(max(s, 1.0), max_value)
         expected[i] = np.clip(raw[i], -s, s) / s
     out = DynamicThresholding(percentile=p, max_value=max_value).wrap(
-        model, uncond=neg, scale=scale)(x, sigma, pos)
+        model, uncond=neg, scale=scale
+    )(x, sigma, pos)
     torch.testing.assert_close(out, torch.from_numpy(expected))
     assert float(out.abs().max()) <= 1.0 + 1e-12
 
@@ -118,7 +118,8 @@ def test_cfg_rescale_eps_space_matches_diffusers_formula():
         torch.testing.assert_close(zero(x, sigma, pos), plain)
         assert not torch.allclose(
             CFGRescale(phi=0.7, space=space).wrap(model, uncond=neg, scale=scale)(x, sigma, pos),
-            plain)
+            plain,
+        )
 
 
 def test_bad_guidance_input_raises_before_any_call():

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from t2i.sampling import ContinuousDenoiser, DiscreteDenoiser
 from t2i.schedules import get_alphas_cumprod
 
@@ -66,8 +65,9 @@ def test_sigma_to_t_interpolates_log_sigma_and_inverts():
 def test_continuous_adapter_preconditioning(prediction_type):
     sd = 0.5
     net, seen = _capture()
-    model = ContinuousDenoiser(net, 0.002, 80.0, prediction_type, sigma_data=sd,
-                               noise_input=lambda s: s.log() / 4)
+    model = ContinuousDenoiser(
+        net, 0.002, 80.0, prediction_type, sigma_data=sd, noise_input=lambda s: s.log() / 4
+    )
     x = torch.randn(2, 3, 4, 4, dtype=F64)
     sigma = torch.tensor([0.3, 7.0], dtype=F64)
     s = sigma.reshape(-1, 1, 1, 1)

@@ -6,8 +6,6 @@ import random
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
-
 from t2i.components import SampleJob
 from t2i.guidance import ClassifierFreeGuidance, NoGuidance
 from t2i.payloads import Conditioning, Latent
@@ -20,6 +18,7 @@ from t2i.sampling.registration import (
     register_schedules,
 )
 from t2i.schedules import get_alphas_cumprod
+from torch.overrides import TorchFunctionMode
 
 F64 = torch.float64
 SHAPE = (2, 4, 8, 8)
@@ -65,9 +64,17 @@ def _sampler(registry, name, **kw):
 
 
 def _job(model, seeds, **kw):
-    base = dict(model=model, positive=_cond(1), negative=_cond(2), shape=(len(seeds), 4, 8, 8),
-                seeds=tuple(seeds), steps=6, cfg_scale=5.0, guidance=ClassifierFreeGuidance(),
-                dtype=F64)
+    base = dict(
+        model=model,
+        positive=_cond(1),
+        negative=_cond(2),
+        shape=(len(seeds), 4, 8, 8),
+        seeds=tuple(seeds),
+        steps=6,
+        cfg_scale=5.0,
+        guidance=ClassifierFreeGuidance(),
+        dtype=F64,
+    )
     base.update(kw)
     return SampleJob(**base)
 
@@ -91,9 +98,17 @@ def test_same_seed_is_bit_identical_and_independent_of_the_batch(registry, name)
 
 def test_every_a1111_name_and_default_schedule(registry):
     expected = {
-        "DPM++ 2M": "karras", "DPM++ SDE": "karras", "DPM2": "karras",
-        "DPM++ 2M SDE": "exponential", "DDIM": "leading", "PLMS": "leading", "DDPM": "leading",
-        "Euler": "normal", "Euler a": "normal", "Heun": "normal", "LMS": "normal",
+        "DPM++ 2M": "karras",
+        "DPM++ SDE": "karras",
+        "DPM2": "karras",
+        "DPM++ 2M SDE": "exponential",
+        "DDIM": "leading",
+        "PLMS": "leading",
+        "DDPM": "leading",
+        "Euler": "normal",
+        "Euler a": "normal",
+        "Heun": "normal",
+        "LMS": "normal",
         "UniPC": "leading",
     }
     for label, schedule in expected.items():
@@ -101,7 +116,9 @@ def test_every_a1111_name_and_default_schedule(registry):
     assert resolve_sampler_name("DPM++ 2M Karras", registry) == ("dpmpp_2m", "karras")
     assert resolve_sampler_name("DPM++ 2M SDE", registry) == ("dpmpp_2m_sde", None)
     assert resolve_sampler_name("dpm++ 2m sde exponential", registry) == (
-        "dpmpp_2m_sde", "exponential")
+        "dpmpp_2m_sde",
+        "exponential",
+    )
     assert resolve_sampler_name("Euler a", registry) == ("euler_ancestral", None)
     assert resolve_sampler_name("Euler SGM Uniform", registry) == ("euler", "sgm_uniform")
     with pytest.raises(KeyError, match="did you mean"):
@@ -130,14 +147,19 @@ def test_img2img_truncates_schedule_and_noises_init(registry, name):
         calls["sigmas"], calls["x"] = sigmas, x
         return x
 
-    spy = type(sampler)(fn_spy, name="spy", default_schedule=sampler.default_schedule,
-                        schedule_lookup=sampler.schedule_lookup)
+    spy = type(sampler)(
+        fn_spy,
+        name="spy",
+        default_schedule=sampler.default_schedule,
+        schedule_lookup=sampler.schedule_lookup,
+    )
     job = _job(model, (3, 4), init=init, strength=strength, steps=steps)
     spy.sample(job)
     full = sampler.sigmas(model, steps)
-    torch.testing.assert_close(calls["sigmas"], full[steps - run:])
-    noise = torch.stack([torch.randn(SHAPE[1:], generator=torch.Generator().manual_seed(s))
-                         for s in (3, 4)]).to(F64)
+    torch.testing.assert_close(calls["sigmas"], full[steps - run :])
+    noise = torch.stack(
+        [torch.randn(SHAPE[1:], generator=torch.Generator().manual_seed(s)) for s in (3, 4)]
+    ).to(F64)
     torch.testing.assert_close(calls["x"], init.samples + noise * float(full[steps - run]))
     out = sampler.sample(job).samples
     assert out.shape == SHAPE and torch.isfinite(out).all()
@@ -189,8 +211,9 @@ def test_eta_reaches_ddim_and_none_guidance(registry):
 class NoHostSync(TorchFunctionMode):
     """Fails on every tensor -> host read: what would stall a CUDA stream inside the loop."""
 
-    FORBIDDEN = {"item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__",
-                 "__index__"}
+    FORBIDDEN = frozenset(
+        {"item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__"}
+    )
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if getattr(func, "__name__", "") in self.FORBIDDEN:
@@ -214,8 +237,15 @@ def test_sampling_loop_never_reads_tensors_back(registry, name):
     x = torch.randn(SHAPE, dtype=F64) * sigmas[0]
     noise = lambda s, sn: torch.randn(SHAPE, dtype=F64)  # noqa: E731
     with NoHostSync():
-        out = sampler.fn(guided, x, sigmas, cond=_cond(1), noise_sampler=noise,
-                         callback=lambda step: None, **sampler.options)
+        out = sampler.fn(
+            guided,
+            x,
+            sigmas,
+            cond=_cond(1),
+            noise_sampler=noise,
+            callback=lambda step: None,
+            **sampler.options,
+        )
     assert torch.isfinite(out).all()
 
 

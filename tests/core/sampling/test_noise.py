@@ -6,7 +6,6 @@ import random
 
 import pytest
 import torch
-
 from t2i.sampling import BatchNoise, seeded_noise
 
 

@@ -14,6 +14,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
+from sampling_reference import F64, SHAPE, make_net, rel_err, run_diffusers  # noqa: E402
 from t2i.sampling import (  # noqa: E402
     DiscreteDenoiser,
     sample_ddim,
@@ -35,8 +36,6 @@ from t2i.schedules import (  # noqa: E402
     get_sigmas_linspace,
     get_sigmas_trailing,
 )
-
-from sampling_reference import F64, SHAPE, make_net, rel_err, run_diffusers  # noqa: E402
 
 TOL = 1e-5
 SD = dict(
@@ -116,16 +115,22 @@ def test_k_samplers_match_diffusers(name, spacing, prediction_type):
 def test_euler_ancestral_matches_diffusers():
     steps = 12
     net, model, noise = setup("epsilon", seed=3)
-    sched = diffusers.EulerAncestralDiscreteScheduler(**SD, steps_offset=1, timestep_spacing="leading")
+    sched = diffusers.EulerAncestralDiscreteScheduler(
+        **SD, steps_offset=1, timestep_spacing="leading"
+    )
     sigmas = our_sigmas(model, "leading", steps)
     x0 = noise * float(sigmas[0])
     g_ours = torch.Generator().manual_seed(7)
     ours = sample_euler_ancestral(
-        model, x0.clone(), sigmas, cond=None,
+        model,
+        x0.clone(),
+        sigmas,
+        cond=None,
         noise_sampler=lambda s, sn: torch.randn(SHAPE, generator=g_ours, dtype=F64),
     )
-    ref = run_diffusers(sched, x0.clone(), net, steps=steps,
-                        generator=torch.Generator().manual_seed(7))
+    ref = run_diffusers(
+        sched, x0.clone(), net, steps=steps, generator=torch.Generator().manual_seed(7)
+    )
     assert rel_err(ours, ref) < TOL
 
 
@@ -140,16 +145,19 @@ def test_ddim_matches_diffusers(prediction_type, spacing, eta):
     steps = 10
     net, model, noise = setup(prediction_type, seed=1)
     sched = diffusers.DDIMScheduler(
-        **SD, prediction_type=prediction_type, steps_offset=1, timestep_spacing=spacing,
-        set_alpha_to_one=True, clip_sample=False,
+        **SD,
+        prediction_type=prediction_type,
+        steps_offset=1,
+        timestep_spacing=spacing,
+        set_alpha_to_one=True,
+        clip_sample=False,
     )
     sigmas = our_sigmas(model, spacing, steps)
     x_k, x_vp = vp_start(noise, float(sigmas[0]))
     g = torch.Generator().manual_seed(11)
     noises = [torch.randn(SHAPE, generator=g, dtype=F64) for _ in range(steps)]
     it = iter(noises)
-    ours = sample_ddim(model, x_k, sigmas, cond=None, eta=eta,
-                       noise_sampler=lambda s, sn: next(it))
+    ours = sample_ddim(model, x_k, sigmas, cond=None, eta=eta, noise_sampler=lambda s, sn: next(it))
     sched.set_timesteps(steps)
     x = x_vp.clone()
     for i, t in enumerate(sched.timesteps):
@@ -161,13 +169,23 @@ def test_ddim_matches_diffusers(prediction_type, spacing, eta):
 def test_ddpm_matches_diffusers():
     steps = 10
     net, model, noise = setup("epsilon", seed=2)
-    sched = diffusers.DDPMScheduler(**SD, steps_offset=1, timestep_spacing="leading",
-                                    clip_sample=False, variance_type="fixed_small")
+    sched = diffusers.DDPMScheduler(
+        **SD,
+        steps_offset=1,
+        timestep_spacing="leading",
+        clip_sample=False,
+        variance_type="fixed_small",
+    )
     sigmas = our_sigmas(model, "leading", steps)
     x_k, x_vp = vp_start(noise, float(sigmas[0]))
     g_ours = torch.Generator().manual_seed(5)
-    ours = sample_ddpm(model, x_k, sigmas, cond=None,
-                       noise_sampler=lambda s, sn: torch.randn(SHAPE, generator=g_ours, dtype=F64))
+    ours = sample_ddpm(
+        model,
+        x_k,
+        sigmas,
+        cond=None,
+        noise_sampler=lambda s, sn: torch.randn(SHAPE, generator=g_ours, dtype=F64),
+    )
     ref = run_diffusers(sched, x_vp, net, steps=steps, generator=torch.Generator().manual_seed(5))
     assert rel_err(ours, ref) < TOL
 
@@ -175,8 +193,9 @@ def test_ddpm_matches_diffusers():
 def test_plms_matches_diffusers_pndm():
     steps = 10
     net, model, noise = setup("epsilon", seed=4)
-    sched = diffusers.PNDMScheduler(**SD, steps_offset=1, skip_prk_steps=True,
-                                    set_alpha_to_one=True, timestep_spacing="leading")
+    sched = diffusers.PNDMScheduler(
+        **SD, steps_offset=1, skip_prk_steps=True, set_alpha_to_one=True, timestep_spacing="leading"
+    )
     sigmas = our_sigmas(model, "leading", steps)
     x_k, x_vp = vp_start(noise, float(sigmas[0]))
     ours = sample_plms(model, x_k, sigmas, cond=None)
@@ -193,8 +212,12 @@ def test_dpmpp_2m_matches_diffusers(spacing, prediction_type):
     # DPMSolverMultistepScheduler rounds Karras timesteps: our quantize=True does the same
     net, model, noise = setup(prediction_type, seed=5, quantize=spacing == "karras")
     sched = diffusers.DPMSolverMultistepScheduler(
-        **SD, prediction_type=prediction_type, steps_offset=1, algorithm_type="dpmsolver++",
-        solver_order=2, **spacing_kwargs(spacing),
+        **SD,
+        prediction_type=prediction_type,
+        steps_offset=1,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        **spacing_kwargs(spacing),
     )
     sigmas = our_sigmas(model, spacing, steps)
     sched.set_timesteps(steps)
@@ -209,7 +232,10 @@ def test_dpmpp_2m_sde_matches_diffusers():
     steps = 12
     net, model, noise = setup("epsilon", seed=6, quantize=True)
     sched = diffusers.DPMSolverMultistepScheduler(
-        **SD, steps_offset=1, algorithm_type="sde-dpmsolver++", solver_order=2,
+        **SD,
+        steps_offset=1,
+        algorithm_type="sde-dpmsolver++",
+        solver_order=2,
         use_karras_sigmas=True,
     )
     sigmas = our_sigmas(model, "karras", steps)
@@ -230,8 +256,12 @@ def test_unipc_matches_diffusers(spacing, prediction_type):
     steps = 10
     net, model, noise = setup(prediction_type, seed=8, quantize=spacing == "karras")
     sched = diffusers.UniPCMultistepScheduler(
-        **SD, prediction_type=prediction_type, steps_offset=1, solver_order=2,
-        solver_type="bh2", **spacing_kwargs(spacing),
+        **SD,
+        prediction_type=prediction_type,
+        steps_offset=1,
+        solver_order=2,
+        solver_type="bh2",
+        **spacing_kwargs(spacing),
     )
     sigmas = our_sigmas(model, spacing, steps)
     sched.set_timesteps(steps)

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from t2i.registry import ComponentRegistry, Registrar
 from t2i.sampling import ContinuousDenoiser, DiscreteDenoiser
 from t2i.sampling.registration import register_schedules
@@ -64,9 +63,12 @@ def test_karras_matches_formula():
     n = int(np.random.default_rng(1).integers(3, 30))
     rho = 7.0
     expected = [
-        (hi ** (1 / rho) + i / (n - 1) * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho for i in range(n)
+        (hi ** (1 / rho) + i / (n - 1) * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+        for i in range(n)
     ] + [0.0]
-    torch.testing.assert_close(get_sigmas_karras(n, lo, hi), torch.tensor(expected, dtype=torch.float64))
+    torch.testing.assert_close(
+        get_sigmas_karras(n, lo, hi), torch.tensor(expected, dtype=torch.float64)
+    )
 
 
 def test_exponential_and_polyexponential():
@@ -92,7 +94,7 @@ def test_table_schedules_follow_their_definitions():
     # normal: even fractional timesteps with log-sigma interpolation
     nrm = get_sigmas_normal(table, 7)
     for k, t in enumerate(np.linspace(999, 0, 7)):
-        lo_i = min(int(math.floor(t)), 998)
+        lo_i = min(math.floor(t), 998)
         w = t - lo_i
         expect = math.exp((1 - w) * math.log(table[lo_i]) + w * math.log(table[lo_i + 1]))
         assert math.isclose(float(nrm[k]), expect, rel_tol=1e-12)

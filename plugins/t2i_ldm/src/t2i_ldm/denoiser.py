@@ -60,6 +60,11 @@ class LdmDenoiser(DiscreteDenoiser):
         self.unet = unet
         self.schedule = schedule
 
+    def to(self, device=None, dtype=None) -> LdmDenoiser:
+        """Move the UNet (the sigma tables follow the input's device on their own)."""
+        self.unet.to(device=device, dtype=dtype)
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.unet.device

@@ -255,6 +255,11 @@ class LdmDecoder:
         self.factor = vae.config.factor
         self.channels = vae.config.embed_dim
 
+    def to(self, device=None, dtype=None) -> LdmDecoder:
+        """Move the autoencoder; returns ``self``."""
+        self.vae.to(device=device, dtype=dtype)
+        return self
+
     @torch.no_grad()
     def decode(self, latent: Latent) -> Image:
         """Scaled latents ``(B, 4, h, w)`` -> :class:`~t2i.payloads.Image` in [0, 1]."""
