@@ -23,9 +23,10 @@ from typing import Any
 import attrs
 import numpy as np
 import structlog
+import torch
 from PIL import Image, ImageDraw
 from t2i.shapes.captions import make_caption
-from t2i.shapes.judge import ShapesJudge, decode_predictions, load_judge
+from t2i.shapes.judge import ShapesJudge, decode_predictions, load_judge, prepare
 from t2i.shapes.metrics import diversity, frechet_distance, prompt_alignment
 from t2i.shapes.render import render
 from t2i.shapes.scene import Scene
@@ -152,8 +153,7 @@ def evaluate(
     if not prompts or not seeds:
         raise ValueError("evaluate needs at least one prompt and one seed")
     judge = judge if judge is not None else load_judge()
-    all_images, per_prompt_features, readings, stated = [], [], [], []
-    samples: list[dict[str, Any]] = []
+    all_images, prepared, stated = [], [], []
     seconds = 0.0
     for p in tqdm(prompts, desc="shapes eval", unit="prompt", disable=not progress):
         start = time.perf_counter()
@@ -164,14 +164,17 @@ def evaluate(
                 f"generate() must return one PIL image per seed ({len(seeds)}), got "
                 f"{len(images)} items of types {sorted({type(im).__name__ for im in images})}"
             )
-        ids, feats = judge.predict(images)
-        read = decode_predictions(ids)
-        readings += read
+        prepared.append(prepare(images))  # (K, 3, 64, 64): judged all at once below
         stated += [p.stated] * len(images)
-        per_prompt_features.append(feats)
-        for s, r in zip(seeds, read):
-            samples.append({"prompt": p.text, "seed": s, "read": r.to_dict()})
         all_images.append(images if keep_images else [])
+    ids, features = judge.predict(torch.cat(prepared))
+    readings = decode_predictions(ids)
+    per_prompt_features = list(features.split(len(seeds)))
+    samples = [
+        {"prompt": p.text, "seed": s, "read": readings[i * len(seeds) + k].to_dict()}
+        for i, p in enumerate(prompts)
+        for k, s in enumerate(seeds)
+    ]
     align = prompt_alignment(stated, readings)
     for sample, ok in zip(samples, align["aligned"]):
         sample["aligned"] = ok

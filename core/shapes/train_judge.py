@@ -236,13 +236,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=500)
     p.add_argument("--ckpt-every", type=int, default=2000)
     p.add_argument("--resume", action="store_true", help="continue from DIR/judge_ckpt.pt")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--cpu", action="store_true", help="train on the CPU even if CUDA is present")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: parse arguments and train."""
-    train(parse_args(argv))
+    """Entry point: parse arguments, log at ``--log-level`` (default info) and train."""
+    from t2i.logs import configure_logging
+
+    args = parse_args(argv)
+    configure_logging(args.log_level)
+    train(args)
 
 
 if __name__ == "__main__":

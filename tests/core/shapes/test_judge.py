@@ -35,7 +35,7 @@ def test_shipped_weights_are_small_and_carry_their_config():
 def test_judge_reads_fresh_test_renders(judge, size):
     # Fresh items of the test split (held-out combinations included), never seen in training.
     seed = int(np.random.default_rng().integers(150))
-    ds = ShapesDataset("test", size=size, length=48, seed=seed)
+    ds = ShapesDataset("test", size=size, length=96, seed=seed)
     items = [ds.sample(i) for i in range(len(ds))]
     read = judge.read([it.image for it in items])
     truth = [it.scene for it in items]
@@ -77,3 +77,15 @@ def test_targets_cover_every_head_for_the_scene_kind():
         t = scene_targets(ds.sample(i).scene)
         assert set(t) == set(HEADS)
         assert t["count"] in (0, 1) and t["background"] >= 0
+
+
+def test_judge_reads_degraded_renders(judge):
+    from t2i.shapes.augment import DEGRADATIONS
+
+    ds = ShapesDataset("test", size=64, length=64, seed=int(np.random.default_rng().integers(150)))
+    items = [ds.sample(i) for i in range(len(ds))]
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    g = torch.Generator().manual_seed(0)
+    for name in ("blur1.0", "noise0.05", "lowres32"):
+        read = judge.read(DEGRADATIONS[name](x, g))
+        assert prompt_alignment([it.scene for it in items], read)["overall"] >= 0.95, name

@@ -27,28 +27,54 @@ def _dtype(value: Any) -> torch.dtype | None:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_cached(path: str, stamp: tuple, dtype: Any, prediction_type: str | None,
-                 allow_pickle: bool, use_ema: bool):
+def _load_cached(
+    path: str,
+    stamp: tuple,
+    dtype: Any,
+    prediction_type: str | None,
+    allow_pickle: bool,
+    use_ema: bool,
+):
     from t2i_ldm.loader import load_ldm
 
-    return load_ldm(path, dtype=dtype, prediction_type=prediction_type,
-                    allow_pickle=allow_pickle, use_ema=use_ema)
+    return load_ldm(
+        path,
+        dtype=dtype,
+        prediction_type=prediction_type,
+        allow_pickle=allow_pickle,
+        use_ema=use_ema,
+    )
 
 
-def load_models(checkpoint: str | os.PathLike, *, dtype: Any = None,
-                prediction_type: str | None = None, allow_pickle: bool = False,
-                use_ema: bool = False):
+def load_models(
+    checkpoint: str | os.PathLike,
+    *,
+    dtype: Any = None,
+    prediction_type: str | None = None,
+    allow_pickle: bool = False,
+    use_ema: bool = False,
+):
     """:func:`t2i_ldm.loader.load_ldm`, read once per file while it is unchanged."""
     path = Path(checkpoint)
     if not path.exists():
         raise CheckpointError("no such file or folder", path=path, fix="check the path")
     st = path.stat()
-    return _load_cached(str(path.resolve()), (st.st_mtime_ns, st.st_size), _dtype(dtype),
-                        prediction_type, allow_pickle, use_ema)
+    return _load_cached(
+        str(path.resolve()),
+        (st.st_mtime_ns, st.st_size),
+        _dtype(dtype),
+        prediction_type,
+        allow_pickle,
+        use_ema,
+    )
 
 
-def create_clip_tokenizer(*, checkpoint: str | os.PathLike | None = None,
-                          tokenizer: str | os.PathLike | None = None, **options: Any):
+def create_clip_tokenizer(
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    **options: Any,
+):
     """CLIP BPE tokenizer of a checkpoint: its diffusers ``tokenizer/`` folder, or ``tokenizer=``
     (a ``tokenizer/`` folder or OpenAI's ``bpe_simple_vocab_16e6.txt(.gz)``), or ``$T2I_CLIP_TOKENIZER``.
     """
@@ -63,9 +89,11 @@ def create_clip_tokenizer(*, checkpoint: str | os.PathLike | None = None,
             source = models.extras.get("tokenizer_dir")
     if source is None:
         raise CheckpointError(
-            "single-file checkpoints carry no CLIP vocabulary", path=checkpoint,
+            "single-file checkpoints carry no CLIP vocabulary",
+            path=checkpoint,
             fix="pass tokenizer='path/to/tokenizer' (a diffusers tokenizer/ folder or "
-                f"bpe_simple_vocab_16e6.txt.gz), or set {TOKENIZER_ENV}")
+            f"bpe_simple_vocab_16e6.txt.gz), or set {TOKENIZER_ENV}",
+        )
     source = Path(source)
     if sd2 and "pad_id" not in options:
         options["pad_id"] = 0  # OpenCLIP pads with "!" (id 0)
@@ -74,17 +102,27 @@ def create_clip_tokenizer(*, checkpoint: str | os.PathLike | None = None,
     return ClipTokenizer.from_bpe_file(source, **options)
 
 
-def create_clip_text_encoder(*, checkpoint: str | os.PathLike, dtype: Any = None,
-                             clip_skip: int = 1, emphasis: str = "original", **load: Any):
+def create_clip_text_encoder(
+    *,
+    checkpoint: str | os.PathLike,
+    dtype: Any = None,
+    clip_skip: int = 1,
+    emphasis: str = "original",
+    head_dim: int = 64,
+    **load: Any,
+):
     """The checkpoint's CLIP (SD1) or OpenCLIP (SD2) text encoder, web-UI chunking and emphasis."""
     from t2i_ldm.text_encoder import ClipTextEncoder
 
     models = load_models(checkpoint, dtype=dtype, **load)
     reader = models.text_encoder
     if reader is None:
-        raise CheckpointError("the checkpoint holds no text encoder", path=checkpoint,
-                              fix="use a full SD checkpoint, or swap the text encoder: "
-                                  "Engine.build('ldm', text_encoder='...')")
+        raise CheckpointError(
+            "the checkpoint holds no text encoder",
+            path=checkpoint,
+            fix="use a full SD checkpoint, or swap the text encoder: "
+            "Engine.build('ldm', text_encoder='...')",
+        )
     state = {k: reader.get(k) for k in reader.keys()}
     if models.text_encoder_format == "open_clip":
         state = {f"cond_stage_model.model.{k}": v for k, v in state.items()}
@@ -93,36 +131,80 @@ def create_clip_text_encoder(*, checkpoint: str | os.PathLike, dtype: Any = None
     if extra_cfg:
         from transformers import CLIPTextConfig
 
-        config = CLIPTextConfig(**{k: v for k, v in extra_cfg.items()
-                                   if not k.startswith("_") and k != "architectures"})
-    return ClipTextEncoder.from_state_dict(state, config=config, dtype=_dtype(dtype),
-                                           clip_skip=clip_skip, emphasis=emphasis)
+        config = CLIPTextConfig(
+            **{k: v for k, v in extra_cfg.items() if not k.startswith("_") and k != "architectures"}
+        )
+    return ClipTextEncoder.from_state_dict(
+        state,
+        config=config,
+        dtype=_dtype(dtype),
+        clip_skip=clip_skip,
+        emphasis=emphasis,
+        head_dim=head_dim,
+    )
 
 
-def ldm_recipe(*, checkpoint: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
-               prediction_type: str | None = None, clip_skip: int = 1,
-               emphasis: str = "original", dtype: str | None = None, allow_pickle: bool = False,
-               use_ema: bool = False):
-    """Recipe ``ldm``: Stable Diffusion 1.x / 2.x from a checkpoint file or diffusers folder."""
+def ldm_recipe(
+    *,
+    checkpoint: str | os.PathLike,
+    tokenizer: str | os.PathLike | None = None,
+    prediction_type: str | None = None,
+    clip_skip: int = 1,
+    emphasis: str = "original",
+    dtype: str | None = None,
+    allow_pickle: bool = False,
+    use_ema: bool = False,
+    text_head_dim: int = 64,
+):
+    """Recipe ``ldm``: Stable Diffusion 1.x / 2.x from a checkpoint file or diffusers folder.
+
+    Options: ``tokenizer`` (vocabulary for single files), ``prediction_type`` (override the
+    detected one), ``clip_skip``, ``emphasis`` ("original", "no_norm", "ignore"), ``dtype``,
+    ``allow_pickle`` (.ckpt files), ``use_ema``, ``text_head_dim`` (only for non-SD text towers
+    in single files, whose configuration is inferred from the weights).
+    """
     from t2i.recipe import diffusion_recipe
 
     checkpoint = str(checkpoint)
     load = {"checkpoint": checkpoint, "allow_pickle": allow_pickle}
     if dtype:
         load["dtype"] = dtype
-    models = load_models(checkpoint, dtype=dtype, prediction_type=prediction_type,
-                         allow_pickle=allow_pickle, use_ema=use_ema)  # fail early, and warm
+    models = load_models(
+        checkpoint,
+        dtype=dtype,
+        prediction_type=prediction_type,
+        allow_pickle=allow_pickle,
+        use_ema=use_ema,
+    )  # fail early, and warm
     resolution = models.config.resolution
     tok = {"checkpoint": checkpoint, **({"tokenizer": str(tokenizer)} if tokenizer else {})}
-    model_opts = {**load, "use_ema": use_ema,
-                  **({"prediction_type": prediction_type} if prediction_type else {})}
+    model_opts = {
+        **load,
+        "use_ema": use_ema,
+        **({"prediction_type": prediction_type} if prediction_type else {}),
+    }
     return diffusion_recipe(
-        tokenizer="ldm.clip_tokenizer", text_encoder="ldm.clip_text_encoder",
-        denoiser="ldm.unet", decoder="ldm.vae", tokenizer_options=tok,
-        text_encoder_options={**load, "clip_skip": clip_skip, "emphasis": emphasis},
-        denoiser_options=model_opts, decoder_options=load,
-        defaults={"width": resolution, "height": resolution, "steps": 20, "cfg_scale": 7.0,
-                  "sampler": "dpmpp_2m", "schedule": "karras"},
+        tokenizer="ldm.clip_tokenizer",
+        text_encoder="ldm.clip_text_encoder",
+        denoiser="ldm.unet",
+        decoder="ldm.vae",
+        tokenizer_options=tok,
+        text_encoder_options={
+            **load,
+            "clip_skip": clip_skip,
+            "emphasis": emphasis,
+            "head_dim": text_head_dim,
+        },
+        denoiser_options=model_opts,
+        decoder_options=load,
+        defaults={
+            "width": resolution,
+            "height": resolution,
+            "steps": 20,
+            "cfg_scale": 7.0,
+            "sampler": "dpmpp_2m",
+            "schedule": "karras",
+        },
         size_multiple=8,
         description="Stable Diffusion 1.x/2.x from a checkpoint (single file or diffusers folder)",
         model_name=Path(checkpoint).stem,

@@ -43,8 +43,15 @@ UNET = UNetConfig(
 VAE = VAEConfig(base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, norm_groups=16)
 TEXT_WIDTH, TEXT_LAYERS, TEXT_HEADS = 128, 4, 4
 
-TINY_UNET = UNetConfig(model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-                       attention_resolutions=(2,), num_heads=2, context_dim=32, norm_groups=8)
+TINY_UNET = UNetConfig(
+    model_channels=16,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(2,),
+    num_heads=2,
+    context_dim=32,
+    norm_groups=8,
+)
 TINY_VAE = VAEConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, norm_groups=4)
 """Tiny variants for tests of the trainer (``t2i train ldm --tiny``)."""
 
@@ -53,8 +60,11 @@ _WORD = re.compile(r"[a-z]+|[0-9]|[^\sa-z0-9]+")
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP byte -> printable character table (printable bytes map to themselves)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     table, extra = {}, 0
     for b in range(256):
         if b in keep:
@@ -99,8 +109,7 @@ def write_tokenizer(folder: str | os.PathLike, captions: Iterable[str]) -> ClipT
     merges = vocabulary_merges(captions)
     vocab = openai_clip_vocab(merges)
     (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     return load_tokenizer(folder)
 
 
@@ -117,10 +126,17 @@ def text_config(vocab_size: int, *, tiny: bool = False) -> CLIPTextConfig:
     """A small CLIP text tower (SD1 conventions: quick GELU, 77 positions)."""
     width, layers, heads = (32, 1, 2) if tiny else (TEXT_WIDTH, TEXT_LAYERS, TEXT_HEADS)
     return CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=width, intermediate_size=4 * width,
-        num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=77,
-        hidden_act="quick_gelu", projection_dim=width, bos_token_id=vocab_size - 2,
-        eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+        vocab_size=vocab_size,
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",
+        projection_dim=width,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
     )
 
 
@@ -140,9 +156,11 @@ class ShapesModelSpec:
         path = Path(folder) / "model.json"
         if not path.is_file():
             raise CheckpointError(
-                "no model.json", path=path.parent,
+                "no model.json",
+                path=path.parent,
                 fix="point at a folder written by `t2i train ldm` (or omit checkpoint= to use "
-                "the shipped ldm-shapes model)")
+                "the shipped ldm-shapes model)",
+            )
         return cls(**json.loads(path.read_text()))
 
     def unet_config(self) -> UNetConfig:
@@ -164,16 +182,23 @@ def _folder(checkpoint: str | os.PathLike | None) -> Path:
     folder = Path(checkpoint) if checkpoint is not None else WEIGHTS_DIR
     if not folder.is_dir():
         raise CheckpointError(
-            "not a folder", path=folder,
-            fix="ldm-shapes checkpoints are folders written by `t2i train ldm --out DIR`")
+            "not a folder",
+            path=folder,
+            fix="ldm-shapes checkpoints are folders written by `t2i train ldm --out DIR`",
+        )
     return folder
 
 
 def _load_module(module: torch.nn.Module, file: Path) -> torch.nn.Module:
     from t2i.checkpoints import load_into, open_checkpoint
 
-    load_into(module, open_checkpoint(file), dtype=torch.float32, what=file.stem,
-              fix="the folder's model.json and weights disagree: re-export with `t2i train ldm`")
+    load_into(
+        module,
+        open_checkpoint(file),
+        dtype=torch.float32,
+        what=file.stem,
+        fix="the folder's model.json and weights disagree: re-export with `t2i train ldm`",
+    )
     return module.eval()
 
 
@@ -219,14 +244,24 @@ def ldm_shapes_recipe(*, checkpoint: str | os.PathLike | None = None):
 
     options = {} if checkpoint is None else {"checkpoint": str(checkpoint)}
     return diffusion_recipe(
-        tokenizer="ldm.shapes_tokenizer", text_encoder="ldm.shapes_text_encoder",
-        denoiser="ldm.shapes_unet", decoder="ldm.shapes_vae",
-        tokenizer_options=options, text_encoder_options=options, denoiser_options=options,
+        tokenizer="ldm.shapes_tokenizer",
+        text_encoder="ldm.shapes_text_encoder",
+        denoiser="ldm.shapes_unet",
+        decoder="ldm.shapes_vae",
+        tokenizer_options=options,
+        text_encoder_options=options,
+        denoiser_options=options,
         decoder_options=options,
-        defaults={"width": 64, "height": 64, "steps": 25, "cfg_scale": 5.0,
-                  "sampler": "dpmpp_2m", "schedule": "karras"},
+        defaults={
+            "width": 64,
+            "height": 64,
+            "steps": 25,
+            "cfg_scale": 5.0,
+            "sampler": "dpmpp_2m",
+            "schedule": "karras",
+        },
         size_multiple=16,
         description="embedded default: small latent diffusion model trained on the shapes "
-                    "benchmark (64x64)",
+        "benchmark (64x64)",
         model_name="ldm-shapes",
     )

@@ -216,13 +216,16 @@ class ClipTokenizer:
 
     @classmethod
     def from_folder(cls, path: str | os.PathLike, **options) -> ClipTokenizer:
-        """Build from a diffusers ``tokenizer/`` folder (``vocab.json`` and ``merges.txt``).
+        """Build from a diffusers ``tokenizer/`` folder (``vocab.json`` + ``merges.txt``, or
+        ``tokenizer.json``).
 
         The pad token comes from the folder's ``special_tokens_map.json`` /
         ``tokenizer_config.json`` (SD2's says ``"!"``, id 0) unless ``pad_id`` is passed.
         """
         path = Path(path)
         missing = [n for n in ("vocab.json", "merges.txt") if not (path / n).is_file()]
+        if missing and (path / "tokenizer.json").is_file():
+            missing = []  # transformers >= 5 writes the fast tokenizer's tokenizer.json only
         if missing:
             raise FileNotFoundError(
                 f"{path} is not a CLIP tokenizer folder: missing {', '.join(missing)} "

@@ -47,8 +47,9 @@ def _render_range(args: tuple[str, int, int, int, int]) -> tuple[np.ndarray, lis
     return np.stack(images), captions
 
 
-def render_shapes(n: int, size: int, *, split: str = "train", seed: int = 0,
-                  workers: int | None = None) -> tuple[torch.Tensor, list[str]]:
+def render_shapes(
+    n: int, size: int, *, split: str = "train", seed: int = 0, workers: int | None = None
+) -> tuple[torch.Tensor, list[str]]:
     """Render ``n`` benchmark items in parallel -> uint8 ``(n, 3, size, size)`` and captions."""
     workers = workers or max(1, min(16, (os.cpu_count() or 1)))
     chunk = max(1, math.ceil(n / (workers * 4)))
@@ -97,8 +98,18 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             e.lerp_(p.detach(), 1 - decay)
 
 
-def export_model(out: Path, *, unet, vae, text_model, tokenizer_dir: Path, scaling_factor: float,
-                 unet_config, vae_config, training: dict[str, Any]) -> Path:
+def export_model(
+    out: Path,
+    *,
+    unet,
+    vae,
+    text_model,
+    tokenizer_dir: Path,
+    scaling_factor: float,
+    unet_config,
+    vae_config,
+    training: dict[str, Any],
+) -> Path:
     """Write the model folder: model.json + safetensors (UNet in fp16) + tokenizer files."""
     import shutil
 
@@ -108,8 +119,9 @@ def export_model(out: Path, *, unet, vae, text_model, tokenizer_dir: Path, scali
 
     folder = out / "model"
     folder.mkdir(parents=True, exist_ok=True)
-    save_safetensors({k: v.half() for k, v in unet.state_dict().items()},
-                     folder / "unet.safetensors")
+    save_safetensors(
+        {k: v.half() for k, v in unet.state_dict().items()}, folder / "unet.safetensors"
+    )
     save_safetensors(vae.state_dict(), folder / "vae.safetensors")
     save_safetensors(text_model.state_dict(), folder / "text_encoder.safetensors")
     if tokenizer_dir.resolve() != (folder / "tokenizer").resolve():
@@ -117,12 +129,29 @@ def export_model(out: Path, *, unet, vae, text_model, tokenizer_dir: Path, scali
     vae_dict = config_dict(vae_config)
     vae_dict.pop("scaling_factor", None)
     spec = {
-        "unet": config_dict(unet_config), "vae": vae_dict,
-        "text": {k: v for k, v in text_model.config.to_dict().items()
-                 if k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                          "num_attention_heads", "max_position_embeddings", "hidden_act",
-                          "projection_dim", "bos_token_id", "eos_token_id", "pad_token_id")},
-        "scaling_factor": scaling_factor, "prediction_type": "epsilon", "training": training,
+        "unet": config_dict(unet_config),
+        "vae": vae_dict,
+        "text": {
+            k: v
+            for k, v in text_model.config.to_dict().items()
+            if k
+            in (
+                "vocab_size",
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "max_position_embeddings",
+                "hidden_act",
+                "projection_dim",
+                "bos_token_id",
+                "eos_token_id",
+                "pad_token_id",
+            )
+        },
+        "scaling_factor": scaling_factor,
+        "prediction_type": "epsilon",
+        "training": training,
     }
     tmp = folder / "model.json.tmp"
     tmp.write_text(json.dumps(spec, indent=2))
@@ -131,11 +160,25 @@ def export_model(out: Path, *, unet, vae, text_model, tokenizer_dir: Path, scali
 
 
 # -- the trainer ----------------------------------------------------------------------------
-def train_ldm(*, out: Path, data: str = "shapes", n: int = 100_000, size: int = 64,
-              vae_steps: int = 3000, steps: int = 20_000, minutes: float | None = None,
-              batch_size: int = 256, vae_batch_size: int = 128, lr: float = 3e-4,
-              ema_decay: float = 0.999, save_every: int = 1000, device: str | None = None,
-              tiny: bool = False, seed: int = 0, workers: int | None = None) -> Path:
+def train_ldm(
+    *,
+    out: Path,
+    data: str = "shapes",
+    n: int = 100_000,
+    size: int = 64,
+    vae_steps: int = 3000,
+    steps: int = 20_000,
+    minutes: float | None = None,
+    batch_size: int = 256,
+    vae_batch_size: int = 128,
+    lr: float = 3e-4,
+    ema_decay: float = 0.999,
+    save_every: int = 1000,
+    device: str | None = None,
+    tiny: bool = False,
+    seed: int = 0,
+    workers: int | None = None,
+) -> Path:
     """Train (or resume) ldm-shapes into ``out``; returns the exported model folder."""
     from transformers import CLIPTextModel
 
@@ -154,14 +197,15 @@ def train_ldm(*, out: Path, data: str = "shapes", n: int = 100_000, size: int = 
         images, captions = render_shapes(n, size, seed=seed, workers=workers)
     else:
         images, captions = load_folder(Path(data))
-    log.info("data", images=len(captions), size=images.shape[-1], seconds=round(time.time() -
-                                                                               started, 1))
+    log.info(
+        "data", images=len(captions), size=images.shape[-1], seconds=round(time.time() - started, 1)
+    )
     tok_dir = out / "tokenizer"
     tokenizer = sm.write_tokenizer(tok_dir, captions)
     unique = sorted(set(captions))
     ids_of = {}
     for i in range(0, len(unique), 4096):
-        part = unique[i:i + 4096]
+        part = unique[i : i + 4096]
         ids = tokenizer(part).ids[:, :77]
         ids_of.update(zip(part, ids))
     caption_ids = torch.stack([ids_of[c] for c in captions])  # (N, 77)
@@ -195,11 +239,19 @@ def train_ldm(*, out: Path, data: str = "shapes", n: int = 100_000, size: int = 
         log.info("resumed", step_vae=step_vae, step=step)
 
     def snapshot() -> dict[str, Any]:
-        return {"vae": vae.state_dict(), "unet": unet.state_dict(),
-                "text": text_model.state_dict(), "ema_unet": ema_unet.state_dict(),
-                "ema_text": ema_text.state_dict(), "opt_vae": opt_vae.state_dict(),
-                "opt": opt.state_dict(), "step_vae": step_vae, "step": step,
-                "scaling_factor": scaling_factor, "rng": torch.get_rng_state()}
+        return {
+            "vae": vae.state_dict(),
+            "unet": unet.state_dict(),
+            "text": text_model.state_dict(),
+            "ema_unet": ema_unet.state_dict(),
+            "ema_text": ema_text.state_dict(),
+            "opt_vae": opt_vae.state_dict(),
+            "opt": opt.state_dict(),
+            "step_vae": step_vae,
+            "step": step,
+            "scaling_factor": scaling_factor,
+            "rng": torch.get_rng_state(),
+        }
 
     gpu_images = images.to(dev)
     n_items = gpu_images.shape[0]
@@ -232,8 +284,11 @@ def train_ldm(*, out: Path, data: str = "shapes", n: int = 100_000, size: int = 
     latents = []
     with torch.no_grad():
         for i in range(0, n_items, 1024):
-            latents.append(vae.encode(batch_pixels(torch.arange(i, min(n_items, i + 1024),
-                                                                device=dev))).mode().float())
+            latents.append(
+                vae.encode(batch_pixels(torch.arange(i, min(n_items, i + 1024), device=dev)))
+                .mode()
+                .float()
+            )
     latents = torch.cat(latents)  # (N, 4, h, w)
     if scaling_factor is None:
         scaling_factor = float(1.0 / latents.std())
@@ -283,13 +338,29 @@ def train_ldm(*, out: Path, data: str = "shapes", n: int = 100_000, size: int = 
             save_state(state_path, snapshot())
     bar.close()
     save_state(state_path, snapshot())
-    training = {"images": n_items, "size": int(images.shape[-1]), "vae_steps": step_vae,
-                "steps": step, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay,
-                "final_loss": loss_avg, "device": str(dev),
-                "minutes": round((time.time() - started) / 60, 2)}
-    folder = export_model(out, unet=ema_unet, vae=vae, text_model=ema_text, tokenizer_dir=tok_dir,
-                          scaling_factor=scaling_factor, unet_config=unet_config,
-                          vae_config=vae_config, training=training)
+    training = {
+        "images": n_items,
+        "size": int(images.shape[-1]),
+        "vae_steps": step_vae,
+        "steps": step,
+        "batch_size": batch_size,
+        "lr": lr,
+        "ema_decay": ema_decay,
+        "final_loss": loss_avg,
+        "device": str(dev),
+        "minutes": round((time.time() - started) / 60, 2),
+    }
+    folder = export_model(
+        out,
+        unet=ema_unet,
+        vae=vae,
+        text_model=ema_text,
+        tokenizer_dir=tok_dir,
+        scaling_factor=scaling_factor,
+        unet_config=unet_config,
+        vae_config=vae_config,
+        training=training,
+    )
     log.info("exported", folder=str(folder), **training)
     return folder
 
@@ -308,10 +379,18 @@ class _null:
 
 
 @click.command("ldm")
-@click.option("--data", default="shapes", show_default=True,
-              help="'shapes' (render the benchmark) or a folder from `t2i data shapes`.")
-@click.option("--out", type=click.Path(file_okay=False), required=True,
-              help="Run folder: state.pt (resumable) and model/ (the exported model).")
+@click.option(
+    "--data",
+    default="shapes",
+    show_default=True,
+    help="'shapes' (render the benchmark) or a folder from `t2i data shapes`.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Run folder: state.pt (resumable) and model/ (the exported model).",
+)
 @click.option("--n", type=int, default=100_000, show_default=True, help="Images to render.")
 @click.option("--size", type=int, default=64, show_default=True)
 @click.option("--vae-steps", type=int, default=3000, show_default=True)
