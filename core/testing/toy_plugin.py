@@ -56,10 +56,8 @@ class EmbedEncoder(nn.Module):
         return Conditioning(e, e.mean(1))
 
 
-class ToyDenoiser(nn.Module):
-    """``D(x, sigma, cond) -> x0`` with a conv net and a FiLM from the pooled text."""
-
-    sigma_min, sigma_max = 0.02, 20.0
+class ToyEpsModel(nn.Module):
+    """A discrete-time epsilon model ``(x_in, t, cond) -> eps``: conv + FiLM of the text."""
 
     def __init__(self):
         super().__init__()
@@ -67,11 +65,27 @@ class ToyDenoiser(nn.Module):
         self.conv = nn.Conv2d(3, 3, 3, padding=1)
         self.film = nn.Linear(WIDTH, 3)
 
-    def forward(self, x, sigma, cond):
+    def forward(self, x, t, cond):
         CALLS["denoiser"] += 1
-        c_in = 1 / torch.sqrt(sigma**2 + 1)
-        h = self.conv(x * c_in[:, None, None, None]) + self.film(cond.pooled)[:, :, None, None]
-        return torch.tanh(h)
+        return torch.tanh(self.conv(x) + self.film(cond.pooled)[:, :, None, None] + t[:, None,
+                                                                                          None, None] / 1000)
+
+
+class ToyDenoiser(nn.Module):
+    """``D(x, sigma, cond) -> x0``: the toy eps model on SD's discrete schedule (1000 steps)."""
+
+    def __init__(self):
+        super().__init__()
+        from t2i.sampling.denoisers import DiscreteDenoiser
+        from t2i.schedules import get_alphas_cumprod
+
+        self.eps = ToyEpsModel()
+        self.adapter = DiscreteDenoiser(self.eps, get_alphas_cumprod("scaled_linear", 1000))
+        self.sigma_min, self.sigma_max = self.adapter.sigma_min, self.adapter.sigma_max
+        self.sigmas = self.adapter.sigmas
+
+    def forward(self, x, sigma, cond):
+        return self.adapter(x, sigma, cond)
 
 
 class ToyEuler:
