@@ -13,6 +13,7 @@ from t2i.checkpoints import CheckpointError, CheckpointReader
 from t2i_ldm.checkpoint import (
     detect_variant,
     load_single_file,
+    load_vae_file,
     save_single_file,
     single_file_state,
     split_checkpoint,
@@ -212,3 +213,39 @@ def test_use_ema_without_ema_copy_is_an_error(tmp_path):
     path = save_single_file(tmp_path / "m.safetensors", unet, vae)
     with pytest.raises(CheckpointError, match="no complete model_ema"):
         load_single_file(path, use_ema=True)
+
+
+@pytest.mark.parametrize("prefix", ["", "first_stage_model.", "vae."])
+def test_standalone_vae_file(tmp_path, prefix):
+    _, vae = _models()
+    path = tmp_path / "vae.safetensors"
+    state = {prefix + k: v.contiguous() for k, v in vae.state_dict().items()}
+    state["model_ema.decay"] = torch.tensor(0.999)  # released VAE files carry EMA bookkeeping
+    save_file(state, str(path))
+    loaded = load_vae_file(path, vae_config=TINY_VAE)
+    assert loaded.config == vae.config
+    z = torch.randn(1, 4, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.decode(z), vae.decode(z), rtol=0, atol=0)
+
+
+def test_standalone_vae_file_in_diffusers_names(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    ref = diffusers.AutoencoderKL(
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        norm_num_groups=8,
+    ).eval()
+    path = tmp_path / "vae.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    ours = load_vae_file(path, vae_config=TINY_VAE)
+    z = torch.randn(1, 4, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.decode(z), ref.decode(z).sample, rtol=1e-4, atol=1e-5)
+    with pytest.raises(CheckpointError, match="not a KL VAE"):
+        other = tmp_path / "other.safetensors"
+        save_file({"generator.fc.weight": torch.zeros(2, 2)}, str(other))
+        load_vae_file(other)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import pytest
 import torch
-from t2i_ldm.config import SD1_UNET, SD2_UNET, TINY_UNET, UNetConfig
+from t2i_ldm.config import SD1_UNET, SD2_UNET, TINY_UNET, TINY_UNET_SD2, UNetConfig
 from t2i_ldm.diffusers_format import load_diffusers_unet
 from t2i_ldm.unet import UNetModel, timestep_embedding
 
@@ -174,3 +175,27 @@ def test_gradient_checkpointing_gives_same_gradients():
     for a, b in zip(plain, checked):
         torch.testing.assert_close(a, b)
     assert any(g.abs().sum() > 0 for g in plain)
+
+
+@pytest.mark.parametrize("upcast", [True, False])
+def test_fp16_model_upcasts_attention_when_asked(monkeypatch, upcast):
+    import t2i_kernels
+
+    torch.manual_seed(0)
+    model = UNetModel(attrs.evolve(TINY_UNET_SD2, upcast_attention=upcast)).eval()
+    x, ctx = torch.randn(1, 4, 8, 8), torch.randn(1, 5, 32)
+    with torch.no_grad():
+        expected = model(x, 10.0, ctx)
+    seen: list[torch.dtype] = []
+    real = t2i_kernels.attention
+
+    def spy(q, k, v, **kw):
+        seen.append(q.dtype)
+        return real(q, k, v, **kw)
+
+    monkeypatch.setattr(t2i_kernels, "attention", spy)
+    with torch.no_grad():
+        got = model.half()(x.half(), 10.0, ctx.half())
+    assert got.dtype == torch.float16
+    assert set(seen) == {torch.float32 if upcast else torch.float16}
+    assert _rel(got.float(), expected) < 1e-2  # fp16 round-off only

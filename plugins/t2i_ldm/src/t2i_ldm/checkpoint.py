@@ -498,3 +498,74 @@ def save_single_file(
     if name is not None:
         meta["t2i_ldm.name"] = name
     return _save_safetensors(state, path, metadata=meta)
+
+
+def load_vae_file(
+    path: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    allow_pickle: bool = False,
+    vae_config: VAEConfig | None = None,
+) -> AutoencoderKL:
+    """Load a standalone VAE file (e.g. ``vae-ft-mse-840000-ema-pruned.safetensors``).
+
+    Keys may be CompVis names, bare (``encoder.down.0...``) or prefixed with
+    ``first_stage_model.`` or ``vae.``, or diffusers names (``encoder.down_blocks.0...``),
+    which go through the asserted :func:`t2i_ldm.keymaps.vae_key_map`.
+    """
+    from t2i_ldm.keymaps import vae_key_map
+
+    reader = open_checkpoint(path, allow_pickle=allow_pickle)
+    for prefix in (VAE_PREFIX, "vae."):
+        if any(k.startswith(prefix + "encoder.") for k in reader.keys()):
+            reader = prefixed_view(reader, prefix)
+            break
+    vae_keys = [
+        k
+        for k in reader.keys()
+        if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))
+    ]
+    if not vae_keys:
+        raise CheckpointError(
+            "not a KL VAE file: no encoder./decoder. keys",
+            path=reader.path,
+            unexpected=reader.keys()[:20],
+            fix="pass an SD VAE (.safetensors) file",
+        )
+    diffusers_names = any(".down_blocks." in k for k in vae_keys)
+    if diffusers_names:
+        ch, in_ch = reader.shape("encoder.conv_in.weight")[:2]
+        levels = len({k.split(".")[2] for k in vae_keys if k.startswith("encoder.down_blocks.")})
+        n_res = len(
+            {k.split(".")[4] for k in vae_keys if k.startswith("encoder.down_blocks.0.resnets.")}
+        )
+        mult = tuple(
+            reader.shape(f"encoder.down_blocks.{i}.resnets.0.conv1.weight")[0] // ch
+            for i in range(levels)
+        )
+        cfg = attrs.evolve(
+            vae_config or SD_VAE,
+            in_channels=in_ch,
+            base_channels=ch,
+            channel_mult=mult,
+            num_res_blocks=n_res,
+        )
+    else:
+        cfg = _infer_vae_config(reader, vae_config or SD_VAE)
+    vae = build_on_meta(AutoencoderKL, cfg)
+    key_map = vae_key_map(cfg, vae.state_dict().keys()) if diffusers_names else None
+    load_into(
+        vae,
+        reader,
+        key_map=key_map,
+        source_keys=vae_keys,
+        dtype=dtype or torch.float32,
+        device=device,
+        reshape_1x1=diffusers_names,
+        what="VAE",
+    )
+    ignored = len(reader) - len(vae_keys)
+    if ignored:
+        log.info("ignored non-VAE keys in VAE file", count=ignored)
+    return vae.eval()
