@@ -77,14 +77,17 @@ def _compare_passes(
             return our_fn()
 
     rows = []
-    for pass_ in ("fwd", "fwd (graph)", "bwd"):
+    for pass_ in ("fwd", "fwd (graph)", "bwd", "bwd (graph)"):
         times = []
         for fn in (torch_fn, ours):
-            if pass_ == "bwd":
+            if pass_.startswith("bwd"):
                 out = fn()
                 grad = torch.randn_like(out)
                 times.append(
-                    _bench(lambda out=out, g=grad: torch.autograd.grad(out, inputs, g, True))
+                    _bench(
+                        lambda out=out, g=grad: torch.autograd.grad(out, inputs, g, True),
+                        graph=pass_ == "bwd (graph)",
+                    )
                 )
             else:
                 with torch.no_grad():
@@ -151,6 +154,62 @@ def bench_group_norm(quick: bool) -> list[str]:
     return rows
 
 
+def profile_kernels(quick: bool) -> list[str]:
+    """Per-kernel GPU time (torch.profiler, mean over 20 calls) for every op and shape."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cases: list[tuple[str, Callable[[], torch.Tensor], tuple[torch.Tensor, ...]]] = []
+    gn_shapes = [(2, 320, 64, 64), (2, 1280, 16, 16), (2, 128, 512, 512), (2, 256, 256, 256)]
+    for shape in gn_shapes[2:3] if quick else gn_shapes:
+        x = torch.randn(shape, device="cuda", dtype=torch.float16, requires_grad=True)
+        w = torch.randn(shape[1], device="cuda", dtype=torch.float16, requires_grad=True)
+        cases.append(
+            (f"torch gn {shape}", lambda x=x, w=w: F.silu(F.group_norm(x, 32, w, w)), (x, w))
+        )
+        cases.append(
+            (
+                f"t2i gn {shape}",
+                lambda x=x, w=w: t2i_kernels.group_norm(x, 32, w, w, activation="silu"),
+                (x, w),
+            )
+        )
+    for sq, sk, d in [(4096, 4096, 40), (4096, 4096, 128)][: 1 if quick else 2]:
+        q = torch.randn(2, 8, sq, d, device="cuda", dtype=torch.float16, requires_grad=True)
+        k = torch.randn(2, 8, sk, d, device="cuda", dtype=torch.float16, requires_grad=True)
+        cases.append(
+            (
+                f"sdpa {sq}x{sk} d{d}",
+                lambda q=q, k=k: F.scaled_dot_product_attention(q, k, k),
+                (q, k),
+            )
+        )
+        cases.append(
+            (f"t2i attn {sq}x{sk} d{d}", lambda q=q, k=k: t2i_kernels.attention(q, k, k), (q, k))
+        )
+    lines = ["", "Per-kernel GPU time (us, mean of 20 calls, torch.profiler):"]
+    iters = 20
+    for name, fn, inputs in cases:
+        with t2i_kernels.use_kernels("triton"):
+            out = fn()
+            grad = torch.randn_like(out)
+            torch.autograd.grad(out, inputs, grad, retain_graph=True)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(iters):
+                    with torch.no_grad():
+                        fn()
+                for _ in range(iters):
+                    torch.autograd.grad(out, inputs, grad, retain_graph=True)
+                torch.cuda.synchronize()
+        for event in prof.key_averages():
+            dev = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+            if dev > 0 and event.count >= iters:
+                lines.append(
+                    f"- {name}: `{event.key[:70]}` x{event.count // iters}: {dev / iters:.1f}"
+                )
+    return lines
+
+
 def _tuned_configs() -> list[str]:
     """The autotuner's choices, for the record."""
     attention_mod = importlib.import_module("t2i_kernels.attention")
@@ -169,6 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for kernels.md")
     parser.add_argument("--quick", action="store_true", help="one shape per op")
+    parser.add_argument("--profile", action="store_true", help="add per-kernel GPU times")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/kernels.py needs a CUDA GPU")
@@ -192,7 +252,8 @@ def main() -> None:
     ]
     rows = bench_group_norm(args.quick) + bench_attention(args.quick)
     tuned = _tuned_configs()
-    text = "\n".join([*header, *rows, "", "Autotuned attention configs:", *tuned]) + "\n"
+    prof = profile_kernels(args.quick) if args.profile else []
+    text = "\n".join([*header, *rows, "", "Autotuned attention configs:", *tuned, *prof]) + "\n"
     print(text)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "kernels.md"), "w") as fh:

@@ -12,7 +12,7 @@ mkdir -p "$OUT/ldm-shapes"
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; date -u; } > "$OUT/train.log"
 t2i --log-level info train ldm --out "$RUN" --n "${N:-200000}" --vae-steps "${VAE_STEPS:-2500}" \
   --steps 1000000 --minutes "${MINUTES:-7.5}" --batch-size "${BATCH:-256}" --workers 16 \
-  --lr "${LR:-3e-4}" >> "$OUT/train.log" 2>&1 || { tail -40 "$OUT/train.log"; exit 1; }
+  --lr "${LR:-3e-4}" ${EXTRA:-} >> "$OUT/train.log" 2>&1 || { tail -40 "$OUT/train.log"; exit 1; }
 cp "$RUN"/model/*.safetensors "$RUN"/model/model.json "$RUN"/model/tokenizer/* "$OUT/ldm-shapes/"
 python3 benchmarks/ldm_shapes_samples.py "$RUN/model" "$OUT/samples.png" --device cuda \
   >> "$OUT/train.log" 2>&1 || true

@@ -33,7 +33,13 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from t2i_kernels.dispatch import choose_backend
-from t2i_kernels.lazy_triton import KernelConfig, interpret_mode, lazy_jit, new_output
+from t2i_kernels.lazy_triton import (
+    KernelConfig,
+    interpret_mode,
+    lazy_jit,
+    needs_custom_op,
+    new_output,
+)
 
 try:  # Triton is optional: the kernels below compile lazily on first launch.
     import triton.language as tl
@@ -203,24 +209,31 @@ def _attention_fwd_kernel(
     H,  # number of heads (program axis 1 enumerates batch * heads)
     Sq,  # query length
     Sk,  # key length
-    head_dim,  # true head dim D <= BLOCK_D
+    HEAD_DIM: tl.constexpr,  # true head dim D <= BLOCK_D (constexpr: exact masks vectorise)
     qk_scale,  # softmax scale * log2(e): scores go straight into exp2
     IS_CAUSAL: tl.constexpr,  # mask keys j > query i
     HAS_BIAS: tl.constexpr,  # add Bias[b, h, j] * log2(e) to the scores
     EVEN_N: tl.constexpr,  # Sk % BLOCK_N == 0: no key bound checks
     DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs, "tf32" (unused) for 16-bit
+    ALIGN: tl.constexpr,  # every stride argument was divided by ALIGN (16-byte row alignment)
     BLOCK_D: tl.constexpr,  # head dim padded to a power of two
     BLOCK_M: tl.constexpr,  # query rows per program
     BLOCK_N: tl.constexpr,  # key rows per inner step
 ):
     start_m = tl.program_id(0)
     off_bh = tl.program_id(1)
+    # Strides arrive divided by ALIGN; multiplying back tells the compiler that rows start on
+    # 16-byte boundaries (head dims like 40 and 80 are not multiples of 16 elements).
+    stride_qb, stride_qh, stride_qm = stride_qb * ALIGN, stride_qh * ALIGN, stride_qm * ALIGN
+    stride_kb, stride_kh, stride_kn = stride_kb * ALIGN, stride_kh * ALIGN, stride_kn * ALIGN
+    stride_vb, stride_vh, stride_vn = stride_vb * ALIGN, stride_vh * ALIGN, stride_vn * ALIGN
+    stride_ob, stride_oh, stride_om = stride_ob * ALIGN, stride_oh * ALIGN, stride_om * ALIGN
     off_b = (off_bh // H).to(tl.int64)
     off_h = (off_bh % H).to(tl.int64)
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < head_dim
+    d_ok = offs_d < HEAD_DIM
 
     q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qm
     q = tl.load(q_ptrs + offs_d[None, :], mask=(offs_m[:, None] < Sq) & d_ok[None, :], other=0.0)
@@ -228,6 +241,7 @@ def _attention_fwd_kernel(
     v_base = V + off_b * stride_vb + off_h * stride_vh
     bias_base = Bias + off_b * stride_bb + off_h * stride_bh
 
+    bias_scale = 1.4426950408889634 / qk_scale  # = 1 / softmax scale
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -252,17 +266,17 @@ def _attention_fwd_kernel(
                 mask=col_ok[:, None] & d_ok[None, :],
                 other=0.0,
             )
-        s = tl.dot(q, k, input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), log2
-        if HAS_BIAS:
+        s = tl.dot(q, k, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) raw scores
+        if HAS_BIAS:  # bias / scale, so that s * qk_scale adds bias * log2(e)
             kb = tl.load(bias_base + cols, mask=cols < Sk, other=float("-inf"))
-            s += kb[None, :] * 1.4426950408889634
+            s += kb[None, :] * bias_scale
         if not EVEN_N:
             s = tl.where((cols < Sk)[None, :], s, float("-inf"))
         if IS_CAUSAL:
             s = tl.where(offs_m[:, None] >= cols[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)  # running max, log2 units
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no visible key yet
-        p = tl.math.exp2(s - m_safe[:, None])
+        p = tl.math.exp2(s * qk_scale - m_safe[:, None])  # one FMA per score
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
@@ -290,7 +304,7 @@ def _attention_bwd_delta_kernel(
     stride_dm,  # dOut row stride, in elements
     H,  # heads
     Sq,  # query length
-    head_dim,  # true head dim
+    HEAD_DIM: tl.constexpr,  # true head dim D <= BLOCK_D
     BLOCK_D: tl.constexpr,  # padded head dim
     BLOCK_M: tl.constexpr,  # rows per program
 ):
@@ -300,7 +314,7 @@ def _attention_bwd_delta_kernel(
     off_h = (off_bh % H).to(tl.int64)
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    ok = (offs_m[:, None] < Sq) & (offs_d[None, :] < head_dim)
+    ok = (offs_m[:, None] < Sq) & (offs_d[None, :] < HEAD_DIM)
     o_rows = Out + off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_om
     do_rows = dOut + off_b * stride_db + off_h * stride_dh + offs_m[:, None] * stride_dm
     o = tl.load(o_rows + offs_d[None, :], mask=ok, other=0.0)
@@ -337,24 +351,31 @@ def _attention_bwd_dkdv_kernel(
     H,  # number of heads (program axis 1 enumerates batch * heads)
     Sq,  # query length
     Sk,  # key length
-    head_dim,  # true head dim D <= BLOCK_D
+    HEAD_DIM: tl.constexpr,  # true head dim D <= BLOCK_D (constexpr: exact masks vectorise)
     qk_scale,  # softmax scale * log2(e)
     sm_scale,  # softmax scale (dK = sm_scale * dS^T Q)
     IS_CAUSAL: tl.constexpr,  # causal mask
     HAS_BIAS: tl.constexpr,  # key bias present
     DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs
+    ALIGN: tl.constexpr,  # every stride argument was divided by ALIGN (16-byte row alignment)
     BLOCK_D: tl.constexpr,  # padded head dim
     BLOCK_M: tl.constexpr,  # query rows per inner step
     BLOCK_N: tl.constexpr,  # key rows owned by this program
 ):
     start_n = tl.program_id(0) * BLOCK_N
     off_bh = tl.program_id(1)
+    # Strides arrive divided by ALIGN; multiplying back tells the compiler that rows start on
+    # 16-byte boundaries (head dims like 40 and 80 are not multiples of 16 elements).
+    stride_qb, stride_qh, stride_qm = stride_qb * ALIGN, stride_qh * ALIGN, stride_qm * ALIGN
+    stride_kb, stride_kh, stride_kn = stride_kb * ALIGN, stride_kh * ALIGN, stride_kn * ALIGN
+    stride_vb, stride_vh, stride_vn = stride_vb * ALIGN, stride_vh * ALIGN, stride_vn * ALIGN
+    stride_dob, stride_doh, stride_dom = stride_dob * ALIGN, stride_doh * ALIGN, stride_dom * ALIGN
     off_b = (off_bh // H).to(tl.int64)
     off_h = (off_bh % H).to(tl.int64)
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_m0 = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < head_dim
+    d_ok = offs_d < HEAD_DIM
     n_ok = offs_n < Sk
     kv_mask = n_ok[:, None] & d_ok[None, :]
 
@@ -425,24 +446,31 @@ def _attention_bwd_dq_kernel(
     H,  # number of heads (program axis 1 enumerates batch * heads)
     Sq,  # query length
     Sk,  # key length
-    head_dim,  # true head dim D <= BLOCK_D
+    HEAD_DIM: tl.constexpr,  # true head dim D <= BLOCK_D (constexpr: exact masks vectorise)
     qk_scale,  # softmax scale * log2(e)
     sm_scale,  # softmax scale (dQ = sm_scale * dS K)
     IS_CAUSAL: tl.constexpr,  # causal mask
     HAS_BIAS: tl.constexpr,  # key bias present
     DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs
+    ALIGN: tl.constexpr,  # every stride argument was divided by ALIGN (16-byte row alignment)
     BLOCK_D: tl.constexpr,  # padded head dim
     BLOCK_M: tl.constexpr,  # query rows owned by this program
     BLOCK_N: tl.constexpr,  # key rows per inner step
 ):
     start_m = tl.program_id(0) * BLOCK_M
     off_bh = tl.program_id(1)
+    # Strides arrive divided by ALIGN; multiplying back tells the compiler that rows start on
+    # 16-byte boundaries (head dims like 40 and 80 are not multiples of 16 elements).
+    stride_qb, stride_qh, stride_qm = stride_qb * ALIGN, stride_qh * ALIGN, stride_qm * ALIGN
+    stride_kb, stride_kh, stride_kn = stride_kb * ALIGN, stride_kh * ALIGN, stride_kn * ALIGN
+    stride_vb, stride_vh, stride_vn = stride_vb * ALIGN, stride_vh * ALIGN, stride_vn * ALIGN
+    stride_dob, stride_doh, stride_dom = stride_dob * ALIGN, stride_doh * ALIGN, stride_dom * ALIGN
     off_b = (off_bh // H).to(tl.int64)
     off_h = (off_bh % H).to(tl.int64)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < head_dim
+    d_ok = offs_d < HEAD_DIM
     m_ok = offs_m < Sq
     qd_mask = m_ok[:, None] & d_ok[None, :]
 
@@ -534,8 +562,16 @@ def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _strides3(t: torch.Tensor) -> tuple[int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2)
+def _strides3(t: torch.Tensor, align: int = 1) -> tuple[int, int, int]:
+    return t.stride(0) // align, t.stride(1) // align, t.stride(2) // align
+
+
+def _stride_align(like: torch.Tensor, *tensors: torch.Tensor) -> int:
+    """Largest of 8, 4, 2, 1 elements (at most 16 bytes) dividing every batch/head/row stride."""
+    align = 16 // like.element_size()
+    while align > 1 and any(t.stride(i) % align for t in tensors for i in range(3)):
+        align //= 2
+    return align
 
 
 def _bias_args(bias: torch.Tensor | None, q: torch.Tensor) -> tuple[torch.Tensor, int, int]:
@@ -572,13 +608,15 @@ def _attention_forward_triton(
         return (triton_cdiv(sq, meta["BLOCK_M"]), b * h)
 
     even_n = all(sk % bn == 0 for bn in (16, 32, 64, 128))
+    align = _stride_align(q, q, k, v, out)
     _attention_fwd_kernel.launch(
         grid,
         q, k, v, bias_t, out, lse,
-        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(out),
+        *_strides3(q, align), *_strides3(k, align), *_strides3(v, align), *_strides3(out, align),
         sbb, sbh,
-        h, sq, sk, d,
-        scale * _LOG2E,
+        H=h, Sq=sq, Sk=sk, HEAD_DIM=d,
+        qk_scale=scale * _LOG2E,
+        ALIGN=align,
         IS_CAUSAL=causal,
         HAS_BIAS=bias is not None,
         EVEN_N=even_n,
@@ -621,7 +659,15 @@ def _attention_backward_triton(
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         dq, dk, dv = new_output(q), new_output(k), new_output(v)
     bias_t, sbb, sbh = _bias_args(bias, q)
+    align = _stride_align(q, q, k, v, grad_out)
     common = dict(
+        H=h,
+        Sq=sq,
+        Sk=sk,
+        HEAD_DIM=d,
+        qk_scale=scale * _LOG2E,
+        sm_scale=scale,
+        ALIGN=align,
         IS_CAUSAL=causal,
         HAS_BIAS=bias is not None,
         DOT_PRECISION=_precision(q),
@@ -630,19 +676,17 @@ def _attention_backward_triton(
     _attention_bwd_dkdv_kernel.launch(
         lambda meta: (triton_cdiv(sk, meta["BLOCK_N"]), b * h),
         q, k, v, bias_t, grad_out, lse, delta, dk, dv,
-        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(grad_out),
+        *_strides3(q, align), *_strides3(k, align), *_strides3(v, align),
+        *_strides3(grad_out, align),
         sbb, sbh,
-        h, sq, sk, d,
-        scale * _LOG2E, scale,
         **common,
     )  # fmt: skip
     _attention_bwd_dq_kernel.launch(
         lambda meta: (triton_cdiv(sq, meta["BLOCK_M"]), b * h),
         q, k, v, bias_t, grad_out, lse, delta, dq,
-        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(grad_out),
+        *_strides3(q, align), *_strides3(k, align), *_strides3(v, align),
+        *_strides3(grad_out, align),
         sbb, sbh,
-        h, sq, sk, d,
-        scale * _LOG2E, scale,
         **common,
     )  # fmt: skip
     return dq, dk, dv
@@ -760,5 +804,9 @@ def attention(
     if backend == "ref":
         return attention_ref(q, k, v, causal=causal, attn_mask=attn_mask, scale=scale)
     sm_scale = 1.0 / math.sqrt(q.shape[3]) if scale is None else float(scale)
-    out, _ = _attention_op(q, k, v, _key_bias(attn_mask, q, k.shape[2]), bool(causal), sm_scale)
+    key_bias = _key_bias(attn_mask, q, k.shape[2])
+    if needs_custom_op(q, k, v):
+        out, _ = _attention_op(q, k, v, key_bias, bool(causal), sm_scale)
+    else:
+        out, _ = _attention_forward_triton(q, k, v, key_bias, bool(causal), sm_scale)
     return out

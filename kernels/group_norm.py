@@ -34,7 +34,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from t2i_kernels.dispatch import choose_backend
-from t2i_kernels.lazy_triton import interpret_mode, lazy_jit, new_output
+from t2i_kernels.lazy_triton import interpret_mode, lazy_jit, needs_custom_op, new_output
 
 try:  # Triton is optional: the kernels below compile lazily on first launch.
     import triton.language as tl
@@ -645,5 +645,9 @@ def group_norm(
     backend = choose_backend("group_norm", tensors, lambda: _triton_unsupported(x, num_groups))
     if backend == "ref":
         return group_norm_ref(x, num_groups, weight, bias, eps, activation=activation)
-    y, _, _ = _group_norm_op(x, weight, bias, num_groups, float(eps), activation or "none")
+    args = (x, weight, bias, num_groups, float(eps), activation or "none")
+    if needs_custom_op(x, weight, bias):
+        y, _, _ = _group_norm_op(*args)
+    else:
+        y, _, _ = _group_norm_forward_triton(*args)
     return y

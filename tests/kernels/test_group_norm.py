@@ -114,3 +114,12 @@ def test_gpu_matches_float64_reference(case, dtype, _gpu, triton_gpu, seed, asse
     _check(
         assert_error_rule, spec.pop("shape"), spec.pop("groups"), dtype, seed, device="cuda", **spec
     )
+
+
+def test_inference_path_without_autograd(triton_cpu, seed):
+    # Without grad the public op launches the kernels directly (no custom-op dispatch).
+    x = torch.randn(2, 12, 6, 5).to(memory_format=torch.channels_last)
+    w, b = torch.randn(12), torch.randn(12)
+    with torch.no_grad():
+        y = group_norm(x, 3, w, b, activation="silu")
+    torch.testing.assert_close(y, group_norm_ref(x, 3, w, b, activation="silu"))
