@@ -136,6 +136,18 @@ def _first_image_output(graph: Graph, manager: PluginManager) -> OutputRef:
     raise EngineError("the graph has no IMAGE output; set meta.output to [node, output]")
 
 
+def _modules_of(component: Any, depth: int = 2) -> list[torch.nn.Module]:
+    """The ``nn.Module`` s a component is or holds (attributes, ``depth`` levels down)."""
+    if isinstance(component, torch.nn.Module):
+        return [component]
+    if depth == 0 or not hasattr(component, "__dict__"):
+        return []
+    found: list[torch.nn.Module] = []
+    for value in vars(component).values():
+        found += _modules_of(value, depth - 1)
+    return found
+
+
 class Pipeline:
     """A built recipe, ready to run requests. Reuses its executor cache across calls."""
 
@@ -187,10 +199,14 @@ class Pipeline:
         total = 0
         results = self.executor.run(self.graph, outputs=[n.id for n in self.graph
                                                          if n.type in COMPONENT_NODES.values()])
+        seen: set[int] = set()
         for outs in results.values():
             for value in outs.values():
-                if isinstance(value, torch.nn.Module):
-                    total += sum(p.numel() for p in value.parameters())
+                for module in _modules_of(value):
+                    for p in module.parameters():
+                        if id(p) not in seen:
+                            seen.add(id(p))
+                            total += p.numel()
         return total
 
     def _bindings(self, img2img: bool):

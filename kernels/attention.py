@@ -41,10 +41,10 @@ from t2i_kernels.lazy_triton import (
     new_output,
 )
 
-try:  # Triton is optional: the kernels below compile lazily on first launch.
-    import triton.language as tl
-except ImportError:  # pragma: no cover - exercised on machines without triton
-    tl = None
+# `tl` is bound to `triton.language` when the first kernel of this module is built (see
+# `lazy_triton`): importing Triton here would fix its interpreter mode too early and would
+# make Triton a hard dependency.
+tl = None
 
 __all__ = ["attention", "attention_ref"]
 
@@ -134,6 +134,10 @@ def attention_ref(
 # --------------------------------------------------------------------------------------------
 
 
+# The launch keywords the config generators below read (LazyKernel caches its choice on them).
+_CONFIG_ARGS = ("BLOCK_D", "DOT_PRECISION", "Sk")
+
+
 def _forward_configs(kw: dict[str, Any]) -> list[KernelConfig]:
     """Forward launch configs, best guess first, pruned by head dim, dtype and key length."""
     if interpret_mode():
@@ -184,7 +188,11 @@ def triton_next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-@lazy_jit(configs=_forward_configs, tune_key=["Sq", "Sk", "BLOCK_D", "IS_CAUSAL", "HAS_BIAS"])
+@lazy_jit(
+    configs=_forward_configs,
+    config_args=_CONFIG_ARGS,
+    tune_key=["Sq", "Sk", "BLOCK_D", "IS_CAUSAL", "HAS_BIAS"],
+)
 def _attention_fwd_kernel(
     Q,  # (B, H, Sq, D) queries, last dim contiguous
     K,  # (B, H, Sk, D) keys, last dim contiguous
@@ -323,7 +331,11 @@ def _attention_bwd_delta_kernel(
     tl.store(Delta + off_bh.to(tl.int64) * Sq + offs_m, delta, mask=offs_m < Sq)
 
 
-@lazy_jit(configs=_backward_configs, tune_key=["Sq", "Sk", "BLOCK_D", "IS_CAUSAL", "HAS_BIAS"])
+@lazy_jit(
+    configs=_backward_configs,
+    config_args=_CONFIG_ARGS,
+    tune_key=["Sq", "Sk", "BLOCK_D", "IS_CAUSAL", "HAS_BIAS"],
+)
 def _attention_bwd_dkdv_kernel(
     Q,  # (B, H, Sq, D) queries, last dim contiguous
     K,  # (B, H, Sk, D) keys, last dim contiguous
@@ -419,7 +431,11 @@ def _attention_bwd_dkdv_kernel(
     tl.store(dV + v_off, dv.to(dV.dtype.element_ty), mask=kv_mask)
 
 
-@lazy_jit(configs=_backward_configs, tune_key=["Sq", "Sk", "BLOCK_D", "IS_CAUSAL", "HAS_BIAS"])
+@lazy_jit(
+    configs=_backward_configs,
+    config_args=_CONFIG_ARGS,
+    tune_key=["Sq", "Sk", "BLOCK_D", "IS_CAUSAL", "HAS_BIAS"],
+)
 def _attention_bwd_dq_kernel(
     Q,  # (B, H, Sq, D) queries, last dim contiguous
     K,  # (B, H, Sk, D) keys, last dim contiguous
@@ -748,6 +764,7 @@ def _attention_setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     q, k, v, key_bias, causal, scale = inputs
     out, lse = output
     ctx.mark_non_differentiable(lse)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the statistics
     ctx.save_for_backward(q, k, v, out, lse, key_bias)
     ctx.causal, ctx.scale = causal, scale
 

@@ -36,10 +36,10 @@ import torch.nn.functional as F
 from t2i_kernels.dispatch import choose_backend
 from t2i_kernels.lazy_triton import interpret_mode, lazy_jit, needs_custom_op, new_output
 
-try:  # Triton is optional: the kernels below compile lazily on first launch.
-    import triton.language as tl
-except ImportError:  # pragma: no cover - exercised on machines without triton
-    tl = None
+# `tl` is bound to `triton.language` when the first kernel of this module is built (see
+# `lazy_triton`): importing Triton here would fix its interpreter mode too early and would
+# make Triton a hard dependency.
+tl = None
 
 __all__ = ["group_norm", "group_norm_ref"]
 
@@ -460,7 +460,7 @@ def _group_norm_forward_triton(
         y3 = _nsc_view(y)
     n, _, s = x3.shape
     plan = _Plan(x3, num_groups)
-    stats = [new_output(x3, (n * num_groups, plan.num_chunks), torch.float32) for _ in range(3)]
+    stats = new_output(x3, (3, n * num_groups, plan.num_chunks), torch.float32).unbind(0)
     mean = new_output(x3, (n, num_groups), torch.float32)
     rstd = new_output(x3, (n, num_groups), torch.float32)
     _group_norm_stats_kernel.launch(
@@ -590,6 +590,7 @@ def _group_norm_setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     x, weight, bias, num_groups, _eps, activation = inputs
     _y, mean, rstd = output
     ctx.mark_non_differentiable(mean, rstd)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the statistics
     ctx.save_for_backward(x, weight, bias, mean, rstd)
     ctx.num_groups, ctx.activation = num_groups, activation
 

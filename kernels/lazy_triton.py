@@ -100,24 +100,41 @@ class LazyKernel:
         configs: given the launch's keyword arguments (launchers pass what the configs depend
             on by keyword), the candidate configs, best guess first. `None` means the caller
             passes every meta-parameter itself.
+        config_args: the keyword arguments `configs` reads; the chosen launcher is cached per
+            their values, so a repeated launch costs one dict lookup on top of Triton's own.
         tune_key: argument names whose values select a tuned config (Triton's autotune `key`).
     """
 
     def __init__(
-        self, fn: Callable[..., None], configs: ConfigsFn | None, tune_key: Sequence[str]
+        self,
+        fn: Callable[..., None],
+        configs: ConfigsFn | None,
+        config_args: Sequence[str],
+        tune_key: Sequence[str],
     ) -> None:
         self.fn = fn
         self.configs = configs
+        self.config_args = tuple(config_args)
         self.tune_key = list(tune_key)
         self._jit: dict[bool, Any] = {}
         self._tuned: dict[tuple[str, ...], Any] = {}
+        self._runners: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
         functools.update_wrapper(self, fn)
+
+    def _bind_language(self) -> None:
+        # Kernel modules keep `tl = None` until now; the kernel body resolves `tl` through the
+        # module globals at compile (or interpret) time.
+        import triton.language
+
+        if self.fn.__globals__.get("tl") is None:
+            self.fn.__globals__["tl"] = triton.language
 
     def _jitted(self) -> Any:
         interpret = interpret_mode()
         if interpret not in self._jit:
             import triton
 
+            self._bind_language()
             self._jit[interpret] = triton.jit(self.fn)
         return self._jit[interpret]
 
@@ -127,10 +144,31 @@ class LazyKernel:
         if key not in self._tuned:
             import triton
 
+            self._bind_language()
             self._tuned[key] = triton.autotune(
                 configs=[c.to_triton() for c in configs], key=self.tune_key
             )(triton.jit(self.fn))
         return self._tuned[key]
+
+    def _runner(self, kw: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The callable to index with the grid, plus extra launch keywords (a fixed config)."""
+        if self.configs is None:
+            return self._jitted(), {}
+        tune = autotune_enabled()
+        key = (interpret_mode(), tune, *(kw.get(name) for name in self.config_args))
+        runner = self._runners.get(key)
+        if runner is None:
+            configs = list(self.configs(kw))
+            if not configs:
+                raise RuntimeError(f"{self.fn.__name__}: no launch config fits {kw}")
+            if len(configs) > 1 and tune:
+                runner = (self._autotuned(configs), {})
+            else:
+                best = configs[0]
+                extra = {**best.meta, "num_warps": best.num_warps, "num_stages": best.num_stages}
+                runner = (self._jitted(), extra)
+            self._runners[key] = runner
+        return runner
 
     def launch(self, grid: Callable[[dict[str, Any]], tuple[int, ...]], *args: Any, **kw: Any):
         """Launch over `grid(meta)`, choosing (or autotuning) the config if the kernel has any."""
@@ -139,26 +177,19 @@ class LazyKernel:
                 f"{self.fn.__name__} needs Triton, which is not installed: "
                 "`pip install triton` or use the reference path (T2I_KERNELS=ref)"
             )
-        if self.configs is None:
-            return self._jitted()[grid](*args, **kw)
-        configs = list(self.configs(kw))
-        if not configs:
-            raise RuntimeError(f"{self.fn.__name__}: no launch config fits {kw}")
-        if len(configs) > 1 and autotune_enabled():
-            return self._autotuned(configs)[grid](*args, **kw)
-        best = configs[0]
-        return self._jitted()[grid](
-            *args, **kw, **best.meta, num_warps=best.num_warps, num_stages=best.num_stages
-        )
+        kernel, extra = self._runner(kw)
+        return kernel[grid](*args, **kw, **extra)
 
 
 def lazy_jit(
-    configs: ConfigsFn | None = None, tune_key: Sequence[str] = ()
+    configs: ConfigsFn | None = None,
+    config_args: Sequence[str] = (),
+    tune_key: Sequence[str] = (),
 ) -> Callable[[Callable[..., None]], LazyKernel]:
     """Decorator: make a `LazyKernel` (see the module docstring)."""
 
     def wrap(fn: Callable[..., None]) -> LazyKernel:
-        return LazyKernel(fn, configs, tune_key)
+        return LazyKernel(fn, configs, config_args, tune_key)
 
     return wrap
 

@@ -1,21 +1,46 @@
 """Kernel tests: CPU runs use Triton's interpreter, GPU runs (`-m gpu`) compile for the device.
 
-`TRITON_INTERPRET` must be set before `triton.jit` decorates a kernel. `t2i_kernels` compiles its
-kernels lazily (see `t2i_kernels.lazy_triton`), so setting the variable here works even when other
-test folders imported torch, triton or t2i_kernels first. On a CUDA machine the variable is left
-alone so that the GPU tests compile real kernels.
+`TRITON_INTERPRET` must be set before `triton.jit` decorates a kernel. `t2i_kernels` neither
+imports Triton nor decorates its kernels until the first launch (see `t2i_kernels.lazy_triton`),
+so setting the variable here works even when other test folders imported t2i_kernels first; if
+they imported Triton itself, `_reimport_triton_for_the_interpreter` repairs that. On a CUDA
+machine the variable is left alone so that the GPU tests compile real kernels.
 """
 
 import os
+import sys
 
 import pytest
+import t2i_kernels
 import torch
+from t2i_kernels.lazy_triton import poison_outputs, triton_available
+
+
+def _reimport_triton_for_the_interpreter() -> None:
+    """Make Triton's own `@jit` helpers (tl.sum, tl.max, tl.sigmoid, ...) interpretable.
+
+    `triton.jit` reads TRITON_INTERPRET when it decorates, so if another test folder imported
+    `triton.language` before this conftest set the variable, those helpers are compiled-mode
+    `JITFunction`s and the interpreter refuses to call them. Dropping Triton's Python modules
+    (not its C extension) makes the next `import triton` decorate them again, in interpreter
+    mode. Only done on CPU-only runs, where nothing else launches Triton kernels.
+    """
+    language = sys.modules.get("triton.language")
+    if language is None:
+        return
+    from triton.runtime.interpreter import InterpretedFunction
+
+    if isinstance(language.standard.sum, InterpretedFunction):
+        return
+    for name in [m for m in sys.modules if m == "triton" or m.startswith("triton.")]:
+        if not name.startswith("triton._C"):
+            del sys.modules[name]
+
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import t2i_kernels
-from t2i_kernels.lazy_triton import poison_outputs, triton_available
+    if os.environ["TRITON_INTERPRET"] == "1":
+        _reimport_triton_for_the_interpreter()
 
 
 @pytest.fixture

@@ -240,7 +240,7 @@ def train_ldm(
         opt_vae.load_state_dict(state["opt_vae"])
         opt.load_state_dict(state["opt"])
         step_vae, step, scaling_factor = state["step_vae"], state["step"], state["scaling_factor"]
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())
         log.info("resumed", step_vae=step_vae, step=step)
 
     def snapshot() -> dict[str, Any]:
