@@ -104,6 +104,13 @@ def _check_inputs(
             ) from None
 
 
+def _eager_unprofitable() -> str | None:
+    """Under ``auto``: PyTorch's SDPA (cuDNN / flash) beat this kernel in eager use at every
+    measured SD shape (H200, BENCHMARKS.md "Kernels"), so ``auto`` keeps SDPA; force
+    ``T2I_KERNELS=triton`` (or ``use_kernels("triton")``) to run ours."""
+    return "PyTorch SDPA is faster in eager mode at the measured shapes"
+
+
 def attention_ref(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -817,7 +824,12 @@ def attention(
     """
     _check_inputs(q, k, v, attn_mask)
     tensors = [q, k, v] if attn_mask is None else [q, k, v, attn_mask]
-    backend = choose_backend("attention", tensors, lambda: _triton_unsupported(q, k, v, attn_mask))
+    backend = choose_backend(
+        "attention",
+        tensors,
+        lambda: _triton_unsupported(q, k, v, attn_mask),
+        _eager_unprofitable,
+    )
     if backend == "ref":
         return attention_ref(q, k, v, causal=causal, attn_mask=attn_mask, scale=scale)
     sm_scale = 1.0 / math.sqrt(q.shape[3]) if scale is None else float(scale)

@@ -9,7 +9,9 @@ implementation to run. The rule:
 * `ref` always runs the reference.
 * `auto` runs Triton only where it is sure to work: Triton installed, every tensor on CUDA,
   the op supports the shape/dtype, and no exporter is tracing the model (ONNX export,
-  `torch.jit.trace`, `torch.export`). Everything else gets the reference. Inside
+  `torch.jit.trace`, `torch.export`) -- and where it was measured faster than PyTorch in
+  eager use (each op's ``unprofitable`` rule; see BENCHMARKS.md "Kernels"). Everything else
+  gets the reference. Inside
   `torch.compile` the Triton path is kept: it is a `torch.library` custom op that the
   compiler treats as an opaque call.
 * `triton` runs Triton or raises `KernelUnsupportedError` naming why it cannot. CPU tensors are
@@ -125,6 +127,7 @@ def choose_backend(
     op: str,
     tensors: Sequence[torch.Tensor],
     unsupported: str | Callable[[], str | None] | None,
+    unprofitable: Callable[[], str | None] | None = None,
 ) -> Chosen:
     """Pick the implementation of `op` for this call (see the module docstring).
 
@@ -133,6 +136,8 @@ def choose_backend(
         tensors: the call's tensor arguments (device checks).
         unsupported: the op's own reason why Triton cannot run this shape/dtype, or None; or a
             function returning it, called only when the other checks pass.
+        unprofitable: under ``auto`` only, a function giving the reason the Triton kernel
+            would be slower than PyTorch for this call (measured, see BENCHMARKS.md), or None.
 
     Raises:
         KernelUnsupportedError: the Triton backend is forced and cannot run this call.
@@ -150,6 +155,11 @@ def choose_backend(
         reason = _device_problem(tensors)
     if reason is None:
         reason = unsupported() if callable(unsupported) else unsupported
+    if reason is None and requested == "auto" and unprofitable is not None:
+        slower = unprofitable()
+        if slower is not None:
+            log.debug("kernel_unprofitable", op=op, reason=slower)
+            return "ref"
     if reason is None:
         return "triton"
     if requested == "triton":

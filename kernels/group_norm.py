@@ -83,6 +83,17 @@ def _check_inputs(
         )
 
 
+EAGER_MIN_ELEMENTS = 1 << 22
+"""Below this many elements the Triton path loses to ``F.group_norm`` in eager mode: its
+0.1-0.2 ms of host-side launch cost outweighs the GPU time saved (H200, BENCHMARKS.md)."""
+
+
+def _eager_unprofitable(x: torch.Tensor) -> str | None:
+    if x.numel() < EAGER_MIN_ELEMENTS:
+        return f"{x.numel()} elements < {EAGER_MIN_ELEMENTS}: PyTorch is faster in eager mode"
+    return None
+
+
 def group_norm_ref(
     x: torch.Tensor,
     num_groups: int,
@@ -643,7 +654,12 @@ def group_norm(
     """
     _check_inputs(x, num_groups, weight, bias, activation)
     tensors = [t for t in (x, weight, bias) if t is not None]
-    backend = choose_backend("group_norm", tensors, lambda: _triton_unsupported(x, num_groups))
+    backend = choose_backend(
+        "group_norm",
+        tensors,
+        lambda: _triton_unsupported(x, num_groups),
+        lambda: _eager_unprofitable(x),
+    )
     if backend == "ref":
         return group_norm_ref(x, num_groups, weight, bias, eps, activation=activation)
     args = (x, weight, bias, num_groups, float(eps), activation or "none")

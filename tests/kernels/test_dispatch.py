@@ -140,3 +140,23 @@ def test_package_exports():
     for name in ("attention", "attention_ref", "group_norm", "group_norm_ref", "use_kernels"):
         assert callable(getattr(t2i_kernels, name))
     assert callable(t2i_kernels.active_backend)
+
+
+def test_auto_keeps_pytorch_where_triton_was_measured_slower(monkeypatch):
+    """Under auto, the measured eager-mode losers (small GroupNorms, attention) stay on PyTorch."""
+    import t2i_kernels.dispatch as dispatch
+    from t2i_kernels import group_norm as gn_module
+
+    monkeypatch.setattr(dispatch, "_device_problem", lambda tensors: None)
+    monkeypatch.setattr(dispatch, "triton_available", lambda: True)
+    small = torch.empty(2, 320, 8, 8)
+    big = torch.empty(1, 1, 1, gn_module.EAGER_MIN_ELEMENTS)
+    with use_kernels("auto"):
+        assert choose_backend("group_norm", [small], None,
+                              lambda: gn_module._eager_unprofitable(small)) == "ref"
+        assert choose_backend("group_norm", [big], None,
+                              lambda: gn_module._eager_unprofitable(big)) == "triton"
+        assert choose_backend("attention", [small], None, lambda: "slower") == "ref"
+    with use_kernels("triton"):  # forcing still runs Triton
+        assert choose_backend("group_norm", [small], None,
+                              lambda: gn_module._eager_unprofitable(small)) == "triton"
