@@ -144,19 +144,31 @@ def test_package_exports():
 
 def test_auto_keeps_pytorch_where_triton_was_measured_slower(monkeypatch):
     """Under auto, the measured eager-mode losers (small GroupNorms, attention) stay on PyTorch."""
-    import t2i_kernels.dispatch as dispatch
-    from t2i_kernels import group_norm as gn_module
+    import importlib
+
+    dispatch = importlib.import_module("t2i_kernels.dispatch")
+    gn_module = importlib.import_module("t2i_kernels.group_norm")
 
     monkeypatch.setattr(dispatch, "_device_problem", lambda tensors: None)
     monkeypatch.setattr(dispatch, "triton_available", lambda: True)
     small = torch.empty(2, 320, 8, 8)
     big = torch.empty(1, 1, 1, gn_module.EAGER_MIN_ELEMENTS)
     with use_kernels("auto"):
-        assert choose_backend("group_norm", [small], None,
-                              lambda: gn_module._eager_unprofitable(small)) == "ref"
-        assert choose_backend("group_norm", [big], None,
-                              lambda: gn_module._eager_unprofitable(big)) == "triton"
+        assert (
+            choose_backend(
+                "group_norm", [small], None, lambda: gn_module._eager_unprofitable(small)
+            )
+            == "ref"
+        )
+        assert (
+            choose_backend("group_norm", [big], None, lambda: gn_module._eager_unprofitable(big))
+            == "triton"
+        )
         assert choose_backend("attention", [small], None, lambda: "slower") == "ref"
     with use_kernels("triton"):  # forcing still runs Triton
-        assert choose_backend("group_norm", [small], None,
-                              lambda: gn_module._eager_unprofitable(small)) == "triton"
+        assert (
+            choose_backend(
+                "group_norm", [small], None, lambda: gn_module._eager_unprofitable(small)
+            )
+            == "triton"
+        )
