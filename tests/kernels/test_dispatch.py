@@ -145,30 +145,17 @@ def test_package_exports():
 def test_auto_keeps_pytorch_where_triton_was_measured_slower(monkeypatch):
     """Under auto, the measured eager-mode losers (small GroupNorms, attention) stay on PyTorch."""
     import importlib
+    from types import SimpleNamespace
 
     dispatch = importlib.import_module("t2i_kernels.dispatch")
-    gn_module = importlib.import_module("t2i_kernels.group_norm")
-
-    monkeypatch.setattr(dispatch, "_device_problem", lambda tensors: None)
+    gn = importlib.import_module("t2i_kernels.group_norm")
     monkeypatch.setattr(dispatch, "triton_available", lambda: True)
     small = torch.empty(2, 320, 8, 8)
-    big = torch.empty(1, 1, 1, gn_module.EAGER_MIN_ELEMENTS)
+    big = torch.empty(1, 1, 1, gn.EAGER_MIN_ELEMENTS)
+    cuda = [SimpleNamespace(device=torch.device("cuda"))]  # stands in for CUDA tensors
     with use_kernels("auto"):
-        assert (
-            choose_backend(
-                "group_norm", [small], None, lambda: gn_module._eager_unprofitable(small)
-            )
-            == "ref"
-        )
-        assert (
-            choose_backend("group_norm", [big], None, lambda: gn_module._eager_unprofitable(big))
-            == "triton"
-        )
-        assert choose_backend("attention", [small], None, lambda: "slower") == "ref"
+        assert choose_backend("gn", cuda, None, lambda: gn._eager_unprofitable(small)) == "ref"
+        assert choose_backend("gn", cuda, None, lambda: gn._eager_unprofitable(big)) == "triton"
+        assert choose_backend("attention", cuda, None, lambda: "slower") == "ref"
     with use_kernels("triton"):  # forcing still runs Triton
-        assert (
-            choose_backend(
-                "group_norm", [small], None, lambda: gn_module._eager_unprofitable(small)
-            )
-            == "triton"
-        )
+        assert choose_backend("gn", cuda, None, lambda: gn._eager_unprofitable(small)) == "triton"
