@@ -1,5 +1,9 @@
 """Helpers shared by the sampler functions: the step record, sigma lists, ancestral steps.
 
+The per-step plumbing every sampler repeats lives here too: :func:`denoise` (the model
+call at a host-float sigma), :func:`add_noise` (ancestral noise injection) and
+:func:`report_step` (the optional callback).
+
 Every sampler reads its sigmas once as Python floats (:func:`sigma_list`), so all
 per-step control flow (``if sigma_next == 0``) and coefficients are host arithmetic
 and the loop never synchronises with the device.
@@ -54,6 +58,25 @@ def sigma_batch(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.full((x.shape[0],), sigma, device=x.device, dtype=dtype)
 
 
+def denoise(denoiser: Any, x: torch.Tensor, sigma: float, cond: Any) -> torch.Tensor:
+    """The x0 prediction ``D(x, sigma)`` with ``sigma`` broadcast by :func:`sigma_batch`."""
+    return denoiser(x, sigma_batch(x, sigma), cond)
+
+
+def report_step(
+    callback: StepCallback | None,
+    i: int,
+    total: int,
+    sigma: float,
+    sigma_next: float,
+    x: torch.Tensor,
+    denoised: torch.Tensor,
+) -> None:
+    """Hand the finished step ``i`` of ``total`` to ``callback`` as a :class:`SamplerStep`."""
+    if callback is not None:
+        callback(SamplerStep(i, total, sigma, sigma_next, x, denoised))
+
+
 def to_d(x: torch.Tensor, sigma: float, denoised: torch.Tensor) -> torch.Tensor:
     """Karras ODE derivative ``dx/dsigma = (x - D(x, sigma)) / sigma`` (Karras 2022, eq. 3)."""
     return (x - denoised) / sigma
@@ -73,6 +96,23 @@ def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[f
     )
     sigma_down = math.sqrt(max(sigma_next**2 - sigma_up**2, 0.0))
     return sigma_down, sigma_up
+
+
+def add_noise(
+    x: torch.Tensor,
+    noise_sampler: NoiseSampler,
+    sigma: float,
+    sigma_next: float,
+    sigma_up: float,
+    s_noise: float = 1.0,
+) -> torch.Tensor:
+    """Ancestral noise: ``x + z * (s_noise * sigma_up)``, ``z = noise_sampler(sigma, sigma_next)``.
+
+    Nothing is drawn when ``sigma_up`` is 0 (host check), so seeded runs stay aligned.
+    """
+    if sigma_up > 0:
+        return x + noise_sampler(sigma, sigma_next) * (s_noise * sigma_up)
+    return x
 
 
 def default_noise_sampler(x: torch.Tensor) -> NoiseSampler:

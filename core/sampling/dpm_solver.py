@@ -48,7 +48,7 @@ def sample_dpmpp_2m(
     h_last = 0.0
     for i in range(n):
         sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoiser(x, sigma_batch(x, sigma), cond)
+        denoised = denoise(denoiser, x, sigma, cond)
         if sigma_next == 0:
             x = denoised
         else:
@@ -61,8 +61,7 @@ def sample_dpmpp_2m(
             x = x * (sigma_next / sigma) - d_hat * math.expm1(-h)
             h_last = h
         old_denoised = denoised
-        if callback is not None:
-            callback(SamplerStep(i, n, sigma, sigma_next, x, denoised))
+        report_step(callback, i, n, sigma, sigma_next, x, denoised)
     return x
 
 
@@ -94,7 +93,7 @@ def sample_dpmpp_2m_sde(
     h_last = 0.0
     for i in range(n):
         sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoiser(x, sigma_batch(x, sigma), cond)
+        denoised = denoise(denoiser, x, sigma, cond)
         if sigma_next == 0:
             x = denoised
         else:
@@ -114,8 +113,7 @@ def sample_dpmpp_2m_sde(
                 x = x + noise_sampler(sigma, sigma_next) * noise_scale
             h_last = h
         old_denoised = denoised
-        if callback is not None:
-            callback(SamplerStep(i, n, sigma, sigma_next, x, denoised))
+        report_step(callback, i, n, sigma, sigma_next, x, denoised)
     return x
 
 
@@ -146,7 +144,7 @@ def sample_dpmpp_sde(
     fac = 1 / (2 * r)
     for i in range(n):
         sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoiser(x, sigma_batch(x, sigma), cond)
+        denoised = denoise(denoiser, x, sigma, cond)
         if sigma_next == 0:
             x = denoised
         else:
@@ -165,6 +163,5 @@ def sample_dpmpp_sde(
             x = x * (n_down / sigma) - d_hat * (n_down / sigma - 1)
             if n_up > 0:
                 x = x + noise_sampler(sigma, sigma_next) * (s_noise * n_up)
-        if callback is not None:
-            callback(SamplerStep(i, n, sigma, sigma_next, x, denoised))
+        report_step(callback, i, n, sigma, sigma_next, x, denoised)
     return x

@@ -70,10 +70,9 @@ def sample_euler(
         x, sigma_hat = _churn(
             x, sigma, n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, sigma_next
         )
-        denoised = denoiser(x, sigma_batch(x, sigma_hat), cond)
+        denoised = denoise(denoiser, x, sigma_hat, cond)
         x = x + to_d(x, sigma_hat, denoised) * (sigma_next - sigma_hat)
-        if callback is not None:
-            callback(SamplerStep(i, n, sigma_hat, sigma_next, x, denoised))
+        report_step(callback, i, n, sigma_hat, sigma_next, x, denoised)
     return x
 
 
@@ -98,13 +97,12 @@ def sample_euler_ancestral(
     noise_sampler = noise_sampler or default_noise_sampler(x)
     for i in range(n):
         sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoiser(x, sigma_batch(x, sigma), cond)
+        denoised = denoise(denoiser, x, sigma, cond)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)
         if sigma_next > 0 and sigma_up > 0:
             x = x + noise_sampler(sigma, sigma_next) * (s_noise * sigma_up)
-        if callback is not None:
-            callback(SamplerStep(i, n, sigma, sigma_next, x, denoised))
+        report_step(callback, i, n, sigma, sigma_next, x, denoised)
     return x
 
 
@@ -130,7 +128,7 @@ def sample_heun(
         x, sigma_hat = _churn(
             x, sigma, n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, sigma_next
         )
-        denoised = denoiser(x, sigma_batch(x, sigma_hat), cond)
+        denoised = denoise(denoiser, x, sigma_hat, cond)
         d = to_d(x, sigma_hat, denoised)
         dt = sigma_next - sigma_hat
         if sigma_next == 0:
@@ -140,8 +138,7 @@ def sample_heun(
             denoised_2 = denoiser(x_2, sigma_batch(x, sigma_next), cond)
             d_2 = to_d(x_2, sigma_next, denoised_2)
             x = x + (d + d_2) * (dt / 2)
-        if callback is not None:
-            callback(SamplerStep(i, n, sigma_hat, sigma_next, x, denoised))
+        report_step(callback, i, n, sigma_hat, sigma_next, x, denoised)
     return x
 
 
@@ -170,7 +167,7 @@ def sample_dpm_2(
         x, sigma_hat = _churn(
             x, sigma, n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, sigma_next
         )
-        denoised = denoiser(x, sigma_batch(x, sigma_hat), cond)
+        denoised = denoise(denoiser, x, sigma_hat, cond)
         d = to_d(x, sigma_hat, denoised)
         if sigma_next == 0:
             x = x + d * (sigma_next - sigma_hat)
@@ -179,8 +176,7 @@ def sample_dpm_2(
             x_2 = x + d * (sigma_mid - sigma_hat)
             denoised_2 = denoiser(x_2, sigma_batch(x, sigma_mid), cond)
             x = x + to_d(x_2, sigma_mid, denoised_2) * (sigma_next - sigma_hat)
-        if callback is not None:
-            callback(SamplerStep(i, n, sigma_hat, sigma_next, x, denoised))
+        report_step(callback, i, n, sigma_hat, sigma_next, x, denoised)
     return x
 
 
@@ -202,7 +198,7 @@ def sample_dpm_2_ancestral(
     noise_sampler = noise_sampler or default_noise_sampler(x)
     for i in range(n):
         sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoiser(x, sigma_batch(x, sigma), cond)
+        denoised = denoise(denoiser, x, sigma, cond)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         d = to_d(x, sigma, denoised)
         if sigma_down == 0:
@@ -214,6 +210,5 @@ def sample_dpm_2_ancestral(
             x = x + to_d(x_2, sigma_mid, denoised_2) * (sigma_down - sigma)
             if sigma_up > 0:
                 x = x + noise_sampler(sigma, sigma_next) * (s_noise * sigma_up)
-        if callback is not None:
-            callback(SamplerStep(i, n, sigma, sigma_next, x, denoised))
+        report_step(callback, i, n, sigma, sigma_next, x, denoised)
     return x

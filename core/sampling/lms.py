@@ -48,13 +48,12 @@ def sample_lms(
     ds: list[torch.Tensor] = []
     for i in range(n):
         sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoiser(x, sigma_batch(x, sigma), cond)
+        denoised = denoise(denoiser, x, sigma, cond)
         ds.append(to_d(x, sigma, denoised))
         if len(ds) > order:
             ds.pop(0)
         cur_order = min(i + 1, order)
         coeffs = [lms_coefficient(cur_order, sig, i, j) for j in range(cur_order)]
         x = x + sum(c * d for c, d in zip(coeffs, reversed(ds)))
-        if callback is not None:
-            callback(SamplerStep(i, n, sigma, sigma_next, x, denoised))
+        report_step(callback, i, n, sigma, sigma_next, x, denoised)
     return x

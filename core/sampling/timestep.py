@@ -52,14 +52,13 @@ def sample_ddim(
         noise_sampler = noise_sampler or default_noise_sampler(x)
     for i in range(n):
         sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoiser(x, sigma_batch(x, sigma), cond)
+        denoised = denoise(denoiser, x, sigma, cond)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         eps = (x - denoised) / sigma
         x = denoised + eps * sigma_down
         if sigma_up > 0:
             x = x + noise_sampler(sigma, sigma_next) * sigma_up
-        if callback is not None:
-            callback(SamplerStep(i, n, sigma, sigma_next, x, denoised))
+        report_step(callback, i, n, sigma, sigma_next, x, denoised)
     return x
 
 
@@ -111,7 +110,7 @@ def sample_plms(
     history: list[torch.Tensor] = []
     for i in range(n):
         sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoiser(x, sigma_batch(x, sigma), cond)
+        denoised = denoise(denoiser, x, sigma, cond)
         eps = (x - denoised) / sigma
         if not history and sigma_next > 0:
             x_pred = x + eps * (sigma_next - sigma)
@@ -122,6 +121,5 @@ def sample_plms(
             eps_hat = sum(w * e for w, e in zip(_AB[len(recent)], recent))
         history.append(eps)
         x = x + eps_hat * (sigma_next - sigma)
-        if callback is not None:
-            callback(SamplerStep(i, n, sigma, sigma_next, x, denoised))
+        report_step(callback, i, n, sigma, sigma_next, x, denoised)
     return x

@@ -117,7 +117,7 @@ def sample_unipc(
     last_order = 1
     for i in range(n):
         sigma, sigma_next = sig[i], sig[i + 1]
-        denoised = denoiser(x, sigma_batch(x, sigma), cond)
+        denoised = denoise(denoiser, x, sigma, cond)
         if use_corrector and last_x is not None:
             x = _update(last_x, sig, i - 1, sigma, history, last_order, variant, denoised)
         history.append(denoised)
@@ -129,6 +129,5 @@ def sample_unipc(
         else:
             x = _update(x, sig, i, sigma_next, history, this_order, variant, None)
         last_order = this_order
-        if callback is not None:
-            callback(SamplerStep(i, n, sigma, sigma_next, x, denoised))
+        report_step(callback, i, n, sigma, sigma_next, x, denoised)
     return x
