@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import torch
 from t2i.sampling.common import (
-    SamplerStep,
     StepCallback,
+    add_noise,
     ancestral_step,
     check_nonneg,
     default_noise_sampler,
+    denoise,
+    report_step,
     sigma_batch,
     sigma_list,
 )
@@ -46,8 +49,7 @@ def sample_dpmpp_2m(
     n = len(sig) - 1
     old_denoised: torch.Tensor | None = None
     h_last = 0.0
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
+    for i, (sigma, sigma_next) in enumerate(pairwise(sig)):
         denoised = denoise(denoiser, x, sigma, cond)
         if sigma_next == 0:
             x = denoised
@@ -91,8 +93,7 @@ def sample_dpmpp_2m_sde(
     noise_sampler = noise_sampler or default_noise_sampler(x)
     old_denoised: torch.Tensor | None = None
     h_last = 0.0
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
+    for i, (sigma, sigma_next) in enumerate(pairwise(sig)):
         denoised = denoise(denoiser, x, sigma, cond)
         if sigma_next == 0:
             x = denoised
@@ -142,8 +143,7 @@ def sample_dpmpp_sde(
     n = len(sig) - 1
     noise_sampler = noise_sampler or default_noise_sampler(x)
     fac = 1 / (2 * r)
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
+    for i, (sigma, sigma_next) in enumerate(pairwise(sig)):
         denoised = denoise(denoiser, x, sigma, cond)
         if sigma_next == 0:
             x = denoised
@@ -154,14 +154,12 @@ def sample_dpmpp_sde(
             # stage 1: ancestral step sigma -> sigma_s
             s_down, s_up = ancestral_step(sigma, sigma_s, eta)
             x_2 = x * (s_down / sigma) - denoised * (s_down / sigma - 1)
-            if s_up > 0:
-                x_2 = x_2 + noise_sampler(sigma, sigma_s) * (s_noise * s_up)
+            x_2 = add_noise(x_2, noise_sampler, sigma, sigma_s, s_up, s_noise)
             denoised_2 = denoiser(x_2, sigma_batch(x, sigma_s), cond)
             # stage 2: ancestral step sigma -> sigma_next with the combined prediction
             n_down, n_up = ancestral_step(sigma, sigma_next, eta)
             d_hat = denoised * (1 - fac) + denoised_2 * fac
             x = x * (n_down / sigma) - d_hat * (n_down / sigma - 1)
-            if n_up > 0:
-                x = x + noise_sampler(sigma, sigma_next) * (s_noise * n_up)
+            x = add_noise(x, noise_sampler, sigma, sigma_next, n_up, s_noise)
         report_step(callback, i, n, sigma, sigma_next, x, denoised)
     return x

@@ -8,16 +8,20 @@ img2img start), the result is the final x0-space sample.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
+import attrs
 import torch
 from t2i.sampling.common import (
-    SamplerStep,
     StepCallback,
+    add_noise,
     ancestral_step,
     check_nonneg,
     default_noise_sampler,
+    denoise,
+    report_step,
     sigma_batch,
     sigma_list,
     to_d,
@@ -25,24 +29,88 @@ from t2i.sampling.common import (
 from t2i.sampling.noise import NoiseSampler
 
 
-def _churn(
+@attrs.frozen
+class _Churn:
+    """Karras 2022 Alg. 2 lines 4-6 settings (``S_churn, S_tmin, S_tmax, S_noise``)."""
+
+    s_churn: float
+    s_tmin: float
+    s_tmax: float
+    s_noise: float
+    noise_sampler: NoiseSampler | None
+
+    def __attrs_post_init__(self) -> None:
+        check_nonneg("s_churn", self.s_churn)
+
+    def __call__(
+        self, x: torch.Tensor, sigma: float, sigma_next: float, n: int
+    ) -> tuple[torch.Tensor, float]:
+        """Raise the noise level to ``sigma_hat = sigma (1 + gamma)``: ``(x_hat, sigma_hat)``."""
+        gamma = (
+            min(self.s_churn / n, math.sqrt(2) - 1) if self.s_tmin <= sigma <= self.s_tmax else 0.0
+        )
+        sigma_hat = sigma * (gamma + 1)
+        if gamma > 0:
+            ns = self.noise_sampler or default_noise_sampler(x)
+            x = x + ns(sigma, sigma_next) * self.s_noise * math.sqrt(sigma_hat**2 - sigma**2)
+        return x, sigma_hat
+
+
+KarrasStep = Callable[[Any, Any, torch.Tensor, torch.Tensor, float, float], torch.Tensor]
+"""``step(denoiser, cond, x, d, sigma_hat, sigma_next) -> x_next`` given ``d = dx/dsigma``."""
+
+
+def _sample_churned(
+    step: KarrasStep,
+    denoiser: Any,
     x: torch.Tensor,
-    sigma: float,
-    n: int,
-    s_churn: float,
-    s_tmin: float,
-    s_tmax: float,
-    s_noise: float,
-    noise_sampler: NoiseSampler | None,
-    sigma_next: float,
-) -> tuple[torch.Tensor, float]:
-    """Karras 2022 Alg. 2 lines 4-6: raise the noise level to ``sigma_hat = sigma (1 + gamma)``."""
-    gamma = min(s_churn / n, math.sqrt(2) - 1) if s_tmin <= sigma <= s_tmax else 0.0
-    sigma_hat = sigma * (gamma + 1)
-    if gamma > 0:
-        ns = noise_sampler or default_noise_sampler(x)
-        x = x + ns(sigma, sigma_next) * s_noise * math.sqrt(sigma_hat**2 - sigma**2)
-    return x, sigma_hat
+    sigmas: torch.Tensor | Sequence[float],
+    cond: Any,
+    callback: StepCallback | None,
+    churn: _Churn,
+) -> torch.Tensor:
+    """Karras et al. (2022) Algorithm 2's loop: churn to ``sigma_hat`` (lines 4-6), evaluate
+    ``d = (x - D(x, sigma_hat)) / sigma_hat`` (line 7), then ``step`` to ``sigma_next``."""
+    sig = sigma_list(sigmas)
+    n = len(sig) - 1
+    for i, (sigma, sigma_next) in enumerate(pairwise(sig)):
+        x, sigma_hat = churn(x, sigma, sigma_next, n)
+        denoised = denoise(denoiser, x, sigma_hat, cond)
+        x = step(denoiser, cond, x, to_d(x, sigma_hat, denoised), sigma_hat, sigma_next)
+        report_step(callback, i, n, sigma_hat, sigma_next, x, denoised)
+    return x
+
+
+def _euler_step(
+    denoiser: Any, cond: Any, x: torch.Tensor, d: torch.Tensor, sigma_hat: float, sigma_next: float
+) -> torch.Tensor:
+    """Alg. 2 line 8: ``x_next = x + (sigma_next - sigma_hat) d``."""
+    return x + d * (sigma_next - sigma_hat)
+
+
+def _heun_step(
+    denoiser: Any, cond: Any, x: torch.Tensor, d: torch.Tensor, sigma_hat: float, sigma_next: float
+) -> torch.Tensor:
+    """Alg. 2 lines 8-11: Euler, then the trapezoidal correction (Euler on the step to 0)."""
+    dt = sigma_next - sigma_hat
+    if sigma_next == 0:
+        return x + d * dt
+    x_2 = x + d * dt
+    denoised_2 = denoiser(x_2, sigma_batch(x, sigma_next), cond)
+    d_2 = to_d(x_2, sigma_next, denoised_2)
+    return x + (d + d_2) * (dt / 2)
+
+
+def _dpm_2_step(
+    denoiser: Any, cond: Any, x: torch.Tensor, d: torch.Tensor, sigma_hat: float, sigma_next: float
+) -> torch.Tensor:
+    """DPM2: the derivative at the geometric midpoint ``sigma_mid`` (Euler on the step to 0)."""
+    if sigma_next == 0:
+        return x + d * (sigma_next - sigma_hat)
+    sigma_mid = math.exp(0.5 * (math.log(sigma_hat) + math.log(sigma_next)))
+    x_2 = x + d * (sigma_mid - sigma_hat)
+    denoised_2 = denoiser(x_2, sigma_batch(x, sigma_mid), cond)
+    return x + to_d(x_2, sigma_mid, denoised_2) * (sigma_next - sigma_hat)
 
 
 def sample_euler(
@@ -62,18 +130,8 @@ def sample_euler(
 
     ``s_churn > 0`` adds noise before each step (stochastic sampler, Alg. 2 lines 4-6).
     """
-    check_nonneg("s_churn", s_churn)
-    sig = sigma_list(sigmas)
-    n = len(sig) - 1
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        x, sigma_hat = _churn(
-            x, sigma, n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, sigma_next
-        )
-        denoised = denoise(denoiser, x, sigma_hat, cond)
-        x = x + to_d(x, sigma_hat, denoised) * (sigma_next - sigma_hat)
-        report_step(callback, i, n, sigma_hat, sigma_next, x, denoised)
-    return x
+    churn = _Churn(s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+    return _sample_churned(_euler_step, denoiser, x, sigmas, cond, callback, churn)
 
 
 def sample_euler_ancestral(
@@ -95,13 +153,11 @@ def sample_euler_ancestral(
     sig = sigma_list(sigmas)
     n = len(sig) - 1
     noise_sampler = noise_sampler or default_noise_sampler(x)
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
+    for i, (sigma, sigma_next) in enumerate(pairwise(sig)):
         denoised = denoise(denoiser, x, sigma, cond)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)
-        if sigma_next > 0 and sigma_up > 0:
-            x = x + noise_sampler(sigma, sigma_next) * (s_noise * sigma_up)
+        x = add_noise(x, noise_sampler, sigma, sigma_next, sigma_up, s_noise)
         report_step(callback, i, n, sigma, sigma_next, x, denoised)
     return x
 
@@ -120,26 +176,8 @@ def sample_heun(
     s_noise: float = 1.0,
 ) -> torch.Tensor:
     """Heun's 2nd-order method, Karras et al. (2022) Algorithm 2 (Euler on the last step to 0)."""
-    check_nonneg("s_churn", s_churn)
-    sig = sigma_list(sigmas)
-    n = len(sig) - 1
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        x, sigma_hat = _churn(
-            x, sigma, n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, sigma_next
-        )
-        denoised = denoise(denoiser, x, sigma_hat, cond)
-        d = to_d(x, sigma_hat, denoised)
-        dt = sigma_next - sigma_hat
-        if sigma_next == 0:
-            x = x + d * dt
-        else:
-            x_2 = x + d * dt
-            denoised_2 = denoiser(x_2, sigma_batch(x, sigma_next), cond)
-            d_2 = to_d(x_2, sigma_next, denoised_2)
-            x = x + (d + d_2) * (dt / 2)
-        report_step(callback, i, n, sigma_hat, sigma_next, x, denoised)
-    return x
+    churn = _Churn(s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+    return _sample_churned(_heun_step, denoiser, x, sigmas, cond, callback, churn)
 
 
 def sample_dpm_2(
@@ -159,25 +197,8 @@ def sample_dpm_2(
 
     The midpoint is the geometric mean ``sqrt(sigma_hat * sigma_next)``; Euler on the last step.
     """
-    check_nonneg("s_churn", s_churn)
-    sig = sigma_list(sigmas)
-    n = len(sig) - 1
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        x, sigma_hat = _churn(
-            x, sigma, n, s_churn, s_tmin, s_tmax, s_noise, noise_sampler, sigma_next
-        )
-        denoised = denoise(denoiser, x, sigma_hat, cond)
-        d = to_d(x, sigma_hat, denoised)
-        if sigma_next == 0:
-            x = x + d * (sigma_next - sigma_hat)
-        else:
-            sigma_mid = math.exp(0.5 * (math.log(sigma_hat) + math.log(sigma_next)))
-            x_2 = x + d * (sigma_mid - sigma_hat)
-            denoised_2 = denoiser(x_2, sigma_batch(x, sigma_mid), cond)
-            x = x + to_d(x_2, sigma_mid, denoised_2) * (sigma_next - sigma_hat)
-        report_step(callback, i, n, sigma_hat, sigma_next, x, denoised)
-    return x
+    churn = _Churn(s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
+    return _sample_churned(_dpm_2_step, denoiser, x, sigmas, cond, callback, churn)
 
 
 def sample_dpm_2_ancestral(
@@ -196,8 +217,7 @@ def sample_dpm_2_ancestral(
     sig = sigma_list(sigmas)
     n = len(sig) - 1
     noise_sampler = noise_sampler or default_noise_sampler(x)
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
+    for i, (sigma, sigma_next) in enumerate(pairwise(sig)):
         denoised = denoise(denoiser, x, sigma, cond)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         d = to_d(x, sigma, denoised)
@@ -208,7 +228,6 @@ def sample_dpm_2_ancestral(
             x_2 = x + d * (sigma_mid - sigma)
             denoised_2 = denoiser(x_2, sigma_batch(x, sigma_mid), cond)
             x = x + to_d(x_2, sigma_mid, denoised_2) * (sigma_down - sigma)
-            if sigma_up > 0:
-                x = x + noise_sampler(sigma, sigma_next) * (s_noise * sigma_up)
+            x = add_noise(x, noise_sampler, sigma, sigma_next, sigma_up, s_noise)
         report_step(callback, i, n, sigma, sigma_next, x, denoised)
     return x

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import torch
-from t2i.sampling.common import SamplerStep, StepCallback, sigma_batch, sigma_list, to_d
+from t2i.sampling.common import StepCallback, denoise, report_step, sigma_list, to_d
 from t2i.sampling.noise import NoiseSampler
 
 
@@ -46,8 +47,7 @@ def sample_lms(
     sig = sigma_list(sigmas)
     n = len(sig) - 1
     ds: list[torch.Tensor] = []
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
+    for i, (sigma, sigma_next) in enumerate(pairwise(sig)):
         denoised = denoise(denoiser, x, sigma, cond)
         ds.append(to_d(x, sigma, denoised))
         if len(ds) > order:

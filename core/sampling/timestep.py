@@ -19,15 +19,18 @@ which is diffusers' ``set_alpha_to_one=True``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import torch
 from t2i.sampling.common import (
-    SamplerStep,
     StepCallback,
+    add_noise,
     ancestral_step,
     check_nonneg,
     default_noise_sampler,
+    denoise,
+    report_step,
     sigma_batch,
     sigma_list,
 )
@@ -50,14 +53,12 @@ def sample_ddim(
     n = len(sig) - 1
     if eta > 0:
         noise_sampler = noise_sampler or default_noise_sampler(x)
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
+    for i, (sigma, sigma_next) in enumerate(pairwise(sig)):
         denoised = denoise(denoiser, x, sigma, cond)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         eps = (x - denoised) / sigma
         x = denoised + eps * sigma_down
-        if sigma_up > 0:
-            x = x + noise_sampler(sigma, sigma_next) * sigma_up
+        x = add_noise(x, noise_sampler, sigma, sigma_next, sigma_up)
         report_step(callback, i, n, sigma, sigma_next, x, denoised)
     return x
 
@@ -108,8 +109,7 @@ def sample_plms(
     sig = sigma_list(sigmas)
     n = len(sig) - 1
     history: list[torch.Tensor] = []
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
+    for i, (sigma, sigma_next) in enumerate(pairwise(sig)):
         denoised = denoise(denoiser, x, sigma, cond)
         eps = (x - denoised) / sigma
         if not history and sigma_next > 0:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import torch
-from t2i.sampling.common import SamplerStep, StepCallback, sigma_batch, sigma_list
+from t2i.sampling.common import StepCallback, denoise, report_step, sigma_list
 from t2i.sampling.noise import NoiseSampler
 
 UNIPC_VARIANTS = ("bh1", "bh2")
@@ -115,8 +116,7 @@ def sample_unipc(
     history: list[torch.Tensor] = []
     last_x: torch.Tensor | None = None
     last_order = 1
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
+    for i, (sigma, sigma_next) in enumerate(pairwise(sig)):
         denoised = denoise(denoiser, x, sigma, cond)
         if use_corrector and last_x is not None:
             x = _update(last_x, sig, i - 1, sigma, history, last_order, variant, denoised)
