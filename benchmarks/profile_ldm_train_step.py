@@ -21,8 +21,11 @@ ids = torch.randint(0, 998, (B, 77), device=dev)
 def step(with_text=True):
     t = torch.randint(0, 1000, (B,), device=dev)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        ctx = text(input_ids=ids).last_hidden_state if with_text else torch.randn(B, 77, 128,
-                                                                                   device=dev)
+        ctx = (
+            text(input_ids=ids).last_hidden_state
+            if with_text
+            else torch.randn(B, 77, 128, device=dev)
+        )
         loss = F.mse_loss(unet(x, t, ctx).float(), x)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -39,8 +42,9 @@ for name, fn in [("full", lambda: step(True)), ("no_text", lambda: step(False))]
     torch.cuda.synchronize()
     print(name, f"{(time.perf_counter() - t0) / 10 * 1000:.1f} ms/step")
 
-with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                        torch.profiler.ProfilerActivity.CUDA]) as prof:
+with torch.profiler.profile(
+    activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+) as prof:
     for _ in range(3):
         step()
     torch.cuda.synchronize()

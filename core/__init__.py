@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 __all__ = ["Engine", "Pipeline", "__version__"]
 
-from t2i.logs import ensure_configured as _ensure_logging  # noqa: E402
+from t2i.logs import ensure_configured as _ensure_logging
 
 _ensure_logging()
 

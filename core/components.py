@@ -11,7 +11,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import torch
-
 from t2i.payloads import Conditioning, Image, Latent, Tokens
 
 KINDS: tuple[str, ...] = (
@@ -55,7 +54,9 @@ class KarrasDenoiser(Protocol):
     sigma_min: float
     sigma_max: float
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor: ...
+    def __call__(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning
+    ) -> torch.Tensor: ...
 
 
 @runtime_checkable

@@ -20,7 +20,6 @@ from typing import Any
 import attrs
 import structlog
 import torch
-
 from t2i.graph.executor import Executor
 from t2i.graph.graph import Graph, OutputRef
 from t2i.recipe import Recipe
@@ -47,8 +46,14 @@ class Engine:
     """Entry point: :meth:`build` a recipe or load a graph into a :class:`Pipeline`."""
 
     @staticmethod
-    def build(recipe: str, *, plugins: PluginManager | None = None, device: Any = None,
-              dtype: Any = None, **overrides: Any) -> Pipeline:
+    def build(
+        recipe: str,
+        *,
+        plugins: PluginManager | None = None,
+        device: Any = None,
+        dtype: Any = None,
+        **overrides: Any,
+    ) -> Pipeline:
         """Build the registered recipe ``recipe`` with ``overrides``.
 
         Overrides are, in order of precedence: options of the recipe factory
@@ -71,8 +76,14 @@ class Engine:
         return Pipeline(built, manager, defaults=defaults, device=device, dtype=dtype)
 
     @staticmethod
-    def from_graph(source: str | Path | Mapping[str, Any], *, plugins: PluginManager | None = None,
-                   device: Any = None, dtype: Any = None, **defaults: Any) -> Pipeline:
+    def from_graph(
+        source: str | Path | Mapping[str, Any],
+        *,
+        plugins: PluginManager | None = None,
+        device: Any = None,
+        dtype: Any = None,
+        **defaults: Any,
+    ) -> Pipeline:
         """A pipeline from a graph JSON (path, text or dict).
 
         The graph's ``meta`` may hold ``output`` (``[node, output]``), ``bindings`` and
@@ -86,9 +97,14 @@ class Engine:
             output = OutputRef(*meta["output"])
         else:
             output = _first_image_output(graph, manager)
-        recipe = Recipe(graph=graph, output=output, bindings=meta.get("bindings", {}),
-                        defaults=meta.get("defaults", {}), name=meta.get("name", "graph"),
-                        size_multiple=int(meta.get("size_multiple", 1)))
+        recipe = Recipe(
+            graph=graph,
+            output=output,
+            bindings=meta.get("bindings", {}),
+            defaults=meta.get("defaults", {}),
+            name=meta.get("name", "graph"),
+            size_multiple=int(meta.get("size_multiple", 1)),
+        )
         return Pipeline(recipe, manager, defaults=defaults, device=device, dtype=dtype)
 
 
@@ -119,8 +135,10 @@ def _swap_component(graph: Graph, kind: str, value: Any) -> None:
     node_type = COMPONENT_NODES[kind]
     nodes = [n for n in graph if n.type == node_type]
     if len(nodes) != 1:
-        raise EngineError(f"cannot swap {kind}: the graph has {len(nodes)} {node_type} nodes; "
-                          f"edit the graph instead (pipeline.graph.replace(...))")
+        raise EngineError(
+            f"cannot swap {kind}: the graph has {len(nodes)} {node_type} nodes; "
+            f"edit the graph instead (pipeline.graph.replace(...))"
+        )
     if isinstance(value, Mapping):
         graph.replace(nodes[0].id, name=value["name"], options=dict(value.get("options", {})))
     else:
@@ -151,8 +169,15 @@ def _modules_of(component: Any, depth: int = 2) -> list[torch.nn.Module]:
 class Pipeline:
     """A built recipe, ready to run requests. Reuses its executor cache across calls."""
 
-    def __init__(self, recipe: Recipe, manager: PluginManager, *, defaults: Mapping[str, Any],
-                 device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self,
+        recipe: Recipe,
+        manager: PluginManager,
+        *,
+        defaults: Mapping[str, Any],
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         self.recipe = recipe
         self.manager = manager
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -160,8 +185,9 @@ class Pipeline:
             dtype = getattr(torch, dtype)
         self.dtype = dtype
         self.defaults = {**recipe.defaults, **defaults}
-        self.executor = Executor(manager.registry, manager.registry, device=self.device,
-                                 dtype=dtype)
+        self.executor = Executor(
+            manager.registry, manager.registry, device=self.device, dtype=dtype
+        )
         self.cancel_event = threading.Event()
         self._validate_names(self.defaults)
 
@@ -177,8 +203,9 @@ class Pipeline:
 
     def components(self) -> dict[str, str]:
         """Role (node id) -> registered component name, for metadata."""
-        return {n.id: n.params.get("name", "") for n in self.graph
-                if n.type in COMPONENT_NODES.values()}
+        return {
+            n.id: n.params.get("name", "") for n in self.graph if n.type in COMPONENT_NODES.values()
+        }
 
     def plugin_versions(self) -> dict[str, str]:
         owners = {}
@@ -188,8 +215,11 @@ class Pipeline:
                 entry = self.manager.registry.get(kind, n.params["name"])
                 rec = self.manager.records.get(entry.plugin)
                 owners[entry.plugin] = rec.version if rec else ""
-        rec = self.manager.records.get(self.manager.registry.get("recipe", self.recipe.name).plugin) \
-            if self.manager.registry.has("recipe", self.recipe.name or "-") else None
+        rec = (
+            self.manager.records.get(self.manager.registry.get("recipe", self.recipe.name).plugin)
+            if self.manager.registry.has("recipe", self.recipe.name or "-")
+            else None
+        )
         if rec is not None:
             owners[rec.name] = rec.version
         return owners
@@ -197,8 +227,9 @@ class Pipeline:
     def parameter_count(self) -> int:
         """Parameters of every ``torch.nn.Module`` component the graph loads."""
         total = 0
-        results = self.executor.run(self.graph, outputs=[n.id for n in self.graph
-                                                         if n.type in COMPONENT_NODES.values()])
+        results = self.executor.run(
+            self.graph, outputs=[n.id for n in self.graph if n.type in COMPONENT_NODES.values()]
+        )
         seen: set[int] = set()
         for outs in results.values():
             for value in outs.values():
@@ -241,23 +272,33 @@ class Pipeline:
         for key in extra:
             if key not in bindings:
                 allowed = ", ".join(sorted(set(REQUEST_FIELDS) | set(bindings)))
-                raise RequestError(key, f"unknown field for recipe {self.recipe.name!r}; "
-                                   f"allowed: {allowed}")
+                raise RequestError(
+                    key, f"unknown field for recipe {self.recipe.name!r}; allowed: {allowed}"
+                )
         request = GenerationRequest(**known, extra=extra)
         m = self.recipe.size_multiple
         for field in ("width", "height"):
             value = getattr(request, field)
             if m > 1 and value % m:
-                raise RequestError(field, f"must be a multiple of {m} for recipe "
-                                   f"{self.recipe.name!r}, got {value}; try {value - value % m or m}")
-        self._validate_names({"sampler": request.sampler, "schedule": request.schedule,
-                              "guidance": request.guidance})
+                raise RequestError(
+                    field,
+                    f"must be a multiple of {m} for recipe "
+                    f"{self.recipe.name!r}, got {value}; try {value - value % m or m}",
+                )
+        self._validate_names(
+            {"sampler": request.sampler, "schedule": request.schedule, "guidance": request.guidance}
+        )
         return request
 
-    def __call__(self, prompt: str | None = None, *, progress: Callable[[str, int, int], None]
-                 | None = None, on_node: Callable[[str, str, str], None] | None = None,
-                 **fields: Any) -> GenerationResult:
-        """Generate images for ``prompt``; see :class:`~t2i.request.GenerationRequest` for fields."""
+    def __call__(
+        self,
+        prompt: str | None = None,
+        *,
+        progress: Callable[[str, int, int], None] | None = None,
+        on_node: Callable[[str, str, str], None] | None = None,
+        **fields: Any,
+    ) -> GenerationResult:
+        """Generate images for ``prompt`` (fields: :class:`~t2i.request.GenerationRequest`)."""
         request = self.make_request(prompt, **fields)
         return self.run(request, progress=progress, on_node=on_node)
 
@@ -282,11 +323,22 @@ class Pipeline:
                     continue
                 for node_id, param in targets:
                     params.setdefault(node_id, {})[param] = run_values[field]
-            log.info("generate", recipe=self.recipe.name, batch=b, seed=seed,
-                     steps=request.steps, sampler=request.sampler)
-            results = self.executor.run(graph, params=params, outputs=[self.recipe.output.node],
-                                        on_node=on_node, on_step=progress,
-                                        cancel=self.cancel_event)
+            log.info(
+                "generate",
+                recipe=self.recipe.name,
+                batch=b,
+                seed=seed,
+                steps=request.steps,
+                sampler=request.sampler,
+            )
+            results = self.executor.run(
+                graph,
+                params=params,
+                outputs=[self.recipe.output.node],
+                on_node=on_node,
+                on_step=progress,
+                cancel=self.cancel_event,
+            )
             image = results[self.recipe.output.node][self.recipe.output.output]
             batch_images = image.to_pil()
             for i, pil in enumerate(batch_images):
@@ -321,10 +373,15 @@ class Pipeline:
         from t2i import __version__
 
         sampler_label, schedule_label = self._labels(request)
-        return infotext_for(request, seed, request.prompt, sampler_label=sampler_label,
-                            schedule_label=schedule_label,
-                            model_name=self.recipe.model_name or self.recipe.name,
-                            version=__version__)
+        return infotext_for(
+            request,
+            seed,
+            request.prompt,
+            sampler_label=sampler_label,
+            schedule_label=schedule_label,
+            model_name=self.recipe.model_name or self.recipe.name,
+            version=__version__,
+        )
 
     def _metadata(self, request, base_seed, seeds, elapsed) -> dict[str, Any]:
         from t2i import __version__

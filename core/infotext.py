@@ -52,7 +52,7 @@ def parse_infotext(text: str) -> dict[str, Any]:
     for line in lines:
         if line.startswith("Negative prompt:"):
             in_negative = True
-            line = line[len("Negative prompt:"):].strip()
+            line = line[len("Negative prompt:") :].strip()
         (negative_lines if in_negative else prompt_lines).append(line)
     result["Prompt"] = "\n".join(prompt_lines)
     result["Negative prompt"] = "\n".join(negative_lines)

@@ -7,8 +7,12 @@ import sys
 
 import structlog
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-          "error": logging.ERROR}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def configure_logging(level: str = "warning", fmt: str = "console") -> None:
@@ -18,8 +22,11 @@ def configure_logging(level: str = "warning", fmt: str = "console") -> None:
         level: debug | info | warning | error.
         fmt: "console" (key=value) or "json" (one JSON object per line).
     """
-    renderer = (structlog.processors.JSONRenderer() if fmt == "json"
-                else structlog.dev.ConsoleRenderer(colors=False))
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -34,6 +41,6 @@ def configure_logging(level: str = "warning", fmt: str = "console") -> None:
 
 
 def ensure_configured() -> None:
-    """Default set-up (warnings and errors on stderr) unless the application configured structlog."""
+    """Default set-up (warnings and errors on stderr) unless structlog is configured already."""
     if not structlog.is_configured():
         configure_logging("warning")

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from PIL import Image, ImageDraw
-
 from t2i.prompts import expand_prompt_matrix
 from t2i.result import GenerationResult
 
 
-def prompt_matrix_grid(pipe: Any, prompt: str, **fields: Any) -> tuple[Image.Image,
-                                                                      GenerationResult]:
+def prompt_matrix_grid(
+    pipe: Any, prompt: str, **fields: Any
+) -> tuple[Image.Image, GenerationResult]:
     """Render every combination of ``prompt``'s ``|`` parts with the same seed.
 
     Returns the labelled grid and a :class:`GenerationResult` holding each image with its
@@ -25,8 +25,10 @@ def prompt_matrix_grid(pipe: Any, prompt: str, **fields: Any) -> tuple[Image.Ima
     """
     progress = fields.pop("progress", None)
     if fields.get("batch_size", 1) != 1 or fields.get("batch_count", 1) != 1:
-        raise ValueError("batch_size/batch_count: a prompt matrix renders one image per "
-                         "combination; leave them at 1")
+        raise ValueError(
+            "batch_size/batch_count: a prompt matrix renders one image per "
+            "combination; leave them at 1"
+        )
     combos = expand_prompt_matrix(prompt)
     request = pipe.make_request(combos[0][0], **fields)
     seed = request.resolved_seed()
@@ -41,12 +43,18 @@ def prompt_matrix_grid(pipe: Any, prompt: str, **fields: Any) -> tuple[Image.Ima
         labels.append(", ".join(p for p in parts if p) or "(base)")
         metadata = res.metadata
     metadata = {**metadata, "prompt_matrix": [t for t, _ in combos]}
-    return labelled_grid(images, labels), GenerationResult(images, seeds, prompts, infotexts,
-                                                           metadata)
+    return labelled_grid(images, labels), GenerationResult(
+        images, seeds, prompts, infotexts, metadata
+    )
 
 
-def labelled_grid(images: list[Image.Image], labels: list[str], *, columns: int | None = None,
-                  label_height: int = 14) -> Image.Image:
+def labelled_grid(
+    images: list[Image.Image],
+    labels: list[str],
+    *,
+    columns: int | None = None,
+    label_height: int = 14,
+) -> Image.Image:
     """Tile ``images`` in a grid (about square), each with its label above it."""
     n = len(images)
     columns = columns or max(1, round(n**0.5))

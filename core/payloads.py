@@ -63,11 +63,18 @@ class Conditioning:
             return self
         if self.batch_size != 1:
             raise ValueError(f"cannot repeat a conditioning of batch {self.batch_size} to {batch}")
-        rep = lambda t: None if t is None else t.expand(batch, *t.shape[1:])  # noqa: E731
+
+        def rep(t):
+            return None if t is None else t.expand(batch, *t.shape[1:])
+
         return Conditioning(rep(self.embeds), rep(self.pooled), rep(self.mask))
 
     def to(self, device=None, dtype=None) -> Conditioning:
-        f = lambda t: None if t is None else t.to(device=device, dtype=dtype if t.is_floating_point() else None)  # noqa: E731,E501
+        def f(t):
+            if t is None:
+                return None
+            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+
         return Conditioning(f(self.embeds), f(self.pooled), f(self.mask))
 
     @staticmethod
@@ -75,13 +82,19 @@ class Conditioning:
         """Concatenate along the batch; shorter token axes are zero-padded and masked out."""
         length = max(c.embeds.shape[1] for c in items)
         embeds, masks, pooled = [], [], []
-        any_mask = any(c.mask is not None for c in items) or len({c.embeds.shape[1] for c in items}) > 1
+        any_mask = (
+            any(c.mask is not None for c in items) or len({c.embeds.shape[1] for c in items}) > 1
+        )
         for c in items:
             b, t, _ = c.embeds.shape
             pad = length - t
             embeds.append(torch.nn.functional.pad(c.embeds, (0, 0, 0, pad)))
             if any_mask:
-                m = c.mask if c.mask is not None else torch.ones(b, t, dtype=torch.bool, device=c.embeds.device)
+                m = (
+                    c.mask
+                    if c.mask is not None
+                    else torch.ones(b, t, dtype=torch.bool, device=c.embeds.device)
+                )
                 masks.append(torch.nn.functional.pad(m, (0, pad), value=False))
             pooled.append(c.pooled)
         has_pooled = all(p is not None for p in pooled)

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-
 from t2i.graph.graph import Graph, OutputRef
 
 Binding = tuple[str, str]  # (node id, parameter name)
@@ -20,8 +19,10 @@ Binding = tuple[str, str]  # (node id, parameter name)
 def _freeze_bindings(value: Mapping[str, Any]) -> dict[str, tuple[Binding, ...]]:
     out: dict[str, tuple[Binding, ...]] = {}
     for field, targets in value.items():
-        if isinstance(targets, (tuple, list)) and len(targets) == 2 and all(
-            isinstance(t, str) for t in targets
+        if (
+            isinstance(targets, (tuple, list))
+            and len(targets) == 2
+            and all(isinstance(t, str) for t in targets)
         ):
             targets = (targets,)
         out[field] = tuple(tuple(t) for t in targets)
@@ -51,7 +52,8 @@ class Recipe:
     defaults: dict[str, Any] = attrs.Factory(dict)
     img2img_graph: Graph | None = None
     img2img_bindings: dict[str, tuple[Binding, ...]] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(_freeze_bindings))
+        default=None, converter=attrs.converters.optional(_freeze_bindings)
+    )
     size_multiple: int = 8
     name: str = ""
     description: str = ""
@@ -82,26 +84,48 @@ def diffusion_recipe(
 
     def build(img2img: bool) -> Graph:
         g = Graph(meta={"kind": "diffusion", "img2img": img2img})
-        tok = g.add("tokenizer", "LoadTokenizer", name=tokenizer,
-                    options=dict(tokenizer_options or {}))
-        enc = g.add("text_encoder", "LoadTextEncoder", name=text_encoder,
-                    options=dict(text_encoder_options or {}))
-        model = g.add("denoiser", "LoadDenoiser", name=denoiser, options=dict(denoiser_options or {}))
+        tok = g.add(
+            "tokenizer", "LoadTokenizer", name=tokenizer, options=dict(tokenizer_options or {})
+        )
+        enc = g.add(
+            "text_encoder",
+            "LoadTextEncoder",
+            name=text_encoder,
+            options=dict(text_encoder_options or {}),
+        )
+        model = g.add(
+            "denoiser", "LoadDenoiser", name=denoiser, options=dict(denoiser_options or {})
+        )
         dec = g.add("decoder", "LoadDecoder", name=decoder, options=dict(decoder_options or {}))
         pos_t = g.add("tokenize_positive", "Tokenize", tokenizer=tok["tokenizer"], text="")
         neg_t = g.add("tokenize_negative", "Tokenize", tokenizer=tok["tokenizer"], text="")
-        pos = g.add("encode_positive", "EncodeText", tokens=pos_t["tokens"],
-                    text_encoder=enc["text_encoder"])
-        neg = g.add("encode_negative", "EncodeText", tokens=neg_t["tokens"],
-                    text_encoder=enc["text_encoder"])
+        pos = g.add(
+            "encode_positive",
+            "EncodeText",
+            tokens=pos_t["tokens"],
+            text_encoder=enc["text_encoder"],
+        )
+        neg = g.add(
+            "encode_negative",
+            "EncodeText",
+            tokens=neg_t["tokens"],
+            text_encoder=enc["text_encoder"],
+        )
         empty = g.add("empty_latent", "EmptyLatent", decoder=dec["decoder"])
         links = {}
         if img2img:
             img = g.add("init_image", "LoadImage", image=None)
             init = g.add("encode_image", "EncodeImage", decoder=dec["decoder"], image=img["image"])
             links["init"] = init["latent"]
-        g.add("sample", "Sample", model=model["model"], positive=pos["conditioning"],
-              negative=neg["conditioning"], latent=empty["latent"], **links)
+        g.add(
+            "sample",
+            "Sample",
+            model=model["model"],
+            positive=pos["conditioning"],
+            negative=neg["conditioning"],
+            latent=empty["latent"],
+            **links,
+        )
         g.add("decode", "Decode", decoder=dec["decoder"], samples=g["sample"]["samples"])
         return g
 

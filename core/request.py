@@ -23,10 +23,17 @@ def _check(cond: bool, field: str, message: str) -> None:
 
 def _int_range(lo: int, hi: int | None = None):
     def validator(_inst, attribute, value):
-        _check(isinstance(value, int) and not isinstance(value, bool), attribute.name,
-               f"must be an integer, got {value!r}")
-        _check(value >= lo and (hi is None or value <= hi), attribute.name,
-               f"must be in [{lo}, {hi if hi is not None else 'inf'}], got {value}")
+        _check(
+            isinstance(value, int) and not isinstance(value, bool),
+            attribute.name,
+            f"must be an integer, got {value!r}",
+        )
+        _check(
+            value >= lo and (hi is None or value <= hi),
+            attribute.name,
+            f"must be in [{lo}, {hi if hi is not None else 'inf'}], got {value}",
+        )
+
     return validator
 
 
@@ -34,10 +41,17 @@ def _float_range(lo: float, hi: float | None = None, *, optional: bool = False):
     def validator(_inst, attribute, value):
         if optional and value is None:
             return
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), attribute.name,
-               f"must be a number, got {value!r}")
-        _check(value >= lo and (hi is None or value <= hi), attribute.name,
-               f"must be in [{lo}, {hi if hi is not None else 'inf'}], got {value}")
+        _check(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            attribute.name,
+            f"must be a number, got {value!r}",
+        )
+        _check(
+            value >= lo and (hi is None or value <= hi),
+            attribute.name,
+            f"must be in [{lo}, {hi if hi is not None else 'inf'}], got {value}",
+        )
+
     return validator
 
 
@@ -68,7 +82,9 @@ class GenerationRequest:
     strength: float = attrs.field(default=0.75, validator=_float_range(0.0, 1.0))
     init_image: Any = None
     eta: float | None = attrs.field(default=None, validator=_float_range(0.0, optional=True))
-    noise_device: str = attrs.field(default="cpu", validator=attrs.validators.in_(("cpu", "device")))
+    noise_device: str = attrs.field(
+        default="cpu", validator=attrs.validators.in_(("cpu", "device"))
+    )
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def resolved_seed(self) -> int:

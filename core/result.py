@@ -7,7 +7,6 @@ from typing import Any
 
 import attrs
 from PIL.PngImagePlugin import PngInfo
-
 from t2i.graph.nodes import write_atomically
 from t2i.infotext import format_infotext
 
@@ -42,7 +41,9 @@ class GenerationResult:
             if len(self.images) == 1:
                 targets = [path]
             else:
-                targets = [path.with_name(f"{path.stem}-{i:04d}.png") for i in range(len(self.images))]
+                targets = [
+                    path.with_name(f"{path.stem}-{i:04d}.png") for i in range(len(self.images))
+                ]
         else:
             path.mkdir(parents=True, exist_ok=True)
             targets = [path / f"{i:05d}-{seed}.png" for i, seed in enumerate(self.seeds)]
@@ -53,8 +54,16 @@ class GenerationResult:
         return targets
 
 
-def infotext_for(request: Any, seed: int, prompt: str, *, sampler_label: str,
-                 schedule_label: str | None, model_name: str, version: str) -> str:
+def infotext_for(
+    request: Any,
+    seed: int,
+    prompt: str,
+    *,
+    sampler_label: str,
+    schedule_label: str | None,
+    model_name: str,
+    version: str,
+) -> str:
     """The infotext of one image, keys in A1111 v1.10 order."""
     params = {
         "Steps": request.steps,
@@ -65,7 +74,9 @@ def infotext_for(request: Any, seed: int, prompt: str, *, sampler_label: str,
         "Size": f"{request.width}x{request.height}",
         "Model": model_name or None,
         "Denoising strength": request.strength if request.init_image is not None else None,
-        "Clip skip": request.extra.get("clip_skip") if request.extra.get("clip_skip", 1) > 1 else None,
+        "Clip skip": request.extra.get("clip_skip")
+        if request.extra.get("clip_skip", 1) > 1
+        else None,
         "RNG": "CPU" if request.noise_device == "cpu" else "GPU",
         "Guidance": request.guidance if request.guidance != "cfg" else None,
         "Version": f"t2i {version}",

@@ -6,7 +6,7 @@ os.environ.setdefault("T2I_LOAD_PLUGINS", "")  # entry points off unless a test 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

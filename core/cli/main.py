@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from t2i.logs import configure_logging
 
 DEFAULT_RECIPES = ("ldm-shapes",)
@@ -47,10 +46,15 @@ class T2IGroup(click.Group):
 
 
 @click.group(cls=T2IGroup)
-@click.option("--log-format", type=click.Choice(["console", "json"]), default="console",
-              help="Log line format on stderr.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="warning")
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default="console",
+    help="Log line format on stderr.",
+)
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning"
+)
 @click.version_option(package_name="t2i")
 def cli(log_format: str, log_level: str) -> None:
     """t2i: a plugin-based text-to-image engine."""
@@ -68,16 +72,33 @@ def plugins(as_json: bool) -> None:
         click.echo(json.dumps([attrs.asdict(r) for r in records], indent=2, default=str))
         return
     for r in records:
-        click.echo(f"{r.name:<24} {r.version or '-':<10} {r.status:<9} "
-                   f"{len(r.components):>3} components  {r.source}")
+        click.echo(
+            f"{r.name:<24} {r.version or '-':<10} {r.status:<9} "
+            f"{len(r.components):>3} components  {r.source}"
+        )
         if r.error:
             click.echo(f"    error: {r.error}")
 
 
 @cli.command()
-@click.option("--kind", type=click.Choice(["tokenizer", "text_encoder", "denoiser", "sampler",
-                                           "schedule", "guidance", "decoder", "recipe", "node",
-                                           "trainer"]), default=None)
+@click.option(
+    "--kind",
+    type=click.Choice(
+        [
+            "tokenizer",
+            "text_encoder",
+            "denoiser",
+            "sampler",
+            "schedule",
+            "guidance",
+            "decoder",
+            "recipe",
+            "node",
+            "trainer",
+        ]
+    ),
+    default=None,
+)
 def components(kind: str | None) -> None:
     """List registered components (all kinds, or one)."""
     for e in _manager().registry.entries(kind):
@@ -125,8 +146,9 @@ def _progress():
         if bar is None or bar.total != total or step < bar.n:
             if bar is not None:
                 bar.close()
-            bar = bars[node] = tqdm(total=total, desc=node, unit="step", file=sys.stderr,
-                                    leave=False, disable=None)
+            bar = bars[node] = tqdm(
+                total=total, desc=node, unit="step", file=sys.stderr, leave=False, disable=None
+            )
         bar.update(step - bar.n)
         if step >= total:
             bar.close()
@@ -157,13 +179,20 @@ def _default_recipe() -> str:
             return name
     raise click.UsageError(
         "no default recipe is installed: install the latent-diffusion plugin "
-        "(pip install -e plugins/t2i_ldm) or pass --recipe NAME (see `t2i recipes`)")
+        "(pip install -e plugins/t2i_ldm) or pass --recipe NAME (see `t2i recipes`)"
+    )
 
 
 @cli.command()
 @click.argument("prompt")
-@click.option("-o", "--output", type=click.Path(), default="t2i.png", show_default=True,
-              help="A .png file (numbered when several) or a folder.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(),
+    default="t2i.png",
+    show_default=True,
+    help="A .png file (numbered when several) or a folder.",
+)
 @click.option("--recipe", default=None, help="Recipe name (default: the embedded default model).")
 @click.option("--checkpoint", default=None, help="Checkpoint file or folder for the recipe.")
 @click.option("--negative", "negative_prompt", default=None, help="Negative prompt.")
@@ -177,14 +206,26 @@ def _default_recipe() -> str:
 @click.option("--height", type=int, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--batch-count", type=int, default=None)
-@click.option("--init-image", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="img2img: start from this image.")
+@click.option(
+    "--init-image",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="img2img: start from this image.",
+)
 @click.option("--strength", type=float, default=None, help="img2img denoising strength.")
 @click.option("--prompt-matrix", is_flag=True, help="Render every combination of a|b|c parts.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ...")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None)
-def generate(prompt: str, output: str, recipe: str | None, checkpoint: str | None,
-             prompt_matrix: bool, device: str | None, dtype: str | None, **fields) -> None:
+def generate(
+    prompt: str,
+    output: str,
+    recipe: str | None,
+    checkpoint: str | None,
+    prompt_matrix: bool,
+    device: str | None,
+    dtype: str | None,
+    **fields,
+) -> None:
     """Generate images for PROMPT and write PNGs carrying their parameters."""
     from t2i.engine import Engine
 

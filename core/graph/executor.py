@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
-
 from t2i.graph.errors import Cancelled, GraphValidationError, NodeExecutionError
 from t2i.graph.graph import Graph
 from t2i.graph.node import ExecutionContext, NodeType
@@ -68,8 +67,15 @@ class Executor:
         cache_size: how many node results to keep (0 disables caching).
     """
 
-    def __init__(self, node_types: Any, registry: Any = None, *, cache_size: int = 256,
-                 device: Any = "cpu", dtype: Any = None) -> None:
+    def __init__(
+        self,
+        node_types: Any,
+        registry: Any = None,
+        *,
+        cache_size: int = 256,
+        device: Any = "cpu",
+        dtype: Any = None,
+    ) -> None:
         self.node_types = node_types
         self.registry = registry
         self.cache_size = cache_size
@@ -142,8 +148,9 @@ class Executor:
             for port in cls.inputs:
                 ref = node.inputs.get(port.name)
                 values[port.name] = None if ref is None else results[ref.node][ref.output]
-            ctx = ExecutionContext(self.registry, self.device, self.dtype, nid, on_step,
-                                   check_cancelled)
+            ctx = ExecutionContext(
+                self.registry, self.device, self.dtype, nid, on_step, check_cancelled
+            )
             if on_node:
                 on_node(nid, node.type, "start")
             log.debug("node_start", node=nid, type=node.type)
@@ -155,8 +162,9 @@ class Executor:
                 raise NodeExecutionError(nid, node.type, exc) from exc
             missing = [p.name for p in cls.outputs if p.name not in out]
             if missing:
-                raise NodeExecutionError(nid, node.type,
-                                         RuntimeError(f"did not return outputs {missing}"))
+                raise NodeExecutionError(
+                    nid, node.type, RuntimeError(f"did not return outputs {missing}")
+                )
             results[nid] = out
             self.stats["executed"] += 1
             if cls.cacheable and self.cache_size:

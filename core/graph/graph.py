@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
 from t2i.graph.errors import GraphValidationError
 
 FORMAT_VERSION = 1
@@ -117,8 +116,16 @@ class Graph:
         node.params.update(params)
         return node
 
-    def insert(self, node_id: str, node_type: str, *, after: OutputRef, input_name: str,
-               output_name: str, **values: Any) -> Node:
+    def insert(
+        self,
+        node_id: str,
+        node_type: str,
+        *,
+        after: OutputRef,
+        input_name: str,
+        output_name: str,
+        **values: Any,
+    ) -> Node:
         """Insert a node on every edge leaving ``after``.
 
         The new node receives ``after`` on ``input_name``; every input that consumed
@@ -150,13 +157,14 @@ class Graph:
             if state.get(nid) == 2:
                 return
             if state.get(nid) == 1:
-                cycle = " -> ".join([*path[path.index(nid):], nid])
+                cycle = " -> ".join([*path[path.index(nid) :], nid])
                 raise GraphValidationError(f"cycle: {cycle}", node=nid)
             state[nid] = 1
             for port, ref in sorted(self[nid].inputs.items()):
                 if ref.node not in self.nodes:
                     raise GraphValidationError(
-                        f"linked to missing node {ref.node!r}", node=nid, port=port)
+                        f"linked to missing node {ref.node!r}", node=nid, port=port
+                    )
                 visit(ref.node, [*path, nid])
             state[nid] = 2
             order.append(nid)
@@ -183,49 +191,67 @@ class Graph:
                     raise GraphValidationError(str(exc), node=node.id) from None
             if cls is None:
                 known = ", ".join(sorted(node_types)) if isinstance(node_types, Mapping) else ""
-                raise GraphValidationError(f"unknown node type {node.type!r}; known: {known}",
-                                           node=node.id)
+                raise GraphValidationError(
+                    f"unknown node type {node.type!r}; known: {known}", node=node.id
+                )
             for name, ref in node.inputs.items():
                 port = cls.input(name)
                 if port is None:
                     allowed = ", ".join(p.name for p in cls.inputs) or "(none)"
                     raise GraphValidationError(
                         f"{node.type} has no input {name!r}; inputs are {allowed}",
-                        node=node.id, port=name)
+                        node=node.id,
+                        port=name,
+                    )
                 src = self.nodes.get(ref.node)
                 if src is None:
-                    raise GraphValidationError(f"linked to missing node {ref.node!r}",
-                                               node=node.id, port=name)
+                    raise GraphValidationError(
+                        f"linked to missing node {ref.node!r}", node=node.id, port=name
+                    )
                 src_cls = _lookup(node_types, src.type)
                 out = src_cls.output(ref.output) if src_cls else None
                 if src_cls is not None and out is None:
                     allowed = ", ".join(p.name for p in src_cls.outputs)
                     raise GraphValidationError(
                         f"source {ref.node!r} ({src.type}) has no output {ref.output!r}; "
-                        f"outputs are {allowed}", node=node.id, port=name)
+                        f"outputs are {allowed}",
+                        node=node.id,
+                        port=name,
+                    )
                 if out is not None and "ANY" not in (out.type, port.type) and out.type != port.type:
                     raise GraphValidationError(
                         f"type mismatch: {ref.node}.{ref.output} is {out.type}, "
-                        f"input expects {port.type}", node=node.id, port=name)
+                        f"input expects {port.type}",
+                        node=node.id,
+                        port=name,
+                    )
             for port in cls.inputs:
                 if not port.optional and port.name not in node.inputs:
-                    raise GraphValidationError(f"required input of type {port.type} is not linked",
-                                               node=node.id, port=port.name)
+                    raise GraphValidationError(
+                        f"required input of type {port.type} is not linked",
+                        node=node.id,
+                        port=port.name,
+                    )
             for name, value in node.params.items():
                 param = cls.param(name)
                 if param is None:
                     allowed = ", ".join(p.name for p in cls.params) or "(none)"
                     raise GraphValidationError(
                         f"{node.type} has no parameter {name!r}; parameters are {allowed}",
-                        node=node.id, port=name)
+                        node=node.id,
+                        port=name,
+                    )
                 if param.choices is not None and value not in param.choices:
                     raise GraphValidationError(
                         f"value {value!r} not allowed; choose one of {list(param.choices)}",
-                        node=node.id, port=name)
+                        node=node.id,
+                        port=name,
+                    )
             for param in cls.params:
                 if param.required and param.name not in node.params:
-                    raise GraphValidationError("required parameter is not set",
-                                               node=node.id, port=param.name)
+                    raise GraphValidationError(
+                        "required parameter is not set", node=node.id, port=param.name
+                    )
         self.topological_order()
 
     # -- JSON --------------------------------------------------------------------------
@@ -253,17 +279,22 @@ class Graph:
         version = data.get("version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise GraphValidationError(
-                f"graph format version {version} is not supported (this t2i reads {FORMAT_VERSION})")
+                f"graph format version {version} is not supported (this t2i reads {FORMAT_VERSION})"
+            )
         graph = cls(meta=data.get("meta") or {})
         for nid, spec in data["nodes"].items():
             if "type" not in spec:
                 raise GraphValidationError("missing 'type'", node=nid)
             inputs = {}
             for port, link in (spec.get("inputs") or {}).items():
-                if not (isinstance(link, (list, tuple)) and len(link) == 2
-                        and all(isinstance(s, str) for s in link)):
+                if not (
+                    isinstance(link, (list, tuple))
+                    and len(link) == 2
+                    and all(isinstance(s, str) for s in link)
+                ):
                     raise GraphValidationError(
-                        f"a link must be [node_id, output_name], got {link!r}", node=nid, port=port)
+                        f"a link must be [node_id, output_name], got {link!r}", node=nid, port=port
+                    )
                 inputs[port] = OutputRef(link[0], link[1])
             graph.nodes[nid] = Node(nid, spec["type"], dict(spec.get("params") or {}), inputs)
         return graph

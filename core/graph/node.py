@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
-
 from t2i.payloads import SOCKET_TYPES
 
 _MISSING = object()
@@ -30,13 +29,15 @@ class Port:
     @type.validator
     def _check(self, _attr, value):
         if value not in SOCKET_TYPES:
-            raise ValueError(f"port {self.name!r}: unknown socket type {value!r}; "
-                             f"known: {', '.join(SOCKET_TYPES)}")
+            raise ValueError(
+                f"port {self.name!r}: unknown socket type {value!r}; "
+                f"known: {', '.join(SOCKET_TYPES)}"
+            )
 
 
 @attrs.frozen
 class Param:
-    """A constant setting of a node (a widget value in a UI). ``default=REQUIRED`` means no default."""
+    """A constant setting of a node (a UI widget value); ``default=REQUIRED``: no default."""
 
     name: str
     type: type | tuple[type, ...] = object
@@ -83,11 +84,17 @@ class NodeType:
         return {
             "type": cls.type_name,
             "description": cls.description,
-            "inputs": [{"name": p.name, "type": p.type, "optional": p.optional} for p in cls.inputs],
+            "inputs": [
+                {"name": p.name, "type": p.type, "optional": p.optional} for p in cls.inputs
+            ],
             "outputs": [{"name": p.name, "type": p.type} for p in cls.outputs],
             "params": [
-                {"name": p.name, "default": None if p.required else p.default,
-                 "required": p.required, "choices": p.choices}
+                {
+                    "name": p.name,
+                    "default": None if p.required else p.default,
+                    "required": p.required,
+                    "choices": p.choices,
+                }
                 for p in cls.params
             ],
         }

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from t2i.components import SampleJob
 from t2i.graph.node import REQUIRED, ExecutionContext, NodeType, Param, Port
-from t2i.payloads import Conditioning, Image, Latent
+from t2i.payloads import Image, Latent
 
 
 def _place(component: Any, ctx: ExecutionContext) -> Any:
@@ -89,9 +88,12 @@ class EmptyLatent(NodeType):
     inputs = (Port("decoder", "DECODER", optional=True),)
     outputs = (Port("latent", "LATENT"),)
     params = (
-        Param("width", int, 512), Param("height", int, 512), Param("batch_size", int, 1),
+        Param("width", int, 512),
+        Param("height", int, 512),
+        Param("batch_size", int, 1),
         Param("seed", int, 0, "seed of the first row; row i uses seed + i"),
-        Param("channels", int, 4), Param("factor", int, 8),
+        Param("channels", int, 4),
+        Param("factor", int, 8),
     )
 
     def execute(self, ctx, *, decoder, width, height, batch_size, seed, channels, factor):
@@ -100,8 +102,10 @@ class EmptyLatent(NodeType):
         if factor:
             for field, value in (("width", width), ("height", height)):
                 if value % factor:
-                    raise ValueError(f"{field}={value} is not a multiple of the decoder's factor "
-                                     f"{factor}; use {value - value % factor or factor}")
+                    raise ValueError(
+                        f"{field}={value} is not a multiple of the decoder's factor "
+                        f"{factor}; use {value - value % factor or factor}"
+                    )
             shape = (batch_size, channels, height // factor, width // factor)
         else:
             shape = (batch_size, channels)
@@ -120,21 +124,47 @@ class Sample(NodeType):
     )
     outputs = (Port("samples", "LATENT"),)
     params = (
-        Param("sampler", str, "euler", "sampler name; a web-UI name such as 'DPM++ 2M Karras' "
-              "also picks the schedule"),
+        Param(
+            "sampler",
+            str,
+            "euler",
+            "sampler name; a web-UI name such as 'DPM++ 2M Karras' also picks the schedule",
+        ),
         Param("schedule", (str, type(None)), None, "schedule name, None for the sampler's default"),
-        Param("steps", int, 20), Param("cfg_scale", float, 7.0),
-        Param("guidance", str, "cfg"), Param("guidance_options", dict, {}),
+        Param("steps", int, 20),
+        Param("cfg_scale", float, 7.0),
+        Param("guidance", str, "cfg"),
+        Param("guidance_options", dict, {}),
         Param("strength", float, 1.0, "img2img denoising strength"),
         Param("eta", (float, type(None)), None),
-        Param("top_k", (int, type(None)), None), Param("top_p", (float, type(None)), None),
+        Param("top_k", (int, type(None)), None),
+        Param("top_p", (float, type(None)), None),
         Param("temperature", float, 1.0),
         Param("noise_device", str, "cpu", choices=("cpu", "device")),
     )
 
-    def execute(self, ctx, *, model, positive, negative, latent, init, sampler, schedule, steps,
-                cfg_scale, guidance, guidance_options, strength, eta, top_k, top_p, temperature,
-                noise_device):
+    def execute(
+        self,
+        ctx,
+        *,
+        model,
+        positive,
+        negative,
+        latent,
+        init,
+        sampler,
+        schedule,
+        steps,
+        cfg_scale,
+        guidance,
+        guidance_options,
+        strength,
+        eta,
+        top_k,
+        top_p,
+        temperature,
+        noise_device,
+    ):
         sampler_name, schedule_from_name = resolve_sampler(ctx.registry, sampler)
         sampler_obj = ctx.registry.create("sampler", sampler_name)
         guidance_obj = ctx.registry.create("guidance", guidance, **(guidance_options or {}))
@@ -142,12 +172,25 @@ class Sample(NodeType):
         dtype = ctx.dtype or torch.float32
         place = lambda c: None if c is None else c.repeat_to(batch).to(ctx.device, dtype)  # noqa: E731
         job = SampleJob(
-            model=model, positive=place(positive), negative=place(negative),
-            shape=tuple(latent.samples.shape), seeds=latent.seeds, steps=steps,
-            cfg_scale=cfg_scale, guidance=guidance_obj,
-            schedule=schedule or schedule_from_name, init=init, strength=strength, eta=eta,
-            top_k=top_k, top_p=top_p, temperature=temperature, device=ctx.device, dtype=dtype,
-            noise_device=noise_device, callback=ctx.step,
+            model=model,
+            positive=place(positive),
+            negative=place(negative),
+            shape=tuple(latent.samples.shape),
+            seeds=latent.seeds,
+            steps=steps,
+            cfg_scale=cfg_scale,
+            guidance=guidance_obj,
+            schedule=schedule or schedule_from_name,
+            init=init,
+            strength=strength,
+            eta=eta,
+            top_k=top_k,
+            top_p=top_p,
+            temperature=temperature,
+            device=ctx.device,
+            dtype=dtype,
+            noise_device=noise_device,
+            callback=ctx.step,
         )
         with torch.inference_mode():
             out = sampler_obj.sample(job)

@@ -16,7 +16,6 @@ from typing import Any
 import attrs
 import pluggy
 import structlog
-
 from t2i.registry import hookspecs
 from t2i.registry.errors import PluginLoadError
 from t2i.registry.registrar import ComponentRegistry, Registrar
@@ -59,8 +58,9 @@ class PluginManager:
         self.records: dict[str, PluginRecord] = {}
 
     # -- loading -------------------------------------------------------------------------
-    def register_plugin(self, plugin: Any, name: str | None = None, *, version: str = "",
-                        source: str = "") -> PluginRecord:
+    def register_plugin(
+        self, plugin: Any, name: str | None = None, *, version: str = "", source: str = ""
+    ) -> PluginRecord:
         """Register a plugin object (module or instance) and collect its components now.
 
         A plugin whose registration raises is recorded as failed and removed; with
@@ -80,7 +80,9 @@ class PluginManager:
             record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
             log.warning("plugin_failed", plugin=name, error=record.error)
             if strict():
-                raise PluginLoadError(f"plugin {name!r} failed to register: {record.error}") from exc
+                raise PluginLoadError(
+                    f"plugin {name!r} failed to register: {record.error}"
+                ) from exc
         return record
 
     def _collect(self, plugin: Any, name: str, record: PluginRecord) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
-
 from t2i.components import KINDS
 from t2i.registry.errors import DuplicateComponentError, UnknownComponentError
 
@@ -63,8 +62,9 @@ class ComponentRegistry:
         if replaces is not None:
             old = self._entries[kind].get(self._lookup[kind].get(normalize(replaces), ""))
             if old is None:
-                raise UnknownComponentError(kind, replaces, self.close_matches(kind, replaces),
-                                            self.names(kind))
+                raise UnknownComponentError(
+                    kind, replaces, self.close_matches(kind, replaces), self.names(kind)
+                )
             self._remove(kind, old.name)
         for key in (name, *aliases):
             owner_name = self._lookup[kind].get(normalize(key))
@@ -97,7 +97,9 @@ class ComponentRegistry:
         self._check_kind(kind)
         canonical = self._lookup[kind].get(normalize(name))
         if canonical is None:
-            raise UnknownComponentError(kind, name, self.close_matches(kind, name), self.names(kind))
+            raise UnknownComponentError(
+                kind, name, self.close_matches(kind, name), self.names(kind)
+            )
         return self._entries[kind][canonical]
 
     def create(self, kind: str, name: str, **options: Any) -> Any:
@@ -151,8 +153,13 @@ class Registrar:
         if not description:
             description = (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
         return self.registry.add(
-            self.kind, name, factory, plugin=self.plugin, aliases=aliases,
-            replaces=replaces, description=description,
+            self.kind,
+            name,
+            factory,
+            plugin=self.plugin,
+            aliases=aliases,
+            replaces=replaces,
+            description=description,
         )
 
     def __repr__(self) -> str:

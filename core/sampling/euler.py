@@ -56,12 +56,12 @@ class _Churn:
         return x, sigma_hat
 
 
-KarrasStep = Callable[[Any, Any, torch.Tensor, torch.Tensor, float, float], torch.Tensor]
+_KarrasStep = Callable[[Any, Any, torch.Tensor, torch.Tensor, float, float], torch.Tensor]
 """``step(denoiser, cond, x, d, sigma_hat, sigma_next) -> x_next`` given ``d = dx/dsigma``."""
 
 
 def _sample_churned(
-    step: KarrasStep,
+    step: _KarrasStep,
     denoiser: Any,
     x: torch.Tensor,
     sigmas: torch.Tensor | Sequence[float],

@@ -17,12 +17,11 @@ import math
 from collections import Counter
 
 import torch
-from torch import nn
-
 from t2i.graph.graph import Graph
 from t2i.payloads import Conditioning, Image, Latent, Tokens
 from t2i.recipe import Recipe, diffusion_recipe
 from t2i.registry import hookimpl
+from torch import nn
 
 CALLS: Counter = Counter()
 VOCAB, WIDTH, CONTEXT = 64, 16, 16
@@ -67,8 +66,9 @@ class ToyEpsModel(nn.Module):
 
     def forward(self, x, t, cond):
         CALLS["denoiser"] += 1
-        return torch.tanh(self.conv(x) + self.film(cond.pooled)[:, :, None, None] + t[:, None,
-                                                                                          None, None] / 1000)
+        return torch.tanh(
+            self.conv(x) + self.film(cond.pooled)[:, :, None, None] + t[:, None, None, None] / 1000
+        )
 
 
 class ToyDenoiser(nn.Module):
@@ -92,8 +92,12 @@ class ToyEuler:
     """Euler steps over a geometric sigma ladder (a toy; the core ships the real samplers)."""
 
     def sample(self, job):
-        sigmas = torch.logspace(math.log10(job.model.sigma_max), math.log10(job.model.sigma_min),
-                                job.steps).tolist() + [0.0]
+        sigmas = [
+            *torch.logspace(
+                math.log10(job.model.sigma_max), math.log10(job.model.sigma_min), job.steps
+            ).tolist(),
+            0.0,
+        ]
         noise = torch.stack([torch.randn(job.shape[1:], generator=_seeded(s)) for s in job.seeds])
         x = noise * sigmas[0]
         for i in range(job.steps):
@@ -143,7 +147,7 @@ class TinyTransformer(nn.Module):
 class TopKSampler:
     """Autoregressive top-k sampling with a KV cache; ``cache_lengths`` records the loop."""
 
-    cache_lengths: list[int] = []
+    cache_lengths: tuple[int, ...] = ()
 
     def sample(self, job):
         model = job.model
@@ -151,18 +155,21 @@ class TopKSampler:
         gens = [_seeded(s) for s in job.seeds]
         token = torch.full((b,), model.codebook, dtype=torch.long)
         cache, out = None, []
-        TopKSampler.cache_lengths = []
+        lengths = []
         for i in range(h * w):
             logits, cache = model(token, job.positive, cache)
-            TopKSampler.cache_lengths.append(cache[0].shape[1])
+            lengths.append(cache[0].shape[1])
             k = job.top_k or model.codebook
             top = logits.topk(k, dim=-1)
             probs = torch.softmax(top.values / job.temperature, -1)
-            pick = torch.stack([torch.multinomial(probs[r], 1, generator=gens[r]) for r in range(b)])
+            pick = torch.stack(
+                [torch.multinomial(probs[r], 1, generator=gens[r]) for r in range(b)]
+            )
             token = top.indices.gather(1, pick)[:, 0]
             out.append(token)
             if job.callback:
                 job.callback(i + 1, h * w)
+        TopKSampler.cache_lengths = tuple(lengths)
         return Latent(torch.stack(out, 1).view(b, 1, h, w), seeds=job.seeds)
 
 
@@ -188,7 +195,9 @@ class TinyGenerator(nn.Module):
         super().__init__()
         torch.manual_seed(4)
         self.z_dim = z_dim
-        self.net = nn.Sequential(nn.Linear(z_dim + WIDTH, 64), nn.ReLU(), nn.Linear(64, 3 * 16 * 16))
+        self.net = nn.Sequential(
+            nn.Linear(z_dim + WIDTH, 64), nn.ReLU(), nn.Linear(64, 3 * 16 * 16)
+        )
 
     def forward(self, z, cond):
         CALLS["generator"] += 1
@@ -218,16 +227,31 @@ def autoregressive_recipe() -> Recipe:
     t = g.add("tokenize", "Tokenize", tokenizer=tok["tokenizer"])
     c = g.add("encode", "EncodeText", text_encoder=enc["text_encoder"], tokens=t["tokens"])
     e = g.add("empty", "EmptyLatent", decoder=dec["decoder"])
-    s = g.add("sample", "Sample", model=model["model"], positive=c["conditioning"],
-              latent=e["latent"], sampler="toy.top_k", guidance="toy.none", top_k=4)
+    s = g.add(
+        "sample",
+        "Sample",
+        model=model["model"],
+        positive=c["conditioning"],
+        latent=e["latent"],
+        sampler="toy.top_k",
+        guidance="toy.none",
+        top_k=4,
+    )
     g.add("decode", "Decode", decoder=dec["decoder"], samples=s["samples"])
-    return Recipe(graph=g, output=g["decode"]["image"], size_multiple=4,
-                  bindings={"prompt": ("tokenize", "text"), "seed": ("empty", "seed"),
-                            "width": ("empty", "width"), "height": ("empty", "height"),
-                            "batch_size": ("empty", "batch_size"),
-                            "temperature": ("sample", "temperature")},
-                  defaults={"width": 16, "height": 16, "sampler": "toy.top_k",
-                            "guidance": "toy.none"})
+    return Recipe(
+        graph=g,
+        output=g["decode"]["image"],
+        size_multiple=4,
+        bindings={
+            "prompt": ("tokenize", "text"),
+            "seed": ("empty", "seed"),
+            "width": ("empty", "width"),
+            "height": ("empty", "height"),
+            "batch_size": ("empty", "batch_size"),
+            "temperature": ("sample", "temperature"),
+        },
+        defaults={"width": 16, "height": 16, "sampler": "toy.top_k", "guidance": "toy.none"},
+    )
 
 
 def gan_recipe() -> Recipe:
@@ -240,23 +264,53 @@ def gan_recipe() -> Recipe:
     t = g.add("tokenize", "Tokenize", tokenizer=tok["tokenizer"])
     c = g.add("encode", "EncodeText", text_encoder=enc["text_encoder"], tokens=t["tokens"])
     e = g.add("empty", "EmptyLatent", channels=8, factor=0)
-    s = g.add("sample", "Sample", model=model["model"], positive=c["conditioning"],
-              latent=e["latent"], sampler="toy.single_pass", guidance="toy.none", cfg_scale=1.0)
+    s = g.add(
+        "sample",
+        "Sample",
+        model=model["model"],
+        positive=c["conditioning"],
+        latent=e["latent"],
+        sampler="toy.single_pass",
+        guidance="toy.none",
+        cfg_scale=1.0,
+    )
     g.add("decode", "Decode", decoder=dec["decoder"], samples=s["samples"])
-    return Recipe(graph=g, output=g["decode"]["image"], size_multiple=1,
-                  bindings={"prompt": ("tokenize", "text"), "seed": ("empty", "seed"),
-                            "batch_size": ("empty", "batch_size"),
-                            "cfg_scale": ("sample", "cfg_scale")},
-                  defaults={"width": 16, "height": 16, "sampler": "toy.single_pass",
-                            "guidance": "toy.none", "cfg_scale": 1.0})
+    return Recipe(
+        graph=g,
+        output=g["decode"]["image"],
+        size_multiple=1,
+        bindings={
+            "prompt": ("tokenize", "text"),
+            "seed": ("empty", "seed"),
+            "batch_size": ("empty", "batch_size"),
+            "cfg_scale": ("sample", "cfg_scale"),
+        },
+        defaults={
+            "width": 16,
+            "height": 16,
+            "sampler": "toy.single_pass",
+            "guidance": "toy.none",
+            "cfg_scale": 1.0,
+        },
+    )
 
 
 def diffusion_toy_recipe() -> Recipe:
-    return diffusion_recipe(tokenizer="toy.chars", text_encoder="toy.embed",
-                            denoiser="toy.denoiser", decoder="toy.identity", size_multiple=1,
-                            defaults={"width": 8, "height": 8, "steps": 4,
-                                      "sampler": "toy.euler", "guidance": "toy.none"},
-                            description="tiny random iterative denoiser (tests)")
+    return diffusion_recipe(
+        tokenizer="toy.chars",
+        text_encoder="toy.embed",
+        denoiser="toy.denoiser",
+        decoder="toy.identity",
+        size_multiple=1,
+        defaults={
+            "width": 8,
+            "height": 8,
+            "steps": 4,
+            "sampler": "toy.euler",
+            "guidance": "toy.none",
+        },
+        description="tiny random iterative denoiser (tests)",
+    )
 
 
 @hookimpl

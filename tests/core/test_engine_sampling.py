@@ -1,7 +1,6 @@
 """Every registered sampler, schedule and guidance is reachable through Engine.build."""
 
 import pytest
-
 from t2i import Engine
 from t2i.registry import UnknownComponentError
 from t2i.testing import make_manager, toy_plugin
@@ -13,14 +12,34 @@ GUIDANCE = [n for n in MANAGER.registry.names("guidance") if not n.startswith("t
 
 
 def test_the_issue_list_is_registered():
-    for name in ("ddpm", "ddim", "plms", "euler", "euler_ancestral", "heun", "dpm_2", "lms",
-                 "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde", "unipc"):
+    for name in (
+        "ddpm",
+        "ddim",
+        "plms",
+        "euler",
+        "euler_ancestral",
+        "heun",
+        "dpm_2",
+        "lms",
+        "dpmpp_2m",
+        "dpmpp_2m_sde",
+        "dpmpp_sde",
+        "unipc",
+    ):
         assert name in SAMPLERS
     for name in ("DDIM", "Euler a", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", "UniPC", "LMS"):
         assert MANAGER.registry.has("sampler", name)
     assert {"cfg", "dynamic", "static", "rescale", "none"} <= set(GUIDANCE)
-    assert {"karras", "exponential", "polyexponential", "leading", "trailing", "linspace",
-            "simple", "ddim_uniform"} <= set(SCHEDULES)
+    assert {
+        "karras",
+        "exponential",
+        "polyexponential",
+        "leading",
+        "trailing",
+        "linspace",
+        "simple",
+        "ddim_uniform",
+    } <= set(SCHEDULES)
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)

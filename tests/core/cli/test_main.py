@@ -2,7 +2,6 @@ import json
 
 from click.testing import CliRunner
 from PIL import Image
-
 from t2i.cli.main import cli
 from t2i.infotext import parse_infotext
 

@@ -1,7 +1,6 @@
 import threading
 
 import pytest
-
 from t2i import Engine
 from t2i.graph import Cancelled, Executor, fingerprint
 from t2i.testing import toy_plugin

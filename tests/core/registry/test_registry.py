@@ -1,5 +1,4 @@
 import pytest
-
 from t2i.registry import (
     ComponentRegistry,
     DuplicateComponentError,

@@ -31,34 +31,61 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("ldm")
     tok = write_tokenizer(root / "tokenizer", [WORDS])
-    unet = UNetModel(UNetConfig(model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-                                attention_resolutions=(1,), num_heads=2, context_dim=32,
-                                norm_groups=8)).eval()
-    vae = AutoencoderKL(VAEConfig(base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-                                  norm_groups=8)).eval()
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=tok.vocab_size, hidden_size=32,
-                                        intermediate_size=64, num_hidden_layers=1,
-                                        num_attention_heads=2, max_position_embeddings=77))
-    te = {f"text_model.{k}" if not k.startswith("text_model.") else k: v
-          for k, v in text.state_dict().items()}
-    path = save_single_file(root / "tiny.safetensors", unet, vae, text_encoder=te,
-                            prediction_type="epsilon")
+    unet = UNetModel(
+        UNetConfig(
+            model_channels=16,
+            channel_mult=(1, 2),
+            num_res_blocks=1,
+            attention_resolutions=(1,),
+            num_heads=2,
+            context_dim=32,
+            norm_groups=8,
+        )
+    ).eval()
+    vae = AutoencoderKL(
+        VAEConfig(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, norm_groups=8)
+    ).eval()
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=tok.vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+        )
+    )
+    te = {
+        f"text_model.{k}" if not k.startswith("text_model.") else k: v
+        for k, v in text.state_dict().items()
+    }
+    path = save_single_file(
+        root / "tiny.safetensors", unet, vae, text_encoder=te, prediction_type="epsilon"
+    )
     return path, root / "tokenizer"
 
 
 @pytest.fixture(scope="module")
 def pipe(checkpoint):
     path, tok = checkpoint
-    return Engine.build("sd", plugins=make_manager(plugin), checkpoint=str(path), tokenizer=tok,
-                        text_head_dim=16)
+    return Engine.build(
+        "sd", plugins=make_manager(plugin), checkpoint=str(path), tokenizer=tok, text_head_dim=16
+    )
 
 
 def test_txt2img_batch_seeds_and_infotext(pipe, tmp_path):
-    result = pipe("a (red:1.3) cube", negative_prompt="a dog", seed=5, steps=3, width=16,
-                  height=16, batch_size=2, batch_count=2)
+    result = pipe(
+        "a (red:1.3) cube",
+        negative_prompt="a dog",
+        seed=5,
+        steps=3,
+        width=16,
+        height=16,
+        batch_size=2,
+        batch_count=2,
+    )
     assert result.seeds == [5, 6, 7, 8] and len(result.images) == 4
-    single = pipe("a (red:1.3) cube", negative_prompt="a dog", seed=6, steps=3, width=16,
-                  height=16)
+    single = pipe("a (red:1.3) cube", negative_prompt="a dog", seed=6, steps=3, width=16, height=16)
     assert single.images[0].tobytes() == result.images[1].tobytes()
     paths = result.save(tmp_path)
     info = Image.open(paths[0]).text["parameters"]
@@ -78,8 +105,11 @@ def test_img2img_strength(pipe):
     full = pipe("a cube", seed=1, steps=4, width=16, height=16, init_image=init, strength=1.0)
     roundtrip = np.asarray(zero.images[0], dtype=np.int16)
     # strength 0 returns the init image through the VAE (no denoising)
-    decoded = pipe.executor.run(pipe.recipe.img2img_graph, outputs=["encode_image"],
-                                params={"init_image": {"image": init, "width": 16, "height": 16}})
+    decoded = pipe.executor.run(
+        pipe.recipe.img2img_graph,
+        outputs=["encode_image"],
+        params={"init_image": {"image": init, "width": 16, "height": 16}},
+    )
     assert decoded["encode_image"]["latent"].samples.shape == (1, 4, 8, 8)
     assert roundtrip.shape == (16, 16, 3)
     assert zero.images[0].tobytes() != full.images[0].tobytes()
@@ -105,12 +135,18 @@ def test_bad_requests_fail_before_model_work(pipe):
 def test_clip_skip_option(checkpoint):
     path, tok = checkpoint
     with pytest.raises(NodeExecutionError, match="clip_skip"):
-        Engine.build("ldm", plugins=make_manager(plugin), checkpoint=str(path), tokenizer=tok,
-                     text_head_dim=16, clip_skip=5)("x", steps=1, width=16, height=16)
+        Engine.build(
+            "ldm",
+            plugins=make_manager(plugin),
+            checkpoint=str(path),
+            tokenizer=tok,
+            text_head_dim=16,
+            clip_skip=5,
+        )("x", steps=1, width=16, height=16)
 
 
 def test_corrupt_truncated_and_foreign_checkpoints(checkpoint, tmp_path):
-    path, tok = checkpoint
+    path, _ = checkpoint
     manager = make_manager(plugin)
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -122,8 +158,9 @@ def test_corrupt_truncated_and_foreign_checkpoints(checkpoint, tmp_path):
     with pytest.raises(CheckpointError):
         Engine.build("ldm", plugins=manager, checkpoint=str(garbage))
     foreign = tmp_path / "gan.safetensors"
-    save_file({"generator.fc.weight": torch.zeros(4, 4), "discriminator.w": torch.zeros(2)},
-              str(foreign))
+    save_file(
+        {"generator.fc.weight": torch.zeros(4, 4), "discriminator.w": torch.zeros(2)}, str(foreign)
+    )
     with pytest.raises(CheckpointError) as err:
         Engine.build("ldm", plugins=manager, checkpoint=str(foreign))
     assert "generator.fc.weight" in str(err.value) or "model.diffusion_model" in str(err.value)

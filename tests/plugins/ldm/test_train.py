@@ -4,7 +4,6 @@ import json
 
 import torch
 from click.testing import CliRunner
-
 from t2i.testing import make_manager
 from t2i_ldm import plugin
 from t2i_ldm.train import train_command
@@ -12,8 +11,25 @@ from t2i_ldm.train import train_command
 
 def test_train_resume_and_generate(tmp_path):
     out = tmp_path / "run"
-    args = ["--out", str(out), "--n", "24", "--size", "32", "--vae-steps", "2", "--steps", "3",
-            "--batch-size", "4", "--tiny", "--workers", "1", "--save-every", "2"]
+    args = [
+        "--out",
+        str(out),
+        "--n",
+        "24",
+        "--size",
+        "32",
+        "--vae-steps",
+        "2",
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--tiny",
+        "--workers",
+        "1",
+        "--save-every",
+        "2",
+    ]
     result = CliRunner().invoke(train_command, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     state = torch.load(out / "state.pt", weights_only=True)

@@ -75,8 +75,9 @@ def create_clip_tokenizer(
     tokenizer: str | os.PathLike | None = None,
     **options: Any,
 ):
-    """CLIP BPE tokenizer of a checkpoint: its diffusers ``tokenizer/`` folder, or ``tokenizer=``
-    (a ``tokenizer/`` folder or OpenAI's ``bpe_simple_vocab_16e6.txt(.gz)``), or ``$T2I_CLIP_TOKENIZER``.
+    """CLIP BPE tokenizer of a checkpoint: its diffusers ``tokenizer/`` folder, else
+    ``tokenizer=`` (a ``tokenizer/`` folder or OpenAI's ``bpe_simple_vocab_16e6.txt(.gz)``), else
+    ``$T2I_CLIP_TOKENIZER``.
     """
     from t2i_ldm.tokenizer import ClipTokenizer
 

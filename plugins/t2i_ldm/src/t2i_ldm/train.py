@@ -94,8 +94,9 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
-        torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()],
-                             1 - decay)
+        torch._foreach_lerp_(
+            list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay
+        )
 
 
 def export_model(
