@@ -40,3 +40,27 @@ def run_diffusers(sched, x, net, *, steps, generator=None, noises=None, vp=False
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
+
+
+class KeyedNoise:
+    """Pre-drawn step noise keyed by the ``(sigma, sigma_next)`` call, shared by two samplers.
+
+    ``keyed(sigma, sigma_next)`` returns the tensor of the key that matches both values to
+    ``rtol`` (one sampler may pass float32 tensors, the other Python floats) and fails on a
+    call no key matches; ``calls`` counts the lookups per key.
+    """
+
+    def __init__(self, keys, *, seed: int, rtol: float = 1e-5):
+        g = torch.Generator().manual_seed(seed)
+        self.keys = [(float(a), float(b)) for a, b in keys]
+        self.noises = [torch.randn(SHAPE, generator=g, dtype=F64) for _ in self.keys]
+        self.rtol = rtol
+        self.calls = [0] * len(self.keys)
+
+    def __call__(self, sigma, sigma_next) -> torch.Tensor:
+        s, sn = float(sigma), float(sigma_next)
+        for i, (a, b) in enumerate(self.keys):
+            if abs(s - a) <= self.rtol * a and abs(sn - b) <= self.rtol * b:
+                self.calls[i] += 1
+                return self.noises[i]
+        raise AssertionError(f"no pre-drawn noise for the call ({s!r}, {sn!r})")
