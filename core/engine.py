@@ -196,11 +196,6 @@ class Pipeline:
     def graph(self) -> Graph:
         return self.recipe.graph
 
-    def allowed_fields(self, img2img: bool = False) -> list[str]:
-        bindings = self._bindings(img2img)
-        always = {"batch_count", "seed", "init_image" if self.recipe.img2img_graph else "seed"}
-        return sorted(set(bindings) | always)
-
     def components(self) -> dict[str, str]:
         """Role (node id) -> registered component name, for metadata."""
         return {

@@ -241,6 +241,13 @@ class Graph:
                         node=node.id,
                         port=name,
                     )
+                if not _type_ok(value, param.type):
+                    raise GraphValidationError(
+                        f"value {value!r} is a {type(value).__name__}, expected "
+                        f"{_type_name(param.type)}",
+                        node=node.id,
+                        port=name,
+                    )
                 if param.choices is not None and value not in param.choices:
                     raise GraphValidationError(
                         f"value {value!r} not allowed; choose one of {list(param.choices)}",
@@ -327,6 +334,21 @@ class Graph:
             for port, ref in sorted(self.nodes[nid].inputs.items()):
                 lines.append(f"    {_mid(ref.node)} -->|{ref.output} -> {port}| {_mid(nid)}")
         return "\n".join(lines)
+
+
+def _type_ok(value: Any, expected: type | tuple[type, ...]) -> bool:
+    """isinstance, with an int accepted where a float is expected (JSON has one number type)."""
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if object in types:
+        return True
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        return True
+    return isinstance(value, types)
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join("None" if t is type(None) else t.__name__ for t in types)
 
 
 def _lookup(node_types: Any, type_name: str) -> Any:

@@ -111,3 +111,18 @@ def test_edit_replace_and_insert(registry):
         g.validate(registry)
     with pytest.raises(GraphValidationError, match="still used"):
         g.remove("tok")
+
+
+def test_parameter_types_are_checked(registry):
+    g = small_graph()
+    g.set_params("tokenize", text=3)
+    with pytest.raises(GraphValidationError, match="expected str or list") as err:
+        g.validate(registry)
+    assert (err.value.node, err.value.port) == ("tokenize", "text")
+    g = Graph()
+    g.add("e", "EmptyLatent", width="64")
+    with pytest.raises(GraphValidationError, match="expected int"):
+        g.validate(registry)
+    g = Graph()
+    g.add("e", "EmptyLatent", width=64, seed=3)
+    g.validate(registry)

@@ -46,11 +46,12 @@ class KeyedNoise:
     """Pre-drawn step noise keyed by the ``(sigma, sigma_next)`` call, shared by two samplers.
 
     ``keyed(sigma, sigma_next)`` returns the tensor of the key that matches both values to
-    ``rtol`` (one sampler may pass float32 tensors, the other Python floats) and fails on a
-    call no key matches; ``calls`` counts the lookups per key.
+    ``rtol`` (diffusers' float32 sigma tables differ from ours by ~1e-5 relative; adjacent
+    keys differ by far more) and fails on a call no key matches; ``calls`` counts the
+    lookups per key.
     """
 
-    def __init__(self, keys, *, seed: int, rtol: float = 1e-5):
+    def __init__(self, keys, *, seed: int, rtol: float = 1e-4):
         g = torch.Generator().manual_seed(seed)
         self.keys = [(float(a), float(b)) for a, b in keys]
         self.noises = [torch.randn(SHAPE, generator=g, dtype=F64) for _ in self.keys]
