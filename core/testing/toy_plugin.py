@@ -217,27 +217,36 @@ class NoGuidance:
         return model
 
 
-def autoregressive_recipe() -> Recipe:
-    """text -> tokens -> conditioning -> AR token loop -> palette decoder."""
+def _single_prompt_graph(denoiser: str, decoder: str, latent: dict, **sample: object) -> Graph:
+    """text -> tokens -> conditioning -> Sample(denoiser, **sample) -> Decode(decoder).
+
+    ``latent`` holds EmptyLatent parameters; without "channels" the decoder sets the shape.
+    """
     g = Graph()
     tok = g.add("tokenizer", "LoadTokenizer", name="toy.chars")
     enc = g.add("text_encoder", "LoadTextEncoder", name="toy.embed")
-    model = g.add("denoiser", "LoadDenoiser", name="toy.transformer")
-    dec = g.add("decoder", "LoadDecoder", name="toy.palette")
+    model = g.add("denoiser", "LoadDenoiser", name=denoiser)
+    dec = g.add("decoder", "LoadDecoder", name=decoder)
     t = g.add("tokenize", "Tokenize", tokenizer=tok["tokenizer"])
     c = g.add("encode", "EncodeText", text_encoder=enc["text_encoder"], tokens=t["tokens"])
-    e = g.add("empty", "EmptyLatent", decoder=dec["decoder"])
+    links = {} if "channels" in latent else {"decoder": dec["decoder"]}
+    e = g.add("empty", "EmptyLatent", **links, **latent)
     s = g.add(
         "sample",
         "Sample",
         model=model["model"],
         positive=c["conditioning"],
         latent=e["latent"],
-        sampler="toy.top_k",
         guidance="toy.none",
-        top_k=4,
+        **sample,
     )
     g.add("decode", "Decode", decoder=dec["decoder"], samples=s["samples"])
+    return g
+
+
+def autoregressive_recipe() -> Recipe:
+    """text -> tokens -> conditioning -> AR token loop -> palette decoder."""
+    g = _single_prompt_graph("toy.transformer", "toy.palette", {}, sampler="toy.top_k", top_k=4)
     return Recipe(
         graph=g,
         output=g["decode"]["image"],
@@ -256,25 +265,13 @@ def autoregressive_recipe() -> Recipe:
 
 def gan_recipe() -> Recipe:
     """text -> conditioning -> one generator pass -> identity decoder."""
-    g = Graph()
-    tok = g.add("tokenizer", "LoadTokenizer", name="toy.chars")
-    enc = g.add("text_encoder", "LoadTextEncoder", name="toy.embed")
-    model = g.add("denoiser", "LoadDenoiser", name="toy.generator")
-    dec = g.add("decoder", "LoadDecoder", name="toy.identity")
-    t = g.add("tokenize", "Tokenize", tokenizer=tok["tokenizer"])
-    c = g.add("encode", "EncodeText", text_encoder=enc["text_encoder"], tokens=t["tokens"])
-    e = g.add("empty", "EmptyLatent", channels=8, factor=0)
-    s = g.add(
-        "sample",
-        "Sample",
-        model=model["model"],
-        positive=c["conditioning"],
-        latent=e["latent"],
+    g = _single_prompt_graph(
+        "toy.generator",
+        "toy.identity",
+        {"channels": 8, "factor": 0},
         sampler="toy.single_pass",
-        guidance="toy.none",
         cfg_scale=1.0,
     )
-    g.add("decode", "Decode", decoder=dec["decoder"], samples=s["samples"])
     return Recipe(
         graph=g,
         output=g["decode"]["image"],
