@@ -202,22 +202,22 @@ class Pipeline:
             n.id: n.params.get("name", "") for n in self.graph if n.type in COMPONENT_NODES.values()
         }
 
+    def _entries(self) -> list[Any]:
+        """Registry entries of the recipe and of every component the graph loads."""
+        reg = self.manager.registry
+        kinds = {node: kind for kind, node in COMPONENT_NODES.items()}
+        entries = [reg.get(kinds[n.type], n.params["name"]) for n in self.graph if n.type in kinds]
+        if self.recipe.name and reg.has("recipe", self.recipe.name):
+            entries.append(reg.get("recipe", self.recipe.name))
+        return entries
+
     def plugin_versions(self) -> dict[str, str]:
-        owners = {}
-        for n in self.graph:
-            if n.type in COMPONENT_NODES.values():
-                kind = next(k for k, v in COMPONENT_NODES.items() if v == n.type)
-                entry = self.manager.registry.get(kind, n.params["name"])
-                rec = self.manager.records.get(entry.plugin)
-                owners[entry.plugin] = rec.version if rec else ""
-        rec = (
-            self.manager.records.get(self.manager.registry.get("recipe", self.recipe.name).plugin)
-            if self.manager.registry.has("recipe", self.recipe.name or "-")
-            else None
-        )
-        if rec is not None:
-            owners[rec.name] = rec.version
-        return owners
+        """Plugin -> version, for every plugin that contributes a part of this pipeline."""
+        records = self.manager.records
+        return {
+            e.plugin: records[e.plugin].version if e.plugin in records else ""
+            for e in self._entries()
+        }
 
     def parameter_count(self) -> int:
         """Parameters of every ``torch.nn.Module`` component the graph loads."""
