@@ -100,6 +100,8 @@ class SampleJob:
         device, dtype: where the model runs.
         noise_device: "cpu" (default; same image on any device) or "device".
         callback: ``callback(step, total)`` after every step; it may raise to cancel.
+        registry: the component registry the job's parts came from, for samplers that look up
+            more components by name (schedules); None means the process-wide one.
     """
 
     model: Any
@@ -121,6 +123,7 @@ class SampleJob:
     dtype: torch.dtype = torch.float32
     noise_device: str = "cpu"
     callback: Callable[[int, int], None] | None = None
+    registry: Any = None
 
 
 @runtime_checkable

@@ -191,6 +191,7 @@ class Sample(NodeType):
             dtype=dtype,
             noise_device=noise_device,
             callback=ctx.step,
+            registry=ctx.registry,
         )
         with torch.inference_mode():
             out = sampler_obj.sample(job)

@@ -100,9 +100,19 @@ class DiffusionSampler:
     def __repr__(self) -> str:
         return f"DiffusionSampler({self.name!r}, default_schedule={self.default_schedule!r})"
 
-    def sigmas(self, model: Any, steps: int, schedule: str | None = None) -> torch.Tensor:
-        """The full descending schedule (CPU float64, ending with 0) for ``model``."""
-        sched = self.schedule_lookup(schedule or self.default_schedule)
+    def sigmas(
+        self, model: Any, steps: int, schedule: str | None = None, registry: Any = None
+    ) -> torch.Tensor:
+        """The full descending schedule (CPU float64, ending with 0) for ``model``.
+
+        ``registry``: where to look the schedule up (the job's); default ``schedule_lookup``.
+        """
+        name = schedule or self.default_schedule
+        sched = (
+            registry.create("schedule", name)
+            if registry is not None
+            else (self.schedule_lookup(name))
+        )
         return sched.get_sigmas(model, steps)
 
     def sample(self, job: SampleJob) -> Latent:
@@ -112,7 +122,7 @@ class DiffusionSampler:
         uncond = job.negative.to(job.device, job.dtype) if job.negative is not None else None
         model = guidance.wrap(job.model, uncond=uncond, scale=job.cfg_scale)  # checks scale
         cond = job.positive.to(job.device, job.dtype) if job.positive is not None else None
-        sigmas = self.sigmas(job.model, job.steps, job.schedule)
+        sigmas = self.sigmas(job.model, job.steps, job.schedule, job.registry)
         if job.init is not None:
             sigmas = img2img_sigmas(sigmas, job.steps, job.strength)
         noise = BatchNoise(

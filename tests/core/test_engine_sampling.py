@@ -73,3 +73,28 @@ def test_web_ui_combined_name_picks_schedule():
 def test_unknown_schedule_lists_names():
     with pytest.raises(UnknownComponentError, match="karras"):
         Engine.build("toy-diffusion", plugins=MANAGER, schedule="karas")
+
+
+def test_schedules_come_from_the_pipelines_own_registry():
+    """A schedule registered only in this manager (not the process-wide one) is found."""
+    import torch
+    from t2i.registry import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def t2i_register_schedules(self, register):
+            class Ladder:
+                def get_sigmas(self, model, steps):
+                    return torch.cat(
+                        [
+                            torch.linspace(10.0, 0.1, steps, dtype=torch.float64),
+                            torch.zeros(1, dtype=torch.float64),
+                        ]
+                    )
+
+            register("test.ladder", Ladder)
+
+    manager = make_manager(toy_plugin)
+    manager.register_plugin(Plugin(), "ladder")
+    pipe = Engine.build("toy-diffusion", plugins=manager, sampler="euler", schedule="test.ladder")
+    assert len(pipe("x", seed=1, steps=3).images) == 1
