@@ -25,9 +25,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-import t2i_kernels
 import torch
 import torch.nn.functional as F
+
+import t2i_kernels
 from t2i_kernels.lazy_triton import LazyKernel
 
 

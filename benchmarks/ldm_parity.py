@@ -112,6 +112,7 @@ def main() -> None:
         size, latent = 16, 8
 
     import diffusers
+
     import t2i_kernels
     from t2i_ldm.diffusers_format import load_diffusers_unet, load_diffusers_vae
 

@@ -4,9 +4,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from transformers import CLIPTextModel
+
 from t2i_ldm import shapes_model as sm
 from t2i_ldm.unet import UNetModel
-from transformers import CLIPTextModel
 
 dev = torch.device("cuda")
 unet = UNetModel(sm.UNET).to(dev)

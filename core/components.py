@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import torch
+
 from t2i.payloads import Conditioning, Image, Latent, Tokens
 
 KINDS: tuple[str, ...] = (

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 import structlog
 import torch
+
 from t2i.graph.executor import Executor
 from t2i.graph.graph import Graph, OutputRef
 from t2i.recipe import Recipe

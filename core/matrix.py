@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from PIL import Image, ImageDraw
+
 from t2i.prompts import expand_prompt_matrix
 from t2i.result import GenerationResult
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+
 from t2i.graph.graph import Graph, OutputRef
 
 Binding = tuple[str, str]  # (node id, parameter name)

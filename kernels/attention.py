@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+
 from t2i_kernels.dispatch import choose_backend
 from t2i_kernels.lazy_triton import (
     KernelConfig,

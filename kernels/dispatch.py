@@ -28,6 +28,7 @@ from typing import Literal
 
 import structlog
 import torch
+
 from t2i_kernels.lazy_triton import interpret_mode, triton_available
 
 __all__ = [

@@ -33,6 +33,7 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+
 from t2i_kernels.dispatch import choose_backend
 from t2i_kernels.lazy_triton import interpret_mode, lazy_jit, needs_custom_op, new_output
 

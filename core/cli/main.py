@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from t2i.logs import configure_logging
 
 DEFAULT_RECIPES = ("ldm-shapes",)

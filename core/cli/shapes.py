@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from t2i.shapes.render import SUPPORTED_SIZES
 
 

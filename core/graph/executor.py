@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
+
 from t2i.graph.errors import Cancelled, GraphValidationError, NodeExecutionError
 from t2i.graph.graph import Graph
 from t2i.graph.node import ExecutionContext, NodeType

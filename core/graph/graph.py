@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from t2i.graph.errors import GraphValidationError
 
 FORMAT_VERSION = 1

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
+
 from t2i.payloads import SOCKET_TYPES
 
 _MISSING = object()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from t2i.components import SampleJob
 from t2i.graph.node import REQUIRED, ExecutionContext, NodeType, Param, Port
 from t2i.payloads import Image, Latent

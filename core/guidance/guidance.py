@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 import torch
+
 from t2i.payloads import Conditioning
 
 Combine = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 import pluggy
 import structlog
+
 from t2i.registry import hookspecs
 from t2i.registry.errors import PluginLoadError
 from t2i.registry.registrar import ComponentRegistry, Registrar

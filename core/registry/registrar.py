@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
+
 from t2i.components import KINDS
 from t2i.registry.errors import DuplicateComponentError, UnknownComponentError
 

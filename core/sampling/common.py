@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 import torch
+
 from t2i.sampling.noise import NoiseSampler
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
 from t2i.schedules.discrete import sigmas_from_alphas_cumprod
 from t2i.schedules.sigmas import interp_log, sigma_to_t_log
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 import torch
+
 from t2i.components import SampleJob
 from t2i.payloads import Latent
 from t2i.sampling.common import SamplerStep

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import torch
+
 from t2i.sampling.common import (
     StepCallback,
     add_noise,

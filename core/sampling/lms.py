@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from t2i.sampling.common import StepCallback, denoise, report_step, sigma_list, to_d
 from t2i.sampling.noise import NoiseSampler
 

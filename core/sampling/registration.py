@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+
 from t2i.guidance import (
     CFGRescale,
     ClassifierFreeGuidance,

@@ -23,6 +23,7 @@ from itertools import pairwise
 from typing import Any
 
 import torch
+
 from t2i.sampling.common import (
     StepCallback,
     add_noise,

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from t2i.sampling.common import StepCallback, denoise, report_step, sigma_list
 from t2i.sampling.noise import NoiseSampler
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 import torch
+
 from t2i.schedules import sigmas as S
 
 

@@ -27,12 +27,13 @@ import numpy as np
 import structlog
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
 from t2i.shapes.captions import Caption, make_caption
 from t2i.shapes.render import render
 from t2i.shapes.scene import Scene
 from t2i.shapes.splits import check_split, is_heldout, sample_scene, scene_seed
-from torch.utils.data import Dataset
-from tqdm import tqdm
 
 log = structlog.get_logger(__name__)
 

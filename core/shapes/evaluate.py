@@ -25,13 +25,14 @@ import numpy as np
 import structlog
 import torch
 from PIL import Image, ImageDraw
+from tqdm import tqdm
+
 from t2i.shapes.captions import make_caption
 from t2i.shapes.judge import ShapesJudge, decode_predictions, load_judge, prepare
 from t2i.shapes.metrics import diversity, frechet_distance, prompt_alignment
 from t2i.shapes.render import render
 from t2i.shapes.scene import Scene
 from t2i.shapes.splits import SPLIT_SEED_BASE, sample_scene
-from tqdm import tqdm
 
 log = structlog.get_logger(__name__)
 

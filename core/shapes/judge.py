@@ -32,9 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
+
 from t2i.shapes import vocabulary as V
 from t2i.shapes.scene import Scene, ShapeSpec
-from torch import nn
 
 JUDGE_SIZE = 64
 FEATURE_DIM = 256

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
 from t2i.shapes.scene import Scene
 
 #: Attribute keys of the per-attribute breakdown.

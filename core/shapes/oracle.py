@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from t2i.graph.node import REQUIRED, NodeType, Param, Port
 from t2i.payloads import Image
 from t2i.registry import hookimpl

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 from PIL import Image, ImageDraw
+
 from t2i.shapes import vocabulary as V
 from t2i.shapes.scene import Scene, ShapeSpec
 

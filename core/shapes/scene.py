@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+
 from t2i.shapes import vocabulary as V
 
 

@@ -16,6 +16,7 @@ import hashlib
 
 import attrs
 import numpy as np
+
 from t2i.shapes import vocabulary as V
 from t2i.shapes.scene import Scene, ShapeSpec
 

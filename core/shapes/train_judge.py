@@ -28,6 +28,7 @@ import numpy as np
 import structlog
 import torch
 import torch.nn.functional as F
+
 from t2i.shapes.augment import DEGRADATIONS, random_degrade
 from t2i.shapes.dataset import make_sample
 from t2i.shapes.judge import HEADS, IGNORE, ShapesJudge, prepare, save_judge, scene_targets

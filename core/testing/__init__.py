@@ -9,6 +9,7 @@ Fixtures:
 from __future__ import annotations
 
 import pytest
+
 from t2i.registry.manager import PluginManager, get_plugin_manager, set_plugin_manager
 
 

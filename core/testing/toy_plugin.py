@@ -17,11 +17,12 @@ import math
 from collections import Counter
 
 import torch
+from torch import nn
+
 from t2i.graph.graph import Graph
 from t2i.payloads import Conditioning, Image, Latent, Tokens
 from t2i.recipe import Recipe, diffusion_recipe
 from t2i.registry import hookimpl
-from torch import nn
 
 CALLS: Counter = Counter()
 VOCAB, WIDTH, CONTEXT = 64, 16, 16

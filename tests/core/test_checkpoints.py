@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch import nn
+
 from t2i.checkpoints import (
     CheckpointError,
     CheckpointReader,
@@ -12,7 +14,6 @@ from t2i.checkpoints import (
     open_checkpoint,
     save_safetensors,
 )
-from torch import nn
 
 
 class Tiny(nn.Module):

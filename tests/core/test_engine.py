@@ -1,5 +1,6 @@
 import pytest
 from PIL import Image
+
 from t2i import Engine
 from t2i.engine import EngineError
 from t2i.infotext import parse_infotext

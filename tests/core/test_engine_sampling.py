@@ -1,6 +1,7 @@
 """Every registered sampler, schedule and guidance is reachable through Engine.build."""
 
 import pytest
+
 from t2i import Engine
 from t2i.registry import UnknownComponentError
 from t2i.testing import make_manager, toy_plugin
@@ -78,6 +79,7 @@ def test_unknown_schedule_lists_names():
 def test_schedules_come_from_the_pipelines_own_registry():
     """A schedule registered only in this manager (not the process-wide one) is found."""
     import torch
+
     from t2i.registry import hookimpl
 
     class Plugin:

@@ -11,8 +11,9 @@ import os
 import sys
 
 import pytest
-import t2i_kernels
 import torch
+
+import t2i_kernels
 from t2i_kernels.lazy_triton import poison_outputs, triton_available
 
 

@@ -1,8 +1,9 @@
 """t2i_kernels.attention against float64 SDPA: CPU interpreter (tiny, fp32) and GPU (SD shapes)."""
 
 import pytest
-import t2i_kernels
 import torch
+
+import t2i_kernels
 from t2i_kernels import KernelUnsupportedError, attention, attention_ref
 
 GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -4,8 +4,9 @@ import subprocess
 import sys
 
 import pytest
-import t2i_kernels
 import torch
+
+import t2i_kernels
 from t2i_kernels import (
     InvalidKernelBackendError,
     KernelUnsupportedError,

@@ -1,8 +1,9 @@
 """t2i_kernels.group_norm against float64 F.group_norm: CPU interpreter and GPU (SD shapes)."""
 
 import pytest
-import t2i_kernels
 import torch
+
+import t2i_kernels
 from t2i_kernels import KernelUnsupportedError, group_norm, group_norm_ref
 
 GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

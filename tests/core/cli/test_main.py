@@ -2,6 +2,7 @@ import json
 
 from click.testing import CliRunner
 from PIL import Image
+
 from t2i.cli.main import cli
 from t2i.infotext import parse_infotext
 

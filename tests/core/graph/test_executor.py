@@ -1,6 +1,7 @@
 import threading
 
 import pytest
+
 from t2i import Engine
 from t2i.graph import Cancelled, Executor, fingerprint
 from t2i.testing import toy_plugin

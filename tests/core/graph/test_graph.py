@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from t2i.graph import Graph, GraphValidationError, OutputRef
 from t2i.testing import make_manager, toy_plugin
 

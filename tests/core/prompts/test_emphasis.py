@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from t2i.prompts import BREAK, is_break, parse_prompt_attention, strip_emphasis
 
 # Examples documented in the web UI (prompt_parser docstring and the "Features" wiki page).

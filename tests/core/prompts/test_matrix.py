@@ -6,6 +6,7 @@ import itertools
 import random
 
 import pytest
+
 from t2i.prompts import expand_prompt_matrix
 from t2i.prompts.matrix import MAX_OPTIONAL_PARTS
 

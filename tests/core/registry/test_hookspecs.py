@@ -4,6 +4,7 @@ import inspect
 import sys
 
 import pytest
+
 from t2i.registry import REGISTRATION_HOOKS, hookimpl, hookspecs
 from t2i.testing import make_manager
 

@@ -1,4 +1,5 @@
 import pytest
+
 from t2i.registry import (
     ComponentRegistry,
     DuplicateComponentError,

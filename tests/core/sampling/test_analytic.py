@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+
 from t2i.sampling import (
     sample_ddim,
     sample_ddpm,

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from t2i.sampling import ContinuousDenoiser, DiscreteDenoiser
 from t2i.schedules import get_alphas_cumprod
 

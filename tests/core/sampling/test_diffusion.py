@@ -6,6 +6,8 @@ import random
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
+
 from t2i.components import SampleJob
 from t2i.guidance import ClassifierFreeGuidance, NoGuidance
 from t2i.payloads import Conditioning, Latent
@@ -18,7 +20,6 @@ from t2i.sampling.registration import (
     register_schedules,
 )
 from t2i.schedules import get_alphas_cumprod
-from torch.overrides import TorchFunctionMode
 
 F64 = torch.float64
 SHAPE = (2, 4, 8, 8)

@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+
 from t2i.sampling import BatchNoise, seeded_noise
 
 

@@ -15,6 +15,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 from sampling_reference import F64, SHAPE, make_net, rel_err, run_diffusers  # noqa: E402
+
 from t2i.sampling import (  # noqa: E402
     DiscreteDenoiser,
     sample_ddim,

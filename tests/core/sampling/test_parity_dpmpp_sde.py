@@ -31,6 +31,7 @@ pytest.importorskip("torchsde")  # imported by diffusers' scheduling_dpmsolver_s
 
 from diffusers.schedulers import scheduling_dpmsolver_sde  # noqa: E402
 from sampling_reference import F64, SHAPE, KeyedNoise, make_net, rel_err, run_diffusers  # noqa: E402
+
 from t2i.sampling import DiscreteDenoiser, sample_dpmpp_sde  # noqa: E402
 from t2i.schedules import get_alphas_cumprod, get_sigmas_karras, get_sigmas_linspace  # noqa: E402
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from t2i.registry import ComponentRegistry, Registrar
 from t2i.sampling import ContinuousDenoiser, DiscreteDenoiser
 from t2i.sampling.registration import register_schedules

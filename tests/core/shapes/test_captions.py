@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from t2i.shapes.captions import CaptionParseError, make_caption, parse_caption
 from t2i.shapes.scene import Scene
 from t2i.shapes.splits import random_scene

@@ -5,12 +5,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from torch.utils.data import DataLoader
+
 from t2i.cli.shapes import data
 from t2i.shapes.captions import parse_caption
 from t2i.shapes.dataset import ShapesDataset, collate_shapes
 from t2i.shapes.scene import Scene
 from t2i.shapes.splits import SPLIT_SEED_BASE, is_heldout, sample_scene, scene_seed, split_of_seed
-from torch.utils.data import DataLoader
 
 
 def test_items_are_deterministic_per_index_and_well_formed():

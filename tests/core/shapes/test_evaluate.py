@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+
 from t2i.cli.shapes import eval_command
 from t2i.registry.manager import get_plugin_manager, set_plugin_manager
 from t2i.shapes import oracle

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+
 from t2i.shapes.dataset import ShapesDataset
 from t2i.shapes.judge import (
     DEFAULT_WEIGHTS,

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import scipy.linalg
+
 from t2i.shapes.metrics import (
     attribute_matches,
     diversity,

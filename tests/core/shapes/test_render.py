@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from t2i.shapes import vocabulary as V
 from t2i.shapes.render import render_array
 from t2i.shapes.scene import Scene, ShapeSpec

@@ -9,6 +9,7 @@ import attrs
 import pytest
 import torch
 from safetensors.torch import save_file
+
 from t2i.checkpoints import CheckpointError, CheckpointReader
 from t2i_ldm.checkpoint import (
     detect_variant,

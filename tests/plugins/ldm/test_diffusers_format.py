@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+
 from t2i.checkpoints import CheckpointError
 from t2i_ldm.checkpoint import load_single_file, save_single_file
 from t2i_ldm.diffusers_format import (

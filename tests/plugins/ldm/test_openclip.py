@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from t2i.payloads import Tokens
 from t2i_ldm.openclip import (
     OpenClipConversionError,

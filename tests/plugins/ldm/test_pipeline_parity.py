@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from t2i import Engine
 from t2i.testing import make_manager
 from t2i_ldm import plugin

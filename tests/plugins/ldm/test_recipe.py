@@ -9,6 +9,8 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel
+
 from t2i import Engine
 from t2i.checkpoints import CheckpointError
 from t2i.graph.errors import NodeExecutionError
@@ -21,7 +23,6 @@ from t2i_ldm.config import UNetConfig, VAEConfig
 from t2i_ldm.shapes_model import write_tokenizer
 from t2i_ldm.unet import UNetModel
 from t2i_ldm.vae import AutoencoderKL
-from transformers import CLIPTextConfig, CLIPTextModel
 
 WORDS = "a red blue cube sphere cat dog photo of the on top left right"
 

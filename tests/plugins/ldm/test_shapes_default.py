@@ -6,6 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 from PIL import Image
+
 from t2i.cli.main import cli
 from t2i.registry import set_plugin_manager
 from t2i.shapes.captions import parse_caption

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import CLIPTextConfig, CLIPTextModel
+
 from t2i.components import TextEncoder
 from t2i.payloads import Tokens
 from t2i_ldm.text_encoder import ClipTextEncoder, TextEncoderWeightsError, clip_text_config
-from transformers import CLIPTextConfig, CLIPTextModel
 
 VOCAB = 300
 BOS, EOS = VOCAB - 2, VOCAB - 1
@@ -151,8 +152,9 @@ def test_diffusers_folder_layout(reference, tmp_path):
 
 
 def test_end_to_end_with_tokenizer_thousand_token_prompt(reference):
-    from t2i_ldm.tokenizer import ClipTokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from t2i_ldm.tokenizer import ClipTokenizer
 
     chars = list(bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]

@@ -10,9 +10,10 @@ from collections import Counter
 
 import pytest
 import torch
+from transformers import CLIPTokenizer
+
 from t2i.components import Tokenizer
 from t2i_ldm.tokenizer import ClipTokenizer, openai_clip_vocab, read_bpe_merges
-from transformers import CLIPTokenizer
 
 WORDS = (
     "a red blue green cube sphere cone on top of left right the small large big photo "

@@ -4,6 +4,7 @@ import json
 
 import torch
 from click.testing import CliRunner
+
 from t2i.testing import make_manager
 from t2i_ldm import plugin
 from t2i_ldm.train import train_command

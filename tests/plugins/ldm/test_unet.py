@@ -8,6 +8,7 @@ import math
 import attrs
 import pytest
 import torch
+
 from t2i_ldm.config import SD1_UNET, SD2_UNET, TINY_UNET, TINY_UNET_SD2, UNetConfig
 from t2i_ldm.diffusers_format import load_diffusers_unet
 from t2i_ldm.unet import UNetModel, timestep_embedding

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from t2i.components import Decoder
 from t2i.payloads import Image, Latent
 from t2i_ldm.config import SD_VAE, TINY_VAE

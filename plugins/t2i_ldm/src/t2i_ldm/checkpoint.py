@@ -32,9 +32,9 @@ from typing import Any
 import attrs
 import structlog
 import torch
+
 from t2i.checkpoints import CheckpointError, CheckpointReader, load_into, open_checkpoint
 from t2i.checkpoints import save_safetensors as _save_safetensors
-
 from t2i_ldm.config import (
     PREDICTION_TYPES,
     SD1_UNET,

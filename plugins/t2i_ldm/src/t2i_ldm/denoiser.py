@@ -10,9 +10,9 @@ v prediction into ``x0`` through :class:`t2i.sampling.denoisers.DiscreteDenoiser
 from __future__ import annotations
 
 import torch
+
 from t2i.payloads import Conditioning
 from t2i.sampling.denoisers import DiscreteDenoiser
-
 from t2i_ldm.config import NoiseScheduleConfig
 from t2i_ldm.unet import UNetModel
 

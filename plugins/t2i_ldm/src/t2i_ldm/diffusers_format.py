@@ -19,8 +19,8 @@ from typing import Any
 
 import structlog
 import torch
-from t2i.checkpoints import CheckpointError, CheckpointReader, load_into, open_checkpoint
 
+from t2i.checkpoints import CheckpointError, CheckpointReader, load_into, open_checkpoint
 from t2i_ldm.checkpoint import LdmModels, build_on_meta
 from t2i_ldm.config import PREDICTION_TYPES, LdmConfig, NoiseScheduleConfig, UNetConfig, VAEConfig
 from t2i_ldm.keymaps import LEGACY_VAE_ATTENTION, unet_key_map, vae_key_map

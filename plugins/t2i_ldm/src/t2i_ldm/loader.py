@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import torch
-from t2i.checkpoints import CheckpointError
 
+from t2i.checkpoints import CheckpointError
 from t2i_ldm.checkpoint import LdmModels, load_single_file
 
 

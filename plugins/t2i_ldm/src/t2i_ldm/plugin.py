@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import torch
+
 from t2i.registry import hookimpl
 
 

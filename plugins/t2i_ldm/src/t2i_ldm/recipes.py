@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from t2i.checkpoints import CheckpointError
 
 TOKENIZER_ENV = "T2I_CLIP_TOKENIZER"

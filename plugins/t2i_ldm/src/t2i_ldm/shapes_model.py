@@ -22,9 +22,9 @@ from typing import Any
 
 import attrs
 import torch
-from t2i.checkpoints import CheckpointError
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from t2i.checkpoints import CheckpointError
 from t2i_ldm.config import NoiseScheduleConfig, UNetConfig, VAEConfig
 from t2i_ldm.tokenizer import ClipTokenizer, openai_clip_vocab
 

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import structlog
 import torch
-from t2i.payloads import Conditioning, Tokens
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from t2i.payloads import Conditioning, Tokens
 from t2i_ldm import openclip
 
 log = structlog.get_logger(__name__)

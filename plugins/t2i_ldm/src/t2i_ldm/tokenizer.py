@@ -31,10 +31,11 @@ from pathlib import Path
 import attrs
 import structlog
 import torch
-from t2i.payloads import Tokens
-from t2i.prompts import is_break, parse_prompt_attention
 from transformers import CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from t2i.payloads import Tokens
+from t2i.prompts import is_break, parse_prompt_attention
 
 log = structlog.get_logger(__name__)
 

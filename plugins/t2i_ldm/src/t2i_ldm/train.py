@@ -115,7 +115,6 @@ def export_model(
     import shutil
 
     from t2i.checkpoints import save_safetensors
-
     from t2i_ldm.shapes_model import config_dict
 
     folder = out / "model"

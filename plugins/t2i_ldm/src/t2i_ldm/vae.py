@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from t2i.payloads import Image, Latent
 from torch import nn
 
+from t2i.payloads import Image, Latent
 from t2i_ldm.config import VAEConfig
 from t2i_ldm.layers import GroupNorm, attention
 
