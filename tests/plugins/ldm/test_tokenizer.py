@@ -267,3 +267,16 @@ def test_installed_bpe_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(module, "find_bpe_file", lambda: None)
     with pytest.raises(FileNotFoundError, match="open_clip_torch"):
         ClipTokenizer.from_installed_bpe()
+
+
+def test_shipped_clip_vocabulary_gives_the_released_ids(monkeypatch):
+    """The merges list shipped in t2i_ldm/data is OpenAI's: known ids for a known prompt."""
+    from t2i_ldm.tokenizer import ClipTokenizer, find_bpe_file
+
+    monkeypatch.delenv("T2I_CLIP_BPE", raising=False)
+    path = find_bpe_file()
+    assert path is not None and path.name == "bpe_simple_vocab_16e6.txt.gz"
+    tok = ClipTokenizer.from_bpe_file(path)
+    assert tok.vocab_size == 49408
+    ids = tok(["a photo of a cat"]).ids[0, :7].tolist()
+    assert ids == [49406, 320, 1125, 539, 320, 2368, 49407]

@@ -76,9 +76,10 @@ def create_clip_tokenizer(
     tokenizer: str | os.PathLike | None = None,
     **options: Any,
 ):
-    """CLIP BPE tokenizer of a checkpoint: its diffusers ``tokenizer/`` folder, else
-    ``tokenizer=`` (a ``tokenizer/`` folder or OpenAI's ``bpe_simple_vocab_16e6.txt(.gz)``), else
-    ``$T2I_CLIP_TOKENIZER``.
+    """CLIP BPE tokenizer of a checkpoint: ``tokenizer=`` (a ``tokenizer/`` folder or OpenAI's
+    ``bpe_simple_vocab_16e6.txt(.gz)``), else ``$T2I_CLIP_TOKENIZER``, else the checkpoint's
+    diffusers ``tokenizer/`` folder, else CLIP's merges list (:func:`find_bpe_file`; the
+    plugin ships one, so single-file SD checkpoints need no download).
     """
     from t2i_ldm.tokenizer import ClipTokenizer
 
@@ -89,6 +90,10 @@ def create_clip_tokenizer(
         sd2 = models.text_encoder_format == "open_clip"
         if source is None:
             source = models.extras.get("tokenizer_dir")
+    if source is None:
+        from t2i_ldm.tokenizer import find_bpe_file
+
+        source = find_bpe_file()
     if source is None:
         raise CheckpointError(
             "single-file checkpoints carry no CLIP vocabulary",

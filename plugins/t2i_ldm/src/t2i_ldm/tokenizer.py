@@ -111,7 +111,8 @@ def find_bpe_file() -> Path | None:
     """Locate OpenAI's CLIP merges list on this machine, without downloading anything.
 
     Looks at ``$T2I_CLIP_BPE``, then inside the installed ``open_clip`` (``open_clip_torch``)
-    and ``clip`` packages (found without importing them). None when there is none.
+    and ``clip`` packages (found without importing them), then at the copy this plugin ships
+    (``t2i_ldm/data``, MIT, see its NOTICE.txt). None when there is none.
     """
     candidates: list[Path] = []
     if os.environ.get(BPE_FILE_ENV):
@@ -123,6 +124,7 @@ def find_bpe_file() -> Path | None:
             spec = None
         for folder in (spec.submodule_search_locations or []) if spec else []:
             candidates.append(Path(folder) / BPE_FILE_NAME)
+    candidates.append(Path(__file__).parent / "data" / BPE_FILE_NAME)
     return next((c for c in candidates if c.is_file()), None)
 
 
