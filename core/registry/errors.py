@@ -23,7 +23,7 @@ class UnknownComponentError(RegistryError, KeyError):
 
     def __init__(self, kind: str, name: str, close: list[str], available: list[str]):
         self.kind, self.name, self.close, self.available = kind, name, close, available
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
         avail = ", ".join(available) if available else "(none registered)"
         super().__init__(f"unknown {kind} {name!r}{hint} Available {kind}s: {avail}")
 
