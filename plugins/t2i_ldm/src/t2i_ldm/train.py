@@ -406,6 +406,13 @@ class _null:
 @click.option("--minutes", type=float, default=None, help="Stop UNet training after this long.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option(
+    "--ema-decay",
+    type=float,
+    default=0.999,
+    show_default=True,
+    help="EMA of the exported weights; short runs want less (0.995).",
+)
 @click.option("--save-every", type=int, default=1000, show_default=True)
 @click.option("--device", default=None)
 @click.option("--tiny", is_flag=True, help="Tiny models (tests).")
