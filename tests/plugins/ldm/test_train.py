@@ -53,6 +53,31 @@ def test_train_resume_and_generate(tmp_path):
     assert image.size == (32, 32)
 
 
+def test_fine_tune_from_an_exported_model(tmp_path):
+    first = tmp_path / "first"
+    base = ["--n", "16", "--size", "32", "--batch-size", "4", "--tiny", "--workers", "1"]
+    CliRunner().invoke(
+        train_command,
+        ["--out", str(first), "--vae-steps", "1", "--steps", "1", *base],
+        catch_exceptions=False,
+    )
+    second = tmp_path / "second"
+    result = CliRunner().invoke(
+        train_command,
+        ["--out", str(second), "--init", str(first / "model"), "--steps", "2", *base],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    a = json.loads((first / "model" / "model.json").read_text())
+    b = json.loads((second / "model" / "model.json").read_text())
+    assert a["scaling_factor"] == b["scaling_factor"] and a["unet"] == b["unet"]
+    assert (second / "model" / "tokenizer" / "vocab.json").read_text() == (
+        first / "model" / "tokenizer" / "vocab.json"
+    ).read_text()
+    vae_a = (first / "model" / "vae.safetensors").read_bytes()
+    assert vae_a == (second / "model" / "vae.safetensors").read_bytes()  # VAE kept as is
+
+
 def test_bad_options_are_usage_errors(tmp_path):
     result = CliRunner().invoke(train_command, ["--out", str(tmp_path), "--n", "0"])
     assert result.exit_code == 2 and "--n" in result.output

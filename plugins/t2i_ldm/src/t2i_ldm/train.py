@@ -180,6 +180,7 @@ def train_ldm(
     workers: int | None = None,
     bf16: bool = False,
     compile_unet: bool = False,
+    init: str | os.PathLike | None = None,
 ) -> Path:
     """Train (or resume) ldm-shapes into ``out``; returns the exported model folder."""
     from transformers import CLIPTextModel
@@ -207,7 +208,14 @@ def train_ldm(
         "data", images=len(captions), size=images.shape[-1], seconds=round(time.time() - started, 1)
     )
     tok_dir = out / "tokenizer"
-    tokenizer = sm.write_tokenizer(tok_dir, captions)
+    spec = sm.ShapesModelSpec.read(init) if init is not None else None
+    if spec is not None:  # fine-tune an exported model: its vocabulary, configs and weights
+        import shutil
+
+        shutil.copytree(Path(init) / "tokenizer", tok_dir, dirs_exist_ok=True)
+        tokenizer = sm.load_tokenizer(tok_dir)
+    else:
+        tokenizer = sm.write_tokenizer(tok_dir, captions)
     unique = sorted(set(captions))
     ids_of = {}
     for i in range(0, len(unique), 4096):
@@ -219,9 +227,27 @@ def train_ldm(
 
     unet_config = sm.TINY_UNET if tiny else sm.UNET
     vae_config = sm.TINY_VAE if tiny else sm.VAE
+    text_config = sm.text_config(tokenizer.vocab_size, tiny=tiny)
+    if spec is not None:
+        unet_config, vae_config, text_config = (
+            spec.unet_config(),
+            spec.vae_config(),
+            (spec.text_config()),
+        )
     vae = AutoencoderKL(vae_config).to(dev)
     unet = UNetModel(unet_config).to(dev)
-    text_model = CLIPTextModel(sm.text_config(tokenizer.vocab_size, tiny=tiny)).to(dev)
+    text_model = CLIPTextModel(text_config).to(dev)
+    if spec is not None:
+        from t2i.checkpoints import load_into, open_checkpoint
+
+        for module, name in ((vae, "vae"), (unet, "unet"), (text_model, "text_encoder")):
+            load_into(
+                module,
+                open_checkpoint(Path(init) / f"{name}.safetensors"),
+                dtype=torch.float32,
+                what=name,
+            )
+            module.to(dev)
     if unet_config.context_dim != text_model.config.hidden_size:
         raise ValueError("UNet context_dim must equal the text width")
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_model).eval()
@@ -231,6 +257,8 @@ def train_ldm(
     state_path = out / "state.pt"
     step_vae = step = 0
     scaling_factor = None
+    if spec is not None:  # the autoencoder is trained already
+        step_vae, scaling_factor = vae_steps, spec.scaling_factor
     if state_path.is_file():
         state = torch.load(state_path, map_location=dev, weights_only=True)
         vae.load_state_dict(state["vae"])
@@ -406,6 +434,12 @@ class _null:
 @click.option("--minutes", type=float, default=None, help="Stop UNet training after this long.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option(
+    "--init",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Fine-tune an exported model folder (its vocabulary, configs and weights).",
+)
 @click.option(
     "--ema-decay",
     type=float,
