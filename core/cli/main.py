@@ -109,7 +109,7 @@ def components(kind: str | None) -> None:
 
 @cli.command()
 def recipes() -> None:
-    """List recipes (what ``--recipe`` and ``Engine.build`` accept)."""
+    """List recipes (what --recipe and Engine.build accept)."""
     for e in _manager().registry.entries("recipe"):
         aliases = f" (aliases: {', '.join(e.aliases)})" if e.aliases else ""
         click.echo(f"{e.name:<24} {e.plugin:<16} {e.description}{aliases}")
