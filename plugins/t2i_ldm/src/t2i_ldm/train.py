@@ -377,7 +377,7 @@ def train_ldm(
     training = {
         "images": n_items,
         "size": int(images.shape[-1]),
-        "vae_steps": step_vae,
+        "vae_steps": 0 if spec is not None else step_vae,
         "steps": step,
         "batch_size": batch_size,
         "lr": lr,
