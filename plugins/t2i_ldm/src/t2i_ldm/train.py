@@ -15,6 +15,7 @@ The final model folder (``OUT/model``) holds safetensors files that
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -298,7 +299,7 @@ def train_ldm(
     vae.train()
     while step_vae < vae_steps:
         x = batch_pixels(torch.randint(0, n_items, (vae_batch_size,), device=dev))
-        with torch.autocast(**amp) if amp else _null():
+        with torch.autocast(**amp) if amp else contextlib.nullcontext():
             recon, posterior = vae(x)
             kl = posterior.kl().mean() if hasattr(posterior, "kl") else _kl(posterior)
             loss = F.l1_loss(recon.float(), x) + 1e-6 * kl
@@ -352,7 +353,7 @@ def train_ldm(
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 500)
-        with torch.autocast(**amp) if amp else _null():
+        with torch.autocast(**amp) if amp else contextlib.nullcontext():
             context = text_model(input_ids=ids).last_hidden_state
             pred = unet_forward(xt, t, context)
             loss = F.mse_loss(pred.float(), noise)
@@ -404,14 +405,6 @@ def train_ldm(
 def _kl(posterior) -> torch.Tensor:
     mean, logvar = posterior.mean.float(), posterior.logvar.float()
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum((1, 2, 3)).mean()
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 @click.command("ldm")
