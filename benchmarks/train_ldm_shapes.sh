@@ -4,8 +4,9 @@
 # plugins/t2i_ldm/src/t2i_ldm/weights/ldm-shapes, tokenizer files into tokenizer/).
 # Usage (from the repo root there): MINUTES=8.5 BATCH=1024 bash benchmarks/train_ldm_shapes.sh
 #   INIT=plugins/t2i_ldm/src/t2i_ldm/weights/ldm-shapes continues from an exported model;
-#   EXTRA="--compile --bf16" passes more trainer options. If a run with --compile fails, the
-#   rest of the time goes to a run without it (resuming the same state).
+#   NPROC=2 trains data-parallel on two GPUs (BATCH stays the global batch);
+#   EXTRA="--ema-decay 0.998" passes more trainer options (--compile --bf16 measured slower).
+#   If a run with --compile fails, the rest of the time goes to a run without it (resuming).
 set -euo pipefail
 start=$(date +%s)
 python3 -m pip install -q --no-index --no-deps .whl/structlog-*.whl
@@ -16,7 +17,10 @@ mkdir -p "$OUT/ldm-shapes"
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; date -u; } > "$OUT/train.log"
 train() {  # $1 = minutes, then extra options
   local minutes=$1; shift
-  t2i --log-level info train ldm --out "$RUN" --n "${N:-200000}" --vae-steps "${VAE_STEPS:-2500}" \
+  local launch=(t2i)  # NPROC=2 on a machine of two GPUs: data-parallel under torchrun
+  [ "${NPROC:-1}" -gt 1 ] && launch=(torchrun --standalone --nproc_per_node "$NPROC" -m t2i.cli.main)
+  "${launch[@]}" --log-level info train ldm --out "$RUN" --images "${N:-200000}" \
+    --vae-steps "${VAE_STEPS:-2500}" \
     --steps 1000000 --minutes "$minutes" --batch-size "${BATCH:-256}" --workers 16 \
     --lr "${LR:-3e-4}" --seed "${SEED:-0}" ${INIT:+--init "$INIT"} "$@" >> "$OUT/train.log" 2>&1
 }

@@ -1,6 +1,9 @@
 """The ldm-shapes trainer: tiny models, a few steps, resumable, and the export loads."""
 
 import json
+import os
+import subprocess
+import sys
 
 import torch
 from click.testing import CliRunner
@@ -80,6 +83,29 @@ def test_fine_tune_from_an_exported_model(tmp_path):
 
 def test_bad_options_are_usage_errors(tmp_path):
     result = CliRunner().invoke(train_command, ["--out", str(tmp_path), "--n", "0"])
-    assert result.exit_code == 2 and "--n" in result.output
+    assert result.exit_code == 2 and "--images" in result.output
     result = CliRunner().invoke(train_command, ["--out", str(tmp_path), "--data", str(tmp_path)])
     assert result.exit_code == 2 and "captions.jsonl" in result.output
+
+
+def test_data_parallel_training_under_torchrun(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", "-m", "t2i.cli.main", "train", "ldm"]
+    command += ["--out", str(out), "--images", "16", "--size", "32", "--vae-steps", "2"]
+    command += ["--steps", "3", "--batch-size", "4", "--tiny", "--workers", "1", "--device", "cpu"]
+    env = {**os.environ, "T2I_LOAD_PLUGINS": "ldm"}  # the suite turns entry points off
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines() == [str(out / "model")]  # rank 0 alone reports
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert (state["step_vae"], state["step"]) == (2, 3)
+    record = json.loads((out / "model" / "model.json").read_text())["training"]
+    assert (record["processes"], record["batch_size"]) == (2, 4)  # the global batch
+    assert sorted(p.name for p in out.iterdir()) == ["model", "state.pt", "tokenizer"]
+
+
+def test_batch_must_split_over_the_processes(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = CliRunner().invoke(train_command, ["--out", str(tmp_path), "--batch-size", "3"])
+    assert result.exit_code == 2 and "--nproc_per_node" in result.output

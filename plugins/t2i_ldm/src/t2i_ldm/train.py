@@ -7,6 +7,10 @@ the UNet and the text encoder jointly with the epsilon objective on SD's scaled_
 schedule (Ho et al. 2020), dropping 10% of captions for classifier-free guidance
 (Ho & Salimans 2022) and keeping an EMA of the weights.
 
+Data-parallel on several GPUs when started by ``torchrun`` (:mod:`t2i_ldm.distributed`):
+``--batch-size`` is the global batch, split evenly over the processes; rank 0 logs, saves and
+exports.
+
 Resumable: every ``--save-every`` steps the whole state (models, EMA, optimisers, step,
 RNG) is written atomically to ``OUT/state.pt``; a rerun with the same ``--out`` continues.
 The final model folder (``OUT/model``) holds safetensors files that
@@ -49,7 +53,13 @@ def _render_range(args: tuple[str, int, int, int, int]) -> tuple[np.ndarray, lis
 
 
 def render_shapes(
-    n: int, size: int, *, split: str = "train", seed: int = 0, workers: int | None = None
+    n: int,
+    size: int,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
 ) -> tuple[torch.Tensor, list[str]]:
     """Render ``n`` benchmark items in parallel -> uint8 ``(n, 3, size, size)`` and captions."""
     workers = workers or max(1, min(16, (os.cpu_count() or 1)))
@@ -61,7 +71,9 @@ def render_shapes(
     else:
         pool = ProcessPoolExecutor(workers)
         results = pool.map(_render_range, jobs)
-    for imgs, caps in tqdm(results, total=len(jobs), desc="render", unit="chunk"):
+    for imgs, caps in tqdm(
+        results, total=len(jobs), desc="render", unit="chunk", disable=not progress
+    ):
         images.append(imgs)
         captions.extend(caps)
     if workers != 1:
@@ -161,6 +173,20 @@ def export_model(
 
 
 # -- the trainer ----------------------------------------------------------------------------
+class TextToNoise(torch.nn.Module):
+    """Text encoder + UNet as one module: caption ids, noisy latents, timesteps -> noise.
+
+    One module, so that data-parallel training averages both models' gradients in one pass.
+    """
+
+    def __init__(self, text_model: torch.nn.Module, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.text_model, self.unet = text_model, unet
+
+    def forward(self, ids: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.unet(xt, t, self.text_model(input_ids=ids).last_hidden_state)
+
+
 def train_ldm(
     *,
     out: Path,
@@ -188,12 +214,21 @@ def train_ldm(
 
     from t2i_ldm import shapes_model as sm
     from t2i_ldm.config import NoiseScheduleConfig
+    from t2i_ldm.distributed import setup_distributed
     from t2i_ldm.unet import UNetModel
     from t2i_ldm.vae import AutoencoderKL
 
+    ctx = setup_distributed(device)
+    dev, main = ctx.device, ctx.is_main
+    for name, size_ in (("--batch-size", batch_size), ("the VAE batch", vae_batch_size)):
+        if size_ % ctx.world_size:
+            raise ValueError(
+                f"{name} {size_} does not split over {ctx.world_size} processes: "
+                "use a multiple of the process count"
+            )
+    batch_size, vae_batch_size = batch_size // ctx.world_size, vae_batch_size // ctx.world_size
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the same initial weights on every rank
     # Small models are launch-bound: bf16 autocast adds a cast per op and buys little, so the
     # default is fp32 with TF32 matmuls on CUDA.
     amp = dict(device_type="cuda", dtype=torch.bfloat16) if dev.type == "cuda" and bf16 else None
@@ -201,22 +236,27 @@ def train_ldm(
     torch.backends.cudnn.allow_tf32 = True
     started = time.time()
 
-    if data == "shapes":
-        images, captions = render_shapes(n, size, seed=seed, workers=workers)
+    if data == "shapes":  # every rank renders the same set (its batches differ)
+        if workers is None and ctx.distributed:
+            workers = max(1, min(16, (os.cpu_count() or 1) // ctx.world_size))
+        images, captions = render_shapes(n, size, seed=seed, workers=workers, progress=main)
     else:
         images, captions = load_folder(Path(data))
-    log.info(
+    say = log.info if main else (lambda *a, **k: None)
+    say(
         "data", images=len(captions), size=images.shape[-1], seconds=round(time.time() - started, 1)
     )
     tok_dir = out / "tokenizer"
     spec = sm.ShapesModelSpec.read(init) if init is not None else None
-    if spec is not None:  # fine-tune an exported model: its vocabulary, configs and weights
-        import shutil
+    if main:  # rank 0 writes the tokenizer files; every rank reads them
+        if spec is not None:  # fine-tune an exported model: its vocabulary, configs, weights
+            import shutil
 
-        shutil.copytree(Path(init) / "tokenizer", tok_dir, dirs_exist_ok=True)
-        tokenizer = sm.load_tokenizer(tok_dir)
-    else:
-        tokenizer = sm.write_tokenizer(tok_dir, captions)
+            shutil.copytree(Path(init) / "tokenizer", tok_dir, dirs_exist_ok=True)
+        else:
+            sm.write_tokenizer(tok_dir, captions)
+    ctx.barrier()
+    tokenizer = sm.load_tokenizer(tok_dir)
     unique = sorted(set(captions))
     ids_of = {}
     for i in range(0, len(unique), 4096):
@@ -271,7 +311,9 @@ def train_ldm(
         opt.load_state_dict(state["opt"])
         step_vae, step, scaling_factor = state["step_vae"], state["step"], state["scaling_factor"]
         torch.set_rng_state(state["rng"].cpu())
-        log.info("resumed", step_vae=step_vae, step=step)
+        say("resumed", step_vae=step_vae, step=step)
+    if ctx.distributed:  # batches differ between ranks (and from those before a resume)
+        torch.manual_seed(seed + 1_000_003 * ctx.rank + 7919 * step)
 
     def snapshot() -> dict[str, Any]:
         return {
@@ -295,12 +337,13 @@ def train_ldm(
         return gpu_images[idx].float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
 
     # stage 1: autoencoder
-    bar = tqdm(total=vae_steps, initial=step_vae, desc="vae", unit="step")
+    bar = tqdm(total=vae_steps, initial=step_vae, desc="vae", unit="step", disable=not main)
     vae.train()
+    vae_forward = ctx.wrap(vae) if step_vae < vae_steps else vae
     while step_vae < vae_steps:
         x = batch_pixels(torch.randint(0, n_items, (vae_batch_size,), device=dev))
         with torch.autocast(**amp) if amp else contextlib.nullcontext():
-            recon, posterior = vae(x)
+            recon, posterior = vae_forward(x)
             kl = posterior.kl().mean() if hasattr(posterior, "kl") else _kl(posterior)
             loss = F.l1_loss(recon.float(), x) + 1e-6 * kl
         opt_vae.zero_grad(set_to_none=True)
@@ -308,9 +351,9 @@ def train_ldm(
         opt_vae.step()
         step_vae += 1
         bar.update(1)
-        if step_vae % 200 == 0 or step_vae == vae_steps:
+        if main and (step_vae % 200 == 0 or step_vae == vae_steps):
             log.info("vae", step=step_vae, loss=round(loss.item(), 5))
-        if step_vae % save_every == 0:
+        if main and step_vae % save_every == 0:
             save_state(state_path, snapshot())
     bar.close()
     vae.eval().requires_grad_(False)
@@ -327,21 +370,29 @@ def train_ldm(
     latents = torch.cat(latents)  # (N, 4, h, w)
     if scaling_factor is None:
         scaling_factor = float(1.0 / latents.std())
-        save_state(state_path, snapshot())
+        if main:
+            save_state(state_path, snapshot())
     latents = latents * scaling_factor
-    log.info("latents", shape=tuple(latents.shape), scaling_factor=round(scaling_factor, 5))
+    say("latents", shape=tuple(latents.shape), scaling_factor=round(scaling_factor, 5))
 
     # stage 2: UNet + text encoder (torch.compile cuts the launch overhead that bounds small
-    # models; the compiled wrapper shares the UNet's parameters, so state dicts are unchanged)
-    unet_forward = torch.compile(unet) if compile_unet else unet
+    # models; the compiled wrapper shares the parameters, so state dicts are unchanged)
+    denoiser = ctx.wrap(TextToNoise(text_model, unet))
+    if compile_unet:
+        denoiser = torch.compile(denoiser)
     alphas_cumprod = NoiseScheduleConfig().alphas_cumprod().float().to(dev)  # (1000,)
     caption_ids_dev, empty_dev = caption_ids.to(dev), empty_ids.to(dev)
     unet.train()
     text_model.train()
     deadline = None if minutes is None else started + 60 * minutes
-    bar = tqdm(total=steps, initial=step, desc="unet", unit="step")
+    bar = tqdm(total=steps, initial=step, desc="unet", unit="step", disable=not main)
     loss_avg = None
-    while step < steps and (deadline is None or time.time() < deadline):
+    # rank 0's clock decides when to stop; ranks agree every 20 steps (a host sync)
+    check_every = 20 if ctx.distributed else 1
+    while step < steps:
+        if deadline is not None and step % check_every == 0:
+            if ctx.agree(time.time() >= deadline):
+                break
         idx = torch.randint(0, n_items, (batch_size,), device=dev)
         x0 = latents[idx]
         ids = caption_ids_dev[idx]
@@ -354,8 +405,7 @@ def train_ldm(
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 500)
         with torch.autocast(**amp) if amp else contextlib.nullcontext():
-            context = text_model(input_ids=ids).last_hidden_state
-            pred = unet_forward(xt, t, context)
+            pred = denoiser(ids, xt, t)
             loss = F.mse_loss(pred.float(), noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -365,22 +415,28 @@ def train_ldm(
         _ema_update(ema_text, text_model, ema_decay if step > 1000 else 0.0 if step < 100 else 0.99)
         step += 1
         bar.update(1)
-        if step % 100 == 0:
+        if main and step % 100 == 0:
             value = loss.item()
             loss_avg = value if loss_avg is None else 0.9 * loss_avg + 0.1 * value
             bar.set_postfix(loss=f"{loss_avg:.4f}")
             if step % 500 == 0:
                 log.info("unet", step=step, loss=round(loss_avg, 5))
-        if step % save_every == 0:
+        if main and step % save_every == 0:
             save_state(state_path, snapshot())
     bar.close()
+    ctx.check_in_sync(unet, text_model, ema_unet, ema_text)
+    if not main:  # rank 0 saves and exports
+        ctx.barrier()
+        ctx.close()
+        return out / "model"
     save_state(state_path, snapshot())
     training = {
         "images": n_items,
         "size": int(images.shape[-1]),
         "vae_steps": 0 if spec is not None else step_vae,
         "steps": step,
-        "batch_size": batch_size,
+        "batch_size": batch_size * ctx.world_size,
+        "processes": ctx.world_size,
         "lr": lr,
         "ema_decay": ema_decay,
         "final_loss": loss_avg,
@@ -399,6 +455,8 @@ def train_ldm(
         training=training,
     )
     log.info("exported", folder=str(folder), **training)
+    ctx.barrier()
+    ctx.close()
     return folder
 
 
@@ -420,7 +478,15 @@ def _kl(posterior) -> torch.Tensor:
     required=True,
     help="Run folder: state.pt (resumable) and model/ (the exported model).",
 )
-@click.option("--n", type=int, default=100_000, show_default=True, help="Images to render.")
+@click.option(
+    "--images",
+    "--n",
+    "n",
+    type=int,
+    default=100_000,
+    show_default=True,
+    help="Images to render (--n: the same; under torchrun write --images).",
+)
 @click.option("--size", type=int, default=64, show_default=True)
 @click.option("--vae-steps", type=int, default=3000, show_default=True)
 @click.option("--steps", type=int, default=20_000, show_default=True)
@@ -455,6 +521,14 @@ def _kl(posterior) -> torch.Tensor:
 def train_command(out: str, **options: Any) -> None:
     """Train the ldm-shapes latent diffusion model (resumes from OUT/state.pt)."""
     if options["n"] < 1 or options["steps"] < 0 or options["vae_steps"] < 0:
-        raise click.BadParameter("--n must be >= 1 and step counts >= 0")
+        raise click.BadParameter("--images must be >= 1 and step counts >= 0")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if options["batch_size"] % world:
+        raise click.BadParameter(
+            f"{options['batch_size']} does not split over the {world} processes torchrun "
+            "started: use a multiple of --nproc_per_node",
+            param_hint="--batch-size",
+        )
     folder = train_ldm(out=Path(out), **options)
-    click.echo(str(folder))
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(str(folder))

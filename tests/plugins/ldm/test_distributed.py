@@ -1,0 +1,67 @@
+"""Data-parallel helpers: a real two-process gloo group on CPU."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from t2i_ldm.distributed import DistributedContext, setup_distributed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, port: int, results) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2"
+    )
+    ctx = setup_distributed("cpu")
+    try:
+        flag = ctx.agree(rank == 0)  # rank 0 says True, rank 1 False: both get True
+        torch.manual_seed(0)
+        same = torch.nn.Linear(3, 2)
+        ctx.check_in_sync(same)
+        torch.manual_seed(rank)
+        other = torch.nn.Linear(3, 2)
+        try:
+            ctx.check_in_sync(other)
+            diverged = None
+        except RuntimeError as error:
+            diverged = str(error)
+        results.put((rank, flag, diverged))
+    finally:
+        ctx.close()
+
+
+def test_ranks_agree_and_divergence_is_caught():
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.start_processes(_worker, args=(_free_port(), queue), nprocs=2, start_method="spawn")
+    results = sorted(queue.get() for _ in range(2))
+    assert [r[1] for r in results] == [True, True]
+    assert all(r[2] is not None and "diverged" in r[2] for r in results)
+
+
+def test_single_process_context_is_free(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    ctx = setup_distributed("cpu")
+    assert ctx == DistributedContext(device=torch.device("cpu")) and ctx.is_main
+    module = torch.nn.Linear(2, 2)
+    assert ctx.wrap(module) is module and ctx.agree(False) is False
+    ctx.check_in_sync(module)
+    ctx.barrier()
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    if not torch.cuda.is_available():
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", str(torch.cuda.device_count()))
+    with pytest.raises(RuntimeError, match="--nproc_per_node"):
+        setup_distributed("cuda")
