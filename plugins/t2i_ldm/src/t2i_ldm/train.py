@@ -40,13 +40,15 @@ log = structlog.get_logger("t2i_ldm.train")
 
 
 # -- data -----------------------------------------------------------------------------------
-def _render_range(args: tuple[str, int, int, int, int]) -> tuple[np.ndarray, list[str]]:
+def _render_range(
+    args: tuple[str, int, int, int, int, float],
+) -> tuple[np.ndarray, list[str]]:
     from t2i.shapes.dataset import make_sample
 
-    split, start, stop, size, seed = args
+    split, start, stop, size, seed, pair_fraction = args
     images, captions = [], []
     for i in range(start, stop):
-        s = make_sample(split, i, size, seed)
+        s = make_sample(split, i, size, seed, pair_fraction=pair_fraction)
         images.append(np.asarray(s.image.convert("RGB"), dtype=np.uint8))
         captions.append(s.caption.text)
     return np.stack(images), captions
@@ -60,11 +62,15 @@ def render_shapes(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    pair_fraction: float = 0.5,
 ) -> tuple[torch.Tensor, list[str]]:
-    """Render ``n`` benchmark items in parallel -> uint8 ``(n, 3, size, size)`` and captions."""
+    """Render ``n`` benchmark items in parallel -> uint8 ``(n, 3, size, size)`` and captions.
+
+    ``pair_fraction`` of the scenes hold two objects (the benchmark's own split is 0.5).
+    """
     workers = workers or max(1, min(16, (os.cpu_count() or 1)))
     chunk = max(1, math.ceil(n / (workers * 4)))
-    jobs = [(split, a, min(n, a + chunk), size, seed) for a in range(0, n, chunk)]
+    jobs = [(split, a, min(n, a + chunk), size, seed, pair_fraction) for a in range(0, n, chunk)]
     images, captions = [], []
     if workers == 1:
         results = map(_render_range, jobs)
@@ -204,6 +210,7 @@ def train_ldm(
     device: str | None = None,
     tiny: bool = False,
     seed: int = 0,
+    pair_fraction: float = 0.5,
     workers: int | None = None,
     bf16: bool = False,
     compile_unet: bool = False,
@@ -239,7 +246,9 @@ def train_ldm(
     if data == "shapes":  # every rank renders the same set (its batches differ)
         if workers is None and ctx.distributed:
             workers = max(1, min(16, (os.cpu_count() or 1) // ctx.world_size))
-        images, captions = render_shapes(n, size, seed=seed, workers=workers, progress=main)
+        images, captions = render_shapes(
+            n, size, seed=seed, workers=workers, progress=main, pair_fraction=pair_fraction
+        )
     else:
         images, captions = load_folder(Path(data))
     say = log.info if main else (lambda *a, **k: None)
@@ -439,6 +448,7 @@ def train_ldm(
         "processes": ctx.world_size,
         "lr": lr,
         "ema_decay": ema_decay,
+        "pair_fraction": pair_fraction,
         "final_loss": loss_avg,
         "device": str(dev),
         "minutes": round((time.time() - started) / 60, 2),
@@ -509,7 +519,14 @@ def _kl(posterior) -> torch.Tensor:
 @click.option("--save-every", type=int, default=1000, show_default=True)
 @click.option("--device", default=None)
 @click.option("--tiny", is_flag=True, help="Tiny models (tests).")
-@click.option("--seed", type=int, default=0)
+@click.option("--seed", type=int, default=0, help="Weights and rendered data set.")
+@click.option(
+    "--pair-fraction",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Share of rendered scenes with two objects (raise it to fine-tune binding).",
+)
 @click.option("--workers", type=int, default=None, help="Render processes.")
 @click.option("--bf16", is_flag=True, help="bf16 autocast (default: fp32 with TF32 on CUDA).")
 @click.option(
