@@ -109,15 +109,3 @@ def test_batch_must_split_over_the_processes(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     result = CliRunner().invoke(train_command, ["--out", str(tmp_path), "--batch-size", "3"])
     assert result.exit_code == 2 and "--nproc_per_node" in result.output
-
-
-def test_pair_fraction_sets_the_share_of_two_object_scenes():
-    from t2i.shapes.captions import parse_caption
-    from t2i_ldm.train import render_shapes
-
-    for fraction, kind in ((1.0, "pair"), (0.0, "single")):
-        images, captions = render_shapes(6, 32, workers=1, progress=False, pair_fraction=fraction)
-        assert images.shape == (6, 3, 32, 32)
-        assert {parse_caption(c).kind for c in captions} == {kind}
-    result = CliRunner().invoke(train_command, ["--out", "x", "--pair-fraction", "1.5"])
-    assert result.exit_code == 2 and "--pair-fraction" in result.output
