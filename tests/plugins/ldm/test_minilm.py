@@ -155,3 +155,13 @@ def test_train_with_minilm_then_generate(tmp_path, tiny_minilm_dir, monkeypatch)
         ["--out", str(tmp_path / "x"), "--init", str(model), "--text-encoder", "clip", *base],
     )
     assert result.exit_code == 2 and "conditions on MiniLM" in result.output
+
+
+def test_tokens_of_another_tokenizer_are_refused(tiny_minilm_dir):
+    from t2i.payloads import Tokens
+
+    encoder = MiniLmTextEncoder(MiniLmConditioner.from_folder(tiny_minilm_dir, width=16))
+    with pytest.raises(ValueError, match="not a positive multiple of 77"):
+        encoder(Tokens(ids=torch.zeros(1, 10, dtype=torch.long)))
+    with pytest.raises(ValueError, match="the tokenizer does not match"):
+        encoder(Tokens(ids=torch.full((1, 77), 10**6)))

@@ -22,7 +22,7 @@ from torch import nn
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from t2i.payloads import Conditioning, Tokens
-from t2i_ldm.text_encoder import EMPHASIS_MODES, apply_emphasis
+from t2i_ldm.text_encoder import EMPHASIS_MODES, apply_emphasis, check_chunked_ids
 from t2i_ldm.tokenizer import CHUNK_LENGTH, ClipTokenizer
 
 MINILM_ENV = "T2I_MINILM_PATH"
@@ -152,16 +152,9 @@ class MiniLmTextEncoder:
     def encode(self, tokens: Tokens) -> Conditioning:
         """Encode ``tokens``; raises ValueError on a token axis that is not whole chunks."""
         ids = tokens.ids
-        batch, length = ids.shape
         chunk = CHUNK_LENGTH + 2
-        if length == 0 or length % chunk:
-            raise ValueError(
-                f"token axis {length} is not a positive multiple of {chunk}: tokenize with "
-                "the model's tokenizer, which pads every prompt to whole 77-token chunks"
-            )
-        vocab = self.conditioner.bert.config.vocab_size
-        if int(ids.min()) < 0 or int(ids.max()) >= vocab:
-            raise ValueError(f"token ids must be in [0, {vocab}); the tokenizer does not match")
+        check_chunked_ids(ids, chunk, self.conditioner.bert.config.vocab_size)
+        batch, length = ids.shape
         states = self.conditioner.bert_states(ids.to(self.device).reshape(-1, chunk))
         if tokens.weights is not None and self.emphasis != "ignore":
             weights = tokens.weights.to(self.device).reshape(-1, chunk)

@@ -364,18 +364,9 @@ class ClipTextEncoder:
         emphasis = self.emphasis if emphasis is None else emphasis
         self._check_options(clip_skip, emphasis)
         ids = tokens.ids
-        if ids.ndim != 2:
-            raise ValueError(f"tokens.ids must be (B, T), got shape {tuple(ids.shape)}")
-        batch, length = ids.shape
         chunk = self.chunk_length
-        if length == 0 or length % chunk:
-            raise ValueError(
-                f"token axis {length} is not a positive multiple of {chunk}: tokenize with "
-                "ClipTokenizer, which pads every prompt to whole 77-token chunks"
-            )
-        vocab = self.model.config.vocab_size
-        if int(ids.min()) < 0 or int(ids.max()) >= vocab:
-            raise ValueError(f"token ids must be in [0, {vocab}); the tokenizer does not match")
+        check_chunked_ids(ids, chunk, self.model.config.vocab_size)
+        batch, length = ids.shape
         n_chunks = length // chunk
         flat = ids.to(self.device).reshape(batch * n_chunks, chunk)  # (B*n, 77)
         out = self.model(input_ids=flat, output_hidden_states=clip_skip > 1)
@@ -396,6 +387,20 @@ class ClipTextEncoder:
             f"ClipTextEncoder(width={c.hidden_size}, layers={c.num_hidden_layers}, "
             f"act={c.hidden_act}, clip_skip={self.clip_skip}, emphasis={self.emphasis!r})"
         )
+
+
+def check_chunked_ids(ids: torch.Tensor, chunk: int, vocab_size: int) -> None:
+    """Raise ValueError unless ``ids`` is ``(B, chunk * n)`` with every id in the vocabulary."""
+    if ids.ndim != 2:
+        raise ValueError(f"tokens.ids must be (B, T), got shape {tuple(ids.shape)}")
+    length = ids.shape[1]
+    if length == 0 or length % chunk:
+        raise ValueError(
+            f"token axis {length} is not a positive multiple of {chunk}: tokenize with the "
+            f"model's tokenizer, which pads every prompt to whole {chunk}-token chunks"
+        )
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+        raise ValueError(f"token ids must be in [0, {vocab_size}); the tokenizer does not match")
 
 
 def apply_emphasis(
