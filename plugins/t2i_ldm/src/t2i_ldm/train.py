@@ -149,6 +149,60 @@ class TextToNoise(torch.nn.Module):
         return self.unet(xt, t, states)
 
 
+def _text_kind(requested: str | None, spec, init) -> str:
+    """The text encoder a run trains with: the request, else the --init model's, else CLIP."""
+    init_kind = None if spec is None else spec.text_kind
+    kind = requested or init_kind or "clip"
+    if kind not in ("clip", "minilm"):
+        raise TrainOptionsError(f"text_encoder must be 'clip' or 'minilm', got {kind!r}")
+    if init_kind == "minilm" and kind == "clip":
+        raise TrainOptionsError(
+            f"{init} conditions on MiniLM: fine-tune it with --text-encoder minilm, or train a "
+            "CLIP-conditioned model without --init"
+        )
+    return kind
+
+
+def _write_tokenizer_files(
+    tok_dir: Path, *, kind: str, init: Path | None, minilm_dir: Path | None, captions: list[str]
+) -> None:
+    """Fill ``tok_dir``: an --init model's files, MiniLM's, or a new BPE vocabulary."""
+    import shutil
+
+    from t2i_ldm import shapes_model as sm
+    from t2i_ldm.minilm import TOKENIZER_FILES
+
+    if init is not None:
+        shutil.copytree(init / "tokenizer", tok_dir, dirs_exist_ok=True)
+    elif kind == "minilm":
+        tok_dir.mkdir(parents=True, exist_ok=True)
+        for name in TOKENIZER_FILES:
+            if (minilm_dir / name).is_file():
+                shutil.copy2(minilm_dir / name, tok_dir / name)
+    else:
+        sm.write_tokenizer(tok_dir, captions)
+
+
+def _caption_ids(tokenizer, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """First 77 token ids of every caption ``(N, 77)`` and of the empty prompt ``(1, 77)``."""
+    unique = sorted(set(captions))
+    ids_of = {}
+    for i in range(0, len(unique), 4096):
+        part = unique[i : i + 4096]
+        ids_of.update(zip(part, tokenizer(part).ids[:, :77]))
+    return torch.stack([ids_of[c] for c in captions]), tokenizer([""]).ids[:, :77]
+
+
+def _encode_dataset(vae, pixels, n_items: int, device) -> torch.Tensor:
+    """Posterior modes of every image ``(N, z, h, w)``, in chunks of 1024."""
+    latents = []
+    with torch.no_grad():
+        for i in range(0, n_items, 1024):
+            idx = torch.arange(i, min(n_items, i + 1024), device=device)
+            latents.append(vae.encode(pixels(idx)).mode().float())
+    return torch.cat(latents)
+
+
 def train_ldm(
     *,
     out: Path,
@@ -180,7 +234,7 @@ def train_ldm(
     from t2i_ldm import shapes_model as sm
     from t2i_ldm.config import NoiseScheduleConfig
     from t2i_ldm.distributed import setup_distributed
-    from t2i_ldm.minilm import TOKENIZER_FILES, MiniLmConditioner, find_minilm, minilm_tokenizer
+    from t2i_ldm.minilm import MiniLmConditioner, find_minilm, minilm_tokenizer
     from t2i_ldm.unet import UNetModel
     from t2i_ldm.vae import AutoencoderKL
 
@@ -194,15 +248,7 @@ def train_ldm(
             )
     batch_size, vae_batch_size = batch_size // ctx.world_size, vae_batch_size // ctx.world_size
     spec = sm.ShapesModelSpec.read(init) if init is not None else None
-    init_kind = None if spec is None else spec.text_kind
-    kind = text_encoder or init_kind or "clip"
-    if kind not in ("clip", "minilm"):
-        raise TrainOptionsError(f"text_encoder must be 'clip' or 'minilm', got {kind!r}")
-    if init_kind == "minilm" and kind == "clip":
-        raise TrainOptionsError(
-            f"{init} conditions on MiniLM: fine-tune it with --text-encoder minilm, or train a "
-            "CLIP-conditioned model without --init"
-        )
+    kind = _text_kind(text_encoder, spec, init)
     minilm_dir = find_minilm(minilm) if kind == "minilm" else None  # fail before rendering
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)  # the same initial weights on every rank
@@ -226,29 +272,18 @@ def train_ldm(
         "data", images=len(captions), size=images.shape[-1], seconds=round(time.time() - started, 1)
     )
     tok_dir = out / "tokenizer"
-    keep_text = spec is not None and init_kind == kind  # fine-tune the text side too
+    keep_text = spec is not None and spec.text_kind == kind  # fine-tune the text side too
     if main:  # rank 0 writes the tokenizer files; every rank reads them
-        import shutil
-
-        if keep_text:  # an exported model's vocabulary
-            shutil.copytree(Path(init) / "tokenizer", tok_dir, dirs_exist_ok=True)
-        elif kind == "minilm":
-            tok_dir.mkdir(parents=True, exist_ok=True)
-            for name in TOKENIZER_FILES:
-                if (minilm_dir / name).is_file():
-                    shutil.copy2(minilm_dir / name, tok_dir / name)
-        else:
-            sm.write_tokenizer(tok_dir, captions)
+        _write_tokenizer_files(
+            tok_dir,
+            kind=kind,
+            init=Path(init) if keep_text else None,
+            minilm_dir=minilm_dir,
+            captions=captions,
+        )
     ctx.barrier()
     tokenizer = minilm_tokenizer(tok_dir) if kind == "minilm" else sm.load_tokenizer(tok_dir)
-    unique = sorted(set(captions))
-    ids_of = {}
-    for i in range(0, len(unique), 4096):
-        part = unique[i : i + 4096]
-        ids = tokenizer(part).ids[:, :77]
-        ids_of.update(zip(part, ids))
-    caption_ids = torch.stack([ids_of[c] for c in captions])  # (N, 77)
-    empty_ids = tokenizer([""]).ids[:, :77]  # (1, 77)
+    caption_ids, empty_ids = _caption_ids(tokenizer, captions)  # (N, 77), (1, 77)
 
     unet_config = sm.TINY_UNET if tiny else sm.UNET
     vae_config = sm.TINY_VAE if tiny else sm.VAE
@@ -348,16 +383,7 @@ def train_ldm(
     bar.close()
     vae.eval().requires_grad_(False)
 
-    # encode the data set once
-    latents = []
-    with torch.no_grad():
-        for i in range(0, n_items, 1024):
-            latents.append(
-                vae.encode(batch_pixels(torch.arange(i, min(n_items, i + 1024), device=dev)))
-                .mode()
-                .float()
-            )
-    latents = torch.cat(latents)  # (N, 4, h, w)
+    latents = _encode_dataset(vae, batch_pixels, n_items, dev)  # (N, 4, h, w), once
     if scaling_factor is None:
         scaling_factor = float(1.0 / latents.std())
         if main:
