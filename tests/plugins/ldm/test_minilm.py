@@ -165,3 +165,12 @@ def test_tokens_of_another_tokenizer_are_refused(tiny_minilm_dir):
         encoder(Tokens(ids=torch.zeros(1, 10, dtype=torch.long)))
     with pytest.raises(ValueError, match="the tokenizer does not match"):
         encoder(Tokens(ids=torch.full((1, 77), 10**6)))
+
+
+def test_train_without_minilm_weights_is_a_usage_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(MINILM_ENV, str(tmp_path))  # a folder without MiniLM's files
+    result = CliRunner().invoke(
+        train_command, ["--out", str(tmp_path / "run"), "--text-encoder", "minilm", "--tiny"]
+    )
+    assert result.exit_code == 2 and "is not a MiniLM folder" in result.output
+    assert not (tmp_path / "run").exists()  # refused before any work
