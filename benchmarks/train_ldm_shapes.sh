@@ -23,7 +23,8 @@ mkdir -p "$OUT/ldm-shapes"
 train() {  # $1 = minutes, then extra options
   local minutes=$1; shift
   local launch=(t2i)  # NPROC=2 on a machine of two GPUs: data-parallel under torchrun
-  [ "${NPROC:-1}" -gt 1 ] && launch=(torchrun --standalone --nproc_per_node "$NPROC" -m t2i.cli.main)
+  [ "${NPROC:-1}" -gt 1 ] && launch=(python3 -m torch.distributed.run --standalone
+    --nproc_per_node "$NPROC" -m t2i.cli.main)
   "${launch[@]}" --log-level info train ldm --out "$RUN" --images "${N:-200000}" \
     --vae-steps "${VAE_STEPS:-2500}" \
     --steps 1000000 --minutes "$minutes" --batch-size "${BATCH:-256}" --workers 16 \

@@ -1,25 +1,19 @@
 """Data-parallel helpers: a real two-process gloo group on CPU."""
 
 import os
-import socket
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from t2i_ldm.distributed import DistributedContext, setup_distributed
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, port: int, results) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2"
-    )
+def _worker(rank: int, store: str, results) -> None:
+    # a file rendezvous: no TCP port that a concurrent test (torchrun) could also pick
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2")
     ctx = setup_distributed("cpu")
     try:
         flag = ctx.agree(rank == 0)  # rank 0 says True, rank 1 False: both get True
@@ -38,9 +32,10 @@ def _worker(rank: int, port: int, results) -> None:
         ctx.close()
 
 
-def test_ranks_agree_and_divergence_is_caught():
+def test_ranks_agree_and_divergence_is_caught(tmp_path):
     queue = mp.get_context("spawn").SimpleQueue()
-    mp.start_processes(_worker, args=(_free_port(), queue), nprocs=2, start_method="spawn")
+    store = str(tmp_path / "rendezvous")
+    mp.start_processes(_worker, args=(store, queue), nprocs=2, start_method="spawn")
     results = sorted(queue.get() for _ in range(2))
     assert [r[1] for r in results] == [True, True]
     assert all(r[2] is not None and "diverged" in r[2] for r in results)

@@ -95,7 +95,7 @@ def test_data_parallel_training_under_torchrun(tmp_path):
     command += ["--out", str(out), "--images", "16", "--size", "32", "--vae-steps", "2"]
     command += ["--steps", "3", "--batch-size", "4", "--tiny", "--workers", "1", "--device", "cpu"]
     env = {**os.environ, "T2I_LOAD_PLUGINS": "ldm"}  # the suite turns entry points off
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines() == [str(out / "model")]  # rank 0 alone reports
     state = torch.load(out / "state.pt", weights_only=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import os
 import time
@@ -440,41 +441,44 @@ def train_ldm(
         if main and step % save_every == 0:
             save_state(state_path, snapshot())
     bar.close()
-    ctx.check_in_sync(unet, text_model, ema_unet, ema_text)
-    if not main:  # rank 0 saves and exports
-        ctx.barrier()
-        ctx.close()
-        return out / "model"
-    save_state(state_path, snapshot())
-    training = {
-        "images": n_items,
-        "size": int(images.shape[-1]),
-        "vae_steps": 0 if spec is not None else step_vae,
-        "steps": step,
-        "batch_size": batch_size * ctx.world_size,
-        "processes": ctx.world_size,
-        "lr": lr,
-        "ema_decay": ema_decay,
-        "pair_fraction": pair_fraction,
-        "text_encoder": kind,
-        "final_loss": loss_avg,
-        "device": str(dev),
-        "minutes": round((time.time() - started) / 60, 2),
-    }
-    folder = export_model(
-        out,
-        unet=ema_unet,
-        vae=vae,
-        text_model=ema_text,
-        tokenizer_dir=tok_dir,
-        scaling_factor=scaling_factor,
-        unet_config=unet_config,
-        vae_config=vae_config,
-        training=training,
-    )
-    log.info("exported", folder=str(folder), **training)
+    folder = out / "model"
+    if main:  # rank 0 saves and exports; the others wait
+        save_state(state_path, snapshot())
+        training = {
+            "images": n_items,
+            "size": int(images.shape[-1]),
+            "vae_steps": 0 if spec is not None else step_vae,
+            "steps": step,
+            "batch_size": batch_size * ctx.world_size,
+            "processes": ctx.world_size,
+            "lr": lr,
+            "ema_decay": ema_decay,
+            "pair_fraction": pair_fraction,
+            "text_encoder": kind,
+            "final_loss": loss_avg,
+            "device": str(dev),
+            "minutes": round((time.time() - started) / 60, 2),
+        }
+        folder = export_model(
+            out,
+            unet=ema_unet,
+            vae=vae,
+            text_model=ema_text,
+            tokenizer_dir=tok_dir,
+            scaling_factor=scaling_factor,
+            unet_config=unet_config,
+            vae_config=vae_config,
+            training=training,
+        )
+        log.info("exported", folder=str(folder), **training)
     ctx.barrier()
-    ctx.close()
+    try:  # after the export, so that a failed check loses nothing
+        ctx.check_in_sync(unet, text_model, ema_unet, ema_text)
+    finally:
+        # DDP wrappers must die while their process group lives (else their teardown can hang)
+        del denoiser, vae_forward
+        gc.collect()
+        ctx.close()
     return folder
 
 
