@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -95,9 +96,18 @@ def test_data_parallel_training_under_torchrun(tmp_path):
     command += ["--out", str(out), "--images", "16", "--size", "32", "--vae-steps", "2"]
     command += ["--steps", "3", "--batch-size", "4", "--tiny", "--workers", "1", "--device", "cpu"]
     env = {**os.environ, "T2I_LOAD_PLUGINS": "ldm"}  # the suite turns entry points off
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines() == [str(out / "model")]  # rank 0 alone reports
+    # own process group: a hang is killed with its workers, not left behind
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert stdout.strip().splitlines() == [str(out / "model")]  # rank 0 alone reports
     state = torch.load(out / "state.pt", weights_only=True)
     assert (state["step_vae"], state["step"]) == (2, 3)
     record = json.loads((out / "model" / "model.json").read_text())["training"]
