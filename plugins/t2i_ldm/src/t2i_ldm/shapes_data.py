@@ -56,7 +56,7 @@ def render_shapes(
         pool = ProcessPoolExecutor(workers)
         results = pool.map(_render_range, jobs)
     for imgs, caps in tqdm(
-        results, total=len(jobs), desc="render", unit="chunk", disable=not progress
+        results, total=len(jobs), desc="render", unit="chunk", **tqdm_options(progress)
     ):
         images.append(imgs)
         captions.extend(caps)
@@ -79,3 +79,8 @@ def load_folder(folder: Path) -> tuple[torch.Tensor, list[str]]:
         images.append(np.asarray(Image.open(folder / item["file"]).convert("RGB"), np.uint8))
         captions.append(item["caption"])
     return torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy()), captions
+
+
+def tqdm_options(progress: bool) -> dict[str, bool]:
+    """tqdm keywords: silence a bar, or leave tqdm's default (which honours ``TQDM_DISABLE``)."""
+    return {} if progress else {"disable": True}

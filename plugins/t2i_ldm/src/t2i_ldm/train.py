@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from t2i_ldm.shapes_data import load_folder, render_shapes
+from t2i_ldm.shapes_data import load_folder, render_shapes, tqdm_options
 
 log = structlog.get_logger("t2i_ldm.train")
 
@@ -363,7 +363,7 @@ def train_ldm(
         return gpu_images[idx].float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
 
     # stage 1: autoencoder
-    bar = tqdm(total=vae_steps, initial=step_vae, desc="vae", unit="step", disable=not main)
+    bar = tqdm(total=vae_steps, initial=step_vae, desc="vae", unit="step", **tqdm_options(main))
     vae.train()
     vae_forward = ctx.wrap(vae) if step_vae < vae_steps else vae
     while step_vae < vae_steps:
@@ -402,7 +402,7 @@ def train_ldm(
     unet.train()
     text_model.train()
     deadline = None if minutes is None else started + 60 * minutes
-    bar = tqdm(total=steps, initial=step, desc="unet", unit="step", disable=not main)
+    bar = tqdm(total=steps, initial=step, desc="unet", unit="step", **tqdm_options(main))
     loss_avg = None
     # rank 0's clock decides when to stop; ranks agree every 20 steps (a host sync)
     check_every = 20 if ctx.distributed else 1
