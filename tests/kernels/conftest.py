@@ -42,6 +42,10 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
     if os.environ["TRITON_INTERPRET"] == "1":
         _reimport_triton_for_the_interpreter()
+        # Import it now, in interpreter mode: a first import later could happen inside a test
+        # that sets TRITON_INTERPRET=0 and would leave tl.sum & co. compiled-mode for the rest.
+        if triton_available():
+            import triton.language  # noqa: F401
 
 
 @pytest.fixture
