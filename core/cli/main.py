@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from t2i.components import KINDS
 from t2i.logs import configure_logging
 
 DEFAULT_RECIPES = ("ldm-shapes",)
@@ -84,20 +85,7 @@ def plugins(as_json: bool) -> None:
 @cli.command()
 @click.option(
     "--kind",
-    type=click.Choice(
-        [
-            "tokenizer",
-            "text_encoder",
-            "denoiser",
-            "sampler",
-            "schedule",
-            "guidance",
-            "decoder",
-            "recipe",
-            "node",
-            "trainer",
-        ]
-    ),
+    type=click.Choice(KINDS),
     default=None,
 )
 def components(kind: str | None) -> None:

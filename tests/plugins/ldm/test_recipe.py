@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,7 @@ from t2i.request import RequestError
 from t2i.testing import make_manager
 from t2i_ldm import plugin
 from t2i_ldm.checkpoint import save_single_file
-from t2i_ldm.config import UNetConfig, VAEConfig
+from t2i_ldm.config import TINY_UNET, VAEConfig
 from t2i_ldm.shapes_model import write_tokenizer
 from t2i_ldm.unet import UNetModel
 from t2i_ldm.vae import AutoencoderKL
@@ -32,17 +33,7 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("ldm")
     tok = write_tokenizer(root / "tokenizer", [WORDS])
-    unet = UNetModel(
-        UNetConfig(
-            model_channels=16,
-            channel_mult=(1, 2),
-            num_res_blocks=1,
-            attention_resolutions=(1,),
-            num_heads=2,
-            context_dim=32,
-            norm_groups=8,
-        )
-    ).eval()
+    unet = UNetModel(attrs.evolve(TINY_UNET, model_channels=16)).eval()
     vae = AutoencoderKL(
         VAEConfig(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, norm_groups=8)
     ).eval()

@@ -239,14 +239,15 @@ def train_ldm(
     from t2i_ldm.unet import UNetModel
     from t2i_ldm.vae import AutoencoderKL
 
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+    for name, size_ in (("--batch-size", batch_size), ("the VAE batch", vae_batch_size)):
+        if size_ % world:
+            raise TrainOptionsError(
+                f"{name} {size_} does not split over the {world} processes torchrun started: "
+                "use a multiple of --nproc_per_node"
+            )
     ctx = setup_distributed(device)
     dev, main = ctx.device, ctx.is_main
-    for name, size_ in (("--batch-size", batch_size), ("the VAE batch", vae_batch_size)):
-        if size_ % ctx.world_size:
-            raise TrainOptionsError(
-                f"{name} {size_} does not split over {ctx.world_size} processes: "
-                "use a multiple of the process count"
-            )
     batch_size, vae_batch_size = batch_size // ctx.world_size, vae_batch_size // ctx.world_size
     spec = sm.ShapesModelSpec.read(init) if init is not None else None
     kind = _text_kind(text_encoder, spec, init)
@@ -317,7 +318,8 @@ def train_ldm(
             module.to(dev)
     if unet_config.context_dim != text_width:
         raise ValueError("UNet context_dim must equal the text width")
-    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_model).eval()
+    frozen = {id(p): p for p in text_model.parameters() if not p.requires_grad}  # MiniLM
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_model, frozen).eval()
     opt_vae = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     params = [p for p in (*unet.parameters(), *text_model.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -565,13 +567,6 @@ def train_command(out: str, **options: Any) -> None:
     """Train the ldm-shapes latent diffusion model (resumes from OUT/state.pt)."""
     if options["n"] < 1 or options["steps"] < 0 or options["vae_steps"] < 0:
         raise click.BadParameter("--images must be >= 1 and step counts >= 0")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if options["batch_size"] % world:
-        raise click.BadParameter(
-            f"{options['batch_size']} does not split over the {world} processes torchrun "
-            "started: use a multiple of --nproc_per_node",
-            param_hint="--batch-size",
-        )
     from t2i_ldm.minilm import MiniLmNotFoundError
 
     try:
