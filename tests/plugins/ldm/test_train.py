@@ -119,3 +119,18 @@ def test_batch_must_split_over_the_processes(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     result = CliRunner().invoke(train_command, ["--out", str(tmp_path), "--batch-size", "3"])
     assert result.exit_code == 2 and "--nproc_per_node" in result.output
+
+
+def test_cooldown_takes_the_lr_linearly_to_zero(tmp_path):
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--n", "16", "--size", "32", "--vae-steps", "1", "--steps", "4"]
+    args += ["--batch-size", "4", "--tiny", "--workers", "1", "--lr", "0.5", "--cooldown", "0.5"]
+    result = CliRunner().invoke(train_command, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    state = torch.load(out / "state.pt", weights_only=True)
+    # last step (index 3): warm-up 4/500, progress 3/4 -> (1 - 3/4) / 0.5 of the peak
+    assert abs(state["opt"]["param_groups"][0]["lr"] - 0.5 * 4 / 500 * 0.5) < 1e-9
+    record = json.loads((out / "model" / "model.json").read_text())["training"]
+    assert record["cooldown"] == 0.5
+    result = CliRunner().invoke(train_command, [*args[:-1], "1.5"])
+    assert result.exit_code == 2 and "--cooldown" in result.output

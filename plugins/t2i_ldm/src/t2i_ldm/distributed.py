@@ -45,13 +45,13 @@ class DistributedContext:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
-    def agree(self, flag: bool) -> bool:
-        """Rank 0's ``flag``, on every rank (a collective: all ranks must call it)."""
+    def share(self, value: float) -> float:
+        """Rank 0's ``value``, on every rank (a collective: all ranks must call it)."""
         if not self.distributed:
-            return flag
-        value = torch.tensor([int(flag)], device=self.device)
-        dist.broadcast(value, src=0)
-        return bool(value.item())
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.broadcast(tensor, src=0)
+        return float(tensor.item())
 
     def check_in_sync(self, *modules: torch.nn.Module) -> None:
         """Raise if the parameters of ``modules`` differ between ranks (a collective)."""

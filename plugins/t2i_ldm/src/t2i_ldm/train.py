@@ -217,6 +217,7 @@ def train_ldm(
     vae_batch_size: int = 128,
     lr: float = 3e-4,
     ema_decay: float = 0.999,
+    cooldown: float = 0.0,
     save_every: int = 1000,
     device: str | None = None,
     tiny: bool = False,
@@ -229,7 +230,14 @@ def train_ldm(
     text_encoder: str | None = None,
     minilm: str | os.PathLike | None = None,
 ) -> Path:
-    """Train (or resume) ldm-shapes into ``out``; returns the exported model folder."""
+    """Train (or resume) ldm-shapes into ``out``; returns the exported model folder.
+
+    The UNet's learning rate warms up over 500 steps, stays at ``lr``, and over the last
+    ``cooldown`` fraction of the run (of ``steps``, or of the ``minutes`` left once UNet
+    training starts, whichever ends first) falls linearly to zero.
+    """
+    if not 0.0 <= cooldown <= 1.0:
+        raise TrainOptionsError(f"--cooldown must be in [0, 1], got {cooldown}")
     from transformers import CLIPTextModel
 
     from t2i_ldm import shapes_model as sm
@@ -406,12 +414,15 @@ def train_ldm(
     deadline = None if minutes is None else started + 60 * minutes
     bar = tqdm(total=steps, initial=step, desc="unet", unit="step", **tqdm_options(main))
     loss_avg = None
-    # rank 0's clock decides when to stop; ranks agree every 20 steps (a host sync)
+    # rank 0's clock decides when to stop; ranks share it every 20 steps (a host sync)
     check_every = 20 if ctx.distributed else 1
+    unet_start, first_step, clock = time.time(), step, 0.0
     while step < steps:
         if deadline is not None and step % check_every == 0:
-            if ctx.agree(time.time() >= deadline):
+            clock = ctx.share((time.time() - unet_start) / max(deadline - unet_start, 1e-6))
+            if clock >= 1.0:
                 break
+        progress = max(clock, (step - first_step) / max(steps - first_step, 1))
         idx = torch.randint(0, n_items, (batch_size,), device=dev)
         x0 = latents[idx]
         ids = caption_ids_dev[idx]
@@ -422,7 +433,7 @@ def train_ldm(
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 500)
+            g["lr"] = lr * _lr_factor(step, progress, cooldown)
         with torch.autocast(**amp) if amp else contextlib.nullcontext():
             pred = denoiser(ids, xt, t)
             loss = F.mse_loss(pred.float(), noise)
@@ -455,6 +466,7 @@ def train_ldm(
             "processes": ctx.world_size,
             "lr": lr,
             "ema_decay": ema_decay,
+            "cooldown": cooldown,
             "pair_fraction": pair_fraction,
             "text_encoder": kind,
             "final_loss": loss_avg,
@@ -482,6 +494,14 @@ def train_ldm(
         gc.collect()
         ctx.close()
     return folder
+
+
+def _lr_factor(step: int, progress: float, cooldown: float) -> float:
+    """Warm-up over 500 steps, then 1, then linear to 0 over the last ``cooldown`` of the run."""
+    warm = min(1.0, (step + 1) / 500)
+    if cooldown <= 0.0:
+        return warm
+    return warm * min(1.0, max(0.0, (1.0 - progress) / cooldown))
 
 
 def _kl(posterior) -> torch.Tensor:
@@ -529,6 +549,13 @@ def _kl(posterior) -> torch.Tensor:
     default=0.999,
     show_default=True,
     help="EMA of the exported weights; short runs want less (0.995).",
+)
+@click.option(
+    "--cooldown",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Fraction of the run (steps or --minutes) over which the lr falls linearly to 0.",
 )
 @click.option("--save-every", type=int, default=1000, show_default=True)
 @click.option("--device", default=None)
