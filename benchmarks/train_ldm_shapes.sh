@@ -48,8 +48,10 @@ cp "$RUN"/model/*.safetensors "$RUN"/model/model.json "$RUN"/model/tokenizer/* "
 python3 benchmarks/ldm_shapes_samples.py "$RUN/model" "$OUT/samples.png" --device cuda \
   >> "$OUT/train.log" 2>&1 || true
 if [ "${EVAL:-1}" = 1 ]; then
-  t2i eval ldm-shapes --checkpoint "$RUN/model" --out "$OUT/eval" --device cuda \
-    --prompts 64 --seeds 4 2>> "$OUT/train.log" | tee -a "$OUT/train.log" || true
+  # shellcheck disable=SC2086
+  t2i eval ldm-shapes --checkpoint "$RUN/model" --out "$OUT/eval" \
+    ${EVAL_ARGS:---device cuda --prompts 64 --seeds 4} 2>> "$OUT/train.log" |
+    tee -a "$OUT/train.log" || true
 fi
 grep -E '"(unet|vae|data|latents|exported)"|event' "$OUT/train.log" | tail -30 || true
 tail -5 "$OUT/train.log"

@@ -134,3 +134,26 @@ def test_cooldown_takes_the_lr_linearly_to_zero(tmp_path):
     assert record["cooldown"] == 0.5
     result = CliRunner().invoke(train_command, [*args[:-1], "1.5"])
     assert result.exit_code == 2 and "--cooldown" in result.output
+
+
+def test_init_gains_context_pooling_and_keeps_it(tmp_path):
+    base = ["--n", "16", "--size", "32", "--batch-size", "4", "--tiny", "--workers", "1"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    CliRunner().invoke(
+        train_command,
+        ["--out", str(first), "--vae-steps", "1", "--steps", "1", *base],
+        catch_exceptions=False,
+    )
+    args = ["--out", str(second), "--init", str(first / "model"), "--steps", "2", *base]
+    result = CliRunner().invoke(train_command, [*args, "--context-pooling", "2"])
+    assert result.exit_code == 0, result.output
+    spec = json.loads((second / "model" / "model.json").read_text())
+    assert spec["unet"]["context_pooling_heads"] == 2
+    from t2i import Engine
+
+    manager = make_manager(plugin)
+    pipe = Engine.build("ldm-shapes", plugins=manager, checkpoint=str(second / "model"))
+    assert pipe("a red circle", seed=1, steps=2, width=32, height=32).images[0].size == (32, 32)
+    third = ["--out", str(tmp_path / "third"), "--init", str(second / "model"), *base]
+    result = CliRunner().invoke(train_command, [*third, "--context-pooling", "4"])
+    assert result.exit_code == 2 and "cannot change" in result.output

@@ -200,3 +200,42 @@ def test_fp16_model_upcasts_attention_when_asked(monkeypatch, upcast):
     assert got.dtype == torch.float16
     assert set(seen) == {torch.float32 if upcast else torch.float16}
     assert _rel(got.float(), expected) < 1e-2  # fp16 round-off only
+
+
+def _pool_reference(pool, context: torch.Tensor) -> torch.Tensor:
+    """ContextPooling in float64 through torch's multi-head attention (an independent path)."""
+    pool = pool.double()
+    x = pool.norm(context.double())
+    query = (x.mean(dim=1) + pool.query)[:, None]  # (B, 1, C)
+    c = x.shape[-1]
+    mha = torch.nn.MultiheadAttention(c, pool.heads, batch_first=True).double()
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([pool.to_q.weight, pool.to_kv.weight]))
+        mha.in_proj_bias.copy_(torch.cat([pool.to_q.bias, pool.to_kv.bias]))
+        mha.out_proj.weight.copy_(torch.eye(c, dtype=torch.float64))
+        mha.out_proj.bias.zero_()
+    pooled, _ = mha(query, x, x, need_weights=False)
+    return pool.out(pooled[:, 0])
+
+
+def test_context_pooling_starts_neutral_and_matches_multihead_attention():
+    torch.manual_seed(int(torch.randint(0, 2**31, ()).item()))
+    config = attrs.evolve(TINY_UNET, context_pooling_heads=4)
+    pooled_model, plain = UNetModel(config).eval(), UNetModel(TINY_UNET).eval()
+    missing, unexpected = pooled_model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("context_pool.") for k in missing)
+    x, t = torch.randn(2, 4, 16, 16), torch.tensor([10, 700])
+    context = torch.randn(2, 7, TINY_UNET.context_dim)
+    with torch.no_grad():  # zero-initialised output layer: a trained UNet gains it unchanged
+        assert torch.equal(pooled_model(x, t, context), plain(x, t, context))
+        for p in pooled_model.context_pool.parameters():
+            p.normal_(0, 0.3)
+        assert not torch.allclose(pooled_model(x, t, context), plain(x, t, context), atol=1e-3)
+        ours = pooled_model.context_pool(context)
+        reference = _pool_reference(pooled_model.context_pool, context)
+    torch.testing.assert_close(ours.double(), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_context_pooling_heads_must_divide_the_context():
+    with pytest.raises(ValueError, match="context_pooling_heads=3 does not divide"):
+        attrs.evolve(TINY_UNET, context_pooling_heads=3)

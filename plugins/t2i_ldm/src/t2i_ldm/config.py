@@ -60,6 +60,9 @@ class UNetConfig:
             it in fp16; the LDM code does it by default with ``ATTN_PRECISION=fp32``).
         norm_groups: GroupNorm groups (32).
         dropout: dropout in residual blocks (0 for inference).
+        context_pooling_heads: heads of an attention pooling of the context whose result is
+            added to the timestep embedding, as Imagen (and GLIDE, with the last token) do, so
+            every residual block sees the whole prompt; 0 (SD) for none.
     """
 
     in_channels: int = attrs.field(default=4, validator=_positive)
@@ -76,6 +79,7 @@ class UNetConfig:
     upcast_attention: bool = False
     norm_groups: int = attrs.field(default=32, validator=_positive)
     dropout: float = 0.0
+    context_pooling_heads: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
     def __attrs_post_init__(self) -> None:
         if not self.channel_mult:
@@ -84,6 +88,11 @@ class UNetConfig:
             raise ValueError(
                 "set exactly one of num_heads (SD1: 8) and head_dim (SD2: 64); "
                 f"got num_heads={self.num_heads}, head_dim={self.head_dim}"
+            )
+        if self.context_pooling_heads and self.context_dim % self.context_pooling_heads:
+            raise ValueError(
+                f"context_pooling_heads={self.context_pooling_heads} does not divide "
+                f"context_dim={self.context_dim}"
             )
         if isinstance(self.num_heads, tuple) and len(self.num_heads) != len(self.channel_mult):
             raise ValueError(

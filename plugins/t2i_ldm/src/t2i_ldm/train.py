@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 import structlog
 import torch
@@ -229,6 +230,7 @@ def train_ldm(
     init: str | os.PathLike | None = None,
     text_encoder: str | None = None,
     minilm: str | os.PathLike | None = None,
+    context_pooling: int | None = None,
 ) -> Path:
     """Train (or resume) ldm-shapes into ``out``; returns the exported model folder.
 
@@ -244,7 +246,7 @@ def train_ldm(
     from t2i_ldm.config import NoiseScheduleConfig
     from t2i_ldm.distributed import setup_distributed
     from t2i_ldm.minilm import MiniLmConditioner, find_minilm, minilm_tokenizer
-    from t2i_ldm.unet import UNetModel
+    from t2i_ldm.unet import ContextPooling, UNetModel
     from t2i_ldm.vae import AutoencoderKL
 
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
@@ -259,6 +261,12 @@ def train_ldm(
     batch_size, vae_batch_size = batch_size // ctx.world_size, vae_batch_size // ctx.world_size
     spec = sm.ShapesModelSpec.read(init) if init is not None else None
     kind = _text_kind(text_encoder, spec, init)
+    pooling_before = spec.unet_config().context_pooling_heads if spec is not None else 0
+    if context_pooling is not None and pooling_before not in (0, context_pooling):
+        raise TrainOptionsError(
+            f"the --init model pools its context with {pooling_before} heads; "
+            f"--context-pooling {context_pooling} cannot change that (leave the option out)"
+        )
     minilm_dir = find_minilm(minilm) if kind == "minilm" else None  # fail before rendering
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)  # the same initial weights on every rank
@@ -324,6 +332,13 @@ def train_ldm(
                 what=name.removesuffix(".safetensors"),
             )
             module.to(dev)
+    if context_pooling and not unet_config.context_pooling_heads:  # zero-initialised: the
+        # trained UNet's predictions are unchanged until training moves the pooling
+        unet_config = attrs.evolve(unet_config, context_pooling_heads=context_pooling)
+        unet.config = unet_config
+        unet.context_pool = ContextPooling(
+            unet_config.context_dim, context_pooling, unet_config.time_embed_dim
+        ).to(dev)
     if unet_config.context_dim != text_width:
         raise ValueError("UNet context_dim must equal the text width")
     frozen = {id(p): p for p in text_model.parameters() if not p.requires_grad}  # MiniLM
@@ -589,6 +604,13 @@ def _kl(posterior) -> torch.Tensor:
     type=click.Path(exists=True, file_okay=False),
     default=None,
     help="MiniLM folder (default: $T2I_MINILM_PATH, then the installed package).",
+)
+@click.option(
+    "--context-pooling",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Add attention pooling of the text (this many heads) to the UNet's timestep "
+    "embedding, as Imagen does; with --init, a model without it gains it.",
 )
 def train_command(out: str, **options: Any) -> None:
     """Train the ldm-shapes latent diffusion model (resumes from OUT/state.pt)."""

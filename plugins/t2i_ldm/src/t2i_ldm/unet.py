@@ -233,6 +233,39 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+class ContextPooling(nn.Module):
+    """Attention pooling of the context into one vector for the timestep embedding.
+
+    Imagen (Saharia et al. 2022, section 2.2 and appendix) adds a pooled text embedding to the
+    timestep embedding beside cross-attention. The query is the mean token plus a learned
+    vector; the output MLP's last layer starts at zero, so adding the pooling to a trained
+    UNet leaves its predictions unchanged until it is trained.
+    """
+
+    def __init__(self, context_dim: int, heads: int, out_dim: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(context_dim)
+        self.query = nn.Parameter(torch.zeros(context_dim))
+        self.to_q = nn.Linear(context_dim, context_dim)
+        self.to_kv = nn.Linear(context_dim, 2 * context_dim)
+        self.out = nn.Sequential(
+            nn.Linear(context_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim)
+        )
+        nn.init.zeros_(self.out[2].weight)
+        nn.init.zeros_(self.out[2].bias)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C)`` context -> ``(B, out_dim)``."""
+        b, t, c = context.shape
+        h, d = self.heads, c // self.heads
+        x = self.norm(context)
+        q = self.to_q(x.mean(dim=1) + self.query).view(b, h, 1, d)
+        k, v = self.to_kv(x).view(b, t, 2, h, d).permute(2, 0, 3, 1, 4)  # 2 x (B, h, T, d)
+        weights = (q @ k.transpose(-1, -2) * d**-0.5).softmax(dim=-1)  # (B, h, 1, T)
+        return self.out((weights @ v).reshape(b, c))
+
+
 class TimestepEmbedSequential(nn.Sequential):
     """Sequential that hands the time embedding to residual blocks and the context to
     transformers (CompVis ``TimestepEmbedSequential``)."""
@@ -266,6 +299,11 @@ class UNetModel(nn.Module):
         c = config
         mc, ted, groups = c.model_channels, c.time_embed_dim, c.norm_groups
         self.time_embed = nn.Sequential(nn.Linear(mc, ted), nn.SiLU(), nn.Linear(ted, ted))
+        self.context_pool = (
+            ContextPooling(c.context_dim, c.context_pooling_heads, ted)
+            if c.context_pooling_heads
+            else None
+        )
 
         def transformer(ch: int, level: int) -> SpatialTransformer:
             return SpatialTransformer(
@@ -376,6 +414,8 @@ class UNetModel(nn.Module):
         t_emb = timestep_embedding(timesteps, c.model_channels).to(dtype)  # (B, mc)
         emb = self.time_embed(t_emb)  # (B, ted)
         context = context.to(dtype)
+        if self.context_pool is not None:
+            emb = emb + self.context_pool(context)
         h = x.to(dtype)
         skips = []
         for block in self.input_blocks:
