@@ -46,6 +46,7 @@ UNET = UNetConfig(
     num_heads=4,
     context_dim=128,
     norm_groups=16,
+    context_pooling_heads=4,  # pooled text in the timestep embedding: what made pairs bind
 )
 VAE = VAEConfig(base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, norm_groups=16)
 TEXT_WIDTH, TEXT_LAYERS, TEXT_HEADS = 128, 4, 4
