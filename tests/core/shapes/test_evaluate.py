@@ -101,3 +101,10 @@ def test_eval_command(oracle_manager, tmp_path):
     assert result.exit_code == 0, result.output
     assert "alignment overall=1.000" in result.output
     assert {p.name for p in out.iterdir()} == {"report.json", "report.md", "samples.png"}
+
+
+def test_eval_command_passes_the_device_to_the_engine(oracle_manager, tmp_path):
+    args = ["shapes-oracle", "--out", str(tmp_path), "--prompts", "2", "--seeds", "1"]
+    result = CliRunner().invoke(eval_command, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "report.json").read_text())["options"]["device"] == "cpu"
