@@ -97,7 +97,7 @@ def _compare_passes(
     return rows
 
 
-def bench_attention(quick: bool) -> list[str]:
+def bench_attention(quick: bool, only: list[str] | None = None) -> list[str]:
     shapes = [
         # (label, B, H, Sq, Sk, D, forward target)
         ("self 64x64 lat. s4096 d40", 2, 8, 4096, 4096, 40, ">= 1.0x"),
@@ -110,6 +110,8 @@ def bench_attention(quick: bool) -> list[str]:
     ]
     if quick:
         shapes = shapes[:1]
+    if only is not None:
+        shapes = [s for s in shapes if any(part in f"attention {s[0]}" for part in only)]
     rows = []
     for label, b, h, sq, sk, d, target in shapes:
         print(f"attention {label}", file=sys.stderr, flush=True)
@@ -123,6 +125,7 @@ def bench_attention(quick: bool) -> list[str]:
             (q, k, v),
             target,
         )
+        print("\n".join(rows[-3:]), file=sys.stderr, flush=True)  # kept if the run is cut short
     return rows
 
 
@@ -229,7 +232,14 @@ def main() -> None:
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for kernels.md")
     parser.add_argument("--quick", action="store_true", help="one shape per op")
     parser.add_argument("--profile", action="store_true", help="add per-kernel GPU times")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated parts of row names to run (e.g. 's4096 d128,s4096 d64'); "
+        "attention rows only, no GroupNorm",
+    )
     args = parser.parse_args()
+    only = args.only.split(",") if args.only else None
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/kernels.py needs a CUDA GPU")
     import triton
@@ -250,7 +260,8 @@ def main() -> None:
         "| op / shape | pass | PyTorch ms | t2i Triton ms | speedup | target |",
         "| --- | --- | ---: | ---: | ---: | --- |",
     ]
-    rows = bench_group_norm(args.quick) + bench_attention(args.quick)
+    gn_rows = bench_group_norm(args.quick) if only is None else []
+    rows = gn_rows + bench_attention(args.quick, only)
     tuned = _tuned_configs()
     prof = profile_kernels(args.quick) if args.profile else []
     text = "\n".join([*header, *rows, "", "Autotuned attention configs:", *tuned, *prof]) + "\n"

@@ -175,10 +175,15 @@ def _backward_configs(kw: dict[str, Any]) -> list[KernelConfig]:
     if interpret_mode():
         return [KernelConfig({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)]
     block_d, fp32 = kw["BLOCK_D"], kw["DOT_PRECISION"] == "ieee"
+    # (32, 128) suits the dK/dV kernel (many keys per program, few queries per step) and
+    # (128, 32) the dQ kernel, as in Triton's Hopper attention tutorial; each kernel autotunes
+    # over the whole list on its own.
     if block_d <= 64:
         cands = [(64, 64, 4, 2), (64, 128, 8, 2), (128, 64, 8, 2), (32, 64, 4, 3)]
+        cands += [(32, 128, 4, 3), (128, 32, 4, 3)]
     elif block_d <= 128:
         cands = [(64, 64, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2), (64, 128, 8, 2)]
+        cands += [(32, 128, 4, 3), (128, 32, 4, 3), (32, 128, 8, 2), (128, 32, 8, 2)]
     else:
         cands = [(32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2), (64, 64, 8, 1)]
     if fp32:
