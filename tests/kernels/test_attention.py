@@ -164,3 +164,40 @@ def test_gpu_matches_float64_reference(case, dtype, _gpu, triton_gpu, seed, asse
     q, k, v = _inputs(**spec, dtype=dtype, device="cuda")
     mask = _mask(mask_kind, spec["b"], spec["h"], spec["sk"], "cuda")
     _check_against_references(assert_error_rule, q, k, v, seed, causal=causal, attn_mask=mask)
+
+
+def _gpu_backward_blocks() -> list[tuple[int, int]]:
+    """Every (BLOCK_M, BLOCK_N) the backward kernels may autotune to on a GPU, fp16/bf16."""
+    import importlib
+
+    module = importlib.import_module("t2i_kernels.attention")
+    blocks = []
+    for block_d in (64, 128, 256):
+        kw = {"BLOCK_D": block_d, "DOT_PRECISION": "tf32"}
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(module, "interpret_mode", lambda: False)
+            configs = module._backward_configs(kw)
+        blocks += [(c.meta["BLOCK_M"], c.meta["BLOCK_N"]) for c in configs]
+    return sorted(set(blocks))
+
+
+@pytest.mark.parametrize("blocks", _gpu_backward_blocks(), ids=lambda b: f"{b[0]}x{b[1]}")
+def test_every_gpu_backward_block_shape_is_exact(blocks, triton_cpu, seed, assert_error_rule,
+                                                 monkeypatch):  # fmt: skip
+    """The GPU's backward tilings, run in the interpreter: odd lengths, causal, cross."""
+    import importlib
+
+    from t2i_kernels.lazy_triton import KernelConfig
+
+    module = importlib.import_module("t2i_kernels.attention")
+    config = KernelConfig({"BLOCK_M": blocks[0], "BLOCK_N": blocks[1]}, num_warps=1, num_stages=1)
+    for kernel in (module._attention_bwd_dkdv_kernel, module._attention_bwd_dq_kernel):
+        monkeypatch.setattr(kernel, "configs", lambda kw, c=config: [c])
+        monkeypatch.setattr(kernel, "_runners", {})
+    q, k, v = _inputs(1, 1, 37, 37, 40, torch.float32)
+    _check_against_references(assert_error_rule, q, k, v, seed, causal=True)
+    q, k, v = _inputs(1, 1, 19, 45, 32, torch.float32)
+    _check_against_references(assert_error_rule, q, k, v, seed)
+    for kernel in (module._attention_bwd_dkdv_kernel, module._attention_bwd_dq_kernel):
+        used = {(extra["BLOCK_M"], extra["BLOCK_N"]) for _, extra in kernel._runners.values()}
+        assert used == {blocks}
