@@ -1,7 +1,9 @@
 """``ldm-shapes``: the embedded default latent diffusion model, trained on the shapes benchmark.
 
 A small KL autoencoder (factor 4: 64 px -> 16x16x4 latents), a small SD-architecture UNet
-(7 M parameters, cross-attention at every level) and a small CLIP-architecture text encoder
+(7 M parameters, cross-attention at every level, plus Imagen's attention-pooled text added to
+the timestep embedding, which is what taught it to bind two objects' attributes; see
+``UNetConfig.context_pooling_heads``) and a small CLIP-architecture text encoder
 (4 layers, width 128) trained jointly with it, over a CLIP BPE vocabulary built from the
 benchmark's caption vocabulary. Everything is ordinary SD code of this plugin with small
 numbers, so the same denoiser, decoder and text-encoder components run it.
