@@ -157,3 +157,14 @@ def test_init_gains_context_pooling_and_keeps_it(tmp_path):
     third = ["--out", str(tmp_path / "third"), "--init", str(second / "model"), *base]
     result = CliRunner().invoke(train_command, [*third, "--context-pooling", "4"])
     assert result.exit_code == 2 and "cannot change" in result.output
+
+
+def test_fresh_context_pooling_heads_are_as_asked_or_a_usage_error(tmp_path):
+    base = ["--n", "16", "--size", "32", "--batch-size", "4", "--tiny", "--workers", "1"]
+    args = ["--out", str(tmp_path / "run"), "--vae-steps", "1", "--steps", "1", *base]
+    result = CliRunner().invoke(train_command, [*args, "--context-pooling", "2"])
+    assert result.exit_code == 0, result.output
+    spec = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert spec["unet"]["context_pooling_heads"] == 2
+    result = CliRunner().invoke(train_command, [*args, "--context-pooling", "3"])
+    assert result.exit_code == 2 and "does not divide context_dim=32" in result.output

@@ -261,12 +261,17 @@ def train_ldm(
     batch_size, vae_batch_size = batch_size // ctx.world_size, vae_batch_size // ctx.world_size
     spec = sm.ShapesModelSpec.read(init) if init is not None else None
     kind = _text_kind(text_encoder, spec, init)
-    pooling_before = spec.unet_config().context_pooling_heads if spec is not None else 0
-    if context_pooling is not None and pooling_before not in (0, context_pooling):
-        raise TrainOptionsError(
-            f"the --init model pools its context with {pooling_before} heads; "
-            f"--context-pooling {context_pooling} cannot change that (leave the option out)"
-        )
+    base_unet = spec.unet_config() if spec is not None else sm.TINY_UNET if tiny else sm.UNET
+    if context_pooling is not None:
+        if base_unet.context_pooling_heads not in (0, context_pooling) and spec is not None:
+            raise TrainOptionsError(
+                f"the --init model pools its context with {base_unet.context_pooling_heads} "
+                f"heads; --context-pooling {context_pooling} cannot change that (leave it out)"
+            )
+        try:
+            attrs.evolve(base_unet, context_pooling_heads=context_pooling)
+        except ValueError as error:
+            raise TrainOptionsError(f"--context-pooling: {error}") from error
     minilm_dir = find_minilm(minilm) if kind == "minilm" else None  # fail before rendering
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)  # the same initial weights on every rank
@@ -310,6 +315,8 @@ def train_ldm(
         unet_config, vae_config = spec.unet_config(), spec.vae_config()
         if keep_text and kind == "clip":
             text_config = spec.text_config()
+    elif context_pooling is not None:  # a fresh UNet: as many pooling heads as asked (0: none)
+        unet_config = attrs.evolve(unet_config, context_pooling_heads=context_pooling)
     vae = AutoencoderKL(vae_config).to(dev)
     unet = UNetModel(unet_config).to(dev)
     if kind == "minilm":  # frozen MiniLM; the adapter maps it to the UNet's width
@@ -607,10 +614,11 @@ def _kl(posterior) -> torch.Tensor:
 )
 @click.option(
     "--context-pooling",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=0),
     default=None,
-    help="Add attention pooling of the text (this many heads) to the UNet's timestep "
-    "embedding, as Imagen does; with --init, a model without it gains it.",
+    help="Heads of the attention pooling of the text into the UNet's timestep embedding, as "
+    "Imagen does (default: the --init model's, else 4; 0: none); an --init model without "
+    "it gains it.",
 )
 def train_command(out: str, **options: Any) -> None:
     """Train the ldm-shapes latent diffusion model (resumes from OUT/state.pt)."""
