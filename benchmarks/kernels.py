@@ -118,14 +118,15 @@ def bench_attention(quick: bool, only: list[str] | None = None) -> list[str]:
         q = torch.randn(b, h, sq, d, device="cuda", dtype=torch.float16, requires_grad=True)
         k = torch.randn(b, h, sk, d, device="cuda", dtype=torch.float16, requires_grad=True)
         v = torch.randn(b, h, sk, d, device="cuda", dtype=torch.float16, requires_grad=True)
-        rows += _compare(
+        new = _compare(
             f"attention {label}",
             lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v),
             lambda q=q, k=k, v=v: t2i_kernels.attention(q, k, v),
             (q, k, v),
             target,
         )
-        print("\n".join(rows[-3:]), file=sys.stderr, flush=True)  # kept if the run is cut short
+        rows += new
+        print("\n".join(new), file=sys.stderr, flush=True)  # kept if the run is cut short
     return rows
 
 

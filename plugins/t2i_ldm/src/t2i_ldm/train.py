@@ -261,17 +261,21 @@ def train_ldm(
     batch_size, vae_batch_size = batch_size // ctx.world_size, vae_batch_size // ctx.world_size
     spec = sm.ShapesModelSpec.read(init) if init is not None else None
     kind = _text_kind(text_encoder, spec, init)
-    base_unet = spec.unet_config() if spec is not None else sm.TINY_UNET if tiny else sm.UNET
+    # unet_config: the UNet as built (and loaded from --init); trained_config: as trained
+    unet_config = spec.unet_config() if spec is not None else sm.TINY_UNET if tiny else sm.UNET
+    trained_config = unet_config
     if context_pooling is not None:
-        if base_unet.context_pooling_heads not in (0, context_pooling) and spec is not None:
+        if spec is not None and unet_config.context_pooling_heads not in (0, context_pooling):
             raise TrainOptionsError(
-                f"the --init model pools its context with {base_unet.context_pooling_heads} "
+                f"the --init model pools its context with {unet_config.context_pooling_heads} "
                 f"heads; --context-pooling {context_pooling} cannot change that (leave it out)"
             )
         try:
-            attrs.evolve(base_unet, context_pooling_heads=context_pooling)
+            trained_config = attrs.evolve(unet_config, context_pooling_heads=context_pooling)
         except ValueError as error:
             raise TrainOptionsError(f"--context-pooling: {error}") from error
+    if spec is None:
+        unet_config = trained_config
     minilm_dir = find_minilm(minilm) if kind == "minilm" else None  # fail before rendering
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)  # the same initial weights on every rank
@@ -308,15 +312,12 @@ def train_ldm(
     tokenizer = minilm_tokenizer(tok_dir) if kind == "minilm" else sm.load_tokenizer(tok_dir)
     caption_ids, empty_ids = _caption_ids(tokenizer, captions)  # (N, 77), (1, 77)
 
-    unet_config = sm.TINY_UNET if tiny else sm.UNET
     vae_config = sm.TINY_VAE if tiny else sm.VAE
     text_config = sm.text_config(tokenizer.vocab_size, tiny=tiny)
     if spec is not None:
-        unet_config, vae_config = spec.unet_config(), spec.vae_config()
+        vae_config = spec.vae_config()
         if keep_text and kind == "clip":
             text_config = spec.text_config()
-    elif context_pooling is not None:  # a fresh UNet: as many pooling heads as asked (0: none)
-        unet_config = attrs.evolve(unet_config, context_pooling_heads=context_pooling)
     vae = AutoencoderKL(vae_config).to(dev)
     unet = UNetModel(unet_config).to(dev)
     if kind == "minilm":  # frozen MiniLM; the adapter maps it to the UNet's width
@@ -339,10 +340,9 @@ def train_ldm(
                 what=name.removesuffix(".safetensors"),
             )
             module.to(dev)
-    if context_pooling and not unet_config.context_pooling_heads:  # zero-initialised: the
-        # trained UNet's predictions are unchanged until training moves the pooling
-        unet_config = attrs.evolve(unet_config, context_pooling_heads=context_pooling)
-        unet.config = unet_config
+    if trained_config != unet_config:  # the --init UNet gains the pooling, zero-initialised:
+        # its predictions are unchanged until training moves the pooling
+        unet_config = unet.config = trained_config
         unet.context_pool = ContextPooling(
             unet_config.context_dim, context_pooling, unet_config.time_embed_dim
         ).to(dev)
