@@ -177,7 +177,7 @@ def profile_kernels(quick: bool) -> list[str]:
                 (x, w),
             )
         )
-    for sq, sk, d in [(4096, 4096, 40), (4096, 4096, 128)][: 1 if quick else 2]:
+    for sq, sk, d in [(4096, 4096, 40), (4096, 4096, 64), (4096, 4096, 128)][: 1 if quick else 3]:
         q = torch.randn(2, 8, sq, d, device="cuda", dtype=torch.float16, requires_grad=True)
         k = torch.randn(2, 8, sk, d, device="cuda", dtype=torch.float16, requires_grad=True)
         cases.append(

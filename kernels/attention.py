@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from t2i_kernels.dispatch import choose_backend
 from t2i_kernels.lazy_triton import (
     KernelConfig,
+    call_path,
     interpret_mode,
     lazy_jit,
-    needs_custom_op,
     new_output,
 )
 
@@ -155,6 +155,7 @@ def _forward_configs(kw: dict[str, Any]) -> list[KernelConfig]:
         cands = [(128, 64, 4, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3)]
     elif block_d <= 128:
         cands = [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (128, 128, 8, 2)]
+        cands += [(128, 128, 8, 3), (128, 64, 8, 4), (128, 64, 4, 4), (256, 64, 8, 3)]
     else:
         cands = [(64, 64, 4, 2), (128, 32, 8, 2), (64, 32, 4, 2), (128, 64, 8, 2)]
     if fp32:  # 4-byte tiles and IEEE dots: halve the key block
@@ -180,10 +181,12 @@ def _backward_configs(kw: dict[str, Any]) -> list[KernelConfig]:
     # over the whole list on its own.
     if block_d <= 64:
         cands = [(64, 64, 4, 2), (64, 128, 8, 2), (128, 64, 8, 2), (32, 64, 4, 3)]
-        cands += [(32, 128, 4, 3), (128, 32, 4, 3)]
+        cands += [(32, 128, 4, 3), (128, 32, 4, 3), (32, 128, 4, 5), (128, 32, 4, 5)]
     elif block_d <= 128:
         cands = [(64, 64, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2), (64, 128, 8, 2)]
         cands += [(32, 128, 4, 3), (128, 32, 4, 3), (32, 128, 8, 2), (128, 32, 8, 2)]
+        cands += [(32, 128, 4, 5), (128, 32, 4, 5)]  # the tutorial's Hopper pipelining depth
+        cands += [(64, 128, 8, 3), (32, 128, 8, 3), (64, 64, 4, 3), (16, 128, 4, 4)]
     else:
         cands = [(32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2), (64, 64, 8, 1)]
     if fp32:
@@ -782,17 +785,34 @@ def _attention_setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     ctx.causal, ctx.scale = causal, scale
 
 
-def _attention_autograd_backward(ctx: Any, grad_out: torch.Tensor, _grad_lse: Any):
+def _attention_gradients(ctx: Any, grad_out: torch.Tensor, backward: Any) -> tuple:
     q, k, v, out, lse, key_bias = ctx.saved_tensors
-    dq, dk, dv = _attention_backward_op(
-        grad_out, q, k, v, out, lse, key_bias, ctx.causal, ctx.scale
-    )
+    dq, dk, dv = backward(grad_out, q, k, v, out, lse, key_bias, ctx.causal, ctx.scale)
     return dq, dk, dv, None, None, None
+
+
+def _attention_autograd_backward(ctx: Any, grad_out: torch.Tensor, _grad_lse: Any) -> tuple:
+    return _attention_gradients(ctx, grad_out, _attention_backward_op)
 
 
 _attention_op.register_autograd(
     _attention_autograd_backward, setup_context=_attention_setup_context
 )
+
+
+class _AttentionFunction(torch.autograd.Function):
+    """Eager autograd of the Triton path: the custom op's launchers and context, without the
+    custom-op dispatcher's host cost (see `lazy_triton.call_path`)."""
+
+    @staticmethod
+    def forward(q, k, v, key_bias, causal, scale):
+        return _attention_forward_triton(q, k, v, key_bias, causal, scale)
+
+    setup_context = staticmethod(_attention_setup_context)
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_lse):
+        return _attention_gradients(ctx, grad_out, _attention_backward_triton)
 
 
 # --------------------------------------------------------------------------------------------
@@ -840,8 +860,12 @@ def attention(
         return attention_ref(q, k, v, causal=causal, attn_mask=attn_mask, scale=scale)
     sm_scale = 1.0 / math.sqrt(q.shape[3]) if scale is None else float(scale)
     key_bias = _key_bias(attn_mask, q, k.shape[2])
-    if needs_custom_op(q, k, v):
-        out, _ = _attention_op(q, k, v, key_bias, bool(causal), sm_scale)
+    args = (q, k, v, key_bias, bool(causal), sm_scale)
+    path = call_path(q, k, v)
+    if path == "custom_op":
+        out, _ = _attention_op(*args)
+    elif path == "autograd":
+        out, _ = _AttentionFunction.apply(*args)
     else:
-        out, _ = _attention_forward_triton(q, k, v, key_bias, bool(causal), sm_scale)
+        out, _ = _attention_forward_triton(*args)
     return out

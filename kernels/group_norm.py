@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from t2i_kernels.dispatch import choose_backend
-from t2i_kernels.lazy_triton import interpret_mode, lazy_jit, needs_custom_op, new_output
+from t2i_kernels.lazy_triton import call_path, interpret_mode, lazy_jit, new_output
 
 # `tl` is bound to `triton.language` when the first kernel of this module is built (see
 # `lazy_triton`): importing Triton here would fix its interpreter mode too early and would
@@ -607,19 +607,36 @@ def _group_norm_setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
     ctx.num_groups, ctx.activation = num_groups, activation
 
 
-def _group_norm_autograd_backward(ctx: Any, grad_y: torch.Tensor, _gm: Any, _gr: Any):
+def _group_norm_gradients(ctx: Any, grad_y: torch.Tensor, backward: Any) -> tuple:
     x, weight, bias, mean, rstd = ctx.saved_tensors
-    dx, dw, db = _group_norm_backward_op(
-        grad_y, x, weight, bias, mean, rstd, ctx.num_groups, ctx.activation
-    )
+    dx, dw, db = backward(grad_y, x, weight, bias, mean, rstd, ctx.num_groups, ctx.activation)
     dw = None if weight is None else dw.to(weight.dtype)
     db = None if bias is None else db.to(bias.dtype)
     return dx, dw, db, None, None, None
 
 
+def _group_norm_autograd_backward(ctx: Any, grad_y: torch.Tensor, _gm: Any, _gr: Any) -> tuple:
+    return _group_norm_gradients(ctx, grad_y, _group_norm_backward_op)
+
+
 _group_norm_op.register_autograd(
     _group_norm_autograd_backward, setup_context=_group_norm_setup_context
 )
+
+
+class _GroupNormFunction(torch.autograd.Function):
+    """Eager autograd of the Triton path: the custom op's launchers and context, without the
+    custom-op dispatcher's host cost (see `lazy_triton.call_path`)."""
+
+    @staticmethod
+    def forward(x, weight, bias, num_groups, eps, activation):
+        return _group_norm_forward_triton(x, weight, bias, num_groups, eps, activation)
+
+    setup_context = staticmethod(_group_norm_setup_context)
+
+    @staticmethod
+    def backward(ctx, grad_y, _gm, _gr):
+        return _group_norm_gradients(ctx, grad_y, _group_norm_backward_triton)
 
 
 # --------------------------------------------------------------------------------------------
@@ -664,8 +681,11 @@ def group_norm(
     if backend == "ref":
         return group_norm_ref(x, num_groups, weight, bias, eps, activation=activation)
     args = (x, weight, bias, num_groups, float(eps), activation or "none")
-    if needs_custom_op(x, weight, bias):
+    path = call_path(x, weight, bias)
+    if path == "custom_op":
         y, _, _ = _group_norm_op(*args)
+    elif path == "autograd":
+        y, _, _ = _GroupNormFunction.apply(*args)
     else:
         y, _, _ = _group_norm_forward_triton(*args)
     return y

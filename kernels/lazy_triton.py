@@ -21,7 +21,7 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import torch
@@ -30,9 +30,9 @@ __all__ = [
     "KernelConfig",
     "LazyKernel",
     "autotune_enabled",
+    "call_path",
     "interpret_mode",
     "lazy_jit",
-    "needs_custom_op",
     "new_output",
     "poison_outputs",
     "triton_available",
@@ -83,13 +83,24 @@ class KernelConfig:
 ConfigsFn = Callable[[dict[str, Any]], Sequence[KernelConfig]]
 
 
-def needs_custom_op(*tensors: torch.Tensor | None) -> bool:
-    """Whether a call must go through its `torch.library` custom op: autograd will need the
-    backward, or torch.compile / export is tracing. Plain inference launches directly, which
-    saves the custom-op dispatch (tens of microseconds per call)."""
+CallPath = Literal["custom_op", "autograd", "direct"]
+
+
+def call_path(*tensors: torch.Tensor | None) -> CallPath:
+    """How a public op reaches its Triton launchers for this call.
+
+    * ``"custom_op"`` while torch.compile traces: the `torch.library` custom op, which the
+      compiler keeps as one opaque call, with its registered autograd formula;
+    * ``"autograd"`` in eager mode when a gradient will be needed: a `torch.autograd.Function`
+      around the same launchers (the custom-op dispatcher cost about 0.7 ms of host time per
+      forward + backward on the H200 host, BENCHMARKS.md "Kernels");
+    * ``"direct"`` for plain inference: the launcher itself.
+    """
     if torch.compiler.is_compiling():
-        return True
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        return "custom_op"
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return "autograd"
+    return "direct"
 
 
 class LazyKernel:
@@ -119,6 +130,7 @@ class LazyKernel:
         self._jit: dict[bool, Any] = {}
         self._tuned: dict[tuple[str, ...], Any] = {}
         self._runners: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
+        self._tuned_launch: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
         functools.update_wrapper(self, fn)
 
     def _bind_language(self) -> None:
@@ -178,7 +190,31 @@ class LazyKernel:
                 "`pip install triton` or use the reference path (T2I_KERNELS=ref)"
             )
         kernel, extra = self._runner(kw)
-        return kernel[grid](*args, **kw, **extra)
+        if extra or not hasattr(kernel, "best_config"):  # a fixed config: plain JIT launch
+            return kernel[grid](*args, **kw, **extra)
+        # Autotuned. Once the tuner has chosen for this problem, launch its JIT function with
+        # the chosen config: Triton's `Autotuner.run` costs 20-40 us of host time per call.
+        tuned_key = self._tuned_key(args, kw)
+        chosen = self._tuned_launch.get(tuned_key) if tuned_key is not None else None
+        if chosen is not None:
+            jit, config = chosen
+            return jit[grid](*args, **kw, **config)
+        result = kernel[grid](*args, **kw)
+        if tuned_key is not None:
+            self._tuned_launch[tuned_key] = (kernel.fn, kernel.best_config.all_kwargs())
+        return result
+
+    def _tuned_key(self, args: tuple[Any, ...], kw: dict[str, Any]) -> tuple[Any, ...] | None:
+        """What selects a tuned config: the tuning arguments, config arguments and the tensor
+        dtypes; None when a tuning argument was passed positionally (then never cached)."""
+        if any(name not in kw for name in self.tune_key):
+            return None
+        dtypes = tuple(str(a.dtype) for a in args if isinstance(a, torch.Tensor))
+        return (
+            *(kw[name] for name in self.tune_key),
+            *(kw.get(name) for name in self.config_args),
+            dtypes,
+        )
 
 
 def lazy_jit(

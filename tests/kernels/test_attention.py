@@ -103,6 +103,18 @@ def test_custom_op_passes_opcheck(triton_cpu, seed):
     torch.library.opcheck(torch.ops.t2i.attention.default, (q, k, v, bias, False, 0.2))
 
 
+def test_eager_autograd_matches_the_custom_op(triton_cpu, seed):
+    # Eager training runs a torch.autograd.Function, torch.compile the custom op: same numbers.
+    q, k, v = _inputs(2, 2, 19, 23, 40, torch.float32)
+    grad = torch.randn(2, 2, 19, 40)
+    eager = _forward_backward(attention, q, k, v, grad, causal=True)
+    assert "AttentionFunction" in type(eager[0].grad_fn).__name__  # not the custom op
+    op = lambda q, k, v: torch.ops.t2i.attention(q, k, v, None, True, 40**-0.5)[0]  # noqa: E731
+    compiled_path = _forward_backward(op, q, k, v, grad)
+    for got, want in zip(eager, compiled_path, strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
 def test_query_dependent_mask_is_refused_when_triton_is_forced(triton_cpu):
     q, k, v = _inputs(1, 1, 8, 8, 32, torch.float32)
     mask = torch.ones(8, 8, dtype=torch.bool).tril()

@@ -117,6 +117,20 @@ def test_gpu_matches_float64_reference(case, dtype, _gpu, triton_gpu, seed, asse
     )
 
 
+def test_eager_autograd_matches_the_custom_op(triton_cpu, seed):
+    # Eager training runs a torch.autograd.Function, torch.compile the custom op: same numbers.
+    x = torch.randn(2, 12, 7, 5, requires_grad=True)
+    w, b = torch.randn(12, requires_grad=True), torch.randn(12, requires_grad=True)
+    grad = torch.randn(2, 12, 7, 5)
+    y = group_norm(x, 3, w, b, activation="silu")
+    assert "GroupNormFunction" in type(y.grad_fn).__name__  # not the custom op
+    eager = (y, *torch.autograd.grad(y, (x, w, b), grad))
+    y_op = torch.ops.t2i.group_norm(x, w, b, 3, 1e-5, "silu")[0]
+    via_op = (y_op, *torch.autograd.grad(y_op, (x, w, b), grad))
+    for got, want in zip(eager, via_op, strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
 def test_inference_path_without_autograd(triton_cpu, seed):
     # Without grad the public op launches the kernels directly (no custom-op dispatch).
     x = torch.randn(2, 12, 6, 5).to(memory_format=torch.channels_last)
