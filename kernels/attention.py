@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
+import attrs
 import torch
 import torch.nn.functional as F
 
@@ -149,7 +150,9 @@ _CONFIG_ARGS = ("BLOCK_D", "DOT_PRECISION", "Sk")
 def _forward_configs(kw: dict[str, Any]) -> list[KernelConfig]:
     """Forward launch configs, best guess first, pruned by head dim, dtype and key length."""
     if interpret_mode():
-        return [KernelConfig({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)]
+        return [
+            KernelConfig({"BLOCK_M": 16, "BLOCK_N": 16, "K_ROWS": False}, num_warps=1, num_stages=1)
+        ]
     block_d, fp32 = kw["BLOCK_D"], kw["DOT_PRECISION"] == "ieee"
     if block_d <= 64:
         cands = [(128, 64, 4, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3)]
@@ -165,10 +168,15 @@ def _forward_configs(kw: dict[str, Any]) -> list[KernelConfig]:
     for bm, bn, warps, stages in cands:
         if bn > keys or bn > bm:
             continue
-        cfg = KernelConfig({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
+        cfg = KernelConfig(
+            {"BLOCK_M": bm, "BLOCK_N": bn, "K_ROWS": False}, num_warps=warps, num_stages=stages
+        )
         if cfg not in out:
             out.append(cfg)
-    return out or [KernelConfig({"BLOCK_M": 64, "BLOCK_N": 16}, num_warps=4, num_stages=2)]
+    if not fp32 and block_d <= 128:  # the same tilings, reading K row-major and transposing
+        out += [attrs.evolve(c, meta={**c.meta, "K_ROWS": True}) for c in out]
+    fallback = {"BLOCK_M": 64, "BLOCK_N": 16, "K_ROWS": False}
+    return out or [KernelConfig(fallback, num_warps=4, num_stages=2)]
 
 
 def _backward_configs(kw: dict[str, Any]) -> list[KernelConfig]:
@@ -243,6 +251,7 @@ def _attention_fwd_kernel(
     BLOCK_D: tl.constexpr,  # head dim padded to a power of two
     BLOCK_M: tl.constexpr,  # query rows per program
     BLOCK_N: tl.constexpr,  # key rows per inner step
+    K_ROWS: tl.constexpr,  # load K tiles as (BLOCK_N, BLOCK_D) rows, then transpose (autotuned)
 ):
     start_m = tl.program_id(0)
     off_bh = tl.program_id(1)
@@ -276,15 +285,26 @@ def _attention_fwd_kernel(
     for start_n in range(0, hi, BLOCK_N):
         cols = start_n + offs_n
         if EVEN_N:
-            k = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None], mask=d_ok[:, None])
+            if K_ROWS:
+                k_rows = k_base + cols[:, None] * stride_kn + offs_d[None, :]
+                k = tl.trans(tl.load(k_rows, mask=d_ok[None, :]))
+            else:
+                k = tl.load(
+                    k_base + cols[None, :] * stride_kn + offs_d[:, None], mask=d_ok[:, None]
+                )
             v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=d_ok[None, :])
         else:
             col_ok = cols < Sk
-            k = tl.load(
-                k_base + cols[None, :] * stride_kn + offs_d[:, None],
-                mask=d_ok[:, None] & col_ok[None, :],
-                other=0.0,
-            )
+            if K_ROWS:
+                k_rows = k_base + cols[:, None] * stride_kn + offs_d[None, :]
+                k_ok = col_ok[:, None] & d_ok[None, :]
+                k = tl.trans(tl.load(k_rows, mask=k_ok, other=0.0))
+            else:
+                k = tl.load(
+                    k_base + cols[None, :] * stride_kn + offs_d[:, None],
+                    mask=d_ok[:, None] & col_ok[None, :],
+                    other=0.0,
+                )
             v = tl.load(
                 v_base + cols[:, None] * stride_vn + offs_d[None, :],
                 mask=col_ok[:, None] & d_ok[None, :],

@@ -178,6 +178,50 @@ def test_gpu_matches_float64_reference(case, dtype, _gpu, triton_gpu, seed, asse
     _check_against_references(assert_error_rule, q, k, v, seed, causal=causal, attn_mask=mask)
 
 
+def _gpu_forward_metas() -> list[tuple[int, int, bool]]:
+    """Every (BLOCK_M, BLOCK_N, K_ROWS) the forward kernel may autotune to on a GPU, fp16/bf16."""
+    import importlib
+
+    module = importlib.import_module("t2i_kernels.attention")
+    metas = []
+    for block_d in (64, 128, 256):
+        kw = {"BLOCK_D": block_d, "DOT_PRECISION": "tf32", "Sk": 4096}
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(module, "interpret_mode", lambda: False)
+            configs = module._forward_configs(kw)
+        metas += [(c.meta["BLOCK_M"], c.meta["BLOCK_N"], c.meta["K_ROWS"]) for c in configs]
+    return sorted(set(metas))
+
+
+@pytest.mark.parametrize(
+    "meta", _gpu_forward_metas(), ids=lambda m: f"{m[0]}x{m[1]}{'-krows' if m[2] else ''}"
+)
+def test_every_gpu_forward_tiling_is_exact(meta, triton_cpu, seed, assert_error_rule, monkeypatch):
+    """The GPU's forward tilings, run in the interpreter: odd lengths, causal, cross, padding."""
+    import importlib
+
+    from t2i_kernels.lazy_triton import KernelConfig
+
+    module = importlib.import_module("t2i_kernels.attention")
+    block_m, block_n, k_rows = meta
+    config = KernelConfig(
+        {"BLOCK_M": block_m, "BLOCK_N": block_n, "K_ROWS": k_rows}, num_warps=1, num_stages=1
+    )
+    kernel = module._attention_fwd_kernel
+    monkeypatch.setattr(kernel, "configs", lambda kw: [config])
+    monkeypatch.setattr(kernel, "_runners", {})
+    q, k, v = _inputs(1, 1, 37, 37, 40, torch.float32)
+    _check_against_references(assert_error_rule, q, k, v, seed, causal=True)
+    q, k, v = _inputs(2, 1, 19, 45, 32, torch.float32)
+    mask = torch.rand(2, 1, 1, 45) > 0.3
+    _check_against_references(assert_error_rule, q, k, v, seed, attn_mask=mask)
+    used = {
+        tuple(extra[n] for n in ("BLOCK_M", "BLOCK_N", "K_ROWS"))
+        for _, extra in kernel._runners.values()
+    }
+    assert used == {meta}
+
+
 def _gpu_backward_blocks() -> list[tuple[int, int]]:
     """Every (BLOCK_M, BLOCK_N) the backward kernels may autotune to on a GPU, fp16/bf16."""
     import importlib
