@@ -156,9 +156,13 @@ def _forward_configs(kw: dict[str, Any]) -> list[KernelConfig]:
     block_d, fp32 = kw["BLOCK_D"], kw["DOT_PRECISION"] == "ieee"
     if block_d <= 64:
         cands = [(128, 64, 4, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3)]
+        cands += [(256, 64, 16, 3), (256, 128, 16, 2)]
     elif block_d <= 128:
         cands = [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (128, 128, 8, 2)]
         cands += [(128, 128, 8, 3), (128, 64, 8, 4), (128, 64, 4, 4), (256, 64, 8, 3)]
+        # four warp groups of 64 rows: the schedulers overlap one group's softmax with
+        # another's matmuls (what FlashAttention-3 arranges by hand as "ping-pong")
+        cands += [(256, 128, 16, 2), (256, 64, 16, 3)]
     else:
         cands = [(64, 64, 4, 2), (128, 32, 8, 2), (64, 32, 4, 2), (128, 64, 8, 2)]
     if fp32:  # 4-byte tiles and IEEE dots: halve the key block
@@ -824,11 +828,13 @@ class _AttentionFunction(torch.autograd.Function):
     """Eager autograd of the Triton path: the custom op's launchers and context, without the
     custom-op dispatcher's host cost (see `lazy_triton.call_path`)."""
 
+    # The ctx-first forward: a separate `setup_context` makes `Function.apply` bind its
+    # arguments with `inspect.signature` on every call.
     @staticmethod
-    def forward(q, k, v, key_bias, causal, scale):
-        return _attention_forward_triton(q, k, v, key_bias, causal, scale)
-
-    setup_context = staticmethod(_attention_setup_context)
+    def forward(ctx, q, k, v, key_bias, causal, scale):
+        output = _attention_forward_triton(q, k, v, key_bias, causal, scale)
+        _attention_setup_context(ctx, (q, k, v, key_bias, causal, scale), output)
+        return output
 
     @staticmethod
     def backward(ctx, grad_out, _grad_lse):

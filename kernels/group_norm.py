@@ -628,11 +628,14 @@ class _GroupNormFunction(torch.autograd.Function):
     """Eager autograd of the Triton path: the custom op's launchers and context, without the
     custom-op dispatcher's host cost (see `lazy_triton.call_path`)."""
 
+    # The ctx-first forward: a separate `setup_context` makes `Function.apply` bind its
+    # arguments with `inspect.signature` on every call.
     @staticmethod
-    def forward(x, weight, bias, num_groups, eps, activation):
-        return _group_norm_forward_triton(x, weight, bias, num_groups, eps, activation)
-
-    setup_context = staticmethod(_group_norm_setup_context)
+    def forward(ctx, x, weight, bias, num_groups, eps, activation):
+        inputs = (x, weight, bias, num_groups, eps, activation)
+        output = _group_norm_forward_triton(*inputs)
+        _group_norm_setup_context(ctx, inputs, output)
+        return output
 
     @staticmethod
     def backward(ctx, grad_y, _gm, _gr):

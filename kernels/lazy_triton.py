@@ -209,7 +209,7 @@ class LazyKernel:
         dtypes; None when a tuning argument was passed positionally (then never cached)."""
         if any(name not in kw for name in self.tune_key):
             return None
-        dtypes = tuple(str(a.dtype) for a in args if isinstance(a, torch.Tensor))
+        dtypes = tuple(a.dtype for a in args if isinstance(a, torch.Tensor))
         return (
             *(kw[name] for name in self.tune_key),
             *(kw.get(name) for name in self.config_args),

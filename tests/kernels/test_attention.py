@@ -257,3 +257,18 @@ def test_every_gpu_backward_block_shape_is_exact(blocks, triton_cpu, seed, asser
     for kernel in (module._attention_bwd_dkdv_kernel, module._attention_bwd_dq_kernel):
         used = {(extra["BLOCK_M"], extra["BLOCK_N"]) for _, extra in kernel._runners.values()}
         assert used == {blocks}
+
+
+@pytest.mark.parametrize("_gpu", [pytest.param(None, marks=GPU)])
+def test_gpu_autotuned_relaunch_is_exact(_gpu, triton_gpu, seed, assert_error_rule, monkeypatch):
+    """After autotuning, launches bypass Triton's Autotuner with the chosen config: both the
+    tuning call and the relaunch must meet the error rule, forward and backward."""
+    import importlib
+
+    module = importlib.import_module("t2i_kernels.attention")
+    monkeypatch.setenv("T2I_KERNELS_AUTOTUNE", "1")
+    q, k, v = _inputs(1, 4, 333, 333, 128, torch.float16, device="cuda")
+    for _ in range(2):
+        _check_against_references(assert_error_rule, q, k, v, seed, causal=True)
+    for kernel in (module._attention_fwd_kernel, module._attention_bwd_dq_kernel):
+        assert kernel._tuned_launch, f"{kernel.__name__} never reused its tuned config"
