@@ -619,13 +619,15 @@ def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
 
 
 def _strides3(t: torch.Tensor, align: int = 1) -> tuple[int, int, int]:
-    return t.stride(0) // align, t.stride(1) // align, t.stride(2) // align
+    sb, sh, sm, _ = t.stride()
+    return sb // align, sh // align, sm // align
 
 
 def _stride_align(like: torch.Tensor, *tensors: torch.Tensor) -> int:
     """Largest of 8, 4, 2, 1 elements (at most 16 bytes) dividing every batch/head/row stride."""
     align = 16 // like.element_size()
-    while align > 1 and any(t.stride(i) % align for t in tensors for i in range(3)):
+    strides = [s for t in tensors for s in t.stride()[:3]]
+    while align > 1 and any(s % align for s in strides):
         align //= 2
     return align
 

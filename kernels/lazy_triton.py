@@ -205,15 +205,15 @@ class LazyKernel:
         return result
 
     def _tuned_key(self, args: tuple[Any, ...], kw: dict[str, Any]) -> tuple[Any, ...] | None:
-        """What selects a tuned config: the tuning arguments, config arguments and the tensor
-        dtypes; None when a tuning argument was passed positionally (then never cached)."""
+        """What selects a tuned config: the tuning arguments, config arguments and the first
+        argument's dtype (the launchers derive every other tensor's dtype from it); None when
+        a tuning argument was passed positionally (then never cached)."""
         if any(name not in kw for name in self.tune_key):
             return None
-        dtypes = tuple(a.dtype for a in args if isinstance(a, torch.Tensor))
         return (
             *(kw[name] for name in self.tune_key),
             *(kw.get(name) for name in self.config_args),
-            dtypes,
+            getattr(args[0], "dtype", None) if args else None,
         )
 
 
