@@ -169,8 +169,25 @@ def attention_parts() -> tuple[list[tuple[str, Callable[[], object]]], Callable,
         with torch.no_grad():
             return attention_mod._attention_forward_triton(q, k, v, None, False, scale)
 
+    def fwd_autograd():
+        with t2i_kernels.use_kernels("triton"):
+            return t2i_kernels.attention(q, k, v)
+
+    with t2i_kernels.use_kernels("triton"):
+        kept = t2i_kernels.attention(q, k, v)
+    kept_torch = F.scaled_dot_product_attention(q, k, v)
+
     parts = [
         ("torch SDPA fwd 2x8x256x256 d160", fwd_sdpa),
+        (
+            "torch SDPA bwd only (autograd.grad, graph kept)",
+            lambda: torch.autograd.grad(kept_torch, (q, k, v), grad, retain_graph=True),
+        ),
+        ("t2i attention fwd recording autograd (Function.apply)", fwd_autograd),
+        (
+            "t2i attention bwd only (autograd.grad, graph kept)",
+            lambda: torch.autograd.grad(kept, (q, k, v), grad, retain_graph=True),
+        ),
         ("t2i attention fwd (public, triton)", public),
         ("  _attention_forward_triton (1 launch)", fwd_launcher),
         ("torch SDPA fwd+bwd (autograd)", torch_bwd),
@@ -209,6 +226,31 @@ def main() -> None:
         except Exception as err:  # one broken row must not lose the rest
             lines.append(f"| {name} | error: {type(err).__name__}: {str(err)[:100]} |")
         print(lines[-1], flush=True)
+    # The backward runs on autograd's device thread, out of the main thread's profiler's
+    # sight: profile it from inside.
+    worker = cProfile.Profile()
+    launcher = attention_mod._attention_backward_triton
+
+    def profiled_launcher(*a):
+        worker.enable()
+        try:
+            return launcher(*a)
+        finally:
+            worker.disable()
+
+    attention_mod._attention_backward_triton = profiled_launcher
+    try:
+        attn_bwd()
+        worker = cProfile.Profile()
+        for _ in range(300):
+            attn_bwd()
+        torch.cuda.synchronize()
+    finally:
+        attention_mod._attention_backward_triton = launcher
+    buf = io.StringIO()
+    pstats.Stats(worker, stream=buf).sort_stats("tottime").print_stats(18)
+    lines += ["", "cProfile inside the backward (autograd thread), 300 calls:", "```"]
+    lines += [buf.getvalue(), "```"]
     for name, fn in [
         ("group_norm (triton)", gn_public),
         ("attention fwd", attn_public),

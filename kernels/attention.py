@@ -327,7 +327,8 @@ def _attention_fwd_kernel(
         p = tl.math.exp2(s * qk_scale - m_safe[:, None])  # one FMA per score
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        # the rescaled accumulator goes into the matmul as its accumulator (wgmma adds in place)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PRECISION)
         m_i = m_new
 
     empty = l_i == 0.0
@@ -462,10 +463,10 @@ def _attention_bwd_dkdv_kernel(
         p_t = tl.math.exp2(s_t - lse[None, :])
         if IS_CAUSAL:
             p_t = tl.where(offs_m[None, :] >= offs_n[:, None], p_t, 0.0)
-        dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
         ds_t = p_t * (dp_t - delta[None, :])
-        dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
     dk *= sm_scale
     tl.store(dK + k_off, dk.to(dK.dtype.element_ty), mask=kv_mask)
     tl.store(dV + v_off, dv.to(dV.dtype.element_ty), mask=kv_mask)
@@ -561,7 +562,7 @@ def _attention_bwd_dq_kernel(
             p = tl.where(offs_m[:, None] >= offs_n[None, :], p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
         ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
     dq *= sm_scale
     tl.store(dQ + q_off, dq.to(dQ.dtype.element_ty), mask=qd_mask)
 
