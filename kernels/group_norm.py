@@ -86,7 +86,8 @@ def _check_inputs(
 
 EAGER_MIN_ELEMENTS = 1 << 22
 """Below this many elements the Triton path loses to ``F.group_norm`` in eager mode: its
-0.1-0.2 ms of host-side launch cost outweighs the GPU time saved (H200, BENCHMARKS.md)."""
+host-side cost (about 0.1 ms, two Triton launches; BENCHMARKS.md "Kernels", H200) outweighs
+the GPU time saved."""
 
 
 def _eager_unprofitable(x: torch.Tensor) -> str | None:
