@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from t2i_kernels.dispatch import choose_backend
 from t2i_kernels.lazy_triton import (
     KernelConfig,
-    call_path,
     interpret_mode,
     lazy_jit,
     new_output,
+    run_triton,
 )
 
 # `tl` is bound to `triton.language` when the first kernel of this module is built (see
@@ -890,11 +890,7 @@ def attention(
     sm_scale = 1.0 / math.sqrt(q.shape[3]) if scale is None else float(scale)
     key_bias = _key_bias(attn_mask, q, k.shape[2])
     args = (q, k, v, key_bias, bool(causal), sm_scale)
-    path = call_path(q, k, v)
-    if path == "custom_op":
-        out, _ = _attention_op(*args)
-    elif path == "autograd":
-        out, _ = _AttentionFunction.apply(*args)
-    else:
-        out, _ = _attention_forward_triton(*args)
+    out, _ = run_triton(
+        _attention_op, _AttentionFunction, _attention_forward_triton, args, (q, k, v)
+    )
     return out

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from t2i_kernels.dispatch import choose_backend
-from t2i_kernels.lazy_triton import call_path, interpret_mode, lazy_jit, new_output
+from t2i_kernels.lazy_triton import interpret_mode, lazy_jit, new_output, run_triton
 
 # `tl` is bound to `triton.language` when the first kernel of this module is built (see
 # `lazy_triton`): importing Triton here would fix its interpreter mode too early and would
@@ -685,11 +685,7 @@ def group_norm(
     if backend == "ref":
         return group_norm_ref(x, num_groups, weight, bias, eps, activation=activation)
     args = (x, weight, bias, num_groups, float(eps), activation or "none")
-    path = call_path(x, weight, bias)
-    if path == "custom_op":
-        y, _, _ = _group_norm_op(*args)
-    elif path == "autograd":
-        y, _, _ = _GroupNormFunction.apply(*args)
-    else:
-        y, _, _ = _group_norm_forward_triton(*args)
+    y, _, _ = run_triton(
+        _group_norm_op, _GroupNormFunction, _group_norm_forward_triton, args, (x, weight, bias)
+    )
     return y

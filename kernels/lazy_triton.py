@@ -35,6 +35,7 @@ __all__ = [
     "lazy_jit",
     "new_output",
     "poison_outputs",
+    "run_triton",
     "triton_available",
 ]
 
@@ -92,8 +93,9 @@ def call_path(*tensors: torch.Tensor | None) -> CallPath:
     * ``"custom_op"`` while torch.compile traces: the `torch.library` custom op, which the
       compiler keeps as one opaque call, with its registered autograd formula;
     * ``"autograd"`` in eager mode when a gradient will be needed: a `torch.autograd.Function`
-      around the same launchers (the custom-op dispatcher cost about 0.7 ms of host time per
-      forward + backward on the H200 host, BENCHMARKS.md "Kernels");
+      around the same launchers (through the custom op, one small-shape attention forward +
+      backward cost 1119 us of host time, against 748 us this way; H200, BENCHMARKS.md
+      "Kernels");
     * ``"direct"`` for plain inference: the launcher itself.
     """
     if torch.compiler.is_compiling():
@@ -101,6 +103,23 @@ def call_path(*tensors: torch.Tensor | None) -> CallPath:
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return "autograd"
     return "direct"
+
+
+def run_triton(
+    custom_op: Callable[..., Any],
+    function: type[torch.autograd.Function],
+    launcher: Callable[..., Any],
+    args: Sequence[Any],
+    grad_inputs: Sequence[torch.Tensor | None],
+) -> Any:
+    """Run an op's Triton forward on `args` by the path `call_path(*grad_inputs)` picks: the
+    custom op, the autograd function, or the launcher itself."""
+    path = call_path(*grad_inputs)
+    if path == "custom_op":
+        return custom_op(*args)
+    if path == "autograd":
+        return function.apply(*args)
+    return launcher(*args)
 
 
 class LazyKernel:
