@@ -7,7 +7,7 @@ runs it (:class:`t2i.Engine`).
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from t2i.version import __version__
 
 __all__ = ["Engine", "Pipeline", "__version__"]
 

@@ -17,20 +17,20 @@ def t2i_register_nodes(register):
 
 @hookimpl
 def t2i_register_samplers(register):
-    from t2i.sampling.registration import register_samplers
+    from t2i.diffusion.registration import register_samplers
 
     register_samplers(register)
 
 
 @hookimpl
 def t2i_register_schedules(register):
-    from t2i.sampling.registration import register_schedules
+    from t2i.diffusion.registration import register_schedules
 
     register_schedules(register)
 
 
 @hookimpl
 def t2i_register_guidance(register):
-    from t2i.sampling.registration import register_guidance
+    from t2i.diffusion.registration import register_guidance
 
     register_guidance(register)

@@ -312,15 +312,15 @@ def save_safetensors(
     metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``state`` as safetensors atomically (temp file, then rename)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from t2i.files import write_atomically
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    save_file(tensors, str(tmp), metadata=dict(metadata or {}))
-    os.replace(tmp, path)
-    return path
+    data = save(tensors, metadata=dict(metadata or {}))
+    return write_atomically(path, lambda f: f.write(data))
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -24,7 +24,8 @@ import torch
 from t2i.graph.executor import Executor
 from t2i.graph.graph import Graph, OutputRef
 from t2i.recipe import Recipe
-from t2i.registry.manager import PluginManager, get_plugin_manager
+from t2i.plugins import get_plugin_manager
+from t2i.registry.manager import PluginManager
 from t2i.request import REQUEST_FIELDS, GenerationRequest, RequestError
 from t2i.result import GenerationResult, infotext_for
 
@@ -366,7 +367,7 @@ class Pipeline:
         return label, sched_label
 
     def _infotext(self, request: GenerationRequest, seed: int) -> str:
-        from t2i import __version__
+        from t2i.version import __version__
 
         sampler_label, schedule_label = self._labels(request)
         return infotext_for(
@@ -380,7 +381,7 @@ class Pipeline:
         )
 
     def _metadata(self, request, base_seed, seeds, elapsed) -> dict[str, Any]:
-        from t2i import __version__
+        from t2i.version import __version__
 
         params = attrs.asdict(request, recurse=False)
         params["init_image"] = None if request.init_image is None else "<image>"

@@ -39,19 +39,85 @@ class Tokens:
         return int(self.ids.shape[0])
 
 
+def _move(t: torch.Tensor | None, device, dtype) -> torch.Tensor | None:
+    if t is None:
+        return None
+    return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+
+
+def _expand(t: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    return None if t is None else t.expand(batch, *t.shape[1:])
+
+
+@attrs.frozen(eq=False)
+class ImageCondition:
+    """A cascade's low-resolution image, given to a super-resolution denoiser.
+
+    Imagen (Saharia et al. 2022, section 2.5) and DeepFloyd IF condition each
+    super-resolution stage on the previous stage's output, noised at an augmentation
+    level the model also receives (noise conditioning augmentation).
+
+    Attributes:
+        image: ``(B, C, h, w)`` low-resolution image in the model's data range ([-1, 1]).
+        noise_level: ``(B,)`` augmentation level per row, in the units the model was
+            trained with (IF: a timestep in 0..1000; Imagen: a fraction in [0, 1]).
+        seeds: the seed of each row, for models that draw the augmentation noise.
+    """
+
+    image: torch.Tensor = attrs.field(validator=_tensor)
+    noise_level: torch.Tensor = attrs.field(validator=_tensor)
+    seeds: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        if self.noise_level.shape != (self.image.shape[0],):
+            raise ValueError(
+                f"noise_level must have shape ({self.image.shape[0]},) to match the image "
+                f"batch, got {tuple(self.noise_level.shape)}"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.image.shape[0])
+
+    def repeat_to(self, batch: int) -> ImageCondition:
+        if self.batch_size == batch:
+            return self
+        if self.batch_size != 1:
+            raise ValueError(f"cannot repeat an image condition of batch {self.batch_size}")
+        return ImageCondition(_expand(self.image, batch), _expand(self.noise_level, batch))
+
+    def to(self, device=None, dtype=None) -> ImageCondition:
+        return ImageCondition(
+            _move(self.image, device, dtype), _move(self.noise_level, device, dtype), self.seeds
+        )
+
+    @staticmethod
+    def cat(items: list[ImageCondition]) -> ImageCondition:
+        return ImageCondition(
+            torch.cat([c.image for c in items]),
+            torch.cat([c.noise_level for c in items]),
+            tuple(s for c in items for s in c.seeds),
+        )
+
+
 @attrs.frozen(eq=False)
 class Conditioning:
-    """What a text encoder gives a denoiser.
+    """What a text encoder gives a model.
 
     Attributes:
         embeds: ``(B, T, D)`` per-token states (cross-attention context).
         pooled: ``(B, D')`` pooled embedding, or None.
         mask: ``(B, T)`` bool attention mask (True = attend), or None.
+        image: the low-resolution image of a cascade stage (:class:`ImageCondition`), or
+            None; the sampling node attaches it to the prompt's and the negative's.
     """
 
     embeds: torch.Tensor = attrs.field(validator=_tensor)
     pooled: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
     mask: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
+    image: ImageCondition | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(ImageCondition))
+    )
 
     @property
     def batch_size(self) -> int:
@@ -59,27 +125,30 @@ class Conditioning:
 
     def repeat_to(self, batch: int) -> Conditioning:
         """Repeat a batch-1 conditioning to ``batch`` rows (a batch of one prompt)."""
-        if self.batch_size == batch:
+        if self.batch_size == batch and (self.image is None or self.image.batch_size == batch):
             return self
-        if self.batch_size != 1:
+        if self.batch_size not in (1, batch):
             raise ValueError(f"cannot repeat a conditioning of batch {self.batch_size} to {batch}")
+        image = None if self.image is None else self.image.repeat_to(batch)
+        if self.batch_size == batch:
+            return attrs.evolve(self, image=image)
+        e = lambda t: _expand(t, batch)  # noqa: E731
+        return Conditioning(e(self.embeds), e(self.pooled), e(self.mask), image)
 
-        def rep(t):
-            return None if t is None else t.expand(batch, *t.shape[1:])
-
-        return Conditioning(rep(self.embeds), rep(self.pooled), rep(self.mask))
+    def with_image(self, image: ImageCondition | None) -> Conditioning:
+        """This conditioning with ``image`` attached (a cascade's super-resolution stage)."""
+        return attrs.evolve(self, image=image)
 
     def to(self, device=None, dtype=None) -> Conditioning:
-        def f(t):
-            if t is None:
-                return None
-            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
-
-        return Conditioning(f(self.embeds), f(self.pooled), f(self.mask))
+        image = None if self.image is None else self.image.to(device, dtype)
+        m = lambda t: _move(t, device, dtype)  # noqa: E731
+        return Conditioning(m(self.embeds), m(self.pooled), m(self.mask), image)
 
     @staticmethod
     def cat(items: list[Conditioning]) -> Conditioning:
-        """Concatenate along the batch; shorter token axes are zero-padded and masked out."""
+        """Concatenate along the batch; shorter token axes are zero-padded and masked out.
+
+        Image conditions are concatenated too (all items have one, or none has)."""
         length = max(c.embeds.shape[1] for c in items)
         embeds, masks, pooled = [], [], []
         any_mask = (
@@ -98,10 +167,14 @@ class Conditioning:
                 masks.append(torch.nn.functional.pad(m, (0, pad), value=False))
             pooled.append(c.pooled)
         has_pooled = all(p is not None for p in pooled)
+        images = [c.image for c in items]
+        if any(i is not None for i in images) and not all(i is not None for i in images):
+            raise ValueError("cannot concatenate conditionings with and without an image")
         return Conditioning(
             torch.cat(embeds),
             torch.cat(pooled) if has_pooled else None,
             torch.cat(masks) if any_mask else None,
+            ImageCondition.cat(images) if images[0] is not None else None,
         )
 
 
@@ -143,6 +216,34 @@ class Image:
         return Image(torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0)
 
 
+@attrs.frozen(eq=False)
+class Sigmas:
+    """A diffusion schedule to run: ``sigmas`` descending ``(n + 1,)`` float64, ending with 0.
+
+    ``steps`` is the requested step count (img2img runs only the schedule's tail).
+    """
+
+    sigmas: torch.Tensor = attrs.field(validator=_tensor)
+    steps: int = 0
+
+
+@attrs.frozen(eq=False)
+class GuidedModel:
+    """A model wrapped by guidance, with the conditioning to call it with bound.
+
+    Attributes:
+        model: the guided model (same contract as the one it wraps).
+        cond: the prompt's conditioning, already on the run's device and dtype, or None.
+        model_contract: the contract of ``model`` (see :mod:`t2i.contracts`).
+        name: the registered name of the unguided model, for messages.
+    """
+
+    model: object
+    cond: Conditioning | None
+    model_contract: str
+    name: str = ""
+
+
 SOCKET_TYPES: dict[str, type | None] = {
     "TEXT": str,
     "INT": int,
@@ -151,6 +252,9 @@ SOCKET_TYPES: dict[str, type | None] = {
     "CONDITIONING": Conditioning,
     "LATENT": Latent,
     "IMAGE": Image,
+    "IMAGE_CONDITION": ImageCondition,
+    "SIGMAS": Sigmas,
+    "GUIDED_MODEL": GuidedModel,
     # component instances travel too: their Python type is the plugin's business
     "TOKENIZER": None,
     "TEXT_ENCODER": None,

@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 from PIL.PngImagePlugin import PngInfo
 
-from t2i.graph.nodes import write_atomically
+from t2i.files import write_atomically
 from t2i.infotext import format_infotext
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from t2i.components import KINDS
+from t2i.contracts import KINDS
 from t2i.logs import configure_logging
 
 DEFAULT_RECIPES = ("ldm-shapes",)
@@ -16,7 +16,7 @@ DEFAULT_RECIPES = ("ldm-shapes",)
 
 
 def _manager():
-    from t2i.registry import get_plugin_manager
+    from t2i.plugins import get_plugin_manager
 
     return get_plugin_manager()
 
@@ -237,35 +237,18 @@ def generate(
         click.echo(str(path))
 
 
-def _mount_optional() -> None:
-    """Commands that live in other modules (shapes benchmark) and trainers from plugins."""
-    try:
-        from t2i.cli.shapes import data, eval_command
-    except ImportError:
-        pass
-    else:
-        cli.add_command(data)
-        cli.add_command(eval_command, "eval")
+def _mount_commands() -> None:
+    """The shapes benchmark's commands, ``t2i train`` and every plugin's commands."""
+    from t2i.cli.shapes import data, eval_command
+    from t2i.training.cli import train_group
+
+    cli.add_command(data)
+    cli.add_command(eval_command, "eval")
+    cli.add_command(train_group(_manager))
+    _manager().register_commands(cli)
 
 
-@cli.group(cls=click.Group, invoke_without_command=False)
-def train() -> None:
-    """Train a model (trainers are registered by plugins)."""
-
-
-class _TrainGroup(click.Group):
-    def list_commands(self, ctx):
-        return _manager().registry.names("trainer")
-
-    def get_command(self, ctx, name):
-        reg = _manager().registry
-        if not reg.has("trainer", name):
-            return None
-        return reg.get("trainer", name).create()
-
-
-train.__class__ = _TrainGroup
-_mount_optional()
+_mount_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,13 +11,13 @@ they load by registered name. Three generation shapes share them:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from t2i.components import SampleJob
+from t2i.contracts import SampleJob
+from t2i.files import write_atomically
 from t2i.graph.node import REQUIRED, ExecutionContext, NodeType, Param, Port
 from t2i.payloads import Image, Latent
 
@@ -202,7 +202,7 @@ class Sample(NodeType):
 def resolve_sampler(registry: Any, name: str) -> tuple[str, str | None]:
     """Split a web-UI name such as ``"DPM++ 2M Karras"`` into (sampler, schedule)."""
     try:
-        from t2i.sampling import resolve_sampler_name
+        from t2i.diffusion.sampling import resolve_sampler_name
     except ImportError:  # pragma: no cover - sampling toolbox missing
         return name, None
     return resolve_sampler_name(name, registry)
@@ -261,19 +261,6 @@ class SaveImage(NodeType):
             write_atomically(path, lambda f, pil=pil: pil.save(f, format="PNG"))
             paths.append(str(path))
         return {"paths": paths}
-
-
-def write_atomically(path: Path, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 CORE_NODES: dict[str, type[NodeType]] = {

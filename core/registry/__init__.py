@@ -1,7 +1,8 @@
 """Plugin hooks, the component registry and plugin loading.
 
 Public API: :data:`hookimpl`, :class:`Registrar`, :class:`ComponentRegistry`,
-:class:`PluginManager`, :func:`get_plugin_manager`, and the errors.
+:class:`PluginManager` and the errors. The process-wide manager is
+:func:`t2i.plugins.get_plugin_manager`.
 """
 
 from t2i.registry.errors import (
@@ -11,12 +12,7 @@ from t2i.registry.errors import (
     UnknownComponentError,
 )
 from t2i.registry.hookspecs import REGISTRATION_HOOKS, hookimpl, hookspec
-from t2i.registry.manager import (
-    PluginManager,
-    PluginRecord,
-    get_plugin_manager,
-    set_plugin_manager,
-)
+from t2i.registry.manager import PluginManager, PluginRecord
 from t2i.registry.registrar import ComponentEntry, ComponentRegistry, Registrar
 
 __all__ = [
@@ -30,8 +26,6 @@ __all__ = [
     "Registrar",
     "RegistryError",
     "UnknownComponentError",
-    "get_plugin_manager",
     "hookimpl",
     "hookspec",
-    "set_plugin_manager",
 ]

@@ -49,7 +49,7 @@ def t2i_register_denoisers(register):
     """Register denoisers: the learned model one sampler step calls.
 
     A diffusion denoiser follows ``D(x, sigma, cond) -> x0``
-    (:class:`~t2i.components.KarrasDenoiser`); a token predictor returns logits;
+    (:class:`~t2i.contracts.KarrasDenoiser`); a token predictor returns logits;
     a GAN generator maps ``z`` to an image in one pass.
 
     Example::
@@ -141,6 +141,23 @@ def t2i_register_trainers(register):
         @hookimpl
         def t2i_register_trainers(register):
             register("ldm", lambda: train_ldm_command)
+    """
+
+
+@hookspec
+def t2i_register_commands(cli):
+    """Add commands to the ``t2i`` command line (simonw/llm's ``register_commands``).
+
+    ``cli`` is the root :class:`click.Group`; add commands or groups to it. Called once,
+    when the command line starts, for every loaded plugin.
+
+    Example::
+
+        @hookimpl
+        def t2i_register_commands(cli):
+            @cli.command()
+            def hello():
+                click.echo("hello from my plugin")
     """
 
 

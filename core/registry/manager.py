@@ -86,15 +86,35 @@ class PluginManager:
                 ) from exc
         return record
 
+    def _own_hook(self, plugin: Any, hook_name: str) -> Any:
+        """A pluggy caller of ``hook_name`` that reaches ``plugin``'s hookimpl alone."""
+        others = [p for p in self.pm.get_plugins() if p is not plugin]
+        return self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+
     def _collect(self, plugin: Any, name: str, record: PluginRecord) -> None:
         for kind, hook_name in hookspecs.REGISTRATION_HOOKS.items():
-            impl = getattr(plugin, hook_name, None)
-            if impl is None:
-                continue
-            impl(register=Registrar(self.registry, kind, name))
+            self._own_hook(plugin, hook_name)(register=Registrar(self.registry, kind, name))
         record.components = [
             f"{e.kind}:{e.name}" for e in self.registry.entries() if e.plugin == name
         ]
+
+    def register_commands(self, cli: Any) -> None:
+        """Let every loaded plugin add CLI commands (``t2i_register_commands(cli)``).
+
+        Each plugin is called on its own: one whose hook raises is recorded as failed
+        (its commands are left out) and the others still mount theirs.
+        """
+        for name, plugin in list(self.pm.list_name_plugin()):
+            try:
+                self._own_hook(plugin, "t2i_register_commands")(cli=cli)
+            except Exception as exc:
+                record = self.records.setdefault(name, PluginRecord(name=name))
+                record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+                log.warning("plugin_commands_failed", plugin=name, error=record.error)
+                if strict():
+                    raise PluginLoadError(
+                        f"plugin {name!r} failed to register commands: {record.error}"
+                    ) from exc
 
     def load_entry_points(self) -> None:
         """Load every plugin of entry-point group ``t2i``, each isolated from the others."""
@@ -125,31 +145,3 @@ def _source_of(plugin: Any) -> str:
     if isinstance(plugin, types.ModuleType):
         return plugin.__name__
     return type(plugin).__module__
-
-
-_default: PluginManager | None = None
-
-
-def get_plugin_manager(*, reload: bool = False) -> PluginManager:
-    """The process-wide manager: the core's built-ins plus entry-point plugins."""
-    global _default
-    if _default is None or reload:
-        manager = PluginManager()
-        from t2i import builtins
-
-        manager.register_plugin(builtins, "builtins", version=_core_version(), source="t2i")
-        manager.load_entry_points()
-        _default = manager
-    return _default
-
-
-def set_plugin_manager(manager: PluginManager | None) -> None:
-    """Replace the process-wide manager (tests, embedding applications)."""
-    global _default
-    _default = manager
-
-
-def _core_version() -> str:
-    from t2i import __version__
-
-    return __version__

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from t2i.components import KINDS
+from t2i.contracts import KINDS
 from t2i.registry.errors import DuplicateComponentError, UnknownComponentError
 
 

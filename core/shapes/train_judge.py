@@ -137,9 +137,10 @@ def accuracy(model, images_u8: torch.Tensor, targets: torch.Tensor, degrade=None
 
 
 def _save_checkpoint(path: Path, model, opt, step: int) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken checkpoint
+    from t2i.files import write_atomically
+
+    state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step}
+    write_atomically(path, lambda f: torch.save(state, f))
 
 
 def train(args: argparse.Namespace) -> dict:

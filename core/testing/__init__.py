@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from t2i.registry.manager import PluginManager, get_plugin_manager, set_plugin_manager
+from t2i.plugins import set_plugin_manager
+from t2i.registry.manager import PluginManager
 
 
 def make_manager(*plugins, entry_points: bool = False) -> PluginManager:
@@ -32,8 +33,7 @@ def t2i_manager():
     from t2i.testing import toy_plugin
 
     manager = make_manager(toy_plugin)
-    previous = get_plugin_manager.__globals__["_default"]
-    set_plugin_manager(manager)
+    previous = set_plugin_manager(manager)
     toy_plugin.CALLS.clear()
     yield manager
     set_plugin_manager(previous)

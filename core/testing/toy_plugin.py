@@ -77,8 +77,8 @@ class ToyDenoiser(nn.Module):
 
     def __init__(self):
         super().__init__()
-        from t2i.sampling.denoisers import DiscreteDenoiser
-        from t2i.schedules import get_alphas_cumprod
+        from t2i.diffusion.sampling.denoisers import DiscreteDenoiser
+        from t2i.diffusion.schedules import get_alphas_cumprod
 
         self.eps = ToyEpsModel()
         self.adapter = DiscreteDenoiser(self.eps, get_alphas_cumprod("scaled_linear", 1000))

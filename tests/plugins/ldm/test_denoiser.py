@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from t2i.components import KarrasDenoiser
+from t2i.contracts import KarrasDenoiser
 from t2i.payloads import Conditioning
 from t2i_ldm.config import TINY_UNET, NoiseScheduleConfig
 from t2i_ldm.denoiser import LdmDenoiser

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from t2i.cli.main import cli
-from t2i.registry import set_plugin_manager
+from t2i.plugins import set_plugin_manager
 from t2i.shapes.captions import parse_caption
 from t2i.shapes.judge import load_judge
 from t2i.shapes.metrics import attribute_matches

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from t2i.components import TextEncoder
+from t2i.contracts import TextEncoder
 from t2i.payloads import Tokens
 from t2i_ldm.text_encoder import ClipTextEncoder, TextEncoderWeightsError, clip_text_config
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import CLIPTokenizer
 
-from t2i.components import Tokenizer
+from t2i.contracts import Tokenizer
 from t2i_ldm.tokenizer import ClipTokenizer, openai_clip_vocab, read_bpe_merges
 
 WORDS = (

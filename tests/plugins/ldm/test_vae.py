@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from t2i.components import Decoder
+from t2i.contracts import Decoder
 from t2i.payloads import Image, Latent
 from t2i_ldm.config import SD_VAE, TINY_VAE
 from t2i_ldm.diffusers_format import load_diffusers_vae

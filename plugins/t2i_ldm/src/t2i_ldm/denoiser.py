@@ -3,7 +3,7 @@
 SD is a discrete-time DDPM model (Ho et al. 2020) trained on 1000 ``scaled_linear``
 timesteps (betas 0.00085..0.012). :class:`LdmDenoiser` maps a sigma to a fractional
 timestep, scales the input by ``1 / sqrt(sigma^2 + 1)`` and turns the UNet's epsilon or
-v prediction into ``x0`` through :class:`t2i.sampling.denoisers.DiscreteDenoiser`
+v prediction into ``x0`` through :class:`t2i.diffusion.sampling.denoisers.DiscreteDenoiser`
 (Karras et al. 2022, table 1; Salimans & Ho 2022 for v).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from t2i.payloads import Conditioning
-from t2i.sampling.denoisers import DiscreteDenoiser
+from t2i.diffusion.sampling.denoisers import DiscreteDenoiser
 from t2i_ldm.config import NoiseScheduleConfig
 from t2i_ldm.unet import UNetModel
 
@@ -32,7 +32,7 @@ class UNetPredictor:
 
 
 class LdmDenoiser(DiscreteDenoiser):
-    """``D(x, sigma, cond) -> x0`` for an SD UNet (a :class:`t2i.components.KarrasDenoiser`).
+    """``D(x, sigma, cond) -> x0`` for an SD UNet (a :class:`t2i.contracts.KarrasDenoiser`).
 
     Args:
         unet: the UNet.

@@ -115,7 +115,7 @@ class MiniLmConditioner(nn.Module):
 
 
 class MiniLmTextEncoder:
-    """:class:`MiniLmConditioner` as a :class:`t2i.components.TextEncoder`.
+    """:class:`MiniLmConditioner` as a :class:`t2i.contracts.TextEncoder`.
 
     ``encoder(tokens)`` encodes each 77-token chunk on its own (padding masked inside BERT),
     applies the web UI's emphasis to MiniLM's states, then the adapter; returns

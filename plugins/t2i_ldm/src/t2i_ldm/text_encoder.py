@@ -226,7 +226,7 @@ def _listing(keys: list[str], limit: int = 20) -> str:
 
 
 class ClipTextEncoder:
-    """CLIP text model as a :class:`t2i.components.TextEncoder`: ``Tokens -> Conditioning``.
+    """CLIP text model as a :class:`t2i.contracts.TextEncoder`: ``Tokens -> Conditioning``.
 
     Args:
         model: a transformers ``CLIPTextModel`` (SD1's CLIP-L or converted OpenCLIP).

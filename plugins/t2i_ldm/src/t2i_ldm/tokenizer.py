@@ -131,7 +131,7 @@ def find_bpe_file() -> Path | None:
 class ClipTokenizer:
     """CLIP BPE tokenizer giving web-UI-style chunked, weighted :class:`t2i.payloads.Tokens`.
 
-    Implements :class:`t2i.components.Tokenizer`. Output of ``tokenizer(["a", "b"])``:
+    Implements :class:`t2i.contracts.Tokenizer`. Output of ``tokenizer(["a", "b"])``:
     ``ids`` ``(B, 77*n)`` int64, ``weights`` ``(B, 77*n)`` float32 (1.0 on start/end/padding),
     ``mask`` ``(B, 77*n)`` bool, True on the start token, the prompt tokens and the end token.
 

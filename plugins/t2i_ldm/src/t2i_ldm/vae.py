@@ -237,7 +237,7 @@ class AutoencoderKL(nn.Module):
 
 
 class LdmDecoder:
-    """The decoder component (:class:`t2i.components.Decoder`) of the LDM family.
+    """The decoder component (:class:`t2i.contracts.Decoder`) of the LDM family.
 
     ``decode`` divides by ``scaling_factor`` (0.18215) before the VAE and maps [-1, 1] to
     [0, 1]; ``encode`` (img2img) does the reverse.
