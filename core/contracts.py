@@ -65,6 +65,17 @@ def model_contract_of(obj: Any) -> str | None:
     return getattr(obj, "model_contract", None)
 
 
+def require_contract(component: Any, what: str, name: str, contract: str) -> None:
+    """Raise ``TypeError`` if ``component`` (a sampler or guidance named ``name``) declares a
+    model contract other than ``contract``."""
+    declared = model_contract_of(component)
+    if declared is not None and declared != contract:
+        raise TypeError(
+            f"{what} {name!r} works on {MODEL_CONTRACTS.get(declared, declared)}, but this node "
+            f"samples {MODEL_CONTRACTS.get(contract, contract)}: choose a {what} made for it"
+        )
+
+
 # -- text ------------------------------------------------------------------------------------
 @runtime_checkable
 class Tokenizer(Protocol):

@@ -21,6 +21,8 @@ import attrs
 import structlog
 import torch
 
+from t2i.contracts import MODEL_CONTRACTS, Exportable
+from t2i.diffusion.names import resolve_sampler_name
 from t2i.graph.executor import Executor
 from t2i.graph.graph import Graph, OutputRef
 from t2i.recipe import Recipe
@@ -156,16 +158,13 @@ def _first_image_output(graph: Graph, manager: PluginManager) -> OutputRef:
     raise EngineError("the graph has no IMAGE output; set meta.output to [node, output]")
 
 
-def _modules_of(component: Any, depth: int = 2) -> list[torch.nn.Module]:
-    """The ``nn.Module`` s a component is or holds (attributes, ``depth`` levels down)."""
+def _modules_of(component: Any) -> list[torch.nn.Module]:
+    """The ``nn.Module`` s a component holds: its export spec's, or itself if it is one."""
+    if isinstance(component, Exportable):
+        return component.export_spec().module_list()
     if isinstance(component, torch.nn.Module):
         return [component]
-    if depth == 0 or not hasattr(component, "__dict__"):
-        return []
-    found: list[torch.nn.Module] = []
-    for value in vars(component).values():
-        found += _modules_of(value, depth - 1)
-    return found
+    return []
 
 
 class Pipeline:
@@ -191,7 +190,7 @@ class Pipeline:
             manager.registry, manager.registry, device=self.device, dtype=dtype
         )
         self.cancel_event = threading.Event()
-        self._validate_names(self.defaults)
+        self._check_contracts(self._resolve(self.defaults))
 
     # -- introspection -------------------------------------------------------------------
     @property
@@ -242,17 +241,83 @@ class Pipeline:
             return self.recipe.img2img_bindings or self.recipe.bindings
         return self.recipe.bindings
 
-    def _validate_names(self, fields: Mapping[str, Any]) -> None:
-        reg = self.manager.registry
-        if "sampler" in fields and fields["sampler"] is not None:
-            from t2i.graph.nodes import resolve_sampler
+    def _resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` with sampler, schedule and guidance as canonical registered names.
 
-            sampler, _ = resolve_sampler(reg, fields["sampler"])
-            reg.get("sampler", sampler)
-        if fields.get("schedule"):
-            reg.get("schedule", fields["schedule"])
-        if fields.get("guidance"):
-            reg.get("guidance", fields["guidance"])
+        A web-UI name such as "DPM++ 2M Karras" becomes sampler ``dpmpp_2m`` + schedule
+        ``karras`` here, once per request; without a schedule the sampler's default is
+        written in, so the graph and the infotext say what runs. Unknown names raise
+        :class:`~t2i.registry.errors.UnknownComponentError` listing close matches.
+        """
+        reg = self.manager.registry
+        out = dict(values)
+        sampler = values.get("sampler")
+        if sampler is not None:
+            name, from_name = resolve_sampler_name(sampler, reg)
+            out["sampler"] = name
+            schedule = values.get("schedule") or from_name
+            if schedule is None and "schedule" in self._all_bindings():
+                schedule = getattr(reg.get("sampler", name).factory, "default_schedule", None)
+            if schedule is not None:
+                out["schedule"] = reg.get("schedule", schedule).name
+        elif values.get("schedule"):
+            out["schedule"] = reg.get("schedule", values["schedule"]).name
+        if values.get("guidance"):
+            out["guidance"] = reg.get("guidance", values["guidance"]).name
+        return out
+
+    def _all_bindings(self) -> dict[str, Any]:
+        return {**self.recipe.bindings, **(self.recipe.img2img_bindings or {})}
+
+    def _effective(self, graph: Graph, node_id: str, param: str, values: Mapping[str, Any]) -> Any:
+        """What ``node_id.param`` will be for a request with ``values``."""
+        for field, targets in self._all_bindings().items():
+            if (node_id, param) in targets and values.get(field) is not None:
+                return values[field]
+        node = graph[node_id]
+        if param in node.params:
+            return node.params[param]
+        spec = self.manager.registry.get_node_type(node.type).param(param)
+        return None if spec is None or spec.required else spec.default
+
+    def _check_contracts(self, values: Mapping[str, Any]) -> None:
+        """Refuse a guidance, sampler or denoiser that does not fit its sampling node."""
+        for graph in (self.recipe.graph, self.recipe.img2img_graph):
+            if graph is None:
+                continue
+            for node in graph:
+                cls = self.manager.registry.get_node_type(node.type)
+                contract = getattr(cls, "model_contract", None)
+                if contract is not None:
+                    self._check_sampling_node(graph, node, contract, values)
+
+    def _check_sampling_node(self, graph: Graph, node: Any, contract: str, values) -> None:
+        reg = self.manager.registry
+        guide_ref = node.inputs.get("guided")
+        guide = graph[guide_ref.node] if guide_ref is not None else None
+        model_ref = guide.inputs.get("model") if guide is not None else None
+        model_node = graph[model_ref.node] if model_ref is not None else None
+        denoiser = ""
+        if model_node is not None and model_node.type == COMPONENT_NODES["denoiser"]:
+            denoiser = model_node.params.get("name", "")
+        parts = [("sampler", self._effective(graph, node.id, "sampler", values))]
+        if guide is not None:
+            parts.append(("guidance", self._effective(graph, guide.id, "guidance", values)))
+        if denoiser:
+            parts.append(("denoiser", denoiser))
+        for kind, name in parts:
+            if not name:
+                continue
+            declared = reg.get(kind, name).model_contract
+            if declared is None or declared == contract:
+                continue
+            fitting = [e.name for e in reg.entries(kind) if e.model_contract in (None, contract)]
+            raise EngineError(
+                f"{kind} {name!r} works on {MODEL_CONTRACTS.get(declared, declared)}, but "
+                f"recipe {self.recipe.name!r} samples {MODEL_CONTRACTS.get(contract, contract)}"
+                + (f" ({denoiser!r})" if denoiser and kind != "denoiser" else "")
+                + f" in node {node.id!r}; {kind}s that fit: {', '.join(fitting) or 'none'}"
+            )
 
     # -- running -------------------------------------------------------------------------
     def make_request(self, prompt: str | None = None, **fields: Any) -> GenerationRequest:
@@ -282,9 +347,11 @@ class Pipeline:
                     f"must be a multiple of {m} for recipe "
                     f"{self.recipe.name!r}, got {value}; try {value - value % m or m}",
                 )
-        self._validate_names(
+        resolved = self._resolve(
             {"sampler": request.sampler, "schedule": request.schedule, "guidance": request.guidance}
         )
+        request = attrs.evolve(request, **resolved)
+        self._check_contracts(attrs.asdict(request, recurse=False) | request.extra)
         return request
 
     def __call__(
@@ -316,7 +383,7 @@ class Pipeline:
             for field, targets in bindings.items():
                 if field not in run_values:
                     continue
-                if run_values[field] is None and field not in ("schedule", "eta"):
+                if run_values[field] is None:
                     continue
                 for node_id, param in targets:
                     params.setdefault(node_id, {})[param] = run_values[field]
@@ -353,16 +420,13 @@ class Pipeline:
         self.cancel_event.set()
 
     def _labels(self, request: GenerationRequest) -> tuple[str, str | None]:
-        from t2i.graph.nodes import resolve_sampler
-
+        """The web-UI labels of the request's (already resolved) sampler and schedule."""
         reg = self.manager.registry
-        sampler, schedule = resolve_sampler(reg, request.sampler)
-        entry = reg.get("sampler", sampler)
+        entry = reg.get("sampler", request.sampler)
         label = entry.aliases[0] if entry.aliases else entry.name
-        schedule = request.schedule or schedule
         sched_label = None
-        if schedule:
-            s_entry = reg.get("schedule", schedule)
+        if request.schedule and "schedule" in self._all_bindings():
+            s_entry = reg.get("schedule", request.schedule)
             sched_label = s_entry.aliases[0] if s_entry.aliases else s_entry.name
         return label, sched_label
 
@@ -378,6 +442,7 @@ class Pipeline:
             schedule_label=schedule_label,
             model_name=self.recipe.model_name or self.recipe.name,
             version=__version__,
+            extras=self.recipe.infotext,
         )
 
     def _metadata(self, request, base_seed, seeds, elapsed) -> dict[str, Any]:

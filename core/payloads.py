@@ -116,7 +116,8 @@ class Conditioning:
     pooled: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
     mask: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
     image: ImageCondition | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(ImageCondition))
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.instance_of(ImageCondition)),
     )
 
     @property
@@ -229,19 +230,37 @@ class Sigmas:
 
 @attrs.frozen(eq=False)
 class GuidedModel:
-    """A model wrapped by guidance, with the conditioning to call it with bound.
+    """A model, its conditioning and a guidance component, bound by the ``Guide`` node.
+
+    The sampling node calls :meth:`bind` once it knows the batch, device and dtype.
 
     Attributes:
-        model: the guided model (same contract as the one it wraps).
-        cond: the prompt's conditioning, already on the run's device and dtype, or None.
-        model_contract: the contract of ``model`` (see :mod:`t2i.contracts`).
-        name: the registered name of the unguided model, for messages.
+        model: the unguided model component (any generation shape).
+        guidance: the guidance component (``wrap(model, uncond=..., scale=...)``).
+        positive, negative: the prompt's and the negative prompt's conditioning, or None.
+        scale: the guidance scale.
+        name: the guidance's registered name, for messages.
     """
 
     model: object
-    cond: Conditioning | None
-    model_contract: str
+    guidance: object
+    positive: Conditioning | None = None
+    negative: Conditioning | None = None
+    scale: float = 1.0
     name: str = ""
+
+    def bind(self, batch: int, device=None, dtype=None) -> tuple[object, Conditioning | None]:
+        """``(guided model, positive conditioning)`` for a batch of ``batch`` rows.
+
+        Both conditionings are repeated to ``batch`` rows and moved to ``device``/``dtype``
+        first; the guided model closes over the negative one.
+        """
+
+        def place(c: Conditioning | None) -> Conditioning | None:
+            return None if c is None else c.repeat_to(batch).to(device, dtype)
+
+        guided = self.guidance.wrap(self.model, uncond=place(self.negative), scale=self.scale)
+        return guided, place(self.positive)
 
 
 SOCKET_TYPES: dict[str, type | None] = {

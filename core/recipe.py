@@ -45,6 +45,8 @@ class Recipe:
         size_multiple: width and height must be multiples of this.
         description: one line for ``t2i recipes``.
         model_name: shown as ``Model`` in the PNG infotext.
+        infotext: extra ``key: value`` pairs of the PNG infotext that come from the recipe's
+            own options (``{"Clip skip": 2}``); None values are left out.
     """
 
     graph: Graph
@@ -59,6 +61,7 @@ class Recipe:
     name: str = ""
     description: str = ""
     model_name: str = ""
+    infotext: dict[str, Any] = attrs.Factory(dict)
 
 
 def diffusion_recipe(
@@ -75,12 +78,14 @@ def diffusion_recipe(
     size_multiple: int = 8,
     description: str = "",
     model_name: str = "",
+    infotext: Mapping[str, Any] | None = None,
 ) -> Recipe:
     """The standard text-conditioned iterative-denoising recipe (txt2img + img2img).
 
-    ``LoadTokenizer -> Tokenize(prompt / negative) -> EncodeText -> Sample -> Decode``,
-    with ``LoadImage -> EncodeImage -> Sample.init`` in the img2img graph. Any family
-    whose components follow the contracts can use it (latent diffusion, pixel diffusion).
+    ``Tokenize(prompt / negative) -> EncodeText -> Guide``, ``Sigmas(denoiser)`` and
+    ``EmptyLatent(decoder)`` feed ``SampleDiffusion -> Decode``, with ``LoadImage ->
+    EncodeImage -> SampleDiffusion.init`` in the img2img graph. Any family whose
+    components follow the diffusion contract can use it (latent or pixel diffusion).
     """
 
     def build(img2img: bool) -> Graph:
@@ -118,12 +123,19 @@ def diffusion_recipe(
             img = g.add("init_image", "LoadImage", image=None)
             init = g.add("encode_image", "EncodeImage", decoder=dec["decoder"], image=img["image"])
             links["init"] = init["latent"]
-        g.add(
-            "sample",
-            "Sample",
+        sigmas = g.add("sigmas", "Sigmas", model=model["model"])
+        guide = g.add(
+            "guide",
+            "Guide",
             model=model["model"],
             positive=pos["conditioning"],
             negative=neg["conditioning"],
+        )
+        g.add(
+            "sample",
+            "SampleDiffusion",
+            guided=guide["guided"],
+            sigmas=sigmas["sigmas"],
             latent=empty["latent"],
             **links,
         )
@@ -137,19 +149,19 @@ def diffusion_recipe(
         "height": ("empty_latent", "height"),
         "batch_size": ("empty_latent", "batch_size"),
         "seed": ("empty_latent", "seed"),
-        "steps": ("sample", "steps"),
-        "cfg_scale": ("sample", "cfg_scale"),
+        "steps": ("sigmas", "steps"),
+        "schedule": ("sigmas", "schedule"),
+        "cfg_scale": ("guide", "cfg_scale"),
+        "guidance": ("guide", "guidance"),
+        "guidance_options": ("guide", "guidance_options"),
         "sampler": ("sample", "sampler"),
-        "schedule": ("sample", "schedule"),
-        "guidance": ("sample", "guidance"),
-        "guidance_options": ("sample", "guidance_options"),
         "eta": ("sample", "eta"),
         "noise_device": ("sample", "noise_device"),
     }
     img2img_bindings = {
         **bindings,
         "init_image": ("init_image", "image"),
-        "strength": ("sample", "strength"),
+        "strength": ("sigmas", "strength"),
         "width": (("empty_latent", "width"), ("init_image", "width")),
         "height": (("empty_latent", "height"), ("init_image", "height")),
     }
@@ -163,4 +175,5 @@ def diffusion_recipe(
         size_multiple=size_multiple,
         description=description,
         model_name=model_name,
+        infotext=dict(infotext or {}),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,10 @@ def infotext_for(
     schedule_label: str | None,
     model_name: str,
     version: str,
+    extras: Mapping[str, Any] | None = None,
 ) -> str:
-    """The infotext of one image, keys in A1111 v1.10 order."""
+    """The infotext of one image, keys in A1111 v1.10 order; ``extras`` (from the recipe,
+    such as ``Clip skip``) go before ``RNG``."""
     params = {
         "Steps": request.steps,
         "Sampler": sampler_label,
@@ -75,9 +78,7 @@ def infotext_for(
         "Size": f"{request.width}x{request.height}",
         "Model": model_name or None,
         "Denoising strength": request.strength if request.init_image is not None else None,
-        "Clip skip": request.extra.get("clip_skip")
-        if request.extra.get("clip_skip", 1) > 1
-        else None,
+        **dict(extras or {}),
         "RNG": "CPU" if request.noise_device == "cpu" else "GPU",
         "Guidance": request.guidance if request.guidance != "cfg" else None,
         "Version": f"t2i {version}",

@@ -11,8 +11,9 @@ import click
 from t2i.contracts import KINDS
 from t2i.logs import configure_logging
 
-DEFAULT_RECIPES = ("ldm-shapes",)
-"""Recipes ``t2i generate`` uses when ``--recipe`` is not given, first installed wins."""
+DEFAULT_RECIPE_ENV = "T2I_DEFAULT_RECIPE"
+"""Names the recipe ``t2i generate`` runs without ``--recipe`` (else: a recipe a plugin
+registered with ``default=True``, the first plugin in load order winning)."""
 
 
 def _manager():
@@ -100,7 +101,8 @@ def recipes() -> None:
     """List recipes (what --recipe and Engine.build accept)."""
     for e in _manager().registry.entries("recipe"):
         aliases = f" (aliases: {', '.join(e.aliases)})" if e.aliases else ""
-        click.echo(f"{e.name:<24} {e.plugin:<16} {e.description}{aliases}")
+        mark = " [default]" if e.default else ""
+        click.echo(f"{e.name:<24} {e.plugin:<16} {e.description}{aliases}{mark}")
 
 
 @cli.group()
@@ -162,13 +164,21 @@ def run(graph_file: str, output: str, prompt: str | None, seed: int | None) -> N
 
 
 def _default_recipe() -> str:
+    import os
+
     reg = _manager().registry
-    for name in DEFAULT_RECIPES:
-        if reg.has("recipe", name):
-            return name
+    chosen = os.environ.get(DEFAULT_RECIPE_ENV)
+    if chosen:
+        return reg.get("recipe", chosen).name
+    order = list(_manager().records)
+    defaults = [e for e in reg.entries("recipe") if e.default]
+    defaults.sort(key=lambda e: order.index(e.plugin) if e.plugin in order else len(order))
+    if defaults:
+        return defaults[0].name
     raise click.UsageError(
-        "no default recipe is installed: install the latent-diffusion plugin "
-        "(pip install -e plugins/t2i_ldm) or pass --recipe NAME (see `t2i recipes`)"
+        "no default recipe is installed: install a family plugin that ships an embedded "
+        "model (pip install -e plugins/t2i_ldm), pass --recipe NAME (see `t2i recipes`) "
+        f"or set {DEFAULT_RECIPE_ENV}"
     )
 
 

@@ -1,4 +1,5 @@
-"""The core's built-in samplers, schedules and guidance, registered by plain functions.
+"""The diffusion toolbox's built-ins (samplers, schedules, guidance, nodes), registered by
+plain functions.
 
 ``t2i.builtins`` calls these from its ``t2i_register_*`` hookimpls. Sampler names
 follow k-diffusion; aliases are the AUTOMATIC1111 display names and its ``k_*`` ids.
@@ -135,20 +136,23 @@ BUILTIN_SAMPLERS: tuple[SamplerSpec, ...] = tuple(_builtin_samplers())
 
 
 def sampler_factory(spec: SamplerSpec) -> Callable[..., DiffusionSampler]:
-    """``factory(**options)``: options override the spec's (e.g. ``default_schedule``)."""
+    """``factory(**options)``: options override the spec's (e.g. ``default_schedule``).
 
-    def factory(
-        default_schedule: str | None = None, schedule_lookup: Any = None, **options: Any
-    ) -> DiffusionSampler:
+    The factory carries ``default_schedule`` and ``model_contract``, so a request's
+    schedule and a recipe's fit are settled from the registry without building a sampler.
+    """
+
+    def factory(default_schedule: str | None = None, **options: Any) -> DiffusionSampler:
         return DiffusionSampler(
             spec.fn,
             name=spec.name,
             default_schedule=default_schedule or spec.default_schedule,
             options={**spec.options, **options},
-            schedule_lookup=schedule_lookup,
         )
 
     factory.__doc__ = spec.description
+    factory.default_schedule = spec.default_schedule  # type: ignore[attr-defined]
+    factory.model_contract = DiffusionSampler.model_contract  # type: ignore[attr-defined]
     return factory
 
 
@@ -219,3 +223,10 @@ def register_guidance(register: Callable[..., Any]) -> None:
         description="CFG-rescale (Lin et al. 2023), phi 0.7",
     )
     register("none", NoGuidance, aliases=("unguided",), description="no guidance, one call")
+
+
+def register_nodes(register: Callable[..., Any]) -> None:
+    """Register ``Sigmas``, ``SampleDiffusion`` and ``LowResCondition``."""
+    from t2i.diffusion.nodes import register_diffusion_nodes
+
+    register_diffusion_nodes(register)

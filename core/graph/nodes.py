@@ -1,11 +1,12 @@
-"""The core's node types: load components, tokenize, encode, sample, decode, images.
+"""The graph's shape-agnostic node types: load components, tokenize, encode, guide, decode.
 
-They know no model family: every model-specific decision lives in the components
-they load by registered name. Three generation shapes share them:
+They know no model family: every model-specific decision lives in the components they
+load by registered name. Each generation shape adds its own sampling node above this
+floor, fed by ``Guide`` (and, for diffusion, ``Sigmas``):
 
-- iterative denoising: ``EmptyLatent -> Sample(sampler="euler") -> Decode``
-- autoregressive tokens: ``EmptyLatent(token grid) -> Sample(sampler="top_k") -> Decode``
-- single pass: ``EmptyLatent(z) -> Sample(sampler="single_pass") -> Decode``
+- iterative denoising: ``Sigmas + Guide -> SampleDiffusion`` (:mod:`t2i.diffusion.nodes`);
+- autoregressive tokens: ``Guide -> SampleTokens`` (:mod:`t2i.autoregressive.nodes`);
+- single pass: ``Guide -> SampleOnce`` (:mod:`t2i.single_pass.nodes`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from typing import Any
 
 import torch
 
-from t2i.contracts import SampleJob
 from t2i.files import write_atomically
 from t2i.graph.node import REQUIRED, ExecutionContext, NodeType, Param, Port
-from t2i.payloads import Image, Latent
+from t2i.payloads import GuidedModel, Image, Latent
 
 
 def _place(component: Any, ctx: ExecutionContext) -> Any:
@@ -84,7 +84,7 @@ class EncodeText(NodeType):
 class EmptyLatent(NodeType):
     description = (
         "The shape and seeds of a batch to sample: (B, C, H/f, W/f), or (B, C) when factor is 0. "
-        "With a decoder linked, C and f come from it."
+        "With a decoder linked, C and f come from it; without one, set both."
     )
     inputs = (Port("decoder", "DECODER", optional=True),)
     outputs = (Port("latent", "LATENT"),)
@@ -93,13 +93,18 @@ class EmptyLatent(NodeType):
         Param("height", int, 512),
         Param("batch_size", int, 1),
         Param("seed", int, 0, "seed of the first row; row i uses seed + i"),
-        Param("channels", int, 4),
-        Param("factor", int, 8),
+        Param("channels", (int, type(None)), None, "latent channels (default: the decoder's)"),
+        Param("factor", (int, type(None)), None, "pixels per latent cell (default: the decoder's)"),
     )
 
     def execute(self, ctx, *, decoder, width, height, batch_size, seed, channels, factor):
         if decoder is not None:
-            channels, factor = decoder.channels, decoder.factor
+            channels = decoder.channels if channels is None else channels
+            factor = decoder.factor if factor is None else factor
+        if channels is None or factor is None:
+            raise ValueError(
+                "EmptyLatent needs its shape: link a decoder, or set both channels and factor"
+            )
         if factor:
             for field, value in (("width", width), ("height", height)):
                 if value % factor:
@@ -114,98 +119,45 @@ class EmptyLatent(NodeType):
         return {"latent": Latent(torch.zeros(shape), seeds=seeds)}
 
 
-class Sample(NodeType):
-    description = "Run a sampler: noise (from the latent's seeds) -> sample, calling the model."
+class Guide(NodeType):
+    description = (
+        "Bind a model, its prompt / negative conditioning and a guidance component into one "
+        "GUIDED_MODEL for a sampling node (ComfyUI's GUIDER). Fits every generation shape."
+    )
     inputs = (
         Port("model", "DENOISER"),
         Port("positive", "CONDITIONING", optional=True),
         Port("negative", "CONDITIONING", optional=True),
-        Port("latent", "LATENT", description="shape and seeds of the batch"),
-        Port("init", "LATENT", optional=True, description="img2img start sample"),
-    )
-    outputs = (Port("samples", "LATENT"),)
-    params = (
-        Param(
-            "sampler",
-            str,
-            "euler",
-            "sampler name; a web-UI name such as 'DPM++ 2M Karras' also picks the schedule",
+        Port(
+            "image_condition",
+            "IMAGE_CONDITION",
+            optional=True,
+            description="a cascade's low-resolution image, attached to both conditionings",
         ),
-        Param("schedule", (str, type(None)), None, "schedule name, None for the sampler's default"),
-        Param("steps", int, 20),
-        Param("cfg_scale", float, 7.0),
-        Param("guidance", str, "cfg"),
-        Param("guidance_options", dict, {}),
-        Param("strength", float, 1.0, "img2img denoising strength"),
-        Param("eta", (float, type(None)), None),
-        Param("top_k", (int, type(None)), None),
-        Param("top_p", (float, type(None)), None),
-        Param("temperature", float, 1.0),
-        Param("noise_device", str, "cpu", choices=("cpu", "device")),
+    )
+    outputs = (Port("guided", "GUIDED_MODEL"),)
+    params = (
+        Param("guidance", str, "cfg", "registered guidance name"),
+        Param("guidance_options", dict, {}, "keyword options of the guidance factory"),
+        Param("cfg_scale", float, 7.0, "guidance scale (1 = the model alone)"),
     )
 
-    def execute(
-        self,
-        ctx,
-        *,
-        model,
-        positive,
-        negative,
-        latent,
-        init,
-        sampler,
-        schedule,
-        steps,
-        cfg_scale,
-        guidance,
-        guidance_options,
-        strength,
-        eta,
-        top_k,
-        top_p,
-        temperature,
-        noise_device,
-    ):
-        sampler_name, schedule_from_name = resolve_sampler(ctx.registry, sampler)
-        sampler_obj = ctx.registry.create("sampler", sampler_name)
-        guidance_obj = ctx.registry.create("guidance", guidance, **(guidance_options or {}))
-        batch = latent.samples.shape[0]
-        dtype = ctx.dtype or torch.float32
-        place = lambda c: None if c is None else c.repeat_to(batch).to(ctx.device, dtype)  # noqa: E731
-        job = SampleJob(
+    def execute(self, ctx, *, model, positive, negative, image_condition, guidance, **rest):
+        if image_condition is not None:
+            if positive is None:
+                raise ValueError("an image condition rides on the prompt's conditioning: link one")
+            positive = positive.with_image(image_condition)
+            negative = None if negative is None else negative.with_image(image_condition)
+        component = ctx.registry.create("guidance", guidance, **(rest["guidance_options"] or {}))
+        guided = GuidedModel(
             model=model,
-            positive=place(positive),
-            negative=place(negative),
-            shape=tuple(latent.samples.shape),
-            seeds=latent.seeds,
-            steps=steps,
-            cfg_scale=cfg_scale,
-            guidance=guidance_obj,
-            schedule=schedule or schedule_from_name,
-            init=init,
-            strength=strength,
-            eta=eta,
-            top_k=top_k,
-            top_p=top_p,
-            temperature=temperature,
-            device=ctx.device,
-            dtype=dtype,
-            noise_device=noise_device,
-            callback=ctx.step,
-            registry=ctx.registry,
+            guidance=component,
+            positive=positive,
+            negative=negative,
+            scale=float(rest["cfg_scale"]),
+            name=guidance,
         )
-        with torch.inference_mode():
-            out = sampler_obj.sample(job)
-        return {"samples": out}
-
-
-def resolve_sampler(registry: Any, name: str) -> tuple[str, str | None]:
-    """Split a web-UI name such as ``"DPM++ 2M Karras"`` into (sampler, schedule)."""
-    try:
-        from t2i.diffusion.sampling import resolve_sampler_name
-    except ImportError:  # pragma: no cover - sampling toolbox missing
-        return name, None
-    return resolve_sampler_name(name, registry)
+        return {"guided": guided}
 
 
 class Decode(NodeType):
@@ -271,7 +223,7 @@ CORE_NODES: dict[str, type[NodeType]] = {
     "Tokenize": Tokenize,
     "EncodeText": EncodeText,
     "EmptyLatent": EmptyLatent,
-    "Sample": Sample,
+    "Guide": Guide,
     "Decode": Decode,
     "EncodeImage": EncodeImage,
     "LoadImage": LoadImage,

@@ -27,6 +27,13 @@ class ComponentEntry:
     plugin: str
     aliases: tuple[str, ...] = ()
     description: str = ""
+    default: bool = False
+    contract: str | None = None
+
+    @property
+    def model_contract(self) -> str | None:
+        """The model contract the component declares (at registration or on its factory)."""
+        return self.contract or getattr(self.factory, "model_contract", None)
 
     def create(self, **options: Any) -> Any:
         """Call the factory with ``options``."""
@@ -54,6 +61,8 @@ class ComponentRegistry:
         aliases: Iterable[str] = (),
         replaces: str | None = None,
         description: str = "",
+        default: bool = False,
+        contract: str | None = None,
     ) -> ComponentEntry:
         """Register ``factory`` as ``name``; see :class:`Registrar` for the rules."""
         self._check_kind(kind)
@@ -72,7 +81,7 @@ class ComponentRegistry:
             if owner_name is not None:
                 owner = self._entries[kind][owner_name]
                 raise DuplicateComponentError(kind, key, owner.plugin, plugin)
-        entry = ComponentEntry(kind, name, factory, plugin, aliases, description)
+        entry = ComponentEntry(kind, name, factory, plugin, aliases, description, default, contract)
         self._entries[kind][name] = entry
         for key in (name, *aliases):
             self._lookup[kind][normalize(key)] = name
@@ -137,6 +146,10 @@ class Registrar:
     alias) that another plugin already holds raises
     :class:`~t2i.registry.errors.DuplicateComponentError` naming both plugins,
     unless ``replaces`` names the entry being overridden.
+
+    ``default=True`` marks a recipe as the one ``t2i generate`` runs without ``--recipe``
+    (an embedded default model). ``contract=`` declares the model contract of a denoiser,
+    sampler or guidance whose factory does not carry ``model_contract`` itself.
     """
 
     def __init__(self, registry: ComponentRegistry, kind: str, plugin: str):
@@ -150,6 +163,8 @@ class Registrar:
         aliases: Iterable[str] = (),
         replaces: str | None = None,
         description: str = "",
+        default: bool = False,
+        contract: str | None = None,
     ) -> ComponentEntry:
         if not description:
             description = (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
@@ -161,6 +176,8 @@ class Registrar:
             aliases=aliases,
             replaces=replaces,
             description=description,
+            default=default,
+            contract=contract,
         )
 
     def __repr__(self) -> str:

@@ -1,14 +1,19 @@
-"""A plugin of tiny random models that exercises the three generation shapes.
+"""A plugin of tiny random models that implements every contract of the core.
 
 Used by t2i's own tests and by plugin authors as a working example:
 
-- ``toy-diffusion``: iterative denoising (``D(x, sigma, cond) -> x0``, Euler loop);
-- ``toy-autoregressive``: a token loop carrying a key/value cache between steps;
-- ``toy-gan``: a single-pass generator.
+- ``toy-diffusion``: iterative denoising (``D(x, sigma, cond) -> x0``) through the core's
+  diffusion recipe, with a sampler of its own (``toy.euler``) beside the built-ins;
+- ``toy-autoregressive``: a token predictor ``(tokens, cond, cache) -> (logits, cache)``
+  with an explicit :class:`~t2i.contracts.KVCache`, sampled by the core's ``top_k``;
+- ``toy-gan``: a single-pass generator ``G(z, cond) -> image``;
+- ``toy-cascade``: two diffusion samplings, the second a super-resolution denoiser that
+  receives the first's output as ``cond.image`` (noise-augmentation conditioning);
+- the trainer ``toy`` (:mod:`t2i.testing.toy_training`) on the core's training loop.
 
-All three run through the same Engine, graph and executor, with no special case in
-the core. Every component counts its calls in :data:`CALLS` so tests can prove
-caching.
+All run through the same Engine, graph and executor, with no special case in the core.
+Every component counts its calls in :data:`CALLS` so tests can prove caching; the
+components that hold modules describe them with an :class:`~t2i.contracts.ExportSpec`.
 """
 
 from __future__ import annotations
@@ -19,17 +24,25 @@ from collections import Counter
 import torch
 from torch import nn
 
+from t2i.contracts import (
+    DIFFUSION,
+    GENERATOR,
+    TOKENS,
+    DiffusionJob,
+    ExportedModule,
+    ExportSpec,
+    KVCache,
+)
 from t2i.graph.graph import Graph
+from t2i.noise import seeded_noise
 from t2i.payloads import Conditioning, Image, Latent, Tokens
 from t2i.recipe import Recipe, diffusion_recipe
 from t2i.registry import hookimpl
 
 CALLS: Counter = Counter()
+CACHE_LENGTHS: list[int] = []
+"""The KV cache's length after each call of ``toy.transformer`` (tests prove reuse)."""
 VOCAB, WIDTH, CONTEXT = 64, 16, 16
-
-
-def _seeded(seed: int) -> torch.Generator:
-    return torch.Generator("cpu").manual_seed(seed)
 
 
 class CharTokenizer:
@@ -45,6 +58,8 @@ class CharTokenizer:
 
 
 class EmbedEncoder(nn.Module):
+    """Token ids -> per-token embeddings and their mean (the pooled vector)."""
+
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
@@ -55,58 +70,139 @@ class EmbedEncoder(nn.Module):
         e = self.embed(tokens.ids)
         return Conditioning(e, e.mean(1))
 
+    def export_spec(self) -> ExportSpec:
+        ids = torch.zeros(1, CONTEXT, dtype=torch.long)
+        return ExportSpec(
+            (
+                ExportedModule(
+                    "text_encoder",
+                    self.embed,
+                    (ids,),
+                    ("input_ids",),
+                    ("embeds",),
+                    {"input_ids": {0: "batch"}, "embeds": {0: "batch"}},
+                ),
+            )
+        )
+
 
 class ToyEpsModel(nn.Module):
-    """A discrete-time epsilon model ``(x_in, t, cond) -> eps``: conv + FiLM of the text."""
+    """A discrete-time epsilon model ``(x_in, t, context) -> eps``: conv + FiLM of the text."""
 
-    def __init__(self):
+    def __init__(self, in_channels: int = 3, seed: int = 1):
         super().__init__()
-        torch.manual_seed(1)
-        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(in_channels, 3, 3, padding=1)
         self.film = nn.Linear(WIDTH, 3)
 
-    def forward(self, x, t, cond):
+    def forward(self, x, t, pooled):
         CALLS["denoiser"] += 1
-        return torch.tanh(
-            self.conv(x) + self.film(cond.pooled)[:, :, None, None] + t[:, None, None, None] / 1000
-        )
+        scale = self.film(pooled)[:, :, None, None]
+        return torch.tanh(self.conv(x) + scale + t[:, None, None, None] / 1000)
+
+
+def _adapter(model: nn.Module):
+    from t2i.diffusion.sampling.denoisers import DiscreteDenoiser
+    from t2i.diffusion.schedules import get_alphas_cumprod
+
+    return DiscreteDenoiser(model, get_alphas_cumprod("scaled_linear", 1000))
 
 
 class ToyDenoiser(nn.Module):
     """``D(x, sigma, cond) -> x0``: the toy eps model on SD's discrete schedule (1000 steps)."""
 
+    model_contract = DIFFUSION
+
     def __init__(self):
         super().__init__()
-        from t2i.diffusion.sampling.denoisers import DiscreteDenoiser
-        from t2i.diffusion.schedules import get_alphas_cumprod
-
         self.eps = ToyEpsModel()
-        self.adapter = DiscreteDenoiser(self.eps, get_alphas_cumprod("scaled_linear", 1000))
+        self.adapter = _adapter(lambda x, t, cond: self.eps(x, t, cond.pooled))
         self.sigma_min, self.sigma_max = self.adapter.sigma_min, self.adapter.sigma_max
         self.sigmas = self.adapter.sigmas
 
     def forward(self, x, sigma, cond):
         return self.adapter(x, sigma, cond)
 
+    def export_spec(self) -> ExportSpec:
+        x, t, pooled = torch.zeros(1, 3, 8, 8), torch.zeros(1), torch.zeros(1, WIDTH)
+        axes = {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"}}
+        return ExportSpec(
+            (
+                ExportedModule(
+                    "denoiser",
+                    self.eps,
+                    (x, t, pooled),
+                    ("sample", "timestep", "pooled"),
+                    ("eps",),
+                    axes,
+                ),
+            )
+        )
+
+
+class ToySuperRes(nn.Module):
+    """A super-resolution ``D(x, sigma, cond) -> x0`` that reads ``cond.image``.
+
+    The low-resolution image is upsampled to ``x``'s size and noise-augmented at
+    ``cond.image.noise_level`` (a fraction in [0, 1]) with noise from the image's seeds,
+    then stacked with ``x`` as the eps model's input (Imagen's SR conditioning, toy-sized).
+    """
+
+    model_contract = DIFFUSION
+
+    def __init__(self):
+        super().__init__()
+        self.eps = ToyEpsModel(in_channels=6, seed=5)
+        self.adapter = _adapter(self._predict)
+        self.sigma_min, self.sigma_max = self.adapter.sigma_min, self.adapter.sigma_max
+        self.sigmas = self.adapter.sigmas
+        self.seen_levels: list[float] = []
+
+    def _predict(self, x_in, t, cond: Conditioning):
+        if cond.image is None:
+            raise ValueError("toy.super_res needs a low-resolution image (cond.image)")
+        low = nn.functional.interpolate(cond.image.image, size=x_in.shape[-2:], mode="nearest")
+        level = cond.image.noise_level.to(x_in.dtype)[:, None, None, None]
+        seeds = cond.image.seeds or tuple(range(low.shape[0]))
+        noise = seeded_noise(low.shape, seeds, device=low.device, dtype=low.dtype)
+        aug = (1 - level) * low + level * noise
+        self.seen_levels = [float(v) for v in cond.image.noise_level]
+        return self.eps(torch.cat([x_in, aug], 1), t, cond.pooled)
+
+    def forward(self, x, sigma, cond):
+        return self.adapter(x, sigma, cond)
+
+    def export_spec(self) -> ExportSpec:
+        x, t, pooled = torch.zeros(1, 6, 16, 16), torch.zeros(1), torch.zeros(1, WIDTH)
+        axes = {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"}}
+        return ExportSpec(
+            (
+                ExportedModule(
+                    "super_res",
+                    self.eps,
+                    (x, t, pooled),
+                    ("sample", "timestep", "pooled"),
+                    ("eps",),
+                    axes,
+                ),
+            )
+        )
+
 
 class ToyEuler:
-    """Euler steps over a geometric sigma ladder (a toy; the core ships the real samplers)."""
+    """A third-party diffusion sampler: plain Euler over the job's sigmas (toy)."""
 
-    def sample(self, job):
-        sigmas = [
-            *torch.logspace(
-                math.log10(job.model.sigma_max), math.log10(job.model.sigma_min), job.steps
-            ).tolist(),
-            0.0,
-        ]
-        noise = torch.stack([torch.randn(job.shape[1:], generator=_seeded(s)) for s in job.seeds])
-        x = noise * sigmas[0]
-        for i in range(job.steps):
+    model_contract = DIFFUSION
+
+    def sample(self, job: DiffusionJob) -> Latent:
+        sigmas = job.sigmas.tolist()
+        x = seeded_noise(job.shape, job.seeds) * sigmas[0]
+        for i in range(len(sigmas) - 1):
             s = torch.full((x.shape[0],), sigmas[i])
-            d = (x - job.model(x, s, job.positive)) / sigmas[i]
+            d = (x - job.model(x, s, job.cond)) / sigmas[i]
             x = x + d * (sigmas[i + 1] - sigmas[i])
             if job.callback:
-                job.callback(i + 1, job.steps)
+                job.callback(i + 1, len(sigmas) - 1)
         return Latent(x, seeds=job.seeds)
 
 
@@ -124,54 +220,47 @@ class Identity:
 
 
 class TinyTransformer(nn.Module):
-    """Next-token logits over image tokens with a key/value cache (one attention layer)."""
+    """A :class:`~t2i.contracts.TokenPredictor`: one attention layer over image tokens.
+
+    Each call appends the cache's length to :data:`CACHE_LENGTHS`.
+    """
+
+    model_contract = TOKENS
 
     def __init__(self, codebook: int = 8):
         super().__init__()
         torch.manual_seed(2)
-        self.codebook = codebook
-        self.embed = nn.Embedding(codebook + 1, WIDTH)  # last id is <bos>
+        self.vocab_size, self.bos = codebook, codebook  # the last embedding is <bos>
+        self.embed = nn.Embedding(codebook + 1, WIDTH)
         self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
         self.out = nn.Linear(WIDTH, codebook)
 
-    def forward(self, token, cond, cache):
-        """token ``(B,)``; cache ``(k, v)`` of shape ``(B, T, W)`` or None -> logits, cache."""
+    def forward(self, tokens, cond, cache):
+        """tokens ``(B, T)`` not yet cached -> logits ``(B, vocab)`` of the next, cache."""
         CALLS["transformer"] += 1
-        h = self.embed(token)[:, None] + cond.pooled[:, None]  # (B, 1, W)
+        h = self.embed(tokens) + cond.pooled[:, None]  # (B, T, W)
         q, k, v = self.qkv(h).chunk(3, dim=-1)
-        if cache is not None:
-            k, v = torch.cat([cache[0], k], 1), torch.cat([cache[1], v], 1)
-        att = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(WIDTH), -1)  # (B, 1, T)
-        return self.out((att @ v)[:, 0]), (k, v)
+        cache = cache if cache is not None else KVCache(time_dim=1)
+        k, v = cache.extend(0, k, v)
+        att = torch.softmax(q[:, -1:] @ k.transpose(1, 2) / math.sqrt(WIDTH), -1)  # (B, 1, T)
+        CACHE_LENGTHS.append(cache.length)
+        return self.out((att @ v)[:, 0]), cache
 
-
-class TopKSampler:
-    """Autoregressive top-k sampling with a KV cache; ``cache_lengths`` records the loop."""
-
-    cache_lengths: tuple[int, ...] = ()
-
-    def sample(self, job):
-        model = job.model
-        b, _, h, w = job.shape
-        gens = [_seeded(s) for s in job.seeds]
-        token = torch.full((b,), model.codebook, dtype=torch.long)
-        cache, out = None, []
-        lengths = []
-        for i in range(h * w):
-            logits, cache = model(token, job.positive, cache)
-            lengths.append(cache[0].shape[1])
-            k = job.top_k or model.codebook
-            top = logits.topk(k, dim=-1)
-            probs = torch.softmax(top.values / job.temperature, -1)
-            pick = torch.stack(
-                [torch.multinomial(probs[r], 1, generator=gens[r]) for r in range(b)]
+    def export_spec(self) -> ExportSpec:
+        return ExportSpec(
+            (
+                ExportedModule(
+                    "token_embed",
+                    self.embed,
+                    (torch.zeros(1, 1, dtype=torch.long),),
+                    ("tokens",),
+                    ("h",),
+                    {"tokens": {0: "batch", 1: "time"}},
+                ),
+                ExportedModule("qkv", self.qkv, (torch.zeros(1, 1, WIDTH),), ("h",), ("qkv",)),
+                ExportedModule("head", self.out, (torch.zeros(1, WIDTH),), ("h",), ("logits",)),
             )
-            token = top.indices.gather(1, pick)[:, 0]
-            out.append(token)
-            if job.callback:
-                job.callback(i + 1, h * w)
-        TopKSampler.cache_lengths = tuple(lengths)
-        return Latent(torch.stack(out, 1).view(b, 1, h, w), seeds=job.seeds)
+        )
 
 
 class Palette:
@@ -190,7 +279,9 @@ class Palette:
 
 
 class TinyGenerator(nn.Module):
-    """``G(z, cond) -> image`` in one pass: an MLP to a 3x16x16 image in [-1, 1]."""
+    """A :class:`~t2i.contracts.Generator`: an MLP ``(z, pooled text) -> 3x16x16`` in [-1, 1]."""
+
+    model_contract = GENERATOR
 
     def __init__(self, z_dim: int = 8):
         super().__init__()
@@ -204,92 +295,176 @@ class TinyGenerator(nn.Module):
         CALLS["generator"] += 1
         return torch.tanh(self.net(torch.cat([z, cond.pooled], -1))).view(-1, 3, 16, 16)
 
+    def export_spec(self) -> ExportSpec:
+        example = torch.zeros(1, self.z_dim + WIDTH)
+        return ExportSpec(
+            (
+                ExportedModule(
+                    "generator",
+                    self.net,
+                    (example,),
+                    ("z_and_text",),
+                    ("image",),
+                    {"z_and_text": {0: "batch"}, "image": {0: "batch"}},
+                ),
+            )
+        )
 
-class SinglePass:
-    """Draw ``z`` from the seeds, call the generator once (truncation = guidance scale)."""
 
-    def sample(self, job):
-        z = torch.stack([torch.randn(job.shape[1:], generator=_seeded(s)) for s in job.seeds])
-        return Latent(job.model(z * min(job.cfg_scale, 1.0), job.positive), seeds=job.seeds)
-
-
-class NoGuidance:
-    def wrap(self, model, *, uncond, scale):
-        return model
-
-
-def _single_prompt_graph(denoiser: str, decoder: str, latent: dict, **sample: object) -> Graph:
-    """text -> tokens -> conditioning -> Sample(denoiser, **sample) -> Decode(decoder).
-
-    ``latent`` holds EmptyLatent parameters; without "channels" the decoder sets the shape.
-    """
+def _text_graph() -> tuple[Graph, dict]:
+    """The prompt's side of every toy graph: tokenizer, encoder, prompt and negative."""
     g = Graph()
     tok = g.add("tokenizer", "LoadTokenizer", name="toy.chars")
     enc = g.add("text_encoder", "LoadTextEncoder", name="toy.embed")
-    model = g.add("denoiser", "LoadDenoiser", name=denoiser)
-    dec = g.add("decoder", "LoadDecoder", name=decoder)
-    t = g.add("tokenize", "Tokenize", tokenizer=tok["tokenizer"])
-    c = g.add("encode", "EncodeText", text_encoder=enc["text_encoder"], tokens=t["tokens"])
-    links = {} if "channels" in latent else {"decoder": dec["decoder"]}
-    e = g.add("empty", "EmptyLatent", **links, **latent)
-    s = g.add(
-        "sample",
-        "Sample",
-        model=model["model"],
-        positive=c["conditioning"],
-        latent=e["latent"],
-        guidance="toy.none",
-        **sample,
-    )
-    g.add("decode", "Decode", decoder=dec["decoder"], samples=s["samples"])
-    return g
+    refs = {}
+    for side in ("positive", "negative"):
+        t = g.add(f"tokenize_{side}", "Tokenize", tokenizer=tok["tokenizer"], text="")
+        c = g.add(
+            f"encode_{side}", "EncodeText", text_encoder=enc["text_encoder"], tokens=t["tokens"]
+        )
+        refs[side] = c["conditioning"]
+    return g, refs
+
+
+TEXT_BINDINGS = {
+    "prompt": ("tokenize_positive", "text"),
+    "negative_prompt": ("tokenize_negative", "text"),
+    "seed": ("empty", "seed"),
+    "batch_size": ("empty", "batch_size"),
+    "cfg_scale": ("guide", "cfg_scale"),
+    "guidance": ("guide", "guidance"),
+}
 
 
 def autoregressive_recipe() -> Recipe:
-    """text -> tokens -> conditioning -> AR token loop -> palette decoder."""
-    g = _single_prompt_graph("toy.transformer", "toy.palette", {}, sampler="toy.top_k", top_k=4)
+    """text -> conditioning -> KV-cached token loop (SampleTokens) -> palette decoder."""
+    g, text = _text_graph()
+    model = g.add("denoiser", "LoadDenoiser", name="toy.transformer")
+    dec = g.add("decoder", "LoadDecoder", name="toy.palette")
+    e = g.add("empty", "EmptyLatent", decoder=dec["decoder"])
+    guide = g.add(
+        "guide",
+        "Guide",
+        model=model["model"],
+        positive=text["positive"],
+        negative=text["negative"],
+        guidance="none",
+    )
+    s = g.add("sample", "SampleTokens", guided=guide["guided"], latent=e["latent"], top_k=4)
+    g.add("decode", "Decode", decoder=dec["decoder"], samples=s["samples"])
     return Recipe(
         graph=g,
         output=g["decode"]["image"],
         size_multiple=4,
         bindings={
-            "prompt": ("tokenize", "text"),
-            "seed": ("empty", "seed"),
+            **TEXT_BINDINGS,
             "width": ("empty", "width"),
             "height": ("empty", "height"),
-            "batch_size": ("empty", "batch_size"),
+            "sampler": ("sample", "sampler"),
             "temperature": ("sample", "temperature"),
+            "top_k": ("sample", "top_k"),
+            "top_p": ("sample", "top_p"),
         },
-        defaults={"width": 16, "height": 16, "sampler": "toy.top_k", "guidance": "toy.none"},
+        defaults={
+            "width": 16,
+            "height": 16,
+            "sampler": "top_k",
+            "guidance": "none",
+            "cfg_scale": 1.0,
+        },
     )
 
 
 def gan_recipe() -> Recipe:
-    """text -> conditioning -> one generator pass -> identity decoder."""
-    g = _single_prompt_graph(
-        "toy.generator",
-        "toy.identity",
-        {"channels": 8, "factor": 0},
-        sampler="toy.single_pass",
+    """text -> conditioning -> one generator pass (SampleOnce) -> identity decoder."""
+    g, text = _text_graph()
+    model = g.add("denoiser", "LoadDenoiser", name="toy.generator")
+    dec = g.add("decoder", "LoadDecoder", name="toy.identity")
+    e = g.add("empty", "EmptyLatent", channels=8, factor=0)
+    guide = g.add(
+        "guide",
+        "Guide",
+        model=model["model"],
+        positive=text["positive"],
+        guidance="truncation",
         cfg_scale=1.0,
     )
+    s = g.add("sample", "SampleOnce", guided=guide["guided"], latent=e["latent"])
+    g.add("decode", "Decode", decoder=dec["decoder"], samples=s["samples"])
+    return Recipe(
+        graph=g,
+        output=g["decode"]["image"],
+        size_multiple=1,
+        bindings={**TEXT_BINDINGS, "sampler": ("sample", "sampler")},
+        defaults={
+            "width": 16,
+            "height": 16,
+            "sampler": "single_pass",
+            "guidance": "truncation",
+            "cfg_scale": 1.0,
+        },
+    )
+
+
+def cascade_recipe(base_size: int = 8) -> Recipe:
+    """Two diffusion samplings: a base stage at ``base_size`` px, then ``toy.super_res``
+    conditioned on its output through ``LowResCondition`` (noise level bound to
+    ``noise_level``)."""
+    g, text = _text_graph()
+    dec = g.add("decoder", "LoadDecoder", name="toy.identity")
+    for stage, denoiser in (("base", "toy.denoiser"), ("sr", "toy.super_res")):
+        model = g.add(f"{stage}_model", "LoadDenoiser", name=denoiser)
+        links = {}
+        if stage == "sr":
+            low = g.add("low_res", "LowResCondition", samples=g["base_sample"]["samples"])
+            links["image_condition"] = low["image_condition"]
+        sigmas = g.add(f"{stage}_sigmas", "Sigmas", model=model["model"], schedule="karras")
+        guide = g.add(
+            f"{stage}_guide",
+            "Guide",
+            model=model["model"],
+            positive=text["positive"],
+            negative=text["negative"],
+            **links,
+        )
+        size = {"width": base_size, "height": base_size} if stage == "base" else {}
+        e = g.add(f"{stage}_empty", "EmptyLatent", decoder=dec["decoder"], **size)
+        g.add(
+            f"{stage}_sample",
+            "SampleDiffusion",
+            guided=guide["guided"],
+            sigmas=sigmas["sigmas"],
+            latent=e["latent"],
+            sampler="euler",
+        )
+    g.add("decode", "Decode", decoder=dec["decoder"], samples=g["sr_sample"]["samples"])
+    both = lambda p: (("base_" + p[0], p[1]), ("sr_" + p[0], p[1]))  # noqa: E731
     return Recipe(
         graph=g,
         output=g["decode"]["image"],
         size_multiple=1,
         bindings={
-            "prompt": ("tokenize", "text"),
-            "seed": ("empty", "seed"),
-            "batch_size": ("empty", "batch_size"),
-            "cfg_scale": ("sample", "cfg_scale"),
+            "prompt": ("tokenize_positive", "text"),
+            "negative_prompt": ("tokenize_negative", "text"),
+            "seed": both(("empty", "seed")),
+            "batch_size": both(("empty", "batch_size")),
+            "steps": both(("sigmas", "steps")),
+            "cfg_scale": both(("guide", "cfg_scale")),
+            "guidance": both(("guide", "guidance")),
+            "sampler": both(("sample", "sampler")),
+            "width": ("sr_empty", "width"),
+            "height": ("sr_empty", "height"),
+            "noise_level": ("low_res", "noise_level"),
         },
         defaults={
             "width": 16,
             "height": 16,
-            "sampler": "toy.single_pass",
-            "guidance": "toy.none",
-            "cfg_scale": 1.0,
+            "steps": 3,
+            "sampler": "euler",
+            "cfg_scale": 2.0,
+            "noise_level": 0.25,
         },
+        description="tiny random two-stage cascade (tests)",
     )
 
 
@@ -305,7 +480,7 @@ def diffusion_toy_recipe() -> Recipe:
             "height": 8,
             "steps": 4,
             "sampler": "toy.euler",
-            "guidance": "toy.none",
+            "guidance": "none",
         },
         description="tiny random iterative denoiser (tests)",
     )
@@ -324,6 +499,7 @@ def t2i_register_text_encoders(register):
 @hookimpl
 def t2i_register_denoisers(register):
     register("toy.denoiser", ToyDenoiser)
+    register("toy.super_res", ToySuperRes)
     register("toy.transformer", TinyTransformer)
     register("toy.generator", TinyGenerator)
 
@@ -331,13 +507,6 @@ def t2i_register_denoisers(register):
 @hookimpl
 def t2i_register_samplers(register):
     register("toy.euler", ToyEuler, aliases=("Toy Euler",))
-    register("toy.top_k", TopKSampler)
-    register("toy.single_pass", SinglePass)
-
-
-@hookimpl
-def t2i_register_guidance(register):
-    register("toy.none", NoGuidance)
 
 
 @hookimpl
@@ -351,3 +520,4 @@ def t2i_register_recipes(register):
     register("toy-diffusion", diffusion_toy_recipe)
     register("toy-autoregressive", autoregressive_recipe, aliases=("toy-ar",))
     register("toy-gan", gan_recipe)
+    register("toy-cascade", cascade_recipe)

@@ -9,7 +9,9 @@ from t2i.request import RequestError
 from t2i.testing import toy_plugin
 
 
-@pytest.mark.parametrize("recipe", ["toy-diffusion", "toy-autoregressive", "toy-gan"])
+@pytest.mark.parametrize(
+    "recipe", ["toy-diffusion", "toy-autoregressive", "toy-gan", "toy-cascade"]
+)
 def test_three_generation_shapes_run_through_one_engine(t2i_manager, recipe):
     pipe = Engine.build(recipe)
     result = pipe("a red cube", seed=11, batch_size=2)
@@ -20,8 +22,9 @@ def test_three_generation_shapes_run_through_one_engine(t2i_manager, recipe):
 
 
 def test_autoregressive_loop_carries_kv_cache(t2i_manager):
+    toy_plugin.CACHE_LENGTHS.clear()
     Engine.build("toy-ar")("x", seed=1, width=8, height=8)
-    assert toy_plugin.TopKSampler.cache_lengths == (1, 2, 3, 4)  # 2x2 tokens
+    assert toy_plugin.CACHE_LENGTHS == [1, 2, 3, 4]  # 2x2 tokens, one new token per call
     assert toy_plugin.CALLS["transformer"] == 4
 
 
@@ -113,8 +116,8 @@ def test_from_graph_round_trip(t2i_manager, tmp_path):
         "defaults": {
             "width": 16,
             "height": 16,
-            "sampler": "toy.single_pass",
-            "guidance": "toy.none",
+            "sampler": "single_pass",
+            "guidance": "truncation",
         },
     }
     path = tmp_path / "g.json"

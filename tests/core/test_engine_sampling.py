@@ -7,9 +7,18 @@ from t2i.registry import UnknownComponentError
 from t2i.testing import make_manager, toy_plugin
 
 MANAGER = make_manager(toy_plugin)
-SAMPLERS = [n for n in MANAGER.registry.names("sampler") if not n.startswith("toy.")]
+
+def _fitting(kind: str, contract: str) -> list[str]:
+    return [
+        e.name
+        for e in MANAGER.registry.entries(kind)
+        if not e.name.startswith("toy.") and e.model_contract in (None, contract)
+    ]
+
+
+SAMPLERS = _fitting("sampler", "diffusion")
 SCHEDULES = MANAGER.registry.names("schedule")
-GUIDANCE = [n for n in MANAGER.registry.names("guidance") if not n.startswith("toy.")]
+GUIDANCE = _fitting("guidance", "diffusion")
 
 
 def test_the_issue_list_is_registered():

@@ -12,7 +12,9 @@
 - :class:`CFGRescale` (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps
   are Flawed", Alg. 2): rescale the guided prediction to the conditional one's per-sample
   std, mixed with ``phi``.
-- :class:`NoGuidance`: the model alone, one call, no unconditional pass.
+- :class:`NoGuidance`: the model alone, one call, no unconditional pass (any contract).
+
+Each declares ``model_contract``: the model contract it wraps (:mod:`t2i.contracts`).
 
 Thresholding assumes a data range of ``[-1, 1]`` (pixel-space models such as Imagen/IF).
 """
@@ -20,11 +22,12 @@ Thresholding assumes a data range of ``[-1, 1]`` (pixel-space models such as Ima
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import torch
 
+from t2i.contracts import DIFFUSION
 from t2i.payloads import Conditioning
 
 Combine = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
@@ -105,16 +108,23 @@ def cfg_combine(
 
 @attrs.frozen
 class NoGuidance:
-    """Unguided: the model on the positive conditioning only (the scale is ignored)."""
+    """Unguided: the model itself, on the positive conditioning only (the scale is ignored).
+
+    Fits every model contract (diffusion denoisers, token predictors, generators).
+    """
+
+    model_contract: ClassVar[str | None] = None
 
     def wrap(self, model: Any, *, uncond: Conditioning | None = None, scale: float = 1.0) -> Any:
         _check_scale(scale)
-        return GuidedDenoiser(model, None, 1.0)
+        return model
 
 
 @attrs.frozen
 class ClassifierFreeGuidance:
     """Classifier-free guidance with negative conditioning, batched in one model call."""
+
+    model_contract: ClassVar[str] = DIFFUSION
 
     def wrap(self, model: Any, *, uncond: Conditioning | None, scale: float) -> Any:
         return GuidedDenoiser(model, uncond, scale)
@@ -141,6 +151,8 @@ class DynamicThresholding:
             leaves it unbounded as in the Imagen paper.
     """
 
+    model_contract: ClassVar[str] = DIFFUSION
+
     percentile: float = 0.995
     max_value: float | None = 1.5
 
@@ -162,6 +174,8 @@ class DynamicThresholding:
 @attrs.frozen
 class StaticThresholding:
     """CFG followed by clamping x0 to ``[-limit, limit]`` (Imagen static thresholding)."""
+
+    model_contract: ClassVar[str] = DIFFUSION
 
     limit: float = 1.0
 
@@ -188,6 +202,8 @@ class CFGRescale:
             v-prediction models, as ComfyUI's RescaleCFG), ``eps`` (diffusers'
             ``rescale_noise_cfg`` on an eps model) or ``x0``.
     """
+
+    model_contract: ClassVar[str] = DIFFUSION
 
     phi: float = 0.7
     space: str = "v"

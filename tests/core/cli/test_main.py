@@ -21,10 +21,10 @@ def test_plugins_components_recipes(t2i_manager):
 
 
 def test_graph_show_formats(t2i_manager):
-    assert "sample = Sample(" in invoke("graph", "show", "toy-diffusion").output
+    assert "sample = SampleDiffusion(" in invoke("graph", "show", "toy-diffusion").output
     assert invoke("graph", "show", "toy-gan", "--format", "mermaid").output.startswith("flowchart")
     data = json.loads(invoke("graph", "show", "toy-ar", "--format", "json").output)
-    assert data["nodes"]["encode"]["inputs"]["tokens"] == ["tokenize", "tokens"]
+    assert data["nodes"]["encode_positive"]["inputs"]["tokens"] == ["tokenize_positive", "tokens"]
 
 
 def test_generate_writes_png_with_parameters(t2i_manager, tmp_path):

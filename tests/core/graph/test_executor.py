@@ -57,14 +57,15 @@ def test_cancellation_keeps_finished_nodes_and_writes_nothing(t2i_manager, tmp_p
     with pytest.raises(Cancelled):
         ex.run(
             g,
-            params={"sample": {"steps": 4, "sampler": "toy.euler", "guidance": "toy.none"}},
+            params={"sigmas": {"steps": 4}, "sample": {"sampler": "toy.euler"}},
             on_step=on_step,
             cancel=cancel,
         )
     assert list(tmp_path.iterdir()) == []  # the SaveImage never ran, no partial files
     executed = ex.stats["executed"]
-    assert executed == 7  # loaders, tokenize, encode (negative == positive: cached), latent
-    ex.run(g, params={"sample": {"steps": 4, "sampler": "toy.euler", "guidance": "toy.none"}})
+    assert executed == 9  # loaders, tokenize, encode (negative == positive: cached), latent,
+    # sigmas, guide
+    ex.run(g, params={"sigmas": {"steps": 4}, "sample": {"sampler": "toy.euler"}})
     assert ex.stats["cached"] >= 2 + 9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t2i-0000.png"]
 

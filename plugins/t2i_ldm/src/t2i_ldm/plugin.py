@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from t2i.contracts import DIFFUSION
 from t2i.registry import hookimpl
 
 
@@ -91,8 +92,8 @@ def t2i_register_text_encoders(register) -> None:
 def t2i_register_denoisers(register) -> None:
     from t2i_ldm import shapes_model
 
-    register("ldm.unet", create_unet_denoiser)
-    register("ldm.shapes_unet", shapes_model.create_denoiser)
+    register("ldm.unet", create_unet_denoiser, contract=DIFFUSION)
+    register("ldm.shapes_unet", shapes_model.create_denoiser, contract=DIFFUSION)
 
 
 @hookimpl
@@ -108,7 +109,7 @@ def t2i_register_recipes(register) -> None:
     from t2i_ldm import recipes, shapes_model
 
     register("ldm", recipes.ldm_recipe, aliases=("sd", "stable-diffusion"))
-    register("ldm-shapes", shapes_model.ldm_shapes_recipe)
+    register("ldm-shapes", shapes_model.ldm_shapes_recipe, default=True)
 
 
 @hookimpl

@@ -215,4 +215,5 @@ def ldm_recipe(
         size_multiple=8,
         description="Stable Diffusion 1.x/2.x from a checkpoint (single file or diffusers folder)",
         model_name=Path(checkpoint).stem,
+        infotext={"Clip skip": clip_skip if clip_skip > 1 else None},
     )

@@ -1,4 +1,7 @@
-"""DiffusionSampler end to end: registry names, reproducibility, img2img, errors, no host sync."""
+"""DiffusionSampler end to end: registry names, reproducibility, img2img, errors, no host sync.
+
+Jobs are built here as the ``Sigmas`` / ``Guide`` nodes build them: sigmas from a schedule
+(cut for img2img), the model wrapped by guidance, the conditioning placed."""
 
 from __future__ import annotations
 
@@ -8,12 +11,13 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from t2i.contracts import SampleJob
+from t2i.contracts import DiffusionJob
 from t2i.diffusion.guidance import ClassifierFreeGuidance, NoGuidance
+from t2i.diffusion.names import resolve_sampler_name
+from t2i.diffusion.sampler import img2img_sigmas
+from t2i.diffusion.sampling import DiscreteDenoiser
 from t2i.payloads import Conditioning, Latent
 from t2i.registry import ComponentRegistry, Registrar
-from t2i.diffusion.names import resolve_sampler_name
-from t2i.diffusion.sampling import DiscreteDenoiser
 from t2i.diffusion.registration import (
     BUILTIN_SAMPLERS,
     register_guidance,
@@ -61,24 +65,47 @@ def _cond(seed):
 
 
 def _sampler(registry, name, **kw):
-    lookup = lambda n: registry.create("schedule", n)  # noqa: E731
-    return registry.create("sampler", name, schedule_lookup=lookup, **kw)
+    return registry.create("sampler", name, **kw)
 
 
-def _job(model, seeds, **kw):
-    base = dict(
-        model=model,
+def _sigmas(registry, sampler, model, steps, schedule=None):
+    return registry.create("schedule", schedule or sampler.default_schedule).get_sigmas(
+        model, steps
+    )
+
+
+def _job(model, seeds, sampler=None, registry=None, **kw):
+    """A job as the graph makes it (sampler and registry pick the default schedule)."""
+    opts = dict(
         positive=_cond(1),
         negative=_cond(2),
-        shape=(len(seeds), 4, 8, 8),
-        seeds=tuple(seeds),
         steps=6,
         cfg_scale=5.0,
+        schedule=None,
         guidance=ClassifierFreeGuidance(),
+        strength=1.0,
+        init=None,
         dtype=F64,
     )
-    base.update(kw)
-    return SampleJob(**base)
+    opts.update(kw)
+    batch = len(seeds)
+    sigmas = _sigmas(registry, sampler, model, opts["steps"], opts["schedule"])
+    if opts["init"] is not None:
+        sigmas = img2img_sigmas(sigmas, opts["steps"], opts["strength"])
+    place = lambda c: c.repeat_to(batch).to(opts.get("device"), opts["dtype"])  # noqa: E731
+    neg = None if opts["negative"] is None else place(opts["negative"])
+    guided = opts["guidance"].wrap(model, uncond=neg, scale=opts["cfg_scale"])
+    rest = {k: opts[k] for k in ("eta", "device", "noise_device", "callback") if k in opts}
+    return DiffusionJob(
+        model=guided,
+        cond=opts["positive"].repeat_to(batch),
+        sigmas=sigmas,
+        shape=(batch, 4, 8, 8),
+        seeds=tuple(seeds),
+        init=opts["init"],
+        dtype=opts["dtype"],
+        **rest,
+    )
 
 
 ALL = [spec.name for spec in BUILTIN_SAMPLERS]
@@ -89,12 +116,13 @@ def test_same_seed_is_bit_identical_and_independent_of_the_batch(registry, name)
     seeds = (random.randrange(2**31), random.randrange(2**31))
     _, model = _model()
     sampler = _sampler(registry, name)
-    a = sampler.sample(_job(model, seeds)).samples
-    b = sampler.sample(_job(model, seeds)).samples
+    job = lambda s: _job(model, s, sampler, registry)  # noqa: E731
+    a = sampler.sample(job(seeds)).samples
+    b = sampler.sample(job(seeds)).samples
     assert torch.equal(a, b) and torch.isfinite(a).all()
-    alone = sampler.sample(_job(model, seeds[1:])).samples
+    alone = sampler.sample(job(seeds[1:])).samples
     torch.testing.assert_close(alone[0], a[1], rtol=1e-10, atol=1e-10)
-    other = sampler.sample(_job(model, (seeds[0] + 1, seeds[1]))).samples
+    other = sampler.sample(job((seeds[0] + 1, seeds[1]))).samples
     assert not torch.allclose(other[0], a[0])
 
 
@@ -130,8 +158,16 @@ def test_every_a1111_name_and_default_schedule(registry):
 def test_schedule_override_and_callback(registry):
     net, model = _model()
     steps = []
-    job = _job(model, (1, 2), schedule="karras", callback=lambda i, n: steps.append((i, n)))
-    _sampler(registry, "euler").sample(job)
+    euler = _sampler(registry, "euler")
+    job = _job(
+        model,
+        (1, 2),
+        euler,
+        registry,
+        schedule="karras",
+        callback=lambda i, n: steps.append((i, n)),
+    )
+    euler.sample(job)
     assert steps == [(i, 6) for i in range(1, 7)]
     assert net.calls == 6  # one batched CFG call per Euler step
 
@@ -149,15 +185,10 @@ def test_img2img_truncates_schedule_and_noises_init(registry, name):
         calls["sigmas"], calls["x"] = sigmas, x
         return x
 
-    spy = type(sampler)(
-        fn_spy,
-        name="spy",
-        default_schedule=sampler.default_schedule,
-        schedule_lookup=sampler.schedule_lookup,
-    )
-    job = _job(model, (3, 4), init=init, strength=strength, steps=steps)
+    spy = type(sampler)(fn_spy, name="spy", default_schedule=sampler.default_schedule)
+    job = _job(model, (3, 4), sampler, registry, init=init, strength=strength, steps=steps)
     spy.sample(job)
-    full = sampler.sigmas(model, steps)
+    full = _sigmas(registry, sampler, model, steps)
     torch.testing.assert_close(calls["sigmas"], full[steps - run :])
     noise = torch.stack(
         [torch.randn(SHAPE[1:], generator=torch.Generator().manual_seed(s)) for s in (3, 4)]
@@ -166,47 +197,48 @@ def test_img2img_truncates_schedule_and_noises_init(registry, name):
     out = sampler.sample(job).samples
     assert out.shape == SHAPE and torch.isfinite(out).all()
     net.calls = 0
-    same = sampler.sample(_job(model, (3, 4), init=init, strength=0.0)).samples
+    same = sampler.sample(_job(model, (3, 4), sampler, registry, init=init, strength=0.0))
+    same = same.samples
     assert torch.equal(same, init.samples) and net.calls == 0
 
 
 @pytest.mark.parametrize(
     "field,value,match",
     [
-        ("steps", 0, "steps must be"),
         ("strength", 1.5, "strength must be"),
         ("strength", -0.1, "strength must be"),
-        ("cfg_scale", -2.0, "cfg_scale must be"),
+        ("cfg_scale", -2.0, "scale must be"),
         ("eta", -1.0, "eta must be"),
     ],
 )
 def test_bad_input_raises_before_any_model_call(registry, field, value, match):
     net, model = _model()
+    init = Latent(torch.zeros(SHAPE, dtype=F64))
+    ddim = _sampler(registry, "ddim")
     with pytest.raises(ValueError, match=match):
-        _sampler(registry, "ddim").sample(_job(model, (1, 2), **{field: value}))
+        ddim.sample(_job(model, (1, 2), ddim, registry, init=init, **{field: value}))
     assert net.calls == 0
 
 
 def test_unknown_schedule_and_sampler_list_names(registry):
-    net, model = _model()
     with pytest.raises(KeyError, match="Available schedules"):
-        _sampler(registry, "euler").sample(_job(model, (1, 2), schedule="karras2"))
+        registry.get("schedule", "karras2")
     with pytest.raises(KeyError, match="Available samplers"):
         registry.get("sampler", "eulr_b")
-    assert net.calls == 0
 
 
 def test_eta_reaches_ddim_and_none_guidance(registry):
     _, model = _model()
     sampler = _sampler(registry, "ddim")
-    det = sampler.sample(_job(model, (1, 2), eta=0.0)).samples
-    sto = sampler.sample(_job(model, (1, 2), eta=1.0)).samples
+    det = sampler.sample(_job(model, (1, 2), sampler, registry, eta=0.0)).samples
+    sto = sampler.sample(_job(model, (1, 2), sampler, registry, eta=1.0)).samples
     assert not torch.allclose(det, sto)
+    euler = _sampler(registry, "euler")
     net, model = _model()
-    _sampler(registry, "euler").sample(_job(model, (1, 2), guidance=NoGuidance()))
+    euler.sample(_job(model, (1, 2), euler, registry, guidance=NoGuidance()))
     assert net.calls == 6
     net, model = _model()
-    _sampler(registry, "euler").sample(_job(model, (1, 2), negative=None))
+    euler.sample(_job(model, (1, 2), euler, registry, negative=None))
     assert net.calls == 6
 
 
@@ -234,7 +266,7 @@ def test_the_guard_catches_syncs():
 def test_sampling_loop_never_reads_tensors_back(registry, name):
     _, model = _model()
     sampler = _sampler(registry, name)
-    sigmas = sampler.sigmas(model, 6).tolist()  # host list, precomputed
+    sigmas = _sigmas(registry, sampler, model, 6).tolist()  # host list, precomputed
     guided = ClassifierFreeGuidance().wrap(model, uncond=_cond(2), scale=5.0)
     x = torch.randn(SHAPE, dtype=F64) * sigmas[0]
     noise = lambda s, sn: torch.randn(SHAPE, dtype=F64)  # noqa: E731
@@ -256,7 +288,15 @@ def test_sampling_loop_never_reads_tensors_back(registry, name):
 def test_no_sync_on_cuda(registry):
     _, model = _model()
     sampler = _sampler(registry, "dpmpp_2m_sde")
-    job = _job(model, (1, 2), device="cuda", dtype=torch.float32, noise_device="device")
+    job = _job(
+        model,
+        (1, 2),
+        sampler,
+        registry,
+        device="cuda",
+        dtype=torch.float32,
+        noise_device="device",
+    )
     torch.cuda.set_sync_debug_mode("error")
     try:
         sampler.sample(job)

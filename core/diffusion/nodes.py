@@ -1,0 +1,109 @@
+"""The diffusion toolbox's graph nodes (ComfyUI's SIGMAS / GUIDER / SAMPLER split, typed).
+
+- ``Sigmas``: a registered schedule, a model and a step count -> the sigmas to run (cut
+  for img2img by ``strength``);
+- ``SampleDiffusion``: a ``GUIDED_MODEL`` (from the graph's ``Guide`` node), the sigmas
+  and the batch's shape and seeds -> the sample, with a registered diffusion sampler;
+- ``LowResCondition``: a cascade stage's output -> the ``IMAGE_CONDITION`` the next
+  (super-resolution) stage's ``Guide`` attaches to its conditioning.
+
+A cascade is two diffusion samplings joined by a ``LowResCondition`` edge.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from t2i.contracts import DIFFUSION, DiffusionJob, require_contract
+from t2i.diffusion.sampler import img2img_sigmas
+from t2i.graph.node import NodeType, Param, Port
+from t2i.payloads import ImageCondition, Latent, Sigmas
+
+
+class SigmasNode(NodeType):
+    description = "A registered schedule's sigmas for a model and a step count (img2img: the tail)."
+    inputs = (Port("model", "DENOISER"),)
+    outputs = (Port("sigmas", "SIGMAS"),)
+    params = (
+        Param("schedule", str, "normal", "registered schedule name"),
+        Param("steps", int, 20),
+        Param("strength", float, 1.0, "img2img denoising strength: the last steps * strength run"),
+    )
+
+    def execute(self, ctx, *, model, schedule, steps, strength):
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        sigmas = ctx.registry.create("schedule", schedule).get_sigmas(model, steps)
+        return {"sigmas": Sigmas(img2img_sigmas(sigmas, steps, strength), steps=steps)}
+
+
+class SampleDiffusion(NodeType):
+    description = (
+        "Run a diffusion sampler over the sigmas: noise from the latent's seeds -> sample."
+    )
+    model_contract = DIFFUSION
+    inputs = (
+        Port("guided", "GUIDED_MODEL"),
+        Port("sigmas", "SIGMAS"),
+        Port("latent", "LATENT", description="shape and seeds of the batch"),
+        Port("init", "LATENT", optional=True, description="img2img start sample"),
+    )
+    outputs = (Port("samples", "LATENT"),)
+    params = (
+        Param("sampler", str, "euler", "registered diffusion sampler (canonical name)"),
+        Param("eta", (float, type(None)), None, "stochasticity (DDIM eta, ancestral noise)"),
+        Param("noise_device", str, "cpu", choices=("cpu", "device")),
+    )
+
+    def execute(self, ctx, *, guided, sigmas, latent, init, sampler, eta, noise_device):
+        sampler_obj = ctx.registry.create("sampler", sampler)
+        require_contract(sampler_obj, "sampler", sampler, DIFFUSION)
+        require_contract(guided.guidance, "guidance", guided.name, DIFFUSION)
+        dtype = ctx.dtype or torch.float32
+        model, cond = guided.bind(latent.samples.shape[0], ctx.device, dtype)
+        job = DiffusionJob(
+            model=model,
+            cond=cond,
+            sigmas=sigmas.sigmas,
+            shape=tuple(latent.samples.shape),
+            seeds=latent.seeds,
+            init=init,
+            eta=eta,
+            device=ctx.device,
+            dtype=dtype,
+            noise_device=noise_device,
+            callback=ctx.step,
+        )
+        with torch.inference_mode():
+            return {"samples": sampler_obj.sample(job)}
+
+
+class LowResCondition(NodeType):
+    description = (
+        "A cascade stage's output (in the model's data range) and a noise-augmentation level "
+        "-> the IMAGE_CONDITION of the next, super-resolution stage."
+    )
+    inputs = (Port("samples", "LATENT"),)
+    outputs = (Port("image_condition", "IMAGE_CONDITION"),)
+    params = (Param("noise_level", float, 0.0, "augmentation level, in the SR model's own units"),)
+
+    def execute(self, ctx, *, samples: Latent, noise_level: float):
+        if not noise_level >= 0:
+            raise ValueError(f"noise_level must be >= 0, got {noise_level}")
+        x = samples.samples
+        level = torch.full((x.shape[0],), float(noise_level), device=x.device, dtype=x.dtype)
+        return {"image_condition": ImageCondition(x, level, seeds=samples.seeds)}
+
+
+DIFFUSION_NODES: dict[str, type[NodeType]] = {
+    "Sigmas": SigmasNode,
+    "SampleDiffusion": SampleDiffusion,
+    "LowResCondition": LowResCondition,
+}
+
+
+def register_diffusion_nodes(register) -> None:
+    """Register the diffusion node types (called from the core's built-in plugin)."""
+    for name, cls in DIFFUSION_NODES.items():
+        cls.type_name = name
+        register(name, cls, description=cls.description)
