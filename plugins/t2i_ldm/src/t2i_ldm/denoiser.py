@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from t2i.payloads import Conditioning
+from t2i.contracts import ExportSpec
 from t2i.diffusion.sampling.denoisers import DiscreteDenoiser
+from t2i.payloads import Conditioning
 from t2i_ldm.config import NoiseScheduleConfig
 from t2i_ldm.unet import UNetModel
 
@@ -64,6 +65,13 @@ class LdmDenoiser(DiscreteDenoiser):
         """Move the UNet (the sigma tables follow the input's device on their own)."""
         self.unet.to(device=device, dtype=dtype)
         return self
+
+    def export_spec(self) -> ExportSpec:
+        """``unet``: ``(sample, timestep, encoder_hidden_states) -> out_sample``, the call this
+        denoiser makes inside its Karras wrapper (Optimum's layout, see :mod:`t2i_ldm.export`)."""
+        from t2i_ldm.export import unet_export
+
+        return ExportSpec((unet_export(self.unet),))
 
     @property
     def device(self) -> torch.device:

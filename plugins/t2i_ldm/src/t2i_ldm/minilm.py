@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
+from t2i.contracts import ExportSpec
 from t2i.payloads import Conditioning, Tokens
 from t2i_ldm.text_encoder import EMPHASIS_MODES, apply_emphasis, check_chunked_ids
 from t2i_ldm.tokenizer import CHUNK_LENGTH, ClipTokenizer
@@ -80,6 +81,14 @@ def minilm_tokenizer(folder: str | os.PathLike, **options) -> ClipTokenizer:
     )
 
 
+def minilm_states(bert: BertModel, input_ids: torch.Tensor) -> torch.Tensor:
+    """``bert``'s last hidden states ``(N, T, H)`` without autograd, ids equal to the config's
+    ``pad_token_id`` masked out of attention."""
+    mask = (input_ids != bert.config.pad_token_id).long()
+    with torch.no_grad():
+        return bert(input_ids=input_ids, attention_mask=mask).last_hidden_state
+
+
 class MiniLmConditioner(nn.Module):
     """Frozen MiniLM + trained adapter: ``(ids, mask) -> (N, T, width)`` token states.
 
@@ -100,9 +109,7 @@ class MiniLmConditioner(nn.Module):
 
     def bert_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         """MiniLM's last hidden states ``(N, T, 384)``; padding is masked inside BERT."""
-        mask = (input_ids != self.bert.config.pad_token_id).long()
-        with torch.no_grad():
-            return self.bert(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        return minilm_states(self.bert, input_ids)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.adapter(self.bert_states(input_ids))
@@ -144,6 +151,13 @@ class MiniLmTextEncoder:
     def to(self, device=None, dtype=None) -> MiniLmTextEncoder:
         self.conditioner.to(device=device, dtype=dtype)
         return self
+
+    def export_spec(self) -> ExportSpec:
+        """``text_encoder`` (frozen MiniLM) then ``text_adapter``; emphasis goes between them
+        (see :mod:`t2i_ldm.export`)."""
+        from t2i_ldm.export import minilm_exports
+
+        return ExportSpec(minilm_exports(self.conditioner, CHUNK_LENGTH + 2))
 
     def __call__(self, tokens: Tokens) -> Conditioning:
         with torch.no_grad():

@@ -35,6 +35,7 @@ import structlog
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from t2i.contracts import ExportSpec
 from t2i.payloads import Conditioning, Tokens
 from t2i_ldm import openclip
 
@@ -347,6 +348,13 @@ class ClipTextEncoder:
         self.model.to(device=device, dtype=dtype)
         return self
 
+    def export_spec(self) -> ExportSpec:
+        """``text_encoder``: one 77-token chunk with this encoder's ``clip_skip``, before
+        emphasis (Optimum's CLIP layout, see :mod:`t2i_ldm.export`)."""
+        from t2i_ldm.export import clip_text_export
+
+        return ExportSpec((clip_text_export(self.model, self.clip_skip),))
+
     def __call__(self, tokens: Tokens) -> Conditioning:
         """Encode without autograd (inference)."""
         with torch.no_grad():
@@ -369,16 +377,12 @@ class ClipTextEncoder:
         batch, length = ids.shape
         n_chunks = length // chunk
         flat = ids.to(self.device).reshape(batch * n_chunks, chunk)  # (B*n, 77)
-        out = self.model(input_ids=flat, output_hidden_states=clip_skip > 1)
-        if clip_skip == 1:
-            states = out.last_hidden_state
-        else:
-            states = _text_core(self.model).final_layer_norm(out.hidden_states[-clip_skip])
+        states, pooled = clip_chunk_states(self.model, flat, clip_skip)
         if tokens.weights is not None and emphasis != "ignore":
             weights = tokens.weights.to(self.device).reshape(batch * n_chunks, chunk)
             states = apply_emphasis(states, weights, normalize=emphasis == "original")
         embeds = states.reshape(batch, n_chunks * chunk, -1)  # (B, 77*n, D)
-        pooled = out.pooler_output.reshape(batch, n_chunks, -1)[:, 0]  # (B, D)
+        pooled = pooled.reshape(batch, n_chunks, -1)[:, 0]  # (B, D)
         return Conditioning(embeds=embeds, pooled=pooled)
 
     def __repr__(self) -> str:
@@ -387,6 +391,28 @@ class ClipTextEncoder:
             f"ClipTextEncoder(width={c.hidden_size}, layers={c.num_hidden_layers}, "
             f"act={c.hidden_act}, clip_skip={self.clip_skip}, emphasis={self.emphasis!r})"
         )
+
+
+def clip_chunk_states(
+    model: CLIPTextModel, input_ids: torch.Tensor, clip_skip: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One 77-token chunk per row through the CLIP text model, before emphasis.
+
+    Args:
+        model: the text model.
+        input_ids: ``(N, 77)`` token ids.
+        clip_skip: 1 = ``last_hidden_state``; k = the k-th hidden state from the end through
+            the final LayerNorm.
+
+    Returns:
+        ``(states (N, 77, D), pooler_output (N, D))``.
+    """
+    out = model(input_ids=input_ids, output_hidden_states=clip_skip > 1)
+    if clip_skip == 1:
+        states = out.last_hidden_state
+    else:
+        states = _text_core(model).final_layer_norm(out.hidden_states[-clip_skip])
+    return states, out.pooler_output
 
 
 def check_chunked_ids(ids: torch.Tensor, chunk: int, vocab_size: int) -> None:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from t2i.contracts import ExportSpec
 from t2i.payloads import Image, Latent
 from t2i_ldm.config import VAEConfig
 from t2i_ldm.layers import GroupNorm, attention
@@ -259,6 +260,13 @@ class LdmDecoder:
         """Move the autoencoder; returns ``self``."""
         self.vae.to(device=device, dtype=dtype)
         return self
+
+    def export_spec(self) -> ExportSpec:
+        """``vae_decoder`` (:meth:`decode`) and ``vae_encoder`` (:meth:`encode`), each holding
+        its half of the VAE (see :mod:`t2i_ldm.export` for where they differ from Optimum's)."""
+        from t2i_ldm.export import vae_exports
+
+        return ExportSpec(vae_exports(self.vae, self.scaling_factor))
 
     @torch.no_grad()
     def decode(self, latent: Latent) -> Image:
