@@ -339,17 +339,32 @@ class ExportedModule:
                 f"{self.name}: {len(self.example_inputs)} example inputs but "
                 f"{len(self.input_names)} input names"
             )
-        known = set(self.input_names) | set(self.output_names)
-        unknown = sorted(set(self.dynamic_axes) - known)
+        names = (*self.input_names, *self.output_names)
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: input and output names must be distinct: {names}")
+        unknown = sorted(set(self.dynamic_axes) - set(names))
         if unknown:
             raise ValueError(f"{self.name}: dynamic axes for unknown inputs/outputs {unknown}")
+        for name, x in zip(self.input_names, self.example_inputs):
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"{self.name}: example input {name!r} is {type(x).__name__}")
+            bad = sorted(a for a in self.dynamic_axes.get(name, {}) if not 0 <= a < x.ndim)
+            if bad:
+                raise ValueError(
+                    f"{self.name}: input {name!r} has {x.ndim} dims, no axis {bad} to make dynamic"
+                )
 
 
 @attrs.frozen(eq=False)
 class ExportSpec:
     """The modules a component holds, each with example inputs and dynamic axes."""
 
-    modules: tuple[ExportedModule, ...]
+    modules: tuple[ExportedModule, ...] = attrs.field(converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        names = [m.name for m in self.modules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"export spec names a module twice: {names}")
 
     def __iter__(self) -> Iterator[ExportedModule]:
         return iter(self.modules)

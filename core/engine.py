@@ -25,8 +25,8 @@ from t2i.contracts import MODEL_CONTRACTS, Exportable
 from t2i.diffusion.names import resolve_sampler_name
 from t2i.graph.executor import Executor
 from t2i.graph.graph import Graph, OutputRef
-from t2i.recipe import Recipe
 from t2i.plugins import get_plugin_manager
+from t2i.recipe import Recipe
 from t2i.registry.manager import PluginManager
 from t2i.request import REQUEST_FIELDS, GenerationRequest, RequestError
 from t2i.result import GenerationResult, infotext_for

@@ -73,3 +73,21 @@ def test_exportable_is_having_export_spec():
     assert isinstance(holder, Exportable)
     assert not isinstance(Bare(), Exportable)
     assert holder.export_spec().module_list() == [holder.proj]
+
+
+def test_export_spec_refuses_axes_beyond_rank_shared_names_and_duplicates():
+    import torch
+
+    from t2i.contracts import ExportedModule, ExportSpec
+
+    lin = torch.nn.Linear(2, 2)
+    x = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="no axis"):
+        ExportedModule("m", lin, (x,), ("x",), ("y",), {"x": {2: "batch"}})
+    with pytest.raises(ValueError, match="distinct"):
+        ExportedModule("m", lin, (x,), ("x",), ("x",))
+    with pytest.raises(TypeError, match="example input 'x' is list"):
+        ExportedModule("m", lin, ([1.0],), ("x",), ("y",))
+    one = ExportedModule("m", lin, (x,), ("x",), ("y",))
+    with pytest.raises(ValueError, match="twice"):
+        ExportSpec([one, one])

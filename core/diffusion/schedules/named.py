@@ -21,8 +21,9 @@ def _range(model: Any, sigma_min: float | None, sigma_max: float | None) -> tupl
     hi = sigma_max if sigma_max is not None else getattr(model, "sigma_max", None)
     if lo is None or hi is None:
         raise TypeError(
-            f"{type(model).__name__} has no sigma_min/sigma_max; wrap it in a t2i.diffusion.sampling "
-            "DiscreteDenoiser/ContinuousDenoiser or pass sigma_min= and sigma_max= to the schedule"
+            f"{type(model).__name__} has no sigma_min/sigma_max; wrap it in a "
+            "t2i.diffusion.sampling DiscreteDenoiser/ContinuousDenoiser or pass sigma_min= and "
+            "sigma_max= to the schedule"
         )
     return float(lo), float(hi)
 

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import venv
 from pathlib import Path
@@ -18,12 +19,22 @@ import pytest
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
+def _see_this_environment(env_dir) -> None:
+    """Let the new venv import what this interpreter has (t2i, a recent setuptools), also
+    when the tests themselves run in a venv: its system site is then the base Python's."""
+    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    site_dir = env_dir / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    line = "import site; " + "; ".join(f"site.addsitedir({p!r})" for p in sorted(paths))
+    (site_dir / "site-packages" / "_t2i_test_parent_env.pth").write_text(line + "\n")
+
+
 @pytest.fixture(scope="module")
 def plugin_venv(tmp_path_factory):
     root = tmp_path_factory.mktemp("venv")
     env_dir = root / "env"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
+    _see_this_environment(env_dir)
     shim = root / "toy_shim"
     (shim / "t2i_toy_shim").mkdir(parents=True)
     (shim / "t2i_toy_shim" / "__init__.py").write_text("from t2i.testing.toy_plugin import *\n")

@@ -6,8 +6,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from t2i.cli.shapes import eval_command
-from t2i.plugins import get_plugin_manager
-from t2i.plugins import set_plugin_manager
+from t2i.plugins import get_plugin_manager, set_plugin_manager
 from t2i.shapes import oracle
 from t2i.shapes.evaluate import (
     PROMPT_SET_VERSION,

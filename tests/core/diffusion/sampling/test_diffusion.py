@@ -14,17 +14,17 @@ from torch.overrides import TorchFunctionMode
 from t2i.contracts import DiffusionJob
 from t2i.diffusion.guidance import ClassifierFreeGuidance, NoGuidance
 from t2i.diffusion.names import resolve_sampler_name
-from t2i.diffusion.sampler import img2img_sigmas
-from t2i.diffusion.sampling import DiscreteDenoiser
-from t2i.payloads import Conditioning, Latent
-from t2i.registry import ComponentRegistry, Registrar
 from t2i.diffusion.registration import (
     BUILTIN_SAMPLERS,
     register_guidance,
     register_samplers,
     register_schedules,
 )
+from t2i.diffusion.sampler import img2img_sigmas
+from t2i.diffusion.sampling import DiscreteDenoiser
 from t2i.diffusion.schedules import get_alphas_cumprod
+from t2i.payloads import Conditioning, Latent
+from t2i.registry import ComponentRegistry, Registrar
 
 F64 = torch.float64
 SHAPE = (2, 4, 8, 8)

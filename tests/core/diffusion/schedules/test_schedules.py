@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from t2i.registry import ComponentRegistry, Registrar
-from t2i.diffusion.sampling import ContinuousDenoiser, DiscreteDenoiser
 from t2i.diffusion.registration import register_schedules
+from t2i.diffusion.sampling import ContinuousDenoiser, DiscreteDenoiser
 from t2i.diffusion.schedules import (
     get_alphas_cumprod,
     get_betas,
@@ -22,6 +21,7 @@ from t2i.diffusion.schedules import (
     get_sigmas_simple,
     sigmas_from_alphas_cumprod,
 )
+from t2i.registry import ComponentRegistry, Registrar
 
 
 @pytest.mark.parametrize("name", ["linear", "scaled_linear", "squaredcos_cap_v2"])

@@ -1,0 +1,83 @@
+"""The embedded ldm-shapes model gives the same pixels as before core v2.
+
+``tests/fixtures/pixels/*.png`` were made on the commit before the sampling node was split
+(``Sample`` -> ``Sigmas`` + ``Guide`` + ``SampleDiffusion``), with the README command and
+the calls below; the same seeds must give the same bytes now.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from t2i import Engine
+from t2i.cli.main import cli
+from t2i.plugins import set_plugin_manager
+from t2i.testing import make_manager
+from t2i_ldm import plugin
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "pixels"
+
+
+def _same(image: Image.Image, name: str) -> None:
+    expected = np.asarray(Image.open(FIXTURES / name).convert("RGB"))
+    got = np.asarray(image.convert("RGB"))
+    assert got.shape == expected.shape
+    diff = np.abs(got.astype(int) - expected.astype(int))
+    assert diff.max() == 0, f"{name}: {int((diff > 0).sum())} values differ, max {diff.max()}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def manager():
+    manager = make_manager(plugin)
+    previous = set_plugin_manager(manager)
+    yield manager
+    set_plugin_manager(previous)
+
+
+def test_the_readme_command_gives_the_same_png(tmp_path):
+    out = tmp_path / "out.png"
+    args = ["generate", "a large green circle in the center", "--seed", "3", "-o", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    _same(Image.open(out), "readme.png")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return Engine.build("ldm-shapes")
+
+
+def test_dpmpp_2m_karras_with_a_negative_prompt(pipe):
+    result = pipe(
+        "a blue square above a yellow star",
+        negative_prompt="a red circle",
+        steps=8,
+        seed=7,
+        batch_size=2,
+        sampler="DPM++ 2M Karras",
+    )
+    _same(result.images[0], "dpmpp_2m_karras_0.png")
+    _same(result.images[1], "dpmpp_2m_karras_1.png")
+
+
+def test_img2img_with_an_ancestral_sampler(pipe):
+    init = Image.open(FIXTURES / "readme.png")
+    result = pipe(
+        "a small red triangle on the left",
+        init_image=init,
+        strength=0.6,
+        steps=10,
+        seed=11,
+        sampler="Euler a",
+    )
+    _same(result.images[0], "img2img_euler_a.png")
+
+
+def test_ddim_with_eta(pipe):
+    result = pipe(
+        "a large yellow star on the right", steps=6, seed=5, sampler="ddim", eta=0.5, cfg_scale=4.0
+    )
+    _same(result.images[0], "ddim_eta.png")
