@@ -6,7 +6,7 @@ JSON form (``version`` 1)::
      "nodes": {"encode": {"type": "EncodeText",
                           "params": {},
                           "inputs": {"tokens": ["tokenize", "tokens"],
-                                     "text_encoder": ["clip", "text_encoder"]}}},
+                                     "text_encoder": ["embed", "text_encoder"]}}},
      "meta": {...}}
 
 Links name outputs, never indices.
@@ -57,9 +57,9 @@ class Graph:
     Example::
 
         g = Graph()
-        clip = g.add("clip", "LoadTextEncoder", name="ldm.clip_l")
+        embed = g.add("embed", "LoadTextEncoder", name="toy.embed")
         tok = g.add("tok", "Tokenize", tokenizer=..., text="a cat")
-        enc = g.add("encode", "EncodeText", tokens=tok["tokens"], text_encoder=clip["text_encoder"])
+        enc = g.add("encode", "EncodeText", tokens=tok["tokens"], text_encoder=embed["text_encoder"])
 
     Keyword values that are :class:`OutputRef` become links; the rest become parameters.
     """
