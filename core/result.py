@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from PIL.PngImagePlugin import PngInfo
-
-from t2i.files import write_atomically
 from t2i.infotext import format_infotext
+from t2i.outputs import save_images
 
 
 @attrs.frozen(eq=False)
@@ -31,29 +29,15 @@ class GenerationResult:
     infotexts: list[str]
     metadata: dict[str, Any]
 
-    def save(self, path: str | Path) -> list[Path]:
-        """Write PNGs with a ``parameters`` chunk.
+    def save(self, path: str | Path, *, overwrite: bool = False) -> list[Path]:
+        """Write the images with their infotext (:func:`t2i.outputs.save_images`).
 
-        ``path`` ending in ``.png`` names the file (``name-0001.png`` ... when there
-        are several images); otherwise it is a folder, created if needed.
+        ``path`` with an image extension (``.png``, ``.jpg``, ``.webp``) names the file
+        (``name-0000.png`` ... when there are several); otherwise it is a folder, created if
+        needed, whose numbering continues. Existing files are never replaced unless
+        ``overwrite`` is set.
         """
-        path = Path(path)
-        if path.suffix.lower() == ".png":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if len(self.images) == 1:
-                targets = [path]
-            else:
-                targets = [
-                    path.with_name(f"{path.stem}-{i:04d}.png") for i in range(len(self.images))
-                ]
-        else:
-            path.mkdir(parents=True, exist_ok=True)
-            targets = [path / f"{i:05d}-{seed}.png" for i, seed in enumerate(self.seeds)]
-        for image, info, target in zip(self.images, self.infotexts, targets):
-            pnginfo = PngInfo()
-            pnginfo.add_text("parameters", info)
-            write_atomically(target, lambda f, im=image, p=pnginfo: im.save(f, "PNG", pnginfo=p))
-        return targets
+        return save_images(self.images, self.infotexts, self.seeds, path, overwrite=overwrite)
 
 
 def infotext_for(

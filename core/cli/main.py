@@ -190,7 +190,8 @@ def _default_recipe() -> str:
     type=click.Path(),
     default="t2i.png",
     show_default=True,
-    help="A .png file (numbered when several) or a folder.",
+    help="A .png/.jpg/.webp file (numbered when several or when it exists) or a folder "
+    "(numbering continues).",
 )
 @click.option("--recipe", default=None, help="Recipe name (default: the embedded default model).")
 @click.option("--checkpoint", default=None, help="Checkpoint file or folder for the recipe.")
@@ -215,6 +216,9 @@ def _default_recipe() -> str:
 @click.option("--prompt-matrix", is_flag=True, help="Render every combination of a|b|c parts.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ...")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing output file (default: number anew)."
+)
 def generate(
     prompt: str,
     output: str,
@@ -223,10 +227,12 @@ def generate(
     prompt_matrix: bool,
     device: str | None,
     dtype: str | None,
+    overwrite: bool,
     **fields,
 ) -> None:
     """Generate images for PROMPT and write PNGs carrying their parameters."""
     from t2i.engine import Engine
+    from t2i.outputs import save_images
 
     recipe = recipe or _default_recipe()
     build = {"checkpoint": checkpoint} if checkpoint else {}
@@ -236,15 +242,28 @@ def generate(
         from t2i.matrix import prompt_matrix_grid
 
         grid, result = prompt_matrix_grid(pipe, prompt, progress=_progress(), **fields)
-        paths = result.save(output)
-        grid_path = Path(paths[0]).with_name(Path(paths[0]).stem.split("-")[0] + "-grid.png")
-        grid.save(grid_path)
-        paths.append(grid_path)
+        paths = result.save(output, overwrite=overwrite)
+        paths += save_images(
+            [grid],
+            result.infotexts[:1],
+            result.seeds[:1],
+            _grid_path(Path(output)),
+            overwrite=overwrite,
+        )
     else:
         result = pipe(prompt, progress=_progress(), **fields)
-        paths = result.save(output)
+        paths = result.save(output, overwrite=overwrite)
     for path in paths:
         click.echo(str(path))
+
+
+def _grid_path(output: Path) -> Path:
+    """Where a prompt-matrix grid goes: ``NAME-grid.EXT`` beside a file, ``grid.png`` in a folder."""
+    from t2i.outputs import FORMATS
+
+    if output.suffix.lower() in FORMATS:
+        return output.with_name(f"{output.stem}-grid{output.suffix}")
+    return output / "grid.png"
 
 
 def _mount_commands() -> None:
