@@ -128,7 +128,8 @@ def save_images(
     if overwrite and file_target:  # the plain names: path, or name-0000 ... name-NNNN
         targets = [path] if count == 1 else [_numbered(path, i) for i in range(count)]
     for i, (image, info, seed) in enumerate(zip(images, infotexts, seeds)):
-        write = lambda f, d=encode_image(image, fmt, info): f.write(d)  # noqa: E731
+        data = encode_image(image, fmt, info)
+        write = lambda f, d=data: f.write(d)  # noqa: E731
         if overwrite and file_target:
             written.append(write_atomically(targets[i], write))
             continue

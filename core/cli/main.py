@@ -258,7 +258,7 @@ def generate(
 
 
 def _grid_path(output: Path) -> Path:
-    """Where a prompt-matrix grid goes: ``NAME-grid.EXT`` beside a file, ``grid.png`` in a folder."""
+    """Where a prompt-matrix grid goes: ``NAME-grid.EXT`` beside a file, else ``grid.png``."""
     from t2i.outputs import FORMATS
 
     if output.suffix.lower() in FORMATS:
