@@ -59,7 +59,8 @@ class Graph:
         g = Graph()
         embed = g.add("embed", "LoadTextEncoder", name="toy.embed")
         tok = g.add("tok", "Tokenize", tokenizer=..., text="a cat")
-        enc = g.add("encode", "EncodeText", tokens=tok["tokens"], text_encoder=embed["text_encoder"])
+        enc = g.add("encode", "EncodeText", tokens=tok["tokens"],
+                    text_encoder=embed["text_encoder"])
 
     Keyword values that are :class:`OutputRef` become links; the rest become parameters.
     """
