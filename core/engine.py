@@ -25,6 +25,7 @@ from t2i.contracts import MODEL_CONTRACTS, Exportable
 from t2i.diffusion.names import resolve_sampler_name
 from t2i.graph.executor import Executor
 from t2i.graph.graph import Graph, OutputRef
+from t2i.graph.nodes import SEED_RANGE
 from t2i.plugins import get_plugin_manager
 from t2i.recipe import Recipe
 from t2i.registry.manager import PluginManager
@@ -158,6 +159,11 @@ def _first_image_output(graph: Graph, manager: PluginManager) -> OutputRef:
     raise EngineError("the graph has no IMAGE output; set meta.output to [node, output]")
 
 
+def _is_automatic(schedule: Any) -> bool:
+    """The web UI's schedule type "Automatic": the sampler's own default."""
+    return isinstance(schedule, str) and schedule.strip().lower() == "automatic"
+
+
 def _modules_of(component: Any) -> list[torch.nn.Module]:
     """The ``nn.Module`` s a component holds: its export spec's, or itself if it is one."""
     if isinstance(component, Exportable):
@@ -245,13 +251,17 @@ class Pipeline:
         """``values`` with sampler, schedule and guidance as canonical registered names.
 
         A web-UI name such as "DPM++ 2M Karras" becomes sampler ``dpmpp_2m`` + schedule
-        ``karras`` here, once per request; without a schedule the sampler's default is
-        written in, so the graph and the infotext say what runs. Unknown names raise
+        ``karras`` here, once per request; without a schedule (or with "Automatic", the web
+        UI's default) the sampler's own default is written in, so the graph and the
+        infotext say what runs. Unknown names raise
         :class:`~t2i.registry.errors.UnknownComponentError` listing close matches.
         """
         reg = self.manager.registry
         out = dict(values)
         sampler = values.get("sampler")
+        if _is_automatic(values.get("schedule")):
+            values = {**values, "schedule": None}
+            out["schedule"] = None
         if sampler is not None:
             name, from_name = resolve_sampler_name(sampler, reg)
             out["sampler"] = name
@@ -377,7 +387,7 @@ class Pipeline:
         started = time.perf_counter()
         self.cancel_event.clear()
         for b in range(request.batch_count):
-            seed = base_seed + b * request.batch_size
+            seed = (base_seed + b * request.batch_size) % SEED_RANGE
             run_values = {**values, "seed": seed}
             params: dict[str, dict[str, Any]] = {}
             for field, targets in bindings.items():
@@ -406,7 +416,7 @@ class Pipeline:
             image = results[self.recipe.output.node][self.recipe.output.output]
             batch_images = image.to_pil()
             for i, pil in enumerate(batch_images):
-                s = seed + i
+                s = (seed + i) % SEED_RANGE
                 images.append(pil)
                 seeds.append(s)
                 prompts.append(request.prompt)
@@ -443,6 +453,7 @@ class Pipeline:
             model_name=self.recipe.model_name or self.recipe.name,
             version=__version__,
             extras=self.recipe.infotext,
+            model_hash=self.recipe.model_hash,
         )
 
     def _metadata(self, request, base_seed, seeds, elapsed) -> dict[str, Any]:

@@ -64,3 +64,23 @@ def write_atomically(
 def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def short_hash(path: str | os.PathLike, length: int = 10) -> str:
+    """The first ``length`` hex digits of the file's SHA-256: A1111's "Model hash"
+    (``CheckpointInfo.calculate_shorthash``). Memoised per (path, size, mtime)."""
+    import hashlib
+
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key][:length]

@@ -45,6 +45,7 @@ class Recipe:
         size_multiple: width and height must be multiples of this.
         description: one line for ``t2i recipes``.
         model_name: shown as ``Model`` in the PNG infotext.
+        model_hash: shown as ``Model hash`` (A1111's 10-hex short SHA-256 of the file).
         infotext: extra ``key: value`` pairs of the PNG infotext that come from the recipe's
             own options (``{"Clip skip": 2}``); None values are left out.
     """
@@ -61,6 +62,7 @@ class Recipe:
     name: str = ""
     description: str = ""
     model_name: str = ""
+    model_hash: str = ""
     infotext: dict[str, Any] = attrs.Factory(dict)
 
 
@@ -78,6 +80,7 @@ def diffusion_recipe(
     size_multiple: int = 8,
     description: str = "",
     model_name: str = "",
+    model_hash: str = "",
     infotext: Mapping[str, Any] | None = None,
 ) -> Recipe:
     """The standard text-conditioned iterative-denoising recipe (txt2img + img2img).
@@ -175,5 +178,6 @@ def diffusion_recipe(
         size_multiple=size_multiple,
         description=description,
         model_name=model_name,
+        model_hash=model_hash,
         infotext=dict(infotext or {}),
     )

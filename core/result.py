@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from t2i.infotext import format_infotext
 from t2i.outputs import save_images
 
@@ -50,6 +51,7 @@ def infotext_for(
     model_name: str,
     version: str,
     extras: Mapping[str, Any] | None = None,
+    model_hash: str = "",
 ) -> str:
     """The infotext of one image, keys in A1111 v1.10 order; ``extras`` (from the recipe,
     such as ``Clip skip``) go before ``RNG``."""
@@ -60,6 +62,7 @@ def infotext_for(
         "CFG scale": request.cfg_scale,
         "Seed": seed,
         "Size": f"{request.width}x{request.height}",
+        "Model hash": model_hash or None,
         "Model": model_name or None,
         "Denoising strength": request.strength if request.init_image is not None else None,
         **dict(extras or {}),

@@ -181,13 +181,17 @@ SCHEDULE_ENTRIES: tuple[tuple[str, Callable[..., Any], tuple[str, ...], str], ..
     (
         "normal",
         _table("normal"),
-        ("Normal", "Uniform", "automatic"),
+        ("Uniform", "Normal"),
         "even fractional timesteps, log-sigma interpolation (k-diffusion model spacing)",
     ),
     ("sgm_uniform", _table("sgm_uniform"), ("SGM Uniform", "SGMUniform"), "SGM uniform"),
     ("simple", _table("simple"), ("Simple",), "ComfyUI simple"),
-    ("ddim_uniform", _table("ddim_uniform"), ("DDIM Uniform",), "ComfyUI ddim_uniform"),
+    ("ddim_uniform", _table("ddim_uniform"), ("DDIM", "DDIM Uniform"), "ComfyUI ddim_uniform"),
 )
+"""The first alias is the web UI's label (A1111 v1.10 "Schedule type": Uniform is its model
+spacing, DDIM its ddim_uniform); ``leading``/``trailing``/``linspace`` are diffusers'
+timestep spacings, which A1111 has no label for. "Automatic" is not a schedule: it means
+the sampler's own default and is resolved when a request is made."""
 
 
 def register_schedules(register: Callable[..., Any]) -> None:

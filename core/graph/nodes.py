@@ -81,6 +81,10 @@ class EncodeText(NodeType):
         return {"conditioning": cond}
 
 
+SEED_RANGE = 2**32
+"""Seeds are 32-bit, as in the web UIs: ``seed + i`` past 2**32 - 1 wraps to 0."""
+
+
 class EmptyLatent(NodeType):
     description = (
         "The shape and seeds of a batch to sample: (B, C, H/f, W/f), or (B, C) when factor is 0. "
@@ -115,7 +119,7 @@ class EmptyLatent(NodeType):
             shape = (batch_size, channels, height // factor, width // factor)
         else:
             shape = (batch_size, channels)
-        seeds = tuple(seed + i for i in range(batch_size))
+        seeds = tuple((seed + i) % SEED_RANGE for i in range(batch_size))
         return {"latent": Latent(torch.zeros(shape), seeds=seeds)}
 
 

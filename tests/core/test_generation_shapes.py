@@ -187,3 +187,36 @@ def test_parameter_count_comes_from_the_export_specs(t2i_manager):
     expected = sum(p.numel() for p in toy_plugin.TinyGenerator().parameters())
     expected += sum(p.numel() for p in toy_plugin.EmbedEncoder().parameters())
     assert pipe.parameter_count() == expected
+
+
+def test_automatic_schedule_is_each_samplers_own(t2i_manager):
+    from t2i.diffusion.registration import BUILTIN_SAMPLERS
+
+    pipe = Engine.build("toy-diffusion")
+    for spec in BUILTIN_SAMPLERS:
+        for schedule in (None, "Automatic"):
+            request = pipe.make_request("x", sampler=spec.name, schedule=schedule)
+            assert request.schedule == spec.default_schedule, (spec.name, schedule)
+    ddim = pipe("x", seed=2, steps=4, sampler="DDIM").images[0]
+    euler = pipe("x", seed=2, steps=4, sampler="Euler").images[0]
+    assert ddim.tobytes() != euler.tobytes()  # DDIM runs its own (leading) timesteps
+
+
+def test_web_ui_labels_model_hash_and_seed_wrap(t2i_manager, tmp_path):
+    import attrs
+
+    from t2i.files import short_hash
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"not really weights")
+    pipe = Engine.build("toy-diffusion")
+    pipe.recipe = attrs.evolve(pipe.recipe, model_hash=short_hash(weights))
+    result = pipe("x", seed=2**32 - 1, batch_size=2, steps=2, sampler="Euler a")
+    assert result.seeds == [2**32 - 1, 0]  # wraps into the 32-bit seed range
+    info = result.infotexts[1]
+    assert "Sampler: Euler a" in info and "Schedule type: Uniform" in info
+    import hashlib
+
+    assert f"Model hash: {hashlib.sha256(b'not really weights').hexdigest()[:10]}" in info
+    alone = pipe("x", seed=0, steps=2, sampler="Euler a").images[0]
+    assert alone.tobytes() == result.images[1].tobytes()

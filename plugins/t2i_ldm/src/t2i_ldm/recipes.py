@@ -170,6 +170,7 @@ def ldm_recipe(
     ``allow_pickle`` (.ckpt files), ``use_ema``, ``text_head_dim`` (only for non-SD text towers
     in single files, whose configuration is inferred from the weights).
     """
+    from t2i.files import short_hash
     from t2i.recipe import diffusion_recipe
 
     checkpoint = str(checkpoint)
@@ -209,11 +210,11 @@ def ldm_recipe(
             "height": resolution,
             "steps": 20,
             "cfg_scale": 7.0,
-            "sampler": "dpmpp_2m",
-            "schedule": "karras",
+            "sampler": "dpmpp_2m",  # its default schedule ("Automatic") is Karras
         },
         size_multiple=8,
         description="Stable Diffusion 1.x/2.x from a checkpoint (single file or diffusers folder)",
         model_name=Path(checkpoint).stem,
+        model_hash=short_hash(checkpoint) if Path(checkpoint).is_file() else "",
         infotext={"Clip skip": clip_skip if clip_skip > 1 else None},
     )

@@ -267,9 +267,11 @@ def create_decoder(*, checkpoint: str | os.PathLike | None = None):
 
 def ldm_shapes_recipe(*, checkpoint: str | os.PathLike | None = None):
     """Recipe ``ldm-shapes``: the embedded default model (64x64, 25 steps)."""
+    from t2i.files import short_hash
     from t2i.recipe import diffusion_recipe
 
     options = {} if checkpoint is None else {"checkpoint": str(checkpoint)}
+    unet_file = _folder(checkpoint) / "unet.safetensors"
     return diffusion_recipe(
         tokenizer="ldm.shapes_tokenizer",
         text_encoder="ldm.shapes_text_encoder",
@@ -284,11 +286,11 @@ def ldm_shapes_recipe(*, checkpoint: str | os.PathLike | None = None):
             "height": 64,
             "steps": 25,
             "cfg_scale": 5.0,
-            "sampler": "dpmpp_2m",
-            "schedule": "karras",
+            "sampler": "dpmpp_2m",  # its default schedule ("Automatic") is Karras
         },
         size_multiple=16,
         description="embedded default: small latent diffusion model trained on the shapes "
         "benchmark (64x64)",
         model_name="ldm-shapes",
+        model_hash=short_hash(unet_file) if unet_file.is_file() else "",
     )
