@@ -102,14 +102,10 @@ class Engine:
             output = OutputRef(*meta["output"])
         else:
             output = _first_image_output(graph, manager)
-        recipe = Recipe(
-            graph=graph,
-            output=output,
-            bindings=meta.get("bindings", {}),
-            defaults=meta.get("defaults", {}),
-            name=meta.get("name", "graph"),
-            size_multiple=int(meta.get("size_multiple", 1)),
-        )
+        try:
+            recipe = Recipe.from_graph(graph, output)
+        except (TypeError, ValueError) as exc:
+            raise EngineError(f"graph meta: {exc}") from exc
         return Pipeline(recipe, manager, defaults=defaults, device=device, dtype=dtype)
 
 
@@ -338,6 +334,12 @@ class Pipeline:
         img2img = values.get("init_image") is not None
         if img2img and self.recipe.img2img_graph is None:
             raise RequestError("init_image", f"recipe {self.recipe.name!r} has no img2img graph")
+        if not img2img and self.recipe.requires_init_image:
+            raise RequestError(
+                "init_image",
+                f"{self.recipe.name!r} is an img2img graph: give an init image "
+                "(init_image=..., or t2i run --init-image PNG)",
+            )
         bindings = self._bindings(img2img)
         known = {k: v for k, v in values.items() if k in REQUEST_FIELDS}
         extra = {k: v for k, v in values.items() if k not in REQUEST_FIELDS}
@@ -370,13 +372,21 @@ class Pipeline:
         *,
         progress: Callable[[str, int, int], None] | None = None,
         on_node: Callable[[str, str, str], None] | None = None,
+        on_batch: Callable[[GenerationResult], None] | None = None,
         **fields: Any,
     ) -> GenerationResult:
         """Generate images for ``prompt`` (fields: :class:`~t2i.request.GenerationRequest`)."""
         request = self.make_request(prompt, **fields)
-        return self.run(request, progress=progress, on_node=on_node)
+        return self.run(request, progress=progress, on_node=on_node, on_batch=on_batch)
 
-    def run(self, request: GenerationRequest, *, progress=None, on_node=None) -> GenerationResult:
+    def run(
+        self, request: GenerationRequest, *, progress=None, on_node=None, on_batch=None
+    ) -> GenerationResult:
+        """Run ``request``: ``batch_count`` batches of ``batch_size`` images.
+
+        ``on_batch(result)`` receives each batch's images as soon as it is done (the CLI
+        saves them there, so an interrupt keeps every finished batch).
+        """
         img2img = request.init_image is not None
         graph = self.recipe.img2img_graph if img2img else self.recipe.graph
         bindings = self._bindings(img2img)
@@ -415,12 +425,25 @@ class Pipeline:
             )
             image = results[self.recipe.output.node][self.recipe.output.output]
             batch_images = image.to_pil()
-            for i, pil in enumerate(batch_images):
-                s = (seed + i) % SEED_RANGE
-                images.append(pil)
-                seeds.append(s)
-                prompts.append(request.prompt)
-                infotexts.append(self._infotext(request, s))
+            batch_seeds = [(seed + i) % SEED_RANGE for i in range(len(batch_images))]
+            batch_infos = [self._infotext(request, s) for s in batch_seeds]
+            images += batch_images
+            seeds += batch_seeds
+            prompts += [request.prompt] * len(batch_images)
+            infotexts += batch_infos
+            if on_batch is not None:
+                meta = self._metadata(
+                    request, base_seed, batch_seeds, time.perf_counter() - started
+                )
+                on_batch(
+                    GenerationResult(
+                        batch_images,
+                        batch_seeds,
+                        [request.prompt] * len(batch_images),
+                        batch_infos,
+                        meta,
+                    )
+                )
         elapsed = time.perf_counter() - started
         metadata = self._metadata(request, base_seed, seeds, elapsed)
         return GenerationResult(images, seeds, prompts, infotexts, metadata)

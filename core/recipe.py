@@ -16,6 +16,10 @@ from t2i.graph.graph import Graph, OutputRef
 
 Binding = tuple[str, str]  # (node id, parameter name)
 
+GRAPH_FORMAT = "t2i-graph"
+GRAPH_FORMAT_VERSION = 2
+"""Version of the graph JSON's ``meta`` (2: a recipe's bindings, defaults and model travel)."""
+
 
 def _freeze_bindings(value: Mapping[str, Any]) -> dict[str, tuple[Binding, ...]]:
     out: dict[str, tuple[Binding, ...]] = {}
@@ -64,6 +68,60 @@ class Recipe:
     model_name: str = ""
     model_hash: str = ""
     infotext: dict[str, Any] = attrs.Factory(dict)
+    requires_init_image: bool = False
+
+    def graph_dict(self, *, img2img: bool = False) -> dict[str, Any]:
+        """The txt2img (or img2img) graph as JSON data whose ``meta`` carries everything
+        :meth:`from_graph` needs to run it as the recipe runs: format version, name,
+        output, bindings, defaults, size multiple, model name and hash, infotext extras."""
+        graph = self.img2img_graph if img2img else self.graph
+        if graph is None:
+            raise ValueError(f"recipe {self.name!r} has no img2img graph")
+        bindings = (self.img2img_bindings or self.bindings) if img2img else self.bindings
+        data = graph.to_dict()
+        data["meta"] = {
+            **graph.meta,
+            "format": GRAPH_FORMAT,
+            "format_version": GRAPH_FORMAT_VERSION,
+            "name": self.name,
+            "output": self.output.to_json(),
+            "bindings": {f: [list(t) for t in targets] for f, targets in bindings.items()},
+            "defaults": dict(self.defaults),
+            "size_multiple": self.size_multiple,
+            "model_name": self.model_name or self.name,
+            "model_hash": self.model_hash,
+            "infotext": dict(self.infotext),
+            "img2img": img2img,
+        }
+        return data
+
+    @classmethod
+    def from_graph(cls, graph: Graph, output: OutputRef) -> Recipe:
+        """A recipe from a graph whose ``meta`` was written by :meth:`graph_dict` (or by
+        hand: every key is optional)."""
+        meta = graph.meta
+        version = meta.get("format_version", GRAPH_FORMAT_VERSION)
+        if not isinstance(version, int) or version > GRAPH_FORMAT_VERSION:
+            raise ValueError(
+                f"graph format version {version!r} is newer than this t2i reads "
+                f"({GRAPH_FORMAT_VERSION}): upgrade t2i"
+            )
+        img2img = bool(meta.get("img2img", False))
+        bindings = meta.get("bindings", {})
+        return cls(
+            graph=graph,
+            output=output,
+            bindings=bindings,
+            defaults=dict(meta.get("defaults", {})),
+            img2img_graph=graph if img2img else None,
+            img2img_bindings=bindings if img2img else None,
+            name=str(meta.get("name", "graph")),
+            size_multiple=int(meta.get("size_multiple", 1)),
+            model_name=str(meta.get("model_name", "")),
+            model_hash=str(meta.get("model_hash", "")),
+            infotext=dict(meta.get("infotext", {})),
+            requires_init_image=img2img,
+        )
 
 
 def diffusion_recipe(

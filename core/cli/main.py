@@ -110,20 +110,60 @@ def graph() -> None:
     """Inspect recipe graphs."""
 
 
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs -> a dict; values are read as JSON where they parse (2, true)."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--option {pair!r}: write KEY=VALUE (e.g. clip_skip=2)")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return options
+
+
+def _recipe_options(command):
+    """``--checkpoint`` and ``--option KEY=VALUE`` (any option of the recipe's factory)."""
+    command = click.option(
+        "--option",
+        "recipe_options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="A recipe option, e.g. --option clip_skip=2 (repeatable).",
+    )(command)
+    return click.option(
+        "--checkpoint", default=None, help="Checkpoint file or folder for the recipe."
+    )(command)
+
+
+def _build_options(checkpoint: str | None, recipe_options: tuple[str, ...]) -> dict[str, object]:
+    options = _parse_options(recipe_options)
+    if checkpoint:
+        options["checkpoint"] = checkpoint
+    return options
+
+
 @graph.command("show")
 @click.argument("recipe")
 @click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "json"]), default="text")
 @click.option("--img2img", is_flag=True, help="Show the img2img graph.")
-def graph_show(recipe: str, fmt: str, img2img: bool) -> None:
-    """Print the graph of RECIPE."""
+@_recipe_options
+def graph_show(
+    recipe: str, fmt: str, img2img: bool, checkpoint: str | None, recipe_options: tuple[str, ...]
+) -> None:
+    """Print the graph of RECIPE; ``--format json`` writes what ``t2i run`` runs."""
     from t2i.engine import Engine
 
-    pipe = Engine.build(recipe)
+    pipe = Engine.build(recipe, **_build_options(checkpoint, recipe_options))
     g = pipe.recipe.img2img_graph if img2img else pipe.graph
     if g is None:
         raise click.UsageError(f"recipe {recipe!r} has no img2img graph")
-    out = {"text": g.render_text, "mermaid": g.render_mermaid, "json": g.to_json}[fmt]()
-    click.echo(out)
+    if fmt == "json":
+        click.echo(json.dumps(pipe.recipe.graph_dict(img2img=img2img), indent=2))
+        return
+    click.echo({"text": g.render_text, "mermaid": g.render_mermaid}[fmt]())
 
 
 def _progress():
@@ -147,20 +187,78 @@ def _progress():
     return on_step
 
 
+def _request_options(command):
+    """The request fields both ``generate`` and ``run`` take, and where images go."""
+    options = [
+        click.option(
+            "-o",
+            "--output",
+            type=click.Path(),
+            default="t2i.png",
+            show_default=True,
+            help="A .png/.jpg/.webp file (numbered when several or when it exists) or a "
+            "folder (numbering continues).",
+        ),
+        click.option(
+            "--overwrite",
+            is_flag=True,
+            help="Replace an existing output file (default: new number).",
+        ),
+        click.option("--negative", "negative_prompt", default=None, help="Negative prompt."),
+        click.option("--steps", type=int, default=None),
+        click.option("--cfg", "cfg_scale", type=float, default=None, help="Guidance scale."),
+        click.option("--sampler", default=None, help="Sampler, e.g. euler, 'DPM++ 2M Karras'."),
+        click.option(
+            "--schedule", default=None, help="Schedule type, e.g. karras (default: Automatic)."
+        ),
+        click.option("--guidance", default=None, help="Guidance: cfg, dynamic, rescale, none ..."),
+        click.option("--seed", type=int, default=None, help="-1 for random."),
+        click.option("--width", type=int, default=None),
+        click.option("--height", type=int, default=None),
+        click.option("--batch-size", type=int, default=None),
+        click.option("--batch-count", type=int, default=None),
+        click.option(
+            "--init-image",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="img2img: start from this image.",
+        ),
+        click.option("--strength", type=float, default=None, help="img2img denoising strength."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1 ..."),
+        click.option(
+            "--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _generate_and_save(pipe, prompt, fields, output: str, overwrite: bool) -> None:
+    """Run the request and save each batch as it finishes, so an interrupt keeps them."""
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if fields.get("init_image") is not None:
+        from PIL import Image
+
+        fields["init_image"] = Image.open(fields["init_image"]).convert("RGB")
+
+    def save(batch) -> None:
+        for path in batch.save(output, overwrite=overwrite):
+            click.echo(str(path))
+
+    pipe(prompt, progress=_progress(), on_batch=save, **fields)
+
+
 @cli.command()
 @click.argument("graph_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(), default="outputs", show_default=True)
 @click.option("--prompt", default=None, help="Prompt, if the graph binds one.")
-@click.option("--seed", type=int, default=None)
-def run(graph_file: str, output: str, prompt: str | None, seed: int | None) -> None:
-    """Run a graph JSON file and save its images."""
+@_request_options
+def run(graph_file: str, prompt: str | None, device, dtype, output, overwrite, **fields) -> None:
+    """Run a graph JSON file (from ``t2i graph show --format json``) and save its images."""
     from t2i.engine import Engine
 
-    pipe = Engine.from_graph(graph_file)
-    fields = {"seed": seed} if seed is not None else {}
-    result = pipe(prompt, progress=_progress(), **fields)
-    for path in result.save(output):
-        click.echo(str(path))
+    pipe = Engine.from_graph(graph_file, device=device, dtype=dtype)
+    _generate_and_save(pipe, prompt, fields, output, overwrite)
 
 
 def _default_recipe() -> str:
@@ -184,75 +282,41 @@ def _default_recipe() -> str:
 
 @cli.command()
 @click.argument("prompt")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(),
-    default="t2i.png",
-    show_default=True,
-    help="A .png/.jpg/.webp file (numbered when several or when it exists) or a folder "
-    "(numbering continues).",
-)
 @click.option("--recipe", default=None, help="Recipe name (default: the embedded default model).")
-@click.option("--checkpoint", default=None, help="Checkpoint file or folder for the recipe.")
-@click.option("--negative", "negative_prompt", default=None, help="Negative prompt.")
-@click.option("--steps", type=int, default=None)
-@click.option("--cfg", "cfg_scale", type=float, default=None, help="Guidance scale.")
-@click.option("--sampler", default=None, help="Sampler, e.g. euler, 'DPM++ 2M Karras'.")
-@click.option("--schedule", default=None, help="Sigma schedule, e.g. karras.")
-@click.option("--guidance", default=None, help="Guidance: cfg, dynamic, static, rescale, none.")
-@click.option("--seed", type=int, default=None, help="-1 for random.")
-@click.option("--width", type=int, default=None)
-@click.option("--height", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--batch-count", type=int, default=None)
-@click.option(
-    "--init-image",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="img2img: start from this image.",
-)
-@click.option("--strength", type=float, default=None, help="img2img denoising strength.")
+@_recipe_options
 @click.option("--prompt-matrix", is_flag=True, help="Render every combination of a|b|c parts.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ...")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None)
-@click.option(
-    "--overwrite", is_flag=True, help="Replace an existing output file (default: number anew)."
-)
+@_request_options
 def generate(
     prompt: str,
     output: str,
     recipe: str | None,
     checkpoint: str | None,
+    recipe_options: tuple[str, ...],
     prompt_matrix: bool,
     device: str | None,
     dtype: str | None,
     overwrite: bool,
     **fields,
 ) -> None:
-    """Generate images for PROMPT and write PNGs carrying their parameters."""
+    """Generate images for PROMPT and write files carrying their parameters."""
     from t2i.engine import Engine
-    from t2i.outputs import save_images
 
     recipe = recipe or _default_recipe()
-    build = {"checkpoint": checkpoint} if checkpoint else {}
+    build = _build_options(checkpoint, recipe_options)
     pipe = Engine.build(recipe, device=device, dtype=dtype, **build)
-    fields = {k: v for k, v in fields.items() if v is not None}
-    if prompt_matrix:
-        from t2i.matrix import prompt_matrix_grid
+    if not prompt_matrix:
+        _generate_and_save(pipe, prompt, fields, output, overwrite)
+        return
+    from t2i.matrix import prompt_matrix_grid
+    from t2i.outputs import save_images
 
-        grid, result = prompt_matrix_grid(pipe, prompt, progress=_progress(), **fields)
-        paths = result.save(output, overwrite=overwrite)
-        paths += save_images(
-            [grid],
-            result.infotexts[:1],
-            result.seeds[:1],
-            _grid_path(Path(output)),
-            overwrite=overwrite,
-        )
-    else:
-        result = pipe(prompt, progress=_progress(), **fields)
-        paths = result.save(output, overwrite=overwrite)
+    fields = {k: v for k, v in fields.items() if v is not None}
+    grid, result = prompt_matrix_grid(pipe, prompt, progress=_progress(), **fields)
+    paths = result.save(output, overwrite=overwrite)
+    grid_target = _grid_path(Path(output))
+    paths += save_images(
+        [grid], result.infotexts[:1], result.seeds[:1], grid_target, overwrite=overwrite
+    )
     for path in paths:
         click.echo(str(path))
 
