@@ -1,22 +1,41 @@
 """The core's own plugin: the graph's nodes and each generation shape's samplers, schedules,
 guidance and nodes (diffusion, autoregressive tokens, single pass).
 
-Registered through the same hooks as any third-party plugin, by :mod:`t2i.plugins`.
+Registered through the same hooks as any third-party plugin, by :mod:`t2i.plugins`, and
+by import path: loading the plugins imports no torch; a component's module is imported
+when it is first made.
 """
 
 from __future__ import annotations
 
 from t2i.registry import hookimpl
 
+CORE_NODES: tuple[tuple[str, str], ...] = (
+    ("LoadTokenizer", "instantiate a registered tokenizer by name"),
+    ("LoadTextEncoder", "instantiate a registered text encoder by name"),
+    ("LoadDenoiser", "instantiate a registered denoiser by name"),
+    ("LoadDecoder", "instantiate a registered decoder by name"),
+    ("Tokenize", "text -> token ids (+ emphasis weights)"),
+    ("EncodeText", "token ids -> conditioning"),
+    ("EmptyLatent", "the shape and seeds of a batch to sample"),
+    ("Guide", "model + conditioning + guidance -> GUIDED_MODEL"),
+    ("Decode", "sample -> pixels"),
+    ("EncodeImage", "pixels -> sample space (img2img)"),
+    ("LoadImage", "a PIL image or a file -> IMAGE"),
+    ("SaveImage", "write each image as PNG"),
+)
+"""The graph's shape-agnostic nodes (:mod:`t2i.graph.nodes`), registered by import path."""
+
 
 @hookimpl
 def t2i_register_nodes(register):
     from t2i.autoregressive import registration as autoregressive
     from t2i.diffusion import registration as diffusion
-    from t2i.graph import nodes
+    from t2i.registry.lazy import lazy
     from t2i.single_pass import registration as single_pass
 
-    nodes.register_core_nodes(register)
+    for name, description in CORE_NODES:
+        register(name, lazy(f"t2i.graph.nodes:{name}"), description=description)
     diffusion.register_nodes(register)
     autoregressive.register_nodes(register)
     single_pass.register_nodes(register)

@@ -30,34 +30,8 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 import torch
 
+from t2i.kinds import DIFFUSION, GENERATOR, KINDS, MODEL_CONTRACTS, TOKENS  # noqa: F401
 from t2i.payloads import Conditioning, Image, Latent, Tokens
-
-KINDS: tuple[str, ...] = (
-    "tokenizer",
-    "text_encoder",
-    "denoiser",
-    "sampler",
-    "schedule",
-    "guidance",
-    "decoder",
-    "recipe",
-    "node",
-    "trainer",
-)
-"""Every registrable kind: DESIGN.md's component kinds, schedules, recipes, node types, trainers."""
-
-DIFFUSION = "diffusion"
-"""Model contract of :class:`DiffusionDenoiser`."""
-TOKENS = "tokens"
-"""Model contract of :class:`TokenPredictor`."""
-GENERATOR = "generator"
-"""Model contract of :class:`Generator`."""
-MODEL_CONTRACTS: dict[str, str] = {
-    DIFFUSION: "a diffusion denoiser D(x, sigma, cond) -> x0",
-    TOKENS: "a token predictor (tokens, cond, cache) -> (logits, cache)",
-    GENERATOR: "a single-pass generator G(z, cond) -> image",
-}
-"""Contract name -> what it is, for error messages."""
 
 
 def model_contract_of(obj: Any) -> str | None:

@@ -6,16 +6,24 @@ graph ports. Tensors are batch-first.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a payload is built, not when t2i is imported
+    import torch
 
 
 def _optional_tensor(_inst, attribute, value):
+    import torch
+
     if value is not None and not isinstance(value, torch.Tensor):
         raise TypeError(f"{attribute.name} must be a torch.Tensor or None, got {type(value)}")
 
 
 def _tensor(_inst, attribute, value):
+    import torch
+
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{attribute.name} must be a torch.Tensor, got {type(value)}")
 
@@ -93,6 +101,8 @@ class ImageCondition:
 
     @staticmethod
     def cat(items: list[ImageCondition]) -> ImageCondition:
+        import torch
+
         return ImageCondition(
             torch.cat([c.image for c in items]),
             torch.cat([c.noise_level for c in items]),
@@ -150,6 +160,8 @@ class Conditioning:
         """Concatenate along the batch; shorter token axes are zero-padded and masked out.
 
         Image conditions are concatenated too (all items have one, or none has)."""
+        import torch
+
         length = max(c.embeds.shape[1] for c in items)
         embeds, masks, pooled = [], [], []
         any_mask = (
@@ -200,6 +212,7 @@ class Image:
 
     def to_pil(self) -> list:
         """Convert to a list of RGB ``PIL.Image.Image`` (rounded, clamped)."""
+        import torch
         from PIL import Image as PILImage
 
         arr = (self.pixels.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
@@ -210,6 +223,7 @@ class Image:
     def from_pil(images) -> Image:
         """Build from one PIL image or a list of equally sized ones."""
         import numpy as np
+        import torch
 
         if not isinstance(images, (list, tuple)):
             images = [images]

@@ -40,8 +40,3 @@ class SampleTokens(NodeType):
         with torch.inference_mode():
             tokens = sampler_obj.sample(job)
         return {"samples": Latent(tokens.view(shape), seeds=latent.seeds)}
-
-
-def register_nodes(register) -> None:
-    SampleTokens.type_name = "SampleTokens"
-    register("SampleTokens", SampleTokens, description=SampleTokens.description)

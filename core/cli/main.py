@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from t2i.contracts import KINDS
+from t2i.kinds import KINDS
 from t2i.logs import configure_logging
 
 DEFAULT_RECIPE_ENV = "T2I_DEFAULT_RECIPE"
@@ -23,19 +23,41 @@ def _manager():
 
 
 class T2IGroup(click.Group):
-    """Maps t2i's own input errors to exit code 2 with a one-line message."""
+    """Maps t2i's own input errors to exit code 2 with a one-line message.
 
-    def invoke(self, ctx):
+    Input errors are the documented error types of each layer (:meth:`input_errors`), also
+    when a node raised one (or a ``ValueError``, a node's "invalid value") while running.
+    """
+
+    @staticmethod
+    def input_errors() -> tuple[type[Exception], ...]:
+        """The documented error types of bad input: each maps to exit code 2."""
+        from t2i.checkpoints import CheckpointError
         from t2i.engine import EngineError
         from t2i.graph.errors import GraphValidationError
         from t2i.registry.errors import UnknownComponentError
         from t2i.request import RequestError
 
+        return (
+            RequestError,
+            UnknownComponentError,
+            EngineError,
+            GraphValidationError,
+            CheckpointError,
+        )
+
+    def invoke(self, ctx):
+        from t2i.graph.errors import NodeExecutionError
+
+        input_errors = self.input_errors()
         try:
             return super().invoke(ctx)
-        except (RequestError, UnknownComponentError, EngineError, GraphValidationError) as exc:
+        except input_errors as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
+        except NodeExecutionError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2 if isinstance(exc.error, (*input_errors, ValueError)) else 1)
         except click.exceptions.Exit:
             raise
         except click.ClickException:

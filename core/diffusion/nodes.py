@@ -93,17 +93,3 @@ class LowResCondition(NodeType):
         x = samples.samples
         level = torch.full((x.shape[0],), float(noise_level), device=x.device, dtype=x.dtype)
         return {"image_condition": ImageCondition(x, level, seeds=samples.seeds)}
-
-
-DIFFUSION_NODES: dict[str, type[NodeType]] = {
-    "Sigmas": SigmasNode,
-    "SampleDiffusion": SampleDiffusion,
-    "LowResCondition": LowResCondition,
-}
-
-
-def register_diffusion_nodes(register) -> None:
-    """Register the diffusion node types (called from the core's built-in plugin)."""
-    for name, cls in DIFFUSION_NODES.items():
-        cls.type_name = name
-        register(name, cls, description=cls.description)

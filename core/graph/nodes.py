@@ -217,26 +217,3 @@ class SaveImage(NodeType):
             write_atomically(path, lambda f, pil=pil: pil.save(f, format="PNG"))
             paths.append(str(path))
         return {"paths": paths}
-
-
-CORE_NODES: dict[str, type[NodeType]] = {
-    "LoadTokenizer": LoadTokenizer,
-    "LoadTextEncoder": LoadTextEncoder,
-    "LoadDenoiser": LoadDenoiser,
-    "LoadDecoder": LoadDecoder,
-    "Tokenize": Tokenize,
-    "EncodeText": EncodeText,
-    "EmptyLatent": EmptyLatent,
-    "Guide": Guide,
-    "Decode": Decode,
-    "EncodeImage": EncodeImage,
-    "LoadImage": LoadImage,
-    "SaveImage": SaveImage,
-}
-
-
-def register_core_nodes(register) -> None:
-    """Register the core node types (called from the core's built-in plugin)."""
-    for name, cls in CORE_NODES.items():
-        cls.type_name = name
-        register(name, cls, description=cls.description)

@@ -12,6 +12,7 @@ from t2i.registry.errors import (
     UnknownComponentError,
 )
 from t2i.registry.hookspecs import REGISTRATION_HOOKS, hookimpl, hookspec
+from t2i.registry.lazy import LazyFactory, lazy
 from t2i.registry.manager import PluginManager, PluginRecord
 from t2i.registry.registrar import ComponentEntry, ComponentRegistry, Registrar
 
@@ -20,6 +21,7 @@ __all__ = [
     "ComponentEntry",
     "ComponentRegistry",
     "DuplicateComponentError",
+    "LazyFactory",
     "PluginLoadError",
     "PluginManager",
     "PluginRecord",
@@ -28,4 +30,5 @@ __all__ = [
     "UnknownComponentError",
     "hookimpl",
     "hookspec",
+    "lazy",
 ]

@@ -8,8 +8,9 @@ from typing import Any
 
 import attrs
 
-from t2i.contracts import KINDS
+from t2i.kinds import KINDS
 from t2i.registry.errors import DuplicateComponentError, UnknownComponentError
+from t2i.registry.lazy import resolve
 
 
 def normalize(name: str) -> str:
@@ -118,7 +119,11 @@ class ComponentRegistry:
 
     def get_node_type(self, name: str) -> Any:
         """The :class:`~t2i.graph.node.NodeType` class registered as ``name``."""
-        return self.get("node", name).factory
+        entry = self.get("node", name)
+        cls = resolve(entry.factory)
+        if not getattr(cls, "type_name", ""):
+            cls.type_name = entry.name
+        return cls
 
     def names(self, kind: str) -> list[str]:
         self._check_kind(kind)

@@ -28,8 +28,3 @@ class SampleOnce(NodeType):
         job = GeneratorJob(model, cond, latent.seeds, ctx.device, dtype, ctx.step)
         with torch.inference_mode():
             return {"samples": sampler_obj.sample(job)}
-
-
-def register_nodes(register) -> None:
-    SampleOnce.type_name = "SampleOnce"
-    register("SampleOnce", SampleOnce, description=SampleOnce.description)

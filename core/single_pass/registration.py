@@ -1,28 +1,36 @@
-"""The single-pass wing's built-ins, registered by :mod:`t2i.builtins`."""
+"""The single-pass wing's built-ins, registered by :mod:`t2i.builtins` by import path
+(registering imports neither torch nor the wing)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from t2i.single_pass.guidance import Truncation
-from t2i.single_pass.sampling import SinglePass
+from t2i.kinds import GENERATOR
+from t2i.registry.lazy import lazy
 
 
 def register_samplers(register: Callable[..., Any]) -> None:
-    register("single_pass", SinglePass, aliases=("one_step",), description="z -> G(z, cond), once")
+    register(
+        "single_pass",
+        lazy("t2i.single_pass.sampling:SinglePass", model_contract=GENERATOR),
+        aliases=("one_step",),
+        description="z -> G(z, cond), once",
+    )
 
 
 def register_guidance(register: Callable[..., Any]) -> None:
     register(
         "truncation",
-        Truncation,
+        lazy("t2i.single_pass.guidance:Truncation", model_contract=GENERATOR),
         aliases=("truncation_trick",),
         description="truncation trick: z scaled by psi (the guidance scale), BigGAN / StyleGAN",
     )
 
 
 def register_nodes(register: Callable[..., Any]) -> None:
-    from t2i.single_pass.nodes import register_nodes as nodes
-
-    nodes(register)
+    register(
+        "SampleOnce",
+        lazy("t2i.single_pass.nodes:SampleOnce"),
+        description="draw z from the seeds and call the generator once (GANs)",
+    )
