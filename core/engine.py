@@ -29,7 +29,16 @@ from t2i.graph.nodes import SEED_RANGE
 from t2i.plugins import get_plugin_manager
 from t2i.recipe import Recipe
 from t2i.registry.manager import PluginManager
-from t2i.request import REQUEST_FIELDS, GenerationRequest, RequestError
+from t2i.request import (
+    REQUEST_FIELDS,
+    GenerationRequest,
+    RequestError,
+    check_bound_values,
+    check_components,
+    check_guidance_options,
+    decode_init_image,
+    options_problem,
+)
 from t2i.result import GenerationResult, infotext_for
 
 log = structlog.get_logger("t2i.engine")
@@ -69,12 +78,17 @@ class Engine:
         manager = plugins or get_plugin_manager()
         entry = manager.registry.get("recipe", recipe)
         factory_opts, swaps, defaults = _split_overrides(entry.factory, overrides)
-        try:
-            built: Recipe = entry.create(**factory_opts)
-        except TypeError as exc:
-            raise EngineError(f"recipe {entry.name!r} rejected its options: {exc}") from exc
+        problem = options_problem(entry.factory, factory_opts)
+        if problem:  # only the call's own binding: a TypeError inside the factory is not this
+            raise EngineError(f"recipe {entry.name!r} rejected its options: {problem}")
+        built: Recipe = entry.create(**factory_opts)
         built = attrs.evolve(built, name=entry.name)
         for kind, value in swaps.items():
+            if not _is_component_spec(value):
+                raise EngineError(
+                    f"override {kind}= must be a registered {kind} name or "
+                    f"{{'name': NAME, 'options': {{...}}}}, got {value!r}"
+                )
             for graph in (built.graph, built.img2img_graph):
                 if graph is not None:
                     _swap_component(graph, kind, value)
@@ -82,20 +96,28 @@ class Engine:
 
     @staticmethod
     def from_graph(
-        source: str | Path | Mapping[str, Any],
+        source: Graph | str | Path | Mapping[str, Any],
         *,
         plugins: PluginManager | None = None,
         device: Any = None,
         dtype: Any = None,
         **defaults: Any,
     ) -> Pipeline:
-        """A pipeline from a graph JSON (path, text or dict).
+        """A pipeline from a graph: a :class:`Graph`, its JSON dict, or a JSON file's path.
+
+        JSON *text* goes through :meth:`Graph.from_json` first. Errors in the file raise
+        :class:`~t2i.graph.errors.GraphValidationError` naming the file, node and field.
 
         The graph's ``meta`` may hold ``output`` (``[node, output]``), ``bindings`` and
         ``defaults``; without ``output`` the first node output of type IMAGE is used.
         """
         manager = plugins or get_plugin_manager()
-        graph = Graph.from_dict(source) if isinstance(source, Mapping) else Graph.from_json(source)
+        if isinstance(source, Graph):
+            graph = source
+        elif isinstance(source, Mapping):
+            graph = Graph.from_dict(source)
+        else:
+            graph = Graph.from_file(source)
         graph.validate(manager.registry)
         meta = graph.meta
         if "output" in meta:
@@ -132,6 +154,18 @@ def _split_overrides(factory: Callable[..., Any], overrides: Mapping[str, Any]):
     return factory_opts, swaps, defaults
 
 
+def _is_component_spec(value: Any) -> bool:
+    """A component override: a name, or ``{"name": str, "options": dict}``."""
+    if isinstance(value, str):
+        return True
+    return (
+        isinstance(value, Mapping)
+        and isinstance(value.get("name"), str)
+        and isinstance(value.get("options", {}), Mapping)
+        and set(value) <= {"name", "options"}
+    )
+
+
 def _swap_component(graph: Graph, kind: str, value: Any) -> None:
     node_type = COMPONENT_NODES[kind]
     nodes = [n for n in graph if n.type == node_type]
@@ -153,6 +187,28 @@ def _first_image_output(graph: Graph, manager: PluginManager) -> OutputRef:
             if port.type == "IMAGE":
                 return OutputRef(nid, port.name)
     raise EngineError("the graph has no IMAGE output; set meta.output to [node, output]")
+
+
+def _device(device: Any) -> torch.device:
+    """``device`` as a :class:`torch.device` that exists here, else an :class:`EngineError`."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise EngineError(
+            f"device {device!r} is not a device name: use cpu, cuda, cuda:1 or mps"
+        ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EngineError(f"device {device!r}: CUDA is not available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise EngineError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA devices"
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise EngineError(f"device {device!r}: MPS is not available here; use --device cpu")
+    return dev
 
 
 def _is_automatic(schedule: Any) -> bool:
@@ -183,7 +239,7 @@ class Pipeline:
     ) -> None:
         self.recipe = recipe
         self.manager = manager
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = _device(device)
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
         self.dtype = dtype
@@ -359,12 +415,30 @@ class Pipeline:
                     f"must be a multiple of {m} for recipe "
                     f"{self.recipe.name!r}, got {value}; try {value - value % m or m}",
                 )
+        if request.init_image is not None:
+            request = attrs.evolve(request, init_image=decode_init_image(request.init_image))
         resolved = self._resolve(
             {"sampler": request.sampler, "schedule": request.schedule, "guidance": request.guidance}
         )
         request = attrs.evolve(request, **resolved)
-        self._check_contracts(attrs.asdict(request, recurse=False) | request.extra)
+        values = attrs.asdict(request, recurse=False) | request.extra
+        self._check_contracts(values)
+        self._check_graph_inputs(values, img2img)
         return request
+
+    def _check_graph_inputs(self, values: Mapping[str, Any], img2img: bool) -> None:
+        """Components, bound parameters and guidance options of the graph a request runs."""
+        graph = self.recipe.img2img_graph if img2img else self.recipe.graph
+        reg = self.manager.registry
+        check_components(graph, reg, {node: kind for kind, node in COMPONENT_NODES.items()})
+        check_bound_values(values, self._bindings(img2img), graph, reg)
+        for node in graph:
+            if node.type == "Guide":
+                check_guidance_options(
+                    self._effective(graph, node.id, "guidance", values),
+                    self._effective(graph, node.id, "guidance_options", values),
+                    reg,
+                )
 
     def __call__(
         self,

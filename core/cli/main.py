@@ -155,15 +155,24 @@ def _recipe_options(command):
         metavar="KEY=VALUE",
         help="A recipe option, e.g. --option clip_skip=2 (repeatable).",
     )(command)
+    command = click.option(
+        "--allow-pickle",
+        is_flag=True,
+        help="Load a pickle checkpoint (.ckpt/.pt) you trust; still torch.load(weights_only=True).",
+    )(command)
     return click.option(
         "--checkpoint", default=None, help="Checkpoint file or folder for the recipe."
     )(command)
 
 
-def _build_options(checkpoint: str | None, recipe_options: tuple[str, ...]) -> dict[str, object]:
+def _build_options(
+    checkpoint: str | None, recipe_options: tuple[str, ...], allow_pickle: bool = False
+) -> dict[str, object]:
     options = _parse_options(recipe_options)
     if checkpoint:
         options["checkpoint"] = checkpoint
+    if allow_pickle:
+        options["allow_pickle"] = True
     return options
 
 
@@ -173,12 +182,17 @@ def _build_options(checkpoint: str | None, recipe_options: tuple[str, ...]) -> d
 @click.option("--img2img", is_flag=True, help="Show the img2img graph.")
 @_recipe_options
 def graph_show(
-    recipe: str, fmt: str, img2img: bool, checkpoint: str | None, recipe_options: tuple[str, ...]
+    recipe: str,
+    fmt: str,
+    img2img: bool,
+    checkpoint: str | None,
+    recipe_options: tuple[str, ...],
+    allow_pickle: bool,
 ) -> None:
     """Print the graph of RECIPE; ``--format json`` writes what ``t2i run`` runs."""
     from t2i.engine import Engine
 
-    pipe = Engine.build(recipe, **_build_options(checkpoint, recipe_options))
+    pipe = Engine.build(recipe, **_build_options(checkpoint, recipe_options, allow_pickle))
     g = pipe.recipe.img2img_graph if img2img else pipe.graph
     if g is None:
         raise click.UsageError(f"recipe {recipe!r} has no img2img graph")
@@ -189,7 +203,10 @@ def graph_show(
 
 
 def _progress():
-    """A tqdm bar per node that reports steps."""
+    """A tqdm bar per node that reports steps on a terminal; else a plain line per node at
+    every 25% (logs and CI output stay readable)."""
+    if not sys.stderr.isatty():
+        return _plain_progress()
     from tqdm import tqdm
 
     bars: dict[str, tqdm] = {}
@@ -271,6 +288,18 @@ def _generate_and_save(pipe, prompt, fields, output: str, overwrite: bool) -> No
     pipe(prompt, progress=_progress(), on_batch=save, **fields)
 
 
+def _plain_progress():
+    shown: dict[str, int] = {}
+
+    def on_step(node: str, step: int, total: int) -> None:
+        quarter = 4 * step // max(total, 1)
+        if step == 1 or quarter > shown.get(node, 0):
+            shown[node] = quarter
+            click.echo(f"{node}: step {step}/{total}", err=True)
+
+    return on_step
+
+
 @cli.command()
 @click.argument("graph_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--prompt", default=None, help="Prompt, if the graph binds one.")
@@ -314,6 +343,7 @@ def generate(
     recipe: str | None,
     checkpoint: str | None,
     recipe_options: tuple[str, ...],
+    allow_pickle: bool,
     prompt_matrix: bool,
     device: str | None,
     dtype: str | None,
@@ -324,7 +354,7 @@ def generate(
     from t2i.engine import Engine
 
     recipe = recipe or _default_recipe()
-    build = _build_options(checkpoint, recipe_options)
+    build = _build_options(checkpoint, recipe_options, allow_pickle)
     pipe = Engine.build(recipe, device=device, dtype=dtype, **build)
     if not prompt_matrix:
         _generate_and_save(pipe, prompt, fields, output, overwrite)
