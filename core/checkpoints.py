@@ -16,19 +16,31 @@ full copies of the weights never coexist. A file that does not fit raises
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import pickle
+import pickletools
+import struct
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 log = structlog.get_logger(__name__)
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+SAFETENSORS = "safetensors"
+ZIP_PICKLE = "zip pickle"
+LEGACY_PICKLE = "legacy pickle"
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+"""The safetensors library's own limit on the JSON header."""
 
 
 class CheckpointError(Exception):
@@ -39,6 +51,8 @@ class CheckpointError(Exception):
         missing: keys the model needs that the file lacks.
         unexpected: keys in the file that the model does not have.
         mismatched: ``(key, file_shape, model_shape)`` triples.
+        mistyped: ``(key, file_dtype, model_dtype)`` triples (an integer tensor for a
+            floating-point parameter, or the reverse).
     """
 
     def __init__(
@@ -49,6 +63,7 @@ class CheckpointError(Exception):
         missing: Iterable[str] = (),
         unexpected: Iterable[str] = (),
         mismatched: Iterable[tuple[str, tuple, tuple]] = (),
+        mistyped: Iterable[tuple[str, str, str]] = (),
         fix: str | None = None,
         limit: int = 20,
     ) -> None:
@@ -56,6 +71,7 @@ class CheckpointError(Exception):
         self.missing = sorted(missing)
         self.unexpected = sorted(unexpected)
         self.mismatched = sorted(mismatched)
+        self.mistyped = sorted(mistyped)
         lines = [f"{self.path}: {message}" if self.path else message]
 
         def listing(title: str, items: list) -> None:
@@ -70,10 +86,18 @@ class CheckpointError(Exception):
             "mis-shaped keys (key, file shape, model shape)",
             [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in self.mismatched],
         )
+        listing(
+            "wrong-dtype keys (key, file dtype, model dtype)",
+            [f"{k} {a} vs {b}" for k, a, b in self.mistyped],
+        )
         if fix:
             lines.append(f"  fix: {fix}")
         self.fix = fix
         super().__init__("\n".join(lines))
+
+
+_READ_ERRORS = (SafetensorError, OSError)
+"""What reading one tensor of a corrupt safetensors file raises."""
 
 
 def is_pickle_path(path: str | os.PathLike) -> bool:
@@ -136,10 +160,23 @@ class CheckpointReader:
     def __iter__(self):
         return iter(self._keys)
 
+    def _require(self, key: str) -> None:
+        if key not in self._key_set:
+            raise CheckpointError(
+                f"key {key!r} is not in the checkpoint",
+                path=self.path,
+                missing=[key],
+                fix="use a complete checkpoint of this model",
+            )
+
     def shape(self, key: str) -> tuple[int, ...]:
+        """The tensor's shape, read from the header; a missing key is a CheckpointError."""
+        self._require(key)
         return tuple(self._shape_of(key))
 
     def dtype(self, key: str) -> torch.dtype | None:
+        """The tensor's dtype (None for a safetensors dtype torch cannot represent)."""
+        self._require(key)
         return self._dtype_of(key)
 
     def get(
@@ -150,11 +187,10 @@ class CheckpointReader:
         device: torch.device | str | None = None,
     ) -> torch.Tensor:
         """Read one tensor; floating tensors are cast to ``dtype`` when given."""
-        if key not in self._key_set:
-            raise CheckpointError(f"key {key!r} is not in the checkpoint", path=self.path)
+        self._require(key)
         try:
             t = self._read(key)
-        except Exception as exc:  # a header that lies about the data
+        except _READ_ERRORS as exc:  # a header that lies about the data
             raise CheckpointError(
                 f"cannot read tensor {key!r} ({exc}); the file is truncated or corrupt",
                 path=self.path,
@@ -198,6 +234,62 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+def _is_safetensors(head: bytes, size: int, fh: Any) -> bool:
+    """An 8-byte little-endian length, then that many bytes of JSON holding an object."""
+    if len(head) < 8:
+        return False
+    (length,) = struct.unpack("<Q", head[:8])
+    if not 2 <= length <= min(size - 8, MAX_HEADER_BYTES):
+        return False
+    fh.seek(8)
+    try:
+        header = json.loads(fh.read(length).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return False
+    return isinstance(header, dict)
+
+
+def _is_pickle_stream(head: bytes) -> bool:
+    """A pickle PROTO opcode with a real protocol, then a valid opcode (parsed, not run)."""
+    if len(head) < 3 or head[0] != pickle.PROTO[0] or not 2 <= head[1] <= pickle.HIGHEST_PROTOCOL:
+        return False
+    ops = pickletools.genops(io.BytesIO(head))
+    try:
+        next(ops)
+        next(ops)
+    except (ValueError, StopIteration, EOFError, struct.error):
+        return False
+    return True
+
+
+def _is_torch_zip(path: Path) -> bool:
+    """A zip archive holding a ``data.pkl`` (``torch.save``'s format since PyTorch 1.6)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+
+
+def detect_format(path: str | os.PathLike) -> str | None:
+    """What the file *is*, decided by parsing its structure, never by its name or first byte.
+
+    Returns :data:`SAFETENSORS` (a header that parses), :data:`ZIP_PICKLE` (a zip archive with
+    a ``data.pkl``), :data:`LEGACY_PICKLE` (a pickle stream) or None. Nothing is unpickled.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+        if _is_safetensors(head, size, fh):
+            return SAFETENSORS
+    if head[:4] == b"PK\x03\x04" and _is_torch_zip(path):
+        return ZIP_PICKLE
+    if _is_pickle_stream(head):
+        return LEGACY_PICKLE
+    return None
+
+
 def _open_safetensors(path: Path) -> CheckpointReader:
     from safetensors import safe_open
 
@@ -206,7 +298,7 @@ def _open_safetensors(path: Path) -> CheckpointReader:
         handle = safe_open(str(path), framework="pt", device="cpu")
         keys = list(handle.keys())
         meta = handle.metadata() or {}
-    except Exception as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"not a readable safetensors file ({exc}); it is truncated, corrupt, or not "
             f"safetensors ({size} bytes)",
@@ -238,7 +330,11 @@ def _unwrap_pickle(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[
             path=path,
             fix="save the model's state_dict(), preferably as safetensors",
         )
-    meta = {k: v for k, v in obj.items() if not isinstance(v, (torch.Tensor, Mapping))}
+    meta = {
+        k: v
+        for k, v in obj.items()
+        if isinstance(k, str) and not isinstance(v, (torch.Tensor, Mapping))
+    }
     for nest in ("state_dict", "model_state_dict", "module"):
         inner = obj.get(nest)
         if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
@@ -247,7 +343,33 @@ def _unwrap_pickle(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError("pickle holds no tensors", path=path)
+    odd = [repr(k) for k in tensors if not isinstance(k, str)]
+    if odd:
+        raise CheckpointError(
+            f"tensor names must be strings; {len(odd)} are not: {', '.join(odd[:10])}",
+            path=path,
+            fix="save a state_dict() (string keys), preferably as safetensors",
+        )
     return tensors, meta
+
+
+_PICKLE_ERRORS: tuple[type[BaseException], ...] = (
+    pickle.UnpicklingError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    ImportError,
+    OSError,
+    struct.error,
+    UnicodeDecodeError,
+    zipfile.BadZipFile,
+    RecursionError,
+)
+"""What ``torch.load(weights_only=True)`` raises on a corrupt or hostile file."""
 
 
 def _open_pickle(path: Path) -> CheckpointReader:
@@ -258,12 +380,10 @@ def _open_pickle(path: Path) -> CheckpointReader:
             if "mmap" not in str(exc) and "zip" not in str(exc):
                 raise
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except CheckpointError:
-        raise
-    except Exception as exc:
+    except _PICKLE_ERRORS as exc:
         raise CheckpointError(
-            f"cannot load pickle with weights_only=True ({exc}); it is truncated, corrupt, or "
-            "holds objects other than tensors",
+            f"cannot load pickle with weights_only=True ({type(exc).__name__}: {exc}); it is "
+            "truncated, corrupt, or holds objects other than tensors",
             path=path,
             fix="convert it to safetensors with a trusted tool",
         ) from exc
@@ -271,8 +391,28 @@ def _open_pickle(path: Path) -> CheckpointReader:
     return CheckpointReader.from_state_dict(tensors, path=str(path), metadata=meta)
 
 
+def _refuse_pickle(path: Path, fmt: str | None) -> CheckpointError:
+    if is_pickle_path(path):
+        return CheckpointError(
+            "refusing to load a pickle checkpoint: pickles can run arbitrary code",
+            path=path,
+            fix="convert it to .safetensors, or pass allow_pickle=True if you trust the "
+            "file (it is then read with torch.load(weights_only=True))",
+        )
+    return CheckpointError(
+        f"file looks like a pickle ({fmt}) but is not named like one; pickles can run "
+        "arbitrary code",
+        path=path,
+        fix="rename it to .ckpt and pass allow_pickle=True if you trust it",
+    )
+
+
 def open_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> CheckpointReader:
-    """Open a weight file for streaming reads.
+    """Open a weight file for streaming reads; its format is found by parsing, not by name.
+
+    A file whose header parses as safetensors is read as safetensors whatever its suffix; a
+    zip or legacy pickle is refused unless ``allow_pickle``, then read with
+    ``torch.load(weights_only=True)`` (which never runs code).
 
     Args:
         path: a ``.safetensors`` file, or a pickle (``.ckpt``/``.pt``/``.pth``/``.bin``).
@@ -285,25 +425,18 @@ def open_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> C
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("no such file", path=path, fix="check the path")
-    if is_pickle_path(path):
+    try:
+        fmt = detect_format(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read the file ({exc})", path=path) from exc
+    if fmt == SAFETENSORS:
+        return _open_safetensors(path)
+    if fmt is not None or is_pickle_path(path):
         if not allow_pickle:
-            raise CheckpointError(
-                "refusing to load a pickle checkpoint: pickles can run arbitrary code",
-                path=path,
-                fix="convert it to .safetensors, or pass allow_pickle=True if you trust the "
-                "file (it is then read with torch.load(weights_only=True))",
-            )
+            raise _refuse_pickle(path, fmt)
         log.warning("loading pickle checkpoint", path=str(path), weights_only=True)
         return _open_pickle(path)
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise CheckpointError(
-            "file looks like a pickle but is not named like one",
-            path=path,
-            fix="rename it to .ckpt and pass allow_pickle=True if you trust it",
-        )
-    return _open_safetensors(path)
+    return _open_safetensors(path)  # raises, saying why it is not safetensors
 
 
 def save_safetensors(
@@ -371,24 +504,15 @@ def load_into(
     if set(key_map) != set(targets):
         raise ValueError(f"key_map for {what} must cover exactly the module's keys")
     allowed = set(reader.keys() if source_keys is None else source_keys)
-    missing = [src for dst, src in key_map.items() if src not in reader or src not in allowed]
-    unexpected = sorted(allowed - set(key_map.values()))
-    mismatched = []
-    for dst, src in key_map.items():
-        if src in reader and src in allowed:
-            file_shape, model_shape = reader.shape(src), tuple(targets[dst].shape)
-            ok = file_shape == model_shape or (
-                reshape_1x1 and _squeezed(file_shape) == _squeezed(model_shape)
-            )
-            if not ok:
-                mismatched.append((src, file_shape, model_shape))
-    if missing or unexpected or mismatched:
+    missing, unexpected, mismatched, mistyped = _fit(reader, targets, key_map, allowed, reshape_1x1)
+    if missing or unexpected or mismatched or mistyped:
         raise CheckpointError(
             f"checkpoint does not fit the {what}",
             path=reader.path,
             missing=missing,
             unexpected=unexpected,
             mismatched=mismatched,
+            mistyped=mistyped,
             fix=fix or "use a checkpoint of this model family/variant, or the matching config",
         )
     for dst, src in key_map.items():
@@ -400,10 +524,45 @@ def load_into(
         )
         target_dtype = dtype if dtype is not None else old.dtype
         t = reader.get(src, dtype=target_dtype, device=target_device)
+        if t.is_floating_point() != old.is_floating_point():  # a dtype the header hid
+            raise CheckpointError(
+                f"checkpoint does not fit the {what}",
+                path=reader.path,
+                mistyped=[(src, str(t.dtype), str(old.dtype))],
+                fix=fix or "use a checkpoint of this model family/variant",
+            )
         if t.shape != old.shape:
             t = t.reshape(old.shape)  # (C, C) <-> (C, C, 1, 1)
         _assign(module, dst, t, old)
     return module
+
+
+def _fit(
+    reader: CheckpointReader,
+    targets: Mapping[str, torch.Tensor],
+    key_map: Mapping[str, str],
+    allowed: set[str],
+    reshape_1x1: bool,
+) -> tuple[list, list, list, list]:
+    """Missing, unexpected, mis-shaped and wrong-dtype keys, from the header alone."""
+    missing = [src for src in key_map.values() if src not in reader or src not in allowed]
+    unexpected = sorted(allowed - set(key_map.values()))
+    mismatched, mistyped = [], []
+    for dst, src in key_map.items():
+        if src not in reader or src not in allowed:
+            continue
+        file_shape, model_shape = reader.shape(src), tuple(targets[dst].shape)
+        ok = file_shape == model_shape or (
+            reshape_1x1 and _squeezed(file_shape) == _squeezed(model_shape)
+        )
+        if not ok:
+            mismatched.append((src, file_shape, model_shape))
+        file_dtype = reader.dtype(src)
+        if file_dtype is not None and file_dtype.is_floating_point != (
+            targets[dst].is_floating_point()
+        ):
+            mistyped.append((src, str(file_dtype), str(targets[dst].dtype)))
+    return missing, unexpected, mismatched, mistyped
 
 
 def _assign(module: nn.Module, key: str, value: torch.Tensor, old: torch.Tensor) -> None:

@@ -1,11 +1,24 @@
-"""Generation requests: attrs classes validated before any model work."""
+"""Generation requests: attrs classes validated before any model work.
+
+:class:`GenerationRequest` checks each field on its own (type, range, encodable text);
+:func:`check_against_graph` checks what depends on the pipeline (bound node parameters,
+component names and options, guidance options) and :func:`decode_init_image` decodes an
+init image, so that a request that passes never fails inside a node for its input.
+"""
 
 from __future__ import annotations
 
+import inspect
+import os
 import random
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+
+MAX_PROMPT_CHARS = 100_000
+"""Longest prompt accepted (tokenizers chunk long prompts; this bounds the work)."""
+NOISE_DEVICES = ("cpu", "device")
 
 
 class RequestError(ValueError):
@@ -21,12 +34,17 @@ def _check(cond: bool, field: str, message: str) -> None:
         raise RequestError(field, message)
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _int_range(lo: int, hi: int | None = None):
     def validator(_inst, attribute, value):
         _check(
             isinstance(value, int) and not isinstance(value, bool),
             attribute.name,
-            f"must be an integer, got {value!r}",
+            f"must be an integer, got {_short(value)}",
         )
         _check(
             value >= lo and (hi is None or value <= hi),
@@ -44,7 +62,7 @@ def _float_range(lo: float, hi: float | None = None, *, optional: bool = False):
         _check(
             isinstance(value, (int, float)) and not isinstance(value, bool),
             attribute.name,
-            f"must be a number, got {value!r}",
+            f"must be a number, got {_short(value)}",
         )
         _check(
             value >= lo and (hi is None or value <= hi),
@@ -55,8 +73,56 @@ def _float_range(lo: float, hi: float | None = None, *, optional: bool = False):
     return validator
 
 
+def check_text(field: str, value: Any) -> None:
+    """A string that UTF-8 can encode (no lone surrogate), at most :data:`MAX_PROMPT_CHARS`."""
+    _check(isinstance(value, str), field, f"must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(
+            field,
+            f"is not encodable text: lone surrogate {value[exc.start]!r} at index {exc.start}; "
+            "remove it (text must be valid Unicode)",
+        ) from None
+    _check(
+        len(value) <= MAX_PROMPT_CHARS,
+        field,
+        f"is {len(value)} characters long; the limit is {MAX_PROMPT_CHARS}",
+    )
+
+
 def _str(_inst, attribute, value):
-    _check(isinstance(value, str), attribute.name, f"must be a string, got {type(value).__name__}")
+    check_text(attribute.name, value)
+
+
+def _name(_inst, attribute, value):
+    """A component name: a non-empty string (None allowed for ``schedule``: automatic)."""
+    if value is None and attribute.name == "schedule":
+        return
+    check_text(attribute.name, value)
+    if attribute.name != "schedule":
+        _check(bool(value.strip()), attribute.name, f"must name a registered {attribute.name}")
+
+
+def _choice(choices: tuple[str, ...]):
+    def validator(_inst, attribute, value):
+        _check(
+            isinstance(value, str) and value in choices,
+            attribute.name,
+            f"must be one of {', '.join(choices)}, got {_short(value)}",
+        )
+
+    return validator
+
+
+def _image_or_path(_inst, attribute, value):
+    from PIL import Image as PILImage
+
+    _check(
+        value is None or isinstance(value, (PILImage.Image, str, os.PathLike)),
+        attribute.name,
+        f"must be a PIL image or an image file path, got {type(value).__name__}",
+    )
 
 
 @attrs.frozen
@@ -71,20 +137,18 @@ class GenerationRequest:
     negative_prompt: str = attrs.field(default="", validator=_str)
     steps: int = attrs.field(default=20, validator=_int_range(1, 1000))
     cfg_scale: float = attrs.field(default=7.0, validator=_float_range(0.0, 100.0))
-    sampler: str = attrs.field(default="euler", validator=_str)
-    schedule: str | None = attrs.field(default=None)
-    guidance: str = attrs.field(default="cfg", validator=_str)
+    sampler: str = attrs.field(default="euler", validator=_name)
+    schedule: str | None = attrs.field(default=None, validator=_name)
+    guidance: str = attrs.field(default="cfg", validator=_name)
     seed: int = attrs.field(default=-1, validator=_int_range(-1, 2**32 - 1))
     width: int = attrs.field(default=512, validator=_int_range(8, 8192))
     height: int = attrs.field(default=512, validator=_int_range(8, 8192))
     batch_size: int = attrs.field(default=1, validator=_int_range(1, 256))
     batch_count: int = attrs.field(default=1, validator=_int_range(1, 10_000))
     strength: float = attrs.field(default=0.75, validator=_float_range(0.0, 1.0))
-    init_image: Any = None
+    init_image: Any = attrs.field(default=None, validator=_image_or_path)
     eta: float | None = attrs.field(default=None, validator=_float_range(0.0, optional=True))
-    noise_device: str = attrs.field(
-        default="cpu", validator=attrs.validators.in_(("cpu", "device"))
-    )
+    noise_device: str = attrs.field(default="cpu", validator=_choice(NOISE_DEVICES))
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def resolved_seed(self) -> int:
@@ -95,3 +159,141 @@ class GenerationRequest:
 REQUEST_FIELDS: tuple[str, ...] = tuple(
     f.name for f in attrs.fields(GenerationRequest) if f.name != "extra"
 )
+
+
+_IMAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, EOFError)
+"""What Pillow raises on a file it cannot decode (``UnidentifiedImageError`` is an OSError)."""
+
+
+def decode_init_image(value: Any) -> Any:
+    """The init image as a decoded RGB ``PIL.Image``; a file path is opened and read now.
+
+    Raises:
+        RequestError: (``init_image``) not an image, unreadable, undecodable, or in a mode
+            that has no RGB conversion.
+    """
+    from PIL import Image as PILImage
+
+    try:
+        image = PILImage.open(value) if isinstance(value, (str, os.PathLike)) else value
+        image.load()
+        rgb = image.convert("RGB")
+    except PILImage.DecompressionBombError as exc:
+        raise RequestError("init_image", f"is too large to decode safely ({exc})") from None
+    except _IMAGE_ERRORS as exc:
+        where = f"{os.fspath(value)}: " if isinstance(value, (str, os.PathLike)) else ""
+        raise RequestError(
+            "init_image",
+            f"{where}cannot be decoded as an image ({type(exc).__name__}: {exc}); "
+            "give a PNG, JPEG or WebP file",
+        ) from None
+    _check(min(rgb.size) >= 1, "init_image", f"has no pixels (size {rgb.size})")
+    return rgb
+
+
+def options_problem(factory: Callable[..., Any], options: Any) -> str | None:
+    """Why ``factory(**options)`` would be refused by its signature (or None if it binds).
+
+    Only the signature is checked (unknown or missing keywords); nothing is called.
+    """
+    if not isinstance(options, Mapping):
+        return f"options must be a dict, got {type(options).__name__}"
+    bad = [k for k in options if not isinstance(k, str)]
+    if bad:
+        return f"option names must be strings, got {_short(bad[0])}"
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: let it decide
+        return None
+    try:
+        signature.bind(**options)
+    except TypeError as exc:
+        names = [
+            n
+            for n, p in signature.parameters.items()
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        return f"{exc}; it takes {', '.join(names) or 'no options'}"
+    return None
+
+
+def check_bound_values(
+    values: Mapping[str, Any],
+    bindings: Mapping[str, Any],
+    graph: Any,
+    node_types: Any,
+) -> None:
+    """Each request value suits every node parameter it is bound to (type, choices).
+
+    Raises:
+        RequestError: naming the field, the node parameter and what it accepts.
+        GraphValidationError: a binding names a node or parameter the graph lacks.
+    """
+    from t2i.graph.errors import GraphValidationError
+    from t2i.graph.graph import param_problem
+
+    for field, targets in bindings.items():
+        value = values.get(field)
+        if value is None:
+            continue
+        for node_id, name in targets:
+            if node_id not in graph:
+                raise GraphValidationError(f"request field {field!r} is bound to a missing node")
+            node = graph[node_id]
+            param = node_types.get_node_type(node.type).param(name)
+            if param is None:
+                raise GraphValidationError(
+                    f"request field {field!r} is bound to a parameter {node.type} lacks",
+                    node=node_id,
+                    port=name,
+                )
+            problem = param_problem(param, value)
+            if problem:
+                raise RequestError(field, f"{problem} (for {node_id}.{name})")
+
+
+def check_components(graph: Any, registry: Any, loaders: Mapping[str, str]) -> None:
+    """Every component a loader node names is registered and accepts its options.
+
+    Args:
+        loaders: node type -> component kind (``{"LoadDecoder": "decoder", ...}``).
+
+    Raises:
+        UnknownComponentError: an unregistered name (close matches listed).
+        GraphValidationError: a name that is not a string, or options the factory refuses.
+    """
+    from t2i.graph.errors import GraphValidationError
+
+    for node in graph:
+        kind = loaders.get(node.type)
+        if kind is None:
+            continue
+        name = node.params.get("name")
+        if not isinstance(name, str):
+            raise GraphValidationError(
+                f"a {kind} name must be a string, got {_short(name)}", node=node.id, port="name"
+            )
+        entry = registry.get(kind, name)
+        problem = options_problem(entry.factory, node.params.get("options") or {})
+        if problem:
+            raise GraphValidationError(
+                f"{kind} {entry.name!r} refuses its options: {problem}",
+                node=node.id,
+                port="options",
+            )
+
+
+def check_guidance_options(name: str, options: Any, registry: Any) -> None:
+    """The guidance ``name`` accepts ``options`` (keywords and values, by building it).
+
+    Raises:
+        RequestError: (``guidance_options``) an unknown keyword or a value it refuses.
+    """
+    entry = registry.get("guidance", name)
+    problem = options_problem(entry.factory, options or {})
+    if problem:
+        raise RequestError("guidance_options", f"guidance {entry.name!r}: {problem}")
+    try:
+        entry.create(**(options or {}))
+    except (TypeError, ValueError) as exc:
+        raise RequestError("guidance_options", f"guidance {entry.name!r}: {exc}") from None

@@ -8,14 +8,29 @@ class GraphError(Exception):
 
 
 class GraphValidationError(GraphError):
-    """The graph is malformed; ``node`` and ``port`` name the culprit."""
+    """The graph is malformed; ``node`` and ``port`` name the culprit, ``source`` the file.
 
-    def __init__(self, message: str, *, node: str | None = None, port: str | None = None):
-        self.node, self.port = node, port
+    The message reads ``source: node 'id', port 'name': problem``, each part when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None = None,
+        port: str | None = None,
+        source: str | None = None,
+    ):
+        self.node, self.port, self.source, self.problem = node, port, source, message
         where = ""
         if node is not None:
             where = f"node {node!r}" + (f", port {port!r}" if port else "") + ": "
-        super().__init__(where + message)
+        prefix = f"{source}: " if source else ""
+        super().__init__(prefix + where + message)
+
+    def located(self, source: str) -> GraphValidationError:
+        """The same error, naming the file (or other source) it came from."""
+        return type(self)(self.problem, node=self.node, port=self.port, source=source)
 
 
 class NodeExecutionError(GraphError):

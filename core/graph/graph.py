@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -151,29 +152,45 @@ class Graph:
 
     # -- structure ---------------------------------------------------------------------
     def topological_order(self) -> list[str]:
-        """Node ids in execution order; raises :class:`GraphValidationError` on a cycle."""
+        """Node ids in execution order; raises :class:`GraphValidationError` on a cycle.
+
+        Depth-first, inputs in port-name order, with an explicit stack: a chain of any
+        length is fine (no recursion).
+        """
         order: list[str] = []
-        state: dict[str, int] = {}  # 1 = visiting, 2 = done
-
-        def visit(nid: str, path: list[str]) -> None:
-            if state.get(nid) == 2:
-                return
-            if state.get(nid) == 1:
-                cycle = " -> ".join([*path[path.index(nid) :], nid])
-                raise GraphValidationError(f"cycle: {cycle}", node=nid)
-            state[nid] = 1
-            for port, ref in sorted(self[nid].inputs.items()):
-                if ref.node not in self.nodes:
+        done: set[str] = set()
+        for root in self.nodes:
+            if root in done:
+                continue
+            path = [root]  # the nodes being visited, outermost first
+            on_path = {root}
+            pending = [iter(self._upstream(root))]
+            while pending:
+                step = next(pending[-1], None)
+                if step is None:
+                    nid = path.pop()
+                    on_path.discard(nid)
+                    pending.pop()
+                    done.add(nid)
+                    order.append(nid)
+                    continue
+                port, source = step
+                if source in done:
+                    continue
+                if source in on_path:
+                    cycle = " -> ".join([*path[path.index(source) :], source])
+                    raise GraphValidationError(f"cycle: {cycle}", node=source)
+                if source not in self.nodes:
                     raise GraphValidationError(
-                        f"linked to missing node {ref.node!r}", node=nid, port=port
+                        f"linked to missing node {source!r}", node=path[-1], port=port
                     )
-                visit(ref.node, [*path, nid])
-            state[nid] = 2
-            order.append(nid)
-
-        for nid in self.nodes:
-            visit(nid, [])
+                path.append(source)
+                on_path.add(source)
+                pending.append(iter(self._upstream(source)))
         return order
+
+    def _upstream(self, node_id: str) -> list[tuple[str, str]]:
+        return [(port, ref.node) for port, ref in sorted(self.nodes[node_id].inputs.items())]
 
     def validate(self, node_types: Mapping[str, Any]) -> None:
         """Check everything before anything runs.
@@ -182,86 +199,51 @@ class Graph:
         parameter, a link to a missing node or output, type mismatch, cycle: each
         raises :class:`GraphValidationError` naming the node and the port.
         """
-        from t2i.registry.errors import UnknownComponentError
-
         for node in self:
-            cls = node_types.get(node.type) if isinstance(node_types, Mapping) else None
-            if cls is None and hasattr(node_types, "get_node_type"):
-                try:
-                    cls = node_types.get_node_type(node.type)
-                except (UnknownComponentError, GraphValidationError) as exc:
-                    raise GraphValidationError(str(exc), node=node.id) from None
-            if cls is None:
-                known = ", ".join(sorted(node_types)) if isinstance(node_types, Mapping) else ""
-                raise GraphValidationError(
-                    f"unknown node type {node.type!r}; known: {known}", node=node.id
-                )
-            for name, ref in node.inputs.items():
-                port = cls.input(name)
-                if port is None:
-                    allowed = ", ".join(p.name for p in cls.inputs) or "(none)"
-                    raise GraphValidationError(
-                        f"{node.type} has no input {name!r}; inputs are {allowed}",
-                        node=node.id,
-                        port=name,
-                    )
-                src = self.nodes.get(ref.node)
-                if src is None:
-                    raise GraphValidationError(
-                        f"linked to missing node {ref.node!r}", node=node.id, port=name
-                    )
-                src_cls = _lookup(node_types, src.type)
-                out = src_cls.output(ref.output) if src_cls else None
-                if src_cls is not None and out is None:
-                    allowed = ", ".join(p.name for p in src_cls.outputs)
-                    raise GraphValidationError(
-                        f"source {ref.node!r} ({src.type}) has no output {ref.output!r}; "
-                        f"outputs are {allowed}",
-                        node=node.id,
-                        port=name,
-                    )
-                if out is not None and "ANY" not in (out.type, port.type) and out.type != port.type:
-                    raise GraphValidationError(
-                        f"type mismatch: {ref.node}.{ref.output} is {out.type}, "
-                        f"input expects {port.type}",
-                        node=node.id,
-                        port=name,
-                    )
-            for port in cls.inputs:
-                if not port.optional and port.name not in node.inputs:
-                    raise GraphValidationError(
-                        f"required input of type {port.type} is not linked",
-                        node=node.id,
-                        port=port.name,
-                    )
-            for name, value in node.params.items():
-                param = cls.param(name)
-                if param is None:
-                    allowed = ", ".join(p.name for p in cls.params) or "(none)"
-                    raise GraphValidationError(
-                        f"{node.type} has no parameter {name!r}; parameters are {allowed}",
-                        node=node.id,
-                        port=name,
-                    )
-                if not _type_ok(value, param.type):
-                    raise GraphValidationError(
-                        f"value {value!r} is a {type(value).__name__}, expected "
-                        f"{_type_name(param.type)}",
-                        node=node.id,
-                        port=name,
-                    )
-                if param.choices is not None and value not in param.choices:
-                    raise GraphValidationError(
-                        f"value {value!r} not allowed; choose one of {list(param.choices)}",
-                        node=node.id,
-                        port=name,
-                    )
-            for param in cls.params:
-                if param.required and param.name not in node.params:
-                    raise GraphValidationError(
-                        "required parameter is not set", node=node.id, port=param.name
-                    )
+            cls = _node_class(node, node_types)
+            self._check_inputs(node, cls, node_types)
+            _check_params(node, cls)
         self.topological_order()
+
+    def _check_inputs(self, node: Node, cls: Any, node_types: Any) -> None:
+        for name, ref in node.inputs.items():
+            port = cls.input(name)
+            if port is None:
+                allowed = ", ".join(p.name for p in cls.inputs) or "(none)"
+                raise GraphValidationError(
+                    f"{node.type} has no input {name!r}; inputs are {allowed}",
+                    node=node.id,
+                    port=name,
+                )
+            src = self.nodes.get(ref.node)
+            if src is None:
+                raise GraphValidationError(
+                    f"linked to missing node {ref.node!r}", node=node.id, port=name
+                )
+            src_cls = _lookup(node_types, src.type)
+            out = src_cls.output(ref.output) if src_cls else None
+            if src_cls is not None and out is None:
+                allowed = ", ".join(p.name for p in src_cls.outputs)
+                raise GraphValidationError(
+                    f"source {ref.node!r} ({src.type}) has no output {ref.output!r}; "
+                    f"outputs are {allowed}",
+                    node=node.id,
+                    port=name,
+                )
+            if out is not None and "ANY" not in (out.type, port.type) and out.type != port.type:
+                raise GraphValidationError(
+                    f"type mismatch: {ref.node}.{ref.output} is {out.type}, "
+                    f"input expects {port.type}",
+                    node=node.id,
+                    port=name,
+                )
+        for port in cls.inputs:
+            if not port.optional and port.name not in node.inputs:
+                raise GraphValidationError(
+                    f"required input of type {port.type} is not linked",
+                    node=node.id,
+                    port=port.name,
+                )
 
     # -- JSON --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -283,37 +265,80 @@ class Graph:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Graph:
-        if not isinstance(data, Mapping) or "nodes" not in data:
-            raise GraphValidationError("a graph JSON object needs a 'nodes' mapping")
-        version = data.get("version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise GraphValidationError(
-                f"graph format version {version} is not supported (this t2i reads {FORMAT_VERSION})"
-            )
+        """A graph from its JSON object form (see the module docstring).
+
+        Raises:
+            GraphValidationError: a field of the wrong type, an unknown field, an
+                unsupported version, or a graph over the size limits; names the node
+                and field.
+        """
+        _check_document(data)
         graph = cls(meta=data.get("meta") or {})
         for nid, spec in data["nodes"].items():
-            if "type" not in spec:
-                raise GraphValidationError("missing 'type'", node=nid)
-            inputs = {}
-            for port, link in (spec.get("inputs") or {}).items():
-                if not (
-                    isinstance(link, (list, tuple))
-                    and len(link) == 2
-                    and all(isinstance(s, str) for s in link)
-                ):
-                    raise GraphValidationError(
-                        f"a link must be [node_id, output_name], got {link!r}", node=nid, port=port
-                    )
-                inputs[port] = OutputRef(link[0], link[1])
-            graph.nodes[nid] = Node(nid, spec["type"], dict(spec.get("params") or {}), inputs)
+            graph.nodes[nid] = _node_from_json(nid, spec)
         return graph
 
     @classmethod
-    def from_json(cls, text_or_path: str | Path) -> Graph:
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            text = Path(text_or_path).read_text()
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str) -> Graph:
+        """A graph from JSON *text* (:meth:`from_file` reads a file).
+
+        Raises:
+            GraphValidationError: the text is not JSON, nests too deeply, is too large, or
+                does not describe a graph; the message gives the line and column.
+        """
+        if not isinstance(text, str):
+            hint = "; use Graph.from_file(path) for a file" if isinstance(text, os.PathLike) else ""
+            raise GraphValidationError(
+                f"Graph.from_json takes JSON text, got {type(text).__name__}{hint}"
+            )
+        if len(text) > MAX_JSON_CHARS:
+            raise GraphValidationError(
+                f"graph JSON is {len(text)} characters; the limit is {MAX_JSON_CHARS}",
+            )
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GraphValidationError(
+                f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}; "
+                "fix the syntax (a graph file is one JSON object)"
+            ) from None
+        except RecursionError:
+            raise GraphValidationError(
+                f"JSON nests too deeply (the limit is {MAX_DEPTH} levels)"
+            ) from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> Graph:
+        """A graph from a JSON file (UTF-8); errors name the file.
+
+        Raises:
+            GraphValidationError: unreadable, not UTF-8, not JSON, or not a graph.
+        """
+        source = str(path)
+        try:
+            size = Path(path).stat().st_size
+            if size > MAX_JSON_CHARS:
+                raise GraphValidationError(
+                    f"file is {size} bytes; the limit is {MAX_JSON_CHARS}", source=source
+                )
+            raw = Path(path).read_bytes()
+        except OSError as exc:
+            raise GraphValidationError(
+                f"cannot read the file ({exc.strerror or exc})", source=source
+            ) from None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise GraphValidationError(
+                f"not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r}); "
+                "save the graph as UTF-8 JSON",
+                source=source,
+            ) from None
+        try:
+            return cls.from_json(text)
+        except GraphValidationError as exc:
+            raise exc.located(source) from None
 
     # -- rendering ---------------------------------------------------------------------
     def render_text(self) -> str:
@@ -338,6 +363,171 @@ class Graph:
         return "\n".join(lines)
 
 
+MAX_NODES = 100_000
+"""Most nodes a graph may have (a 10,000-node chain is fine)."""
+MAX_JSON_CHARS = 64 * 1024 * 1024
+"""Largest graph JSON text or file read."""
+MAX_DEPTH = 64
+"""Deepest nesting of parameter and meta values."""
+_DOCUMENT_KEYS = ("version", "nodes", "meta")
+_NODE_KEYS = ("type", "params", "inputs")
+
+
+def _check_document(data: Any) -> None:
+    if not isinstance(data, Mapping):
+        raise GraphValidationError(
+            f"a graph JSON document must be an object with 'nodes', got {_json_type(data)}"
+        )
+    extra = [k for k in data if k not in _DOCUMENT_KEYS]
+    if extra:
+        raise GraphValidationError(
+            f"unknown top-level field {extra[0]!r}; a graph has {', '.join(_DOCUMENT_KEYS)}"
+        )
+    if "nodes" not in data or not isinstance(data["nodes"], Mapping):
+        raise GraphValidationError("a graph JSON object needs a 'nodes' mapping of id -> node")
+    version = data.get("version", FORMAT_VERSION)
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise GraphValidationError(
+            f"graph format version {version!r} is not supported (this t2i reads "
+            f'{FORMAT_VERSION}); set "version": {FORMAT_VERSION}'
+        )
+    meta = data.get("meta")
+    if meta is not None and not (
+        isinstance(meta, Mapping) and all(isinstance(k, str) for k in meta)
+    ):
+        raise GraphValidationError(f"'meta' must be an object, got {_json_type(meta)}")
+    if len(data["nodes"]) > MAX_NODES:
+        raise GraphValidationError(
+            f"the graph has {len(data['nodes'])} nodes; the limit is {MAX_NODES}"
+        )
+    if _too_deep(meta):
+        raise GraphValidationError(f"'meta' nests deeper than {MAX_DEPTH} levels")
+
+
+def _node_from_json(nid: Any, spec: Any) -> Node:
+    if not isinstance(nid, str) or not nid:
+        raise GraphValidationError(f"node ids must be non-empty strings, got {nid!r}")
+    if not isinstance(spec, Mapping):
+        raise GraphValidationError(
+            f"a node must be an object with 'type', got {_json_type(spec)}", node=nid
+        )
+    extra = [k for k in spec if k not in _NODE_KEYS]
+    if extra:
+        raise GraphValidationError(
+            f"unknown field {extra[0]!r}; a node has {', '.join(_NODE_KEYS)}", node=nid
+        )
+    node_type = spec.get("type")
+    if not isinstance(node_type, str) or not node_type:
+        raise GraphValidationError(
+            f"'type' must be a node type name (a string), got {node_type!r}", node=nid
+        )
+    params = _string_keyed(spec.get("params"), nid, "params")
+    if _too_deep(params):
+        raise GraphValidationError(f"'params' nest deeper than {MAX_DEPTH} levels", node=nid)
+    inputs = {}
+    for port, link in _string_keyed(spec.get("inputs"), nid, "inputs").items():
+        if not (
+            isinstance(link, (list, tuple))
+            and len(link) == 2
+            and all(isinstance(s, str) for s in link)
+        ):
+            raise GraphValidationError(
+                f"a link must be [node_id, output_name], got {link!r}", node=nid, port=port
+            )
+        inputs[port] = OutputRef(link[0], link[1])
+    return Node(nid, node_type, params, inputs)
+
+
+def _string_keyed(value: Any, nid: str, field: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise GraphValidationError(
+            f"{field!r} must be an object, got {_json_type(value)}", node=nid, port=field
+        )
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise GraphValidationError(
+            f"{field!r} keys must be strings, got {bad[0]!r}", node=nid, port=field
+        )
+    return dict(value)
+
+
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether lists/objects inside ``value`` nest deeper than ``limit`` (no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, Mapping):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    for kind, name in names.items():
+        if isinstance(value, kind):
+            return name
+    if isinstance(value, (int, float)):
+        return "a number"
+    return type(value).__name__
+
+
+def _node_class(node: Node, node_types: Any) -> Any:
+    """The node type class of ``node``; unknown types raise naming the node."""
+    from t2i.registry.errors import UnknownComponentError
+
+    if not isinstance(node.type, str):
+        raise GraphValidationError(f"node type must be a string, got {node.type!r}", node=node.id)
+    cls = node_types.get(node.type) if isinstance(node_types, Mapping) else None
+    if cls is None and hasattr(node_types, "get_node_type"):
+        try:
+            cls = node_types.get_node_type(node.type)
+        except (UnknownComponentError, GraphValidationError) as exc:
+            raise GraphValidationError(str(exc), node=node.id) from None
+    if cls is None:
+        known = ", ".join(sorted(node_types)) if isinstance(node_types, Mapping) else ""
+        raise GraphValidationError(f"unknown node type {node.type!r}; known: {known}", node=node.id)
+    return cls
+
+
+def _check_params(node: Node, cls: Any) -> None:
+    for name, value in node.params.items():
+        param = cls.param(name) if isinstance(name, str) else None
+        if param is None:
+            allowed = ", ".join(p.name for p in cls.params) or "(none)"
+            raise GraphValidationError(
+                f"{node.type} has no parameter {name!r}; parameters are {allowed}",
+                node=node.id,
+                port=str(name),
+            )
+        problem = param_problem(param, value)
+        if problem:
+            raise GraphValidationError(problem, node=node.id, port=name)
+    for param in cls.params:
+        if param.required and param.name not in node.params:
+            raise GraphValidationError(
+                "required parameter is not set", node=node.id, port=param.name
+            )
+
+
+def param_problem(param: Any, value: Any) -> str | None:
+    """Why ``value`` does not suit the node parameter ``param`` (type, choices), or None."""
+    if not _type_ok(value, param.type):
+        return (
+            f"value {_short(value)} is a {type(value).__name__}, expected {_type_name(param.type)}"
+        )
+    if param.choices is not None and value not in param.choices:
+        return f"value {_short(value)} not allowed; choose one of {list(param.choices)}"
+    return None
+
+
 def _type_ok(value: Any, expected: type | tuple[type, ...]) -> bool:
     """isinstance, with an int accepted where a float is expected (JSON has one number type)."""
     types = expected if isinstance(expected, tuple) else (expected,)
@@ -354,11 +544,13 @@ def _type_name(expected: type | tuple[type, ...]) -> str:
 
 
 def _lookup(node_types: Any, type_name: str) -> Any:
+    from t2i.registry.errors import UnknownComponentError
+
     if isinstance(node_types, Mapping):
         return node_types.get(type_name)
     try:
         return node_types.get_node_type(type_name)
-    except Exception:
+    except (UnknownComponentError, GraphValidationError):
         return None
 
 

@@ -64,8 +64,9 @@ class PluginManager:
     ) -> PluginRecord:
         """Register a plugin object (module or instance) and collect its components now.
 
-        A plugin whose registration raises is recorded as failed and removed; with
-        ``T2I_STRICT_PLUGINS=1`` the error propagates.
+        A plugin whose registration raises (any ``BaseException`` but ``KeyboardInterrupt``,
+        ``SystemExit`` included) is recorded as failed and removed; with
+        ``T2I_STRICT_PLUGINS=1`` it raises :class:`PluginLoadError`.
         """
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
         record = PluginRecord(name=name, version=version, source=source or _source_of(plugin))
@@ -74,11 +75,14 @@ class PluginManager:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()
             self._collect(plugin, name, record)
-        except Exception as exc:  # one broken plugin never takes the engine down
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # one broken plugin (even one calling sys.exit) never
+            # takes the engine down
             self.registry.remove_plugin(name)
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+            record.status, record.error = "failed", _describe(exc)
             log.warning("plugin_failed", plugin=name, error=record.error)
             if strict():
                 raise PluginLoadError(
@@ -107,9 +111,11 @@ class PluginManager:
         for name, plugin in list(self.pm.list_name_plugin()):
             try:
                 self._own_hook(plugin, "t2i_register_commands")(cli=cli)
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit too
                 record = self.records.setdefault(name, PluginRecord(name=name))
-                record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+                record.status, record.error = "failed", _describe(exc)
                 log.warning("plugin_commands_failed", plugin=name, error=record.error)
                 if strict():
                     raise PluginLoadError(
@@ -131,14 +137,24 @@ class PluginManager:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:
-                err = f"{type(exc).__name__}: {exc}"
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit too: a plugin never ends the process
+                err = _describe(exc)
                 self.records[ep.name] = PluginRecord(ep.name, version, source, "failed", err)
                 log.warning("plugin_import_failed", plugin=ep.name, error=err)
                 if strict():
                     raise PluginLoadError(f"plugin {ep.name!r} failed to import: {err}") from exc
                 continue
             self.register_plugin(plugin, ep.name, version=version, source=source)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of a plugin's failure (a ``sys.exit`` is named as such)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SystemExit):
+        text += " (the plugin called sys.exit; plugins must raise exceptions instead)"
+    return text
 
 
 def _source_of(plugin: Any) -> str:
