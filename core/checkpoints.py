@@ -92,12 +92,53 @@ class CheckpointError(Exception):
         )
         if fix:
             lines.append(f"  fix: {fix}")
-        self.fix = fix
+        self.message, self.fix, self.limit = message, fix, limit
         super().__init__("\n".join(lines))
+
+    def located(self, path: str | os.PathLike) -> CheckpointError:
+        """The same error naming ``path`` (when it names no file yet, else itself)."""
+        if self.path is not None:
+            return self
+        return CheckpointError(
+            self.message,
+            path=path,
+            missing=self.missing,
+            unexpected=self.unexpected,
+            mismatched=self.mismatched,
+            mistyped=self.mistyped,
+            fix=self.fix,
+            limit=self.limit,
+        )
 
 
 _READ_ERRORS = (SafetensorError, OSError)
 """What reading one tensor of a corrupt safetensors file raises."""
+
+
+def checked_shape(
+    shape: Iterable[int],
+    key: str,
+    rank: int | tuple[int, ...],
+    *,
+    what: str,
+    path: str | os.PathLike | None = None,
+    error: type[CheckpointError] | None = None,
+) -> tuple[int, ...]:
+    """``shape`` as a tuple, when it has ``rank`` dimensions (or one of several), each >= 1.
+
+    Loaders read model sizes off tensor shapes; this is the check before they divide or
+    index. Raises ``error`` (default :class:`CheckpointError`) naming ``key`` and ``what``.
+    """
+    shape = tuple(shape)
+    ranks = (rank,) if isinstance(rank, int) else tuple(rank)
+    if len(shape) in ranks and min(shape, default=1) >= 1:
+        return shape
+    raise (error or CheckpointError)(
+        f"{what} tensor {key!r} has shape {shape}; expected "
+        f"{' or '.join(map(str, ranks))} dimensions, each >= 1",
+        path=path,
+        fix="the file is corrupt or not this model family's: export it again",
+    )
 
 
 def is_pickle_path(path: str | os.PathLike) -> bool:

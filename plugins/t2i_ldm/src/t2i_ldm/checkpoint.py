@@ -33,7 +33,13 @@ import attrs
 import structlog
 import torch
 
-from t2i.checkpoints import CheckpointError, CheckpointReader, load_into, open_checkpoint
+from t2i.checkpoints import (
+    CheckpointError,
+    CheckpointReader,
+    checked_shape,
+    load_into,
+    open_checkpoint,
+)
 from t2i.checkpoints import save_safetensors as _save_safetensors
 from t2i_ldm.config import (
     PREDICTION_TYPES,
@@ -109,37 +115,78 @@ class Variant:
     reason: str
 
 
+def _dims(reader: CheckpointReader, key: str, rank: int | tuple[int, ...], part: str):
+    """The shape of ``key``: present, of rank ``rank``, every dimension >= 1."""
+    if key not in reader:
+        raise CheckpointError(
+            f"{part} keys are incomplete: {key!r} is missing",
+            path=reader.path,
+            missing=[key],
+            fix=f"the file is not a complete SD 1.x/2.x {part}",
+        )
+    return checked_shape(reader.shape(key), key, rank, what=part, path=reader.path)
+
+
+def _multiple(width: int, base: int, key: str, reader: CheckpointReader, part: str) -> int:
+    if width % base:
+        raise CheckpointError(
+            f"{part} tensor {key!r} is {width} wide, not a multiple of the first level's {base}",
+            path=reader.path,
+            fix="the file is corrupt or not an SD 1.x/2.x checkpoint",
+        )
+    return width // base
+
+
+def _evolved(base: Any, part: str, reader: CheckpointReader, **fields: Any) -> Any:
+    """``attrs.evolve(base, **fields)``; a configuration its validators refuse names the file."""
+    try:
+        return attrs.evolve(base, **fields)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"the {part} shapes in the file give an invalid configuration ({exc})",
+            path=reader.path,
+            fix=f"pass {part.lower()}_config= with the model's configuration, or use an "
+            "intact checkpoint",
+        ) from exc
+
+
+def _block_indices(keys: list[str], pattern: str) -> list[int]:
+    return sorted({int(m.group(1)) for k in keys if (m := re.match(pattern, k))})
+
+
 def _infer_unet_config(unet: CheckpointReader, base: UNetConfig) -> UNetConfig:
     """Read the UNet's shapes from its keys; heads and norm groups come from ``base``."""
-    try:
-        mc, in_ch = unet.shape("input_blocks.0.0.weight")[:2]
-        out_ch = unet.shape("out.2.weight")[0]
-        ctx = unet.shape("middle_block.1.transformer_blocks.0.attn2.to_k.weight")[1]
-        linear = len(unet.shape("middle_block.1.proj_in.weight")) == 2
-    except CheckpointError as exc:
-        raise CheckpointError(
-            f"UNet keys are incomplete ({exc.args[0].splitlines()[0]})",
-            path=unet.path,
-            fix="the file is not a complete SD 1.x/2.x checkpoint",
-        ) from exc
-    blocks = sorted(
-        {int(m.group(1)) for k in unet.keys() if (m := re.match(r"input_blocks\.(\d+)\.", k))}
-    )
+    part = "UNet"
+    mc, in_ch = _dims(unet, "input_blocks.0.0.weight", 4, part)[:2]
+    out_ch = _dims(unet, "out.2.weight", 4, part)[0]
+    ctx = _dims(unet, "middle_block.1.transformer_blocks.0.attn2.to_k.weight", 2, part)[1]
+    linear = len(_dims(unet, "middle_block.1.proj_in.weight", (2, 4), part)) == 2
+    keys = unet.keys()
+    blocks = _block_indices(keys, r"input_blocks\.(\d+)\.")
     downs = [i for i in blocks if f"input_blocks.{i}.0.op.weight" in unet]
     levels = len(downs) + 1
-    n_res = (len(blocks) - levels) // levels
+    n_res = len(blocks) // levels - 1
+    if blocks != list(range(len(blocks))) or n_res < 1 or len(blocks) != levels * (n_res + 1):
+        raise CheckpointError(
+            f"UNet input blocks {blocks[:12]} do not form {levels} levels of residual blocks",
+            path=unet.path,
+            fix="the file is corrupt or not an SD 1.x/2.x checkpoint",
+        )
     depth = len(
-        {k.split(".")[3] for k in unet.keys() if k.startswith("middle_block.1.transformer_blocks.")}
+        {k.split(".")[3] for k in keys if k.startswith("middle_block.1.transformer_blocks.")}
     )
     mult, attn = [], []
     idx = 1
     for level in range(levels):
-        mult.append(unet.shape(f"input_blocks.{idx}.0.out_layers.3.weight")[0] // mc)
+        key = f"input_blocks.{idx}.0.out_layers.3.weight"
+        mult.append(_multiple(_dims(unet, key, 4, part)[0], mc, key, unet, part))
         if f"input_blocks.{idx}.1.norm.weight" in unet:
             attn.append(2**level)
         idx += n_res + 1
-    return attrs.evolve(
+    return _evolved(
         base,
+        part,
+        unet,
         in_channels=in_ch,
         out_channels=out_ch,
         model_channels=mc,
@@ -153,45 +200,95 @@ def _infer_unet_config(unet: CheckpointReader, base: UNetConfig) -> UNetConfig:
 
 
 def _infer_vae_config(vae: CheckpointReader, base: VAEConfig) -> VAEConfig:
-    try:
-        ch, in_ch = vae.shape("encoder.conv_in.weight")[:2]
-        out_ch = vae.shape("decoder.conv_out.weight")[0]
-        z = vae.shape("decoder.conv_in.weight")[1]
-        embed = vae.shape("post_quant_conv.weight")[1]
-    except CheckpointError as exc:
-        raise CheckpointError(
-            f"VAE keys are incomplete ({exc.args[0].splitlines()[0]})",
-            path=vae.path,
-            fix="the file is not a complete SD VAE; pass a separate VAE file",
-        ) from exc
-    levels = len({k.split(".")[2] for k in vae.keys() if k.startswith("encoder.down.")})
-    n_res = len({k.split(".")[4] for k in vae.keys() if k.startswith("encoder.down.0.block.")})
-    mult = tuple(
-        vae.shape(f"encoder.down.{i}.block.0.conv1.weight")[0] // ch for i in range(levels)
-    )
-    return attrs.evolve(
+    part = "VAE"
+    ch, in_ch = _dims(vae, "encoder.conv_in.weight", 4, part)[:2]
+    out_ch = _dims(vae, "decoder.conv_out.weight", 4, part)[0]
+    z = _dims(vae, "decoder.conv_in.weight", 4, part)[1]
+    embed = _dims(vae, "post_quant_conv.weight", 4, part)[1]
+    keys = vae.keys()
+    levels = len(_block_indices(keys, r"encoder\.down\.(\d+)\."))
+    n_res = len(_block_indices(keys, r"encoder\.down\.0\.block\.(\d+)\."))
+    mult = []
+    for i in range(levels):
+        key = f"encoder.down.{i}.block.0.conv1.weight"
+        mult.append(_multiple(_dims(vae, key, 4, part)[0], ch, key, vae, part))
+    return _evolved(
         base,
+        part,
+        vae,
         in_channels=in_ch,
         out_channels=out_ch,
         base_channels=ch,
-        channel_mult=mult,
+        channel_mult=tuple(mult),
         num_res_blocks=n_res,
         z_channels=z,
         embed_dim=embed,
     )
 
 
-def _meta_config(metadata: dict[str, Any], key: str, cls: type) -> Any:
+_MAX_LEVELS, _MAX_BLOCKS = 16, 64
+"""Bounds on a configuration read from metadata (SD: 4 levels, 2 blocks, depth 1), so a
+hostile file cannot ask for a model that takes minutes to build."""
+
+
+def _meta_config(metadata: dict[str, Any], key: str, cls: type, path: str | None) -> Any:
+    """A configuration stored in the file's metadata (JSON text), or None when absent.
+
+    Raises:
+        CheckpointError: the entry is not a JSON object of ``cls``'s fields with valid,
+            bounded values.
+    """
     raw = metadata.get(key)
     if raw is None:
         return None
-    fields = json.loads(raw) if isinstance(raw, str) else dict(raw)
-    for name in ("channel_mult", "attention_resolutions"):
-        if name in fields:
+    fix = f"re-save the file with t2i_ldm.checkpoint.save_single_file, or remove {key!r}"
+    try:
+        fields = json.loads(raw) if isinstance(raw, str) else raw
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(
+            f"metadata {key!r} is not valid JSON ({exc})", path=path, fix=fix
+        ) from None
+    names = {f.name for f in attrs.fields(cls)}
+    if not isinstance(fields, dict) or not set(fields) <= names:
+        unknown = sorted(map(str, set(fields) - names)) if isinstance(fields, dict) else []
+        raise CheckpointError(
+            f"metadata {key!r} must be a JSON object of {cls.__name__} fields"
+            + (f"; unknown: {', '.join(unknown[:8])}" if unknown else ""),
+            path=path,
+            fix=fix,
+        )
+    fields = dict(fields)
+    for name in ("channel_mult", "attention_resolutions", "num_heads"):
+        if isinstance(fields.get(name), list):
             fields[name] = tuple(fields[name])
-    if isinstance(fields.get("num_heads"), list):
-        fields["num_heads"] = tuple(fields["num_heads"])
-    return cls(**fields)
+    try:
+        config = cls(**fields)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(
+            f"metadata {key!r} holds an invalid {cls.__name__}: {exc}", path=path, fix=fix
+        ) from None
+    blocks = (config.num_res_blocks, getattr(config, "transformer_depth", 1))
+    if len(config.channel_mult) > _MAX_LEVELS or max(blocks) > _MAX_BLOCKS:
+        raise CheckpointError(
+            f"metadata {key!r} asks for {len(config.channel_mult)} levels of "
+            f"{max(blocks)} blocks; the limits are {_MAX_LEVELS} and {_MAX_BLOCKS}",
+            path=path,
+            fix=fix,
+        )
+    return config
+
+
+def _global_step(reader: CheckpointReader) -> int | None:
+    """The file's ``global_step`` as an int, or None (absent or not an integer: ignored)."""
+    step = reader.metadata.get("global_step")
+    if isinstance(step, bool) or step is None:
+        return None
+    if isinstance(step, int):
+        return step
+    if isinstance(step, str) and step.strip().isdigit():
+        return int(step)
+    log.warning("ignoring a global_step that is not an integer", path=reader.path)
+    return None
 
 
 def _sd2_prediction(reader: CheckpointReader, yaml_path: Path | None) -> tuple[str, str]:
@@ -200,8 +297,7 @@ def _sd2_prediction(reader: CheckpointReader, yaml_path: Path | None) -> tuple[s
         if re.search(r"parameterization:\s*[\"']?v[\"']?\s*$", text, re.MULTILINE):
             return "v_prediction", f"{yaml_path.name} sets parameterization: v"
         return "epsilon", f"{yaml_path.name} has no v parameterization"
-    step = reader.metadata.get("global_step")
-    if step is not None and int(step) == 875000:
+    if _global_step(reader) == 875000:
         return "epsilon", "global_step 875000 (SD2-base)"
     log.warning(
         "SD2 checkpoint without a prediction type: assuming v-prediction (768-v); pass "
@@ -243,13 +339,9 @@ def detect_variant(
             f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
         )
     unet = prefixed_view(reader, UNET_PREFIX)
-    meta_unet = _meta_config(reader.metadata, META_UNET, UNetConfig)
-    meta_vae = _meta_config(reader.metadata, META_VAE, VAEConfig)
-    ctx = (
-        unet.shape("middle_block.1.transformer_blocks.0.attn2.to_k.weight")[1]
-        if ("middle_block.1.transformer_blocks.0.attn2.to_k.weight" in unet)
-        else None
-    )
+    meta_unet = _meta_config(reader.metadata, META_UNET, UNetConfig, reader.path)
+    meta_vae = _meta_config(reader.metadata, META_VAE, VAEConfig, reader.path)
+    ctx = _dims(unet, "middle_block.1.transformer_blocks.0.attn2.to_k.weight", 2, "UNet")[1]
     has_openclip = any(k.startswith(OPENCLIP_PREFIX) for k in keys)
     has_clip = any(k.startswith(CLIP_PREFIX) for k in keys)
     sd2 = has_openclip or ctx == 1024
@@ -500,6 +592,29 @@ def save_single_file(
     return _save_safetensors(state, path, metadata=meta)
 
 
+def _infer_diffusers_vae_config(
+    reader: CheckpointReader, vae_keys: list[str], base: VAEConfig
+) -> VAEConfig:
+    """A standalone VAE's configuration from its diffusers-named keys."""
+    part = "VAE"
+    ch, in_ch = _dims(reader, "encoder.conv_in.weight", 4, part)[:2]
+    levels = len(_block_indices(vae_keys, r"encoder\.down_blocks\.(\d+)\."))
+    n_res = len(_block_indices(vae_keys, r"encoder\.down_blocks\.0\.resnets\.(\d+)\."))
+    mult = []
+    for i in range(levels):
+        key = f"encoder.down_blocks.{i}.resnets.0.conv1.weight"
+        mult.append(_multiple(_dims(reader, key, 4, part)[0], ch, key, reader, part))
+    return _evolved(
+        base,
+        part,
+        reader,
+        in_channels=in_ch,
+        base_channels=ch,
+        channel_mult=tuple(mult),
+        num_res_blocks=n_res,
+    )
+
+
 def load_vae_file(
     path: str | os.PathLike,
     *,
@@ -535,22 +650,7 @@ def load_vae_file(
         )
     diffusers_names = any(".down_blocks." in k for k in vae_keys)
     if diffusers_names:
-        ch, in_ch = reader.shape("encoder.conv_in.weight")[:2]
-        levels = len({k.split(".")[2] for k in vae_keys if k.startswith("encoder.down_blocks.")})
-        n_res = len(
-            {k.split(".")[4] for k in vae_keys if k.startswith("encoder.down_blocks.0.resnets.")}
-        )
-        mult = tuple(
-            reader.shape(f"encoder.down_blocks.{i}.resnets.0.conv1.weight")[0] // ch
-            for i in range(levels)
-        )
-        cfg = attrs.evolve(
-            vae_config or SD_VAE,
-            in_channels=in_ch,
-            base_channels=ch,
-            channel_mult=mult,
-            num_res_blocks=n_res,
-        )
+        cfg = _infer_diffusers_vae_config(reader, vae_keys, vae_config or SD_VAE)
     else:
         cfg = _infer_vae_config(reader, vae_config or SD_VAE)
     vae = build_on_meta(AutoencoderKL, cfg)

@@ -93,12 +93,52 @@ def _check_fixed(cfg: dict[str, Any], fixed: dict[str, Any], what: str) -> None:
             )
 
 
-def _per_level(value: Any, n: int, name: str) -> list[int]:
-    if isinstance(value, (list, tuple)):
-        if len(value) != n:
-            raise CheckpointError(f"diffusers UNet {name} has {len(value)} entries for {n} blocks")
-        return [int(v) for v in value]
-    return [int(value)] * n
+def _bad(what: str, key: str, value: Any, expected: str) -> CheckpointError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return CheckpointError(
+        f"diffusers {what} option {key}={shown} is invalid: expected {expected}",
+        fix=f"fix {key} in the {what} config.json (a save_pretrained folder has valid values)",
+    )
+
+
+def _int(cfg: dict[str, Any], key: str, default: int, what: str, minimum: int = 1) -> int:
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _bad(what, key, value, f"an integer >= {minimum}")
+    return value
+
+
+def _number(cfg: dict[str, Any], key: str, default: float, what: str) -> float:
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise _bad(what, key, value, "a number")
+    return float(value)
+
+
+def _ints(cfg: dict[str, Any], key: str, default: Any, what: str) -> list[int]:
+    """A positive int, or a non-empty list of them."""
+    value = cfg.get(key, default)
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if not items or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in items):
+        raise _bad(what, key, value, "a positive integer or a list of them")
+    return list(items)
+
+
+def _names(cfg: dict[str, Any], key: str, what: str) -> list[str]:
+    value = cfg.get(key, ())
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise _bad(what, key, value, "a list of block type names")
+    return list(value)
+
+
+def _per_level(cfg: dict[str, Any], key: str, default: Any, n: int) -> list[int]:
+    values = _ints(cfg, key, default, "UNet")
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
+        raise CheckpointError(f"diffusers UNet {key} has {len(values)} entries for {n} blocks")
+    return values
 
 
 def unet_config_from_diffusers(cfg: dict[str, Any]) -> UNetConfig:
@@ -107,15 +147,18 @@ def unet_config_from_diffusers(cfg: dict[str, Any]) -> UNetConfig:
     diffusers' ``attention_head_dim`` is the head *count* (diffusers issue #2011) unless
     ``num_attention_heads`` is set; ``block_out_channels`` gives ``model_channels`` and
     ``channel_mult``; blocks named ``CrossAttn*`` carry transformers.
+
+    Raises:
+        CheckpointError: an option of the wrong type or value, or one t2i_ldm does not
+            implement (naming the option).
     """
     _check_fixed(cfg, _UNET_FIXED, "UNet")
-    widths = [int(w) for w in cfg.get("block_out_channels", (320, 640, 1280, 1280))]
+    widths = _ints(cfg, "block_out_channels", [320, 640, 1280, 1280], "UNet")
     n = len(widths)
     mc = widths[0]
     if any(w % mc for w in widths):
         raise CheckpointError(f"block_out_channels {widths} are not multiples of the first")
-    down = list(cfg.get("down_block_types", ()))
-    up = list(cfg.get("up_block_types", ()))
+    down, up = _names(cfg, "down_block_types", "UNet"), _names(cfg, "up_block_types", "UNet")
     if len(down) != n or len(up) != n:
         raise CheckpointError("diffusers UNet block types do not match block_out_channels")
     attn = [t.startswith("CrossAttn") for t in down]
@@ -124,10 +167,10 @@ def unet_config_from_diffusers(cfg: dict[str, Any]) -> UNetConfig:
             raise CheckpointError(f"unsupported diffusers UNet block {t!r}")
     if [t.startswith("CrossAttn") for t in reversed(up)] != attn:
         raise CheckpointError("diffusers UNet up blocks do not mirror the down blocks")
-    heads_raw = cfg.get("num_attention_heads") or cfg.get("attention_head_dim", 8)
-    heads = _per_level(heads_raw, n, "attention heads")
-    layers = set(_per_level(cfg.get("layers_per_block", 2), n, "layers_per_block"))
-    depth = set(_per_level(cfg.get("transformer_layers_per_block", 1), n, "transformer layers"))
+    heads_key = "num_attention_heads" if cfg.get("num_attention_heads") else "attention_head_dim"
+    heads = _per_level(cfg, heads_key, 8, n)
+    layers = set(_per_level(cfg, "layers_per_block", 2, n))
+    depth = set(_per_level(cfg, "transformer_layers_per_block", 1, n))
     if len(layers) != 1 or len(depth) != 1:
         raise CheckpointError("per-block layers_per_block / transformer depth are not supported")
     head_dims = {w // h for w, h in zip(widths, heads)}
@@ -137,65 +180,91 @@ def unet_config_from_diffusers(cfg: dict[str, Any]) -> UNetConfig:
         head_kw = {"num_heads": None, "head_dim": head_dims.pop()}
     else:
         head_kw = {"num_heads": tuple(heads)}
-    ctx = cfg.get("cross_attention_dim", 768)
-    if isinstance(ctx, (list, tuple)):
-        if len(set(ctx)) != 1:
-            raise CheckpointError("per-block cross_attention_dim is not supported")
-        ctx = ctx[0]
-    return UNetConfig(
-        in_channels=int(cfg.get("in_channels", 4)),
-        out_channels=int(cfg.get("out_channels", 4)),
+    ctx = set(_ints(cfg, "cross_attention_dim", 768, "UNet"))
+    if len(ctx) != 1:
+        raise CheckpointError("per-block cross_attention_dim is not supported")
+    return _config(
+        UNetConfig,
+        "UNet",
+        in_channels=_int(cfg, "in_channels", 4, "UNet"),
+        out_channels=_int(cfg, "out_channels", 4, "UNet"),
         model_channels=mc,
         channel_mult=tuple(w // mc for w in widths),
         num_res_blocks=layers.pop(),
         attention_resolutions=tuple(2**i for i, a in enumerate(attn) if a),
         transformer_depth=depth.pop(),
-        context_dim=int(ctx),
+        context_dim=ctx.pop(),
         use_linear_projection=bool(cfg.get("use_linear_projection", False)),
         upcast_attention=bool(cfg.get("upcast_attention", False)),
-        norm_groups=int(cfg.get("norm_num_groups", 32)),
+        norm_groups=_int(cfg, "norm_num_groups", 32, "UNet"),
         **head_kw,
     )
 
 
+def _config(cls: type, what: str, **fields: Any) -> Any:
+    """``cls(**fields)``; values its validators refuse become a :class:`CheckpointError`."""
+    try:
+        return cls(**fields)
+    except ValueError as exc:
+        raise CheckpointError(
+            f"the diffusers {what} config gives an invalid configuration ({exc})",
+            fix=f"fix the {what} config.json, or use an intact save_pretrained folder",
+        ) from exc
+
+
 def vae_config_from_diffusers(cfg: dict[str, Any]) -> VAEConfig:
-    """Translate a diffusers ``AutoencoderKL`` ``config.json`` dict to ours."""
+    """Translate a diffusers ``AutoencoderKL`` ``config.json`` dict to ours.
+
+    Raises:
+        CheckpointError: an option of the wrong type or value, or an unsupported one.
+    """
     _check_fixed(cfg, _VAE_FIXED, "VAE")
-    widths = [int(w) for w in cfg.get("block_out_channels", (64,))]
-    for t in cfg.get("down_block_types", ()):
+    widths = _ints(cfg, "block_out_channels", [64], "VAE")
+    for t in _names(cfg, "down_block_types", "VAE"):
         if t != "DownEncoderBlock2D":
             raise CheckpointError(f"unsupported diffusers VAE block {t!r}")
-    for t in cfg.get("up_block_types", ()):
+    for t in _names(cfg, "up_block_types", "VAE"):
         if t != "UpDecoderBlock2D":
             raise CheckpointError(f"unsupported diffusers VAE block {t!r}")
     ch = widths[0]
     if any(w % ch for w in widths):
         raise CheckpointError(f"VAE block_out_channels {widths} are not multiples of the first")
-    latent = int(cfg.get("latent_channels", 4))
-    return VAEConfig(
-        in_channels=int(cfg.get("in_channels", 3)),
-        out_channels=int(cfg.get("out_channels", 3)),
+    latent = _int(cfg, "latent_channels", 4, "VAE")
+    return _config(
+        VAEConfig,
+        "VAE",
+        in_channels=_int(cfg, "in_channels", 3, "VAE"),
+        out_channels=_int(cfg, "out_channels", 3, "VAE"),
         base_channels=ch,
         channel_mult=tuple(w // ch for w in widths),
-        num_res_blocks=int(cfg.get("layers_per_block", 1)),
+        num_res_blocks=_int(cfg, "layers_per_block", 1, "VAE"),
         z_channels=latent,
         embed_dim=latent,
-        norm_groups=int(cfg.get("norm_num_groups", 32)),
-        scaling_factor=float(cfg.get("scaling_factor", 0.18215)),
+        norm_groups=_int(cfg, "norm_num_groups", 32, "VAE"),
+        scaling_factor=_number(cfg, "scaling_factor", 0.18215, "VAE"),
     )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; anything else is a :class:`CheckpointError` naming it."""
     if not path.is_file():
         raise CheckpointError(
             "missing file",
             path=path,
             fix="pass a complete diffusers folder (save_pretrained output)",
         )
+    fix = "restore the file from the model's save_pretrained folder"
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"invalid JSON ({exc})", path=path) from exc
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"invalid JSON ({exc})", path=path, fix=fix) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read the file ({exc})", path=path) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"must hold a JSON object, not {type(data).__name__}", path=path, fix=fix
+        )
+    return data
 
 
 def find_weights(folder: Path, component: str, variant: str | None = None) -> Path:
@@ -266,7 +335,10 @@ def load_diffusers_unet(
 ) -> UNetModel:
     """Load ``folder`` (a diffusers ``unet/`` folder: ``config.json`` + weights) into our UNet."""
     folder = Path(folder)
-    config = unet_config_from_diffusers(_read_json(folder / "config.json"))
+    try:
+        config = unet_config_from_diffusers(_read_json(folder / "config.json"))
+    except CheckpointError as exc:
+        raise exc.located(folder / "config.json") from exc
     model = build_on_meta(UNetModel, config)
     key_map = unet_key_map(config, model.state_dict().keys())
     with open_checkpoint(find_weights(folder, "unet", variant), allow_pickle=allow_pickle) as r:
@@ -292,7 +364,10 @@ def load_diffusers_vae(
 ) -> AutoencoderKL:
     """Load ``folder`` (a diffusers ``vae/`` folder) into our AutoencoderKL."""
     folder = Path(folder)
-    config = vae_config_from_diffusers(_read_json(folder / "config.json"))
+    try:
+        config = vae_config_from_diffusers(_read_json(folder / "config.json"))
+    except CheckpointError as exc:
+        raise exc.located(folder / "config.json") from exc
     model = build_on_meta(AutoencoderKL, config)
     key_map = vae_key_map(config, model.state_dict().keys())
     with open_checkpoint(find_weights(folder, "vae", variant), allow_pickle=allow_pickle) as r:
@@ -318,12 +393,13 @@ def schedule_from_diffusers(cfg: dict[str, Any]) -> tuple[NoiseScheduleConfig, s
             fix="edit scheduler/scheduler_config.json or use a matching model",
         )
     pred = cfg.get("prediction_type", "epsilon")
-    if pred not in PREDICTION_TYPES:
+    if not isinstance(pred, str) or pred not in PREDICTION_TYPES:
         raise CheckpointError(f"prediction_type {pred!r} is not one of {PREDICTION_TYPES}")
+    what = "scheduler"
     sched = NoiseScheduleConfig(
-        float(cfg.get("beta_start", 0.00085)),
-        float(cfg.get("beta_end", 0.012)),
-        int(cfg.get("num_train_timesteps", 1000)),
+        _number(cfg, "beta_start", 0.00085, what),
+        _number(cfg, "beta_end", 0.012, what),
+        _int(cfg, "num_train_timesteps", 1000, what),
     )
     return sched, pred
 
@@ -359,10 +435,12 @@ def load_diffusers_folder(
         folder / "vae", dtype=dtype, device=device, allow_pickle=allow_pickle, variant=variant
     )
     schedule, pred = NoiseScheduleConfig(), "epsilon"
-    if (folder / "scheduler" / "scheduler_config.json").is_file():
-        schedule, pred = schedule_from_diffusers(
-            _read_json(folder / "scheduler" / "scheduler_config.json")
-        )
+    scheduler = folder / "scheduler" / "scheduler_config.json"
+    if scheduler.is_file():
+        try:
+            schedule, pred = schedule_from_diffusers(_read_json(scheduler))
+        except CheckpointError as exc:
+            raise exc.located(scheduler) from exc
     pred = prediction_type or pred
     text, text_cfg = None, None
     te = folder / "text_encoder"

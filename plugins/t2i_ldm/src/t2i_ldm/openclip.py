@@ -33,6 +33,8 @@ import structlog
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from t2i.checkpoints import CheckpointError, checked_shape
+
 log = structlog.get_logger(__name__)
 
 OPENCLIP_PREFIX = "cond_stage_model.model."
@@ -62,8 +64,16 @@ _UNUSED_TOP = ("text_projection", "logit_scale")
 """Present in SD2 checkpoints, not part of the conditioning path."""
 
 
-class OpenClipConversionError(ValueError):
+class OpenClipConversionError(CheckpointError, ValueError):
     """The OpenCLIP state dict does not have the expected keys or shapes."""
+
+
+def _shape(state_dict: Mapping[str, torch.Tensor], key: str, rank: int) -> tuple[int, ...]:
+    if key not in state_dict:
+        raise OpenClipConversionError(f"OpenCLIP text tower: {key!r} is missing")
+    return checked_shape(
+        state_dict[key].shape, key, rank, what="OpenCLIP text", error=OpenClipConversionError
+    )
 
 
 def strip_openclip_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -90,8 +100,8 @@ def openclip_text_config(
         layers_used: blocks to keep; None keeps all but the last (SD2's "penultimate").
         head_dim: width per attention head (64 in every OpenCLIP ViT; ViT-H/14: 16 heads).
     """
-    vocab_size, width = state_dict["token_embedding.weight"].shape
-    context = state_dict["positional_embedding"].shape[0]
+    vocab_size, width = _shape(state_dict, "token_embedding.weight", 2)
+    context = _shape(state_dict, "positional_embedding", 2)[0]
     n_blocks = _count_blocks(state_dict)
     layers_used = n_blocks - 1 if layers_used is None else layers_used
     if not 1 <= layers_used <= n_blocks:
@@ -101,8 +111,10 @@ def openclip_text_config(
         )
     if width % head_dim:
         raise OpenClipConversionError(f"width {width} is not a multiple of head_dim {head_dim}")
-    intermediate = state_dict["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
+    intermediate = _shape(state_dict, "transformer.resblocks.0.mlp.c_fc.weight", 2)[0]
     projection = state_dict.get("text_projection")
+    if projection is not None:
+        _shape(state_dict, "text_projection", 2)
     return CLIPTextConfig(
         vocab_size=int(vocab_size),
         hidden_size=int(width),
@@ -183,7 +195,7 @@ def convert_openclip_text(
             continue  # SD2 drops the last block
         target = f"text_model.encoder.layers.{block}."
         if name in _PACKED:
-            if value.shape[0] != 3 * width:
+            if value.dim() < 1 or value.shape[0] != 3 * width:
                 raise OpenClipConversionError(
                     f"{key} has shape {tuple(value.shape)}; expected first dimension 3*{width}"
                 )

@@ -21,10 +21,43 @@ TOKENIZER_ENV = "T2I_CLIP_TOKENIZER"
 """Where to find a CLIP vocabulary for single-file checkpoints (which carry none)."""
 
 
+DTYPES = ("float32", "float16", "bfloat16")
+
+
 def _dtype(value: Any) -> torch.dtype | None:
     if value is None or isinstance(value, torch.dtype):
         return value
-    return getattr(torch, str(value))
+    if value not in DTYPES:
+        from t2i.engine import EngineError
+
+        raise EngineError(f"dtype must be one of {', '.join(DTYPES)}, got {value!r}")
+    return getattr(torch, value)
+
+
+def _check_recipe_options(**options: Any) -> None:
+    """Refuse a bad option of the ``ldm`` recipe before any file is read (EngineError)."""
+    from t2i.engine import EngineError
+    from t2i_ldm.config import PREDICTION_TYPES
+    from t2i_ldm.text_encoder import EMPHASIS_MODES
+
+    def positive_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    rules = {
+        "checkpoint": (lambda v: isinstance(v, (str, os.PathLike)), "a file or folder path"),
+        "tokenizer": (lambda v: v is None or isinstance(v, (str, os.PathLike)), "a path"),
+        "prediction_type": (lambda v: v is None or v in PREDICTION_TYPES, PREDICTION_TYPES),
+        "clip_skip": (positive_int, "an integer >= 1"),
+        "emphasis": (lambda v: v in EMPHASIS_MODES, EMPHASIS_MODES),
+        "dtype": (lambda v: v is None or isinstance(v, torch.dtype) or v in DTYPES, DTYPES),
+        "allow_pickle": (lambda v: isinstance(v, bool), "true or false"),
+        "use_ema": (lambda v: isinstance(v, bool), "true or false"),
+        "text_head_dim": (positive_int, "an integer >= 1"),
+    }
+    for name, value in options.items():
+        ok, allowed = rules[name]
+        if not ok(value):
+            raise EngineError(f"recipe 'ldm': option {name}={value!r} is invalid; use {allowed}")
 
 
 @functools.lru_cache(maxsize=2)
@@ -104,9 +137,17 @@ def create_clip_tokenizer(
     source = Path(source)
     if sd2 and "pad_id" not in options:
         options["pad_id"] = 0  # OpenCLIP pads with "!" (id 0)
-    if source.is_dir():
-        return ClipTokenizer.from_folder(source, **options)
-    return ClipTokenizer.from_bpe_file(source, **options)
+    try:
+        if source.is_dir():
+            return ClipTokenizer.from_folder(source, **options)
+        return ClipTokenizer.from_bpe_file(source, **options)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # JSON errors are ValueErrors
+        raise CheckpointError(
+            f"cannot read the CLIP vocabulary ({type(exc).__name__}: {exc})",
+            path=source,
+            fix="pass tokenizer= a diffusers tokenizer/ folder (vocab.json + merges.txt) or "
+            "bpe_simple_vocab_16e6.txt.gz",
+        ) from exc
 
 
 def create_clip_text_encoder(
@@ -133,22 +174,58 @@ def create_clip_text_encoder(
     state = {k: reader.get(k) for k in reader.keys()}
     if models.text_encoder_format == "open_clip":
         state = {f"cond_stage_model.model.{k}": v for k, v in state.items()}
-    config = None
     extra_cfg = models.extras.get("text_encoder_config")
-    if extra_cfg:
-        from transformers import CLIPTextConfig
-
-        config = CLIPTextConfig(
-            **{k: v for k, v in extra_cfg.items() if not k.startswith("_") and k != "architectures"}
+    config = _text_config(extra_cfg, checkpoint) if extra_cfg else None
+    try:
+        return ClipTextEncoder.from_state_dict(
+            state,
+            config=config,
+            dtype=_dtype(dtype),
+            clip_skip=clip_skip,
+            emphasis=emphasis,
+            head_dim=head_dim,
         )
-    return ClipTextEncoder.from_state_dict(
-        state,
-        config=config,
-        dtype=_dtype(dtype),
-        clip_skip=clip_skip,
-        emphasis=emphasis,
-        head_dim=head_dim,
-    )
+    except CheckpointError as exc:
+        raise exc.located(checkpoint) from exc
+
+
+_TEXT_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "max_position_embeddings",
+)
+
+
+def _text_config(raw: dict[str, Any], checkpoint: str | os.PathLike):
+    """The ``CLIPTextConfig`` of a diffusers ``text_encoder/config.json``, its sizes checked."""
+    from transformers import CLIPTextConfig
+    from transformers.activations import ACT2FN
+
+    where = Path(checkpoint) / "text_encoder" / "config.json"
+    fields = {k: v for k, v in raw.items() if not k.startswith("_") and k != "architectures"}
+    for key in _TEXT_SIZES:
+        value = fields.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"{key}={value!r} must be an integer >= 1", path=where)
+    act = fields.get("hidden_act", "quick_gelu")
+    if not isinstance(act, str) or act not in ACT2FN:
+        raise CheckpointError(
+            f"hidden_act={act!r} is not an activation transformers has", path=where
+        )
+    try:
+        config = CLIPTextConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"invalid CLIP text config ({exc})", path=where) from exc
+    if config.hidden_size % config.num_attention_heads:
+        raise CheckpointError(
+            f"hidden_size {config.hidden_size} does not split into "
+            f"{config.num_attention_heads} heads",
+            path=where,
+        )
+    return config
 
 
 def ldm_recipe(
@@ -173,6 +250,17 @@ def ldm_recipe(
     from t2i.files import short_hash
     from t2i.recipe import diffusion_recipe
 
+    _check_recipe_options(
+        checkpoint=checkpoint,
+        tokenizer=tokenizer,
+        prediction_type=prediction_type,
+        clip_skip=clip_skip,
+        emphasis=emphasis,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        use_ema=use_ema,
+        text_head_dim=text_head_dim,
+    )
     checkpoint = str(checkpoint)
     load = {"checkpoint": checkpoint, "allow_pickle": allow_pickle}
     if dtype:

@@ -35,6 +35,7 @@ import structlog
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from t2i.checkpoints import CheckpointError, checked_shape
 from t2i.contracts import ExportSpec
 from t2i.payloads import Conditioning, Tokens
 from t2i_ldm import openclip
@@ -50,7 +51,7 @@ _IGNORED_BUFFERS = ("text_model.embeddings.position_ids",)
 """Buffers some checkpoints carry that the model rebuilds itself (``arange``)."""
 
 
-class TextEncoderWeightsError(ValueError):
+class TextEncoderWeightsError(CheckpointError, ValueError):
     """A state dict does not fit the text model; the message lists the offending keys."""
 
 
@@ -145,9 +146,9 @@ def infer_clip_text_config(
     ``hidden_act`` ("quick_gelu" for OpenAI CLIP, "gelu" for OpenCLIP) are given.
     """
     try:
-        vocab_size, width = weights["text_model.embeddings.token_embedding.weight"].shape
-        context = weights["text_model.embeddings.position_embedding.weight"].shape[0]
-        intermediate = weights["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0]
+        vocab_size, width = _shape(weights, "text_model.embeddings.token_embedding.weight", 2)
+        context = _shape(weights, "text_model.embeddings.position_embedding.weight", 2)[0]
+        intermediate = _shape(weights, "text_model.encoder.layers.0.mlp.fc1.weight", 2)[0]
     except KeyError as missing:
         raise TextEncoderWeightsError(
             f"not a CLIP text model state dict: {missing} is missing"
@@ -169,6 +170,12 @@ def infer_clip_text_config(
         bos_token_id=int(vocab_size) - 2,
         eos_token_id=int(vocab_size) - 1,
         pad_token_id=1,
+    )
+
+
+def _shape(weights: Mapping[str, torch.Tensor], key: str, rank: int) -> tuple[int, ...]:
+    return checked_shape(
+        weights[key].shape, key, rank, what="text encoder", error=TextEncoderWeightsError
     )
 
 
@@ -197,6 +204,11 @@ def build_clip_text_model(
         f"{k}: {tuple(weights[k].shape)} != {expected[k]}"
         for k in set(weights) & set(expected)
         if tuple(weights[k].shape) != expected[k]
+    )
+    wrong += sorted(  # an integer tensor cannot become a floating-point parameter
+        f"{k}: dtype {weights[k].dtype} is not floating point"
+        for k in set(weights) & set(expected)
+        if not weights[k].is_floating_point()
     )
     if missing or unexpected or wrong:
         raise TextEncoderWeightsError(
