@@ -1,12 +1,13 @@
 """Data-parallel training across the processes ``torchrun`` starts (one per GPU).
 
-``torchrun --nproc_per_node N -m t2i.cli.main train ldm ...`` sets ``RANK``, ``WORLD_SIZE``
-and ``LOCAL_RANK``; :func:`setup_distributed` reads them, joins the process group (NCCL on
-CUDA, gloo on CPU) and pins each process to its GPU. Without those variables it returns a
-single-process :class:`DistributedContext` whose methods cost nothing, so the trainer has one
-code path. Gradients are averaged by ``DistributedDataParallel``; decisions taken from a
-clock (the ``--minutes`` deadline) are made by rank 0 and broadcast, so no rank leaves the
-loop while the others wait in an all-reduce.
+``torchrun --nproc_per_node N -m t2i.cli.main train FAMILY ...`` sets ``RANK``,
+``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`setup_distributed` reads them, joins the process
+group (NCCL on CUDA, gloo on CPU) and pins each process to its GPU. Without those variables it
+returns a single-process :class:`DistributedContext` whose methods cost nothing, so the
+training loop (:func:`t2i.training.train`) has one code path. Gradients are averaged by
+``DistributedDataParallel``; decisions taken from a clock (the ``--minutes`` deadline) are
+made by rank 0 and broadcast, so no rank leaves the loop while the others wait in an
+all-reduce.
 """
 
 from __future__ import annotations

@@ -11,6 +11,14 @@ and its prediction maps to the denoised sample ``x0`` as:
 - ``sample``: the network predicts ``x0`` itself.
 - ``edm`` (continuous only): ``x0 = c_skip * x + c_out' * F``, ``c_out' = -c_out`` (Karras F).
 
+Each adapter also gives the training loss of its network, k-diffusion's ``loss()`` beside
+``forward``: ``loss(x0, cond, noise=n, sigma=s)`` noises ``x0`` to ``x = x0 + s * n`` and
+returns the per-sample mean squared error ``(B,)`` of the network's prediction against its
+own target: ``n`` (epsilon, Ho et al. 2020), ``v = (sigma_data * n - (s / sigma_data) * x0)
+/ sqrt(s^2 + sigma_data^2)`` (Salimans & Ho 2022), ``x0`` (sample), or for ``edm`` the
+target ``(x0 - c_skip * x) / c_out`` of ``F``, which is Karras et al.'s loss weighting
+``lambda(s) = (s^2 + sigma_data^2) / (s * sigma_data)^2`` of ``|D(x, s) - x0|^2``.
+
 Discrete-time (DDPM-trained) models are timestep-indexed: sigma is mapped to a
 fractional timestep by log-sigma interpolation of the trained table (as
 k-diffusion's ``DiscreteSchedule.sigma_to_t`` and diffusers' ``_sigma_to_t``), the
@@ -62,6 +70,33 @@ def _to_x0(
     if prediction_type == "v_prediction":
         return c_skip * x - c_out * out
     return c_skip * x + c_out * out  # edm
+
+
+def _target(
+    prediction_type: str,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    sigma_data: float,
+) -> torch.Tensor:
+    """What the network should predict for ``x = x0 + sigma * noise`` (the inverse of _to_x0)."""
+    if prediction_type == "sample":
+        return x0
+    if prediction_type == "epsilon":
+        return noise
+    denom = sigma**2 + sigma_data**2
+    if prediction_type == "v_prediction":
+        return (sigma_data * noise - (sigma / sigma_data) * x0) / denom.sqrt()
+    c_skip = sigma_data**2 / denom
+    c_out = sigma * sigma_data / denom.sqrt()
+    return (x0 - c_skip * x) / c_out  # edm: F's target
+
+
+def _mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean squared error ``(B,)``, in float32 at least."""
+    dtype = torch.promote_types(out.dtype, torch.float32)
+    return (out.to(dtype) - target.to(dtype)).pow(2).flatten(1).mean(1)
 
 
 class DiscreteDenoiser:
@@ -127,12 +162,27 @@ class DiscreteDenoiser:
         """Sigma at fractional timesteps ``t`` (log-sigma interpolation)."""
         return interp_log(t, self._table(t.device, t.dtype))
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
-        """``D(x, sigma, cond) -> x0`` with ``sigma`` a ``(B,)`` tensor."""
+    def _predict(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
+        """The network's own prediction at ``x``, ``sigma`` (eps, v or x0)."""
         s = _bcast(sigma.to(x.dtype), x)
         c_in = 1 / (s**2 + 1).sqrt()
-        out = self.model(x * c_in, self.sigma_to_t(sigma.to(x.dtype)), cond).to(x.dtype)
-        return _to_x0(self.prediction_type, out, x, s, 1.0)
+        return self.model(x * c_in, self.sigma_to_t(sigma.to(x.dtype)), cond).to(x.dtype)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
+        """``D(x, sigma, cond) -> x0`` with ``sigma`` a ``(B,)`` tensor."""
+        out = self._predict(x, sigma, cond)
+        return _to_x0(self.prediction_type, out, x, _bcast(sigma.to(x.dtype), x), 1.0)
+
+    def loss(
+        self, x0: torch.Tensor, cond: Any, *, noise: torch.Tensor, sigma: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-sample MSE ``(B,)`` of the prediction at ``x0 + sigma * noise`` against its
+        target (module docstring). With ``sigma = sigmas[t]`` the network sees the DDPM
+        sample ``sqrt(a_t) x0 + sqrt(1 - a_t) noise`` at timestep ``t``."""
+        s = _bcast(sigma.to(x0.dtype), x0)
+        x = x0 + s * noise
+        out = self._predict(x, sigma, cond)
+        return _mse(out, _target(self.prediction_type, x0, noise, x, s, 1.0))
 
 
 class ContinuousDenoiser:
@@ -170,10 +220,24 @@ class ContinuousDenoiser:
         self.sigma_data = float(sigma_data)
         self.noise_input = noise_input or (lambda s: s)
 
+    def _predict(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
+        """The network's own prediction at ``x``, ``sigma`` (eps, v, x0 or EDM's F)."""
+        sigma = sigma.to(x.dtype)
+        c_in = 1 / (_bcast(sigma, x) ** 2 + self.sigma_data**2).sqrt()
+        return self.model(x * c_in, self.noise_input(sigma), cond).to(x.dtype)
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
         """``D(x, sigma, cond) -> x0`` with ``sigma`` a ``(B,)`` tensor."""
-        sigma = sigma.to(x.dtype)
-        s = _bcast(sigma, x)
-        c_in = 1 / (s**2 + self.sigma_data**2).sqrt()
-        out = self.model(x * c_in, self.noise_input(sigma), cond).to(x.dtype)
+        out = self._predict(x, sigma, cond)
+        s = _bcast(sigma.to(x.dtype), x)
         return _to_x0(self.prediction_type, out, x, s, self.sigma_data)
+
+    def loss(
+        self, x0: torch.Tensor, cond: Any, *, noise: torch.Tensor, sigma: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-sample MSE ``(B,)`` of the prediction at ``x0 + sigma * noise`` against its
+        target (module docstring); for ``edm`` that is EDM's weighted denoising loss."""
+        s = _bcast(sigma.to(x0.dtype), x0)
+        x = x0 + s * noise
+        out = self._predict(x, sigma, cond)
+        return _mse(out, _target(self.prediction_type, x0, noise, x, s, self.sigma_data))

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from t2i_ldm.distributed import DistributedContext, setup_distributed
+from t2i.training.distributed import DistributedContext, setup_distributed
 
 
 def _worker(rank: int, store: str, results) -> None:

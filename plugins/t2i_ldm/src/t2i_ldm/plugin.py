@@ -114,9 +114,6 @@ def t2i_register_recipes(register) -> None:
 
 @hookimpl
 def t2i_register_trainers(register) -> None:
-    def train_command():
-        from t2i_ldm.train import train_command
+    from t2i_ldm.train import LdmTrainer
 
-        return train_command
-
-    register("ldm", train_command)
+    register("ldm", LdmTrainer)

@@ -96,3 +96,66 @@ def test_adapter_errors():
         DiscreteDenoiser(lambda *a: a[0], ac.flip(0))
     with pytest.raises(ValueError, match="sigma_min"):
         ContinuousDenoiser(lambda *a: a[0], 1.0, 0.5)
+
+
+# -- training losses -------------------------------------------------------------------------
+def _net(x_in, t, cond):
+    """A fixed nonlinear 'network' of its input and timestep (so the loss depends on both)."""
+    return torch.tanh(1.3 * x_in + 0.2 * x_in.roll(1, -1) + t.reshape(-1, 1, 1, 1) / 700)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_discrete_loss_is_the_ddpm_objective(prediction_type):
+    ac = get_alphas_cumprod("scaled_linear", 1000)
+    model = DiscreteDenoiser(_net, ac, prediction_type)
+    t = torch.tensor([0, 17, 500, 999])
+    x0 = torch.randn(4, 3, 5, 5, dtype=F64)
+    noise = torch.randn_like(x0)
+    loss = model.loss(x0, None, noise=noise, sigma=model.sigmas[t])
+    # Ho et al. 2020: x_t = sqrt(a) x0 + sqrt(1 - a) eps at the trained timestep t
+    a = ac[t].reshape(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    target = {
+        "epsilon": noise,
+        "v_prediction": a.sqrt() * noise - (1 - a).sqrt() * x0,  # Salimans & Ho 2022
+        "sample": x0,
+    }[prediction_type]
+    expected = ((_net(x_t, t.to(F64), None) - target) ** 2).mean((1, 2, 3))
+    assert loss.shape == (4,)
+    torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_a_perfect_prediction_has_zero_loss_and_the_loss_has_gradients():
+    ac = get_alphas_cumprod("scaled_linear", 1000)
+    x0 = torch.randn(2, 3, 4, 4, dtype=F64)
+    noise = torch.randn_like(x0)
+    oracle = DiscreteDenoiser(lambda x_in, t, c: noise, ac)
+    sigma = oracle.sigmas[torch.tensor([3, 800])]
+    assert oracle.loss(x0, None, noise=noise, sigma=sigma).abs().max() < 1e-12
+    w = torch.ones((), dtype=F64, requires_grad=True)
+    model = DiscreteDenoiser(lambda x_in, t, c: w * x_in, ac)
+    model.loss(x0, None, noise=noise, sigma=sigma).mean().backward()
+    assert w.grad is not None and w.grad != 0
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample", "edm"])
+def test_continuous_loss_targets_and_edm_weighting(prediction_type):
+    sd = 0.5
+    model = ContinuousDenoiser(
+        _net, 0.002, 80.0, prediction_type, sigma_data=sd, noise_input=lambda s: s.log() / 4
+    )
+    x0 = torch.randn(3, 2, 4, 4, dtype=F64)
+    noise = torch.randn_like(x0)
+    sigma = torch.tensor([0.05, 1.0, 20.0], dtype=F64)
+    loss = model.loss(x0, None, noise=noise, sigma=sigma)
+    s = sigma.reshape(-1, 1, 1, 1)
+    x = x0 + s * noise
+    if prediction_type == "edm":  # Karras et al. 2022, eq. 2 and table 1: lambda * |D - x0|^2
+        weight = (s**2 + sd**2) / (s * sd) ** 2
+        expected = (weight * (model(x, sigma, None) - x0) ** 2).mean((1, 2, 3))
+    else:
+        out = _net(x / (s**2 + sd**2).sqrt(), sigma.log() / 4, None)
+        c_skip, c_out = sd**2 / (s**2 + sd**2), s * sd / (s**2 + sd**2).sqrt()
+        target = {"epsilon": noise, "v_prediction": (c_skip * x - x0) / c_out, "sample": x0}
+        expected = ((out - target[prediction_type]) ** 2).mean((1, 2, 3))
+    torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
