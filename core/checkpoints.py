@@ -396,6 +396,7 @@ def _unwrap_pickle(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[
 
 _PICKLE_ERRORS: tuple[type[BaseException], ...] = (
     pickle.UnpicklingError,
+    SafetensorError,  # torch.load hands files named .safetensors to safetensors
     EOFError,
     RuntimeError,
     ValueError,
@@ -452,8 +453,8 @@ def open_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> C
     """Open a weight file for streaming reads; its format is found by parsing, not by name.
 
     A file whose header parses as safetensors is read as safetensors whatever its suffix; a
-    zip or legacy pickle is refused unless ``allow_pickle``, then read with
-    ``torch.load(weights_only=True)`` (which never runs code).
+    zip or legacy pickle is refused unless ``allow_pickle`` (and always when it is named
+    ``.safetensors``), then read with ``torch.load(weights_only=True)`` (which never runs code).
 
     Args:
         path: a ``.safetensors`` file, or a pickle (``.ckpt``/``.pt``/``.pth``/``.bin``).
@@ -473,7 +474,7 @@ def open_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> C
     if fmt == SAFETENSORS:
         return _open_safetensors(path)
     if fmt is not None or is_pickle_path(path):
-        if not allow_pickle:
+        if not allow_pickle or path.suffix.lower() in SAFETENSORS_SUFFIXES:
             raise _refuse_pickle(path, fmt)
         log.warning("loading pickle checkpoint", path=str(path), weights_only=True)
         return _open_pickle(path)

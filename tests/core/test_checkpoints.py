@@ -155,3 +155,73 @@ def test_truncated_and_garbage_files(tmp_path):
         open_checkpoint(garbage)
     with pytest.raises(CheckpointError, match="no such file"):
         open_checkpoint(tmp_path / "missing.safetensors")
+
+
+# -- issue 22: format by parsing, content that does not fit --------------------------------
+
+
+def _padded_safetensors(path, state, header_length: int):
+    """A valid safetensors file whose JSON header is exactly ``header_length`` bytes."""
+    import json
+    import struct
+
+    data = save_safetensors(state, path).read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.dumps(json.loads(data[8 : 8 + n])).encode()
+    assert header_length >= len(header)
+    header += b" " * (header_length - len(header))  # the format allows trailing spaces
+    path.write_bytes(struct.pack("<Q", header_length) + header + data[8 + n :])
+    return path
+
+
+def test_valid_files_load_whatever_byte_their_header_length_starts_with(tmp_path):
+    state = _state()
+    base = len(save_safetensors(state, tmp_path / "probe.safetensors").read_bytes())
+    for first in range(256):  # 0x80 once meant "pickle", refusing valid files
+        length = (base // 256 + 1) * 256 + first
+        path = _padded_safetensors(tmp_path / f"b{first}.safetensors", state, length)
+        assert path.read_bytes()[0] == first
+        model = load_into(Tiny(), open_checkpoint(path))
+        torch.testing.assert_close(model.lin.weight, state["lin.weight"])
+    pk = _padded_safetensors(tmp_path / "pk.safetensors", state, 0x4B50)  # starts with b"PK"
+    assert pk.read_bytes()[:2] == b"PK"
+    assert sorted(open_checkpoint(pk).keys()) == sorted(state)
+
+
+def test_safetensors_named_like_a_pickle_loads_without_allow_pickle(tmp_path):
+    path = tmp_path / "model.ckpt"
+    save_safetensors(_state(), path)
+    assert sorted(open_checkpoint(path).keys()) == sorted(_state())
+
+
+def test_legacy_pickle_is_recognised_by_its_structure(tmp_path):
+    path = tmp_path / "legacy.safetensors"
+    torch.save(_state(), path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="looks like a pickle"):
+        open_checkpoint(path)
+    ckpt = tmp_path / "legacy.ckpt"
+    ckpt.write_bytes(path.read_bytes())
+    assert sorted(open_checkpoint(ckpt, allow_pickle=True).keys()) == sorted(_state())
+
+
+def test_integer_tensor_for_a_float_parameter_is_a_fit_error(tmp_path):
+    state = _state()
+    state["lin.weight"] = state["lin.weight"].to(torch.int32)
+    path = save_safetensors(state, tmp_path / "int.safetensors")
+    with pytest.raises(CheckpointError, match="wrong-dtype keys") as info:
+        load_into(Tiny(), open_checkpoint(path), what="Tiny")
+    assert info.value.mistyped == [("lin.weight", "torch.int32", "torch.float32")]
+    assert "int.safetensors" in str(info.value)
+
+
+def test_pickle_with_non_string_keys(tmp_path):
+    path = tmp_path / "keys.ckpt"
+    torch.save({1: torch.zeros(2), "a": torch.ones(1)}, path)
+    with pytest.raises(CheckpointError, match="tensor names must be strings"):
+        open_checkpoint(path, allow_pickle=True)
+
+
+def test_shape_of_a_missing_key_is_a_checkpoint_error(tmp_path):
+    path = save_safetensors(_state(), tmp_path / "w.safetensors")
+    with open_checkpoint(path) as reader, pytest.raises(CheckpointError, match="not in the"):
+        reader.shape("no.such.key")
