@@ -38,6 +38,7 @@ from t2i.noise import seeded_noise
 from t2i.payloads import Conditioning, Image, Latent, Tokens
 from t2i.recipe import Recipe, diffusion_recipe
 from t2i.registry import hookimpl
+from t2i.testing.toy_training import t2i_register_trainers  # noqa: F401  (the trainer `toy`)
 
 CALLS: Counter = Counter()
 CACHE_LENGTHS: list[int] = []

@@ -9,14 +9,36 @@
 - :func:`setup_distributed` (:mod:`~t2i.training.distributed`): the ``torchrun`` context.
 """
 
-from t2i.training.config import PRECISIONS, TrainConfig, TrainOptionsError, check_split
-from t2i.training.contract import DataSource, Split, TrainableModel
-from t2i.training.data import RandomBatches
-from t2i.training.distributed import DistributedContext, DistributedSetupError, setup_distributed
-from t2i.training.ema import EMA, ema_decay_at
-from t2i.training.loop import TrainResult, train
-from t2i.training.schedule import lr_factor
-from t2i.training.trainer import Trainer, TrainerOption
+import importlib
+
+_HOMES = {
+    "PRECISIONS": "config",
+    "TrainConfig": "config",
+    "TrainOptionsError": "config",
+    "check_split": "config",
+    "DataSource": "contract",
+    "Split": "contract",
+    "TrainableModel": "contract",
+    "RandomBatches": "data",
+    "DistributedContext": "distributed",
+    "DistributedSetupError": "distributed",
+    "setup_distributed": "distributed",
+    "EMA": "ema",
+    "ema_decay_at": "ema",
+    "TrainResult": "loop",
+    "train": "loop",
+    "lr_factor": "schedule",
+    "Trainer": "trainer",
+    "TrainerOption": "trainer",
+}
+"""Public name -> its module; imported on first use, so ``t2i --help`` imports no torch."""
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"t2i.training.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 't2i.training' has no attribute {name!r}")
+
 
 __all__ = [
     "EMA",

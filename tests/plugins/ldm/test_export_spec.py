@@ -21,7 +21,7 @@ from transformers import BertConfig, BertModel, CLIPTextModel
 
 from t2i.contracts import Exportable, ExportedModule, ExportSpec
 from t2i.payloads import Conditioning, Image, Latent, Tokens
-from t2i_ldm import plugin, shapes_model
+from t2i_ldm import factories, shapes_model
 from t2i_ldm.denoiser import LdmDenoiser
 from t2i_ldm.minilm import MiniLmConditioner, MiniLmTextEncoder
 from t2i_ldm.text_encoder import ClipTextEncoder, apply_emphasis, clip_text_config
@@ -37,14 +37,14 @@ def _randomize(module: torch.nn.Module, std: float = 0.05) -> None:
 
 def _unet(variant: str) -> LdmDenoiser:
     torch.manual_seed(0)
-    denoiser = plugin.create_unet_denoiser(variant=variant)
+    denoiser = factories.create_unet_denoiser(variant=variant)
     _randomize(denoiser.unet)
     return denoiser
 
 
 def _vae() -> LdmDecoder:
     torch.manual_seed(1)
-    decoder = plugin.create_vae_decoder(variant="tiny-sd1")
+    decoder = factories.create_vae_decoder(variant="tiny-sd1")
     _randomize(decoder.vae)
     return decoder
 

@@ -1,119 +1,81 @@
 """Hook implementations of the LDM family (entry point ``t2i`` -> ``ldm``).
 
-Registers the denoiser ``ldm.unet`` and the decoder ``ldm.vae``. Both factories take
-either ``checkpoint=`` (a single file or diffusers folder) or ``variant=`` (a preset of
-:mod:`t2i_ldm.config`, randomly initialised: for training and tests).
+Every component is registered by import path (:func:`t2i.registry.lazy`): discovering the
+plugin imports neither torch nor transformers; a factory's module is imported when the
+component is first made. Factories: :mod:`t2i_ldm.factories` (``ldm.unet``, ``ldm.vae``),
+:mod:`t2i_ldm.recipes` (the ``ldm`` recipe, CLIP tokenizer and text encoder),
+:mod:`t2i_ldm.shapes_model` (the embedded ``ldm-shapes`` default), :mod:`t2i_ldm.train`.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
-import torch
-
-from t2i.contracts import DIFFUSION
-from t2i.registry import hookimpl
+from t2i.kinds import DIFFUSION
+from t2i.registry import hookimpl, lazy
 
 
-def create_unet_denoiser(
-    *,
-    checkpoint: str | os.PathLike | None = None,
-    variant: str = "sd1",
-    prediction_type: str | None = None,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-    allow_pickle: bool = False,
-    **options: Any,
-):
-    """SD UNet as a Karras denoiser (epsilon or v-prediction, SD discrete schedule)."""
-    from t2i_ldm.config import get_preset
-    from t2i_ldm.denoiser import LdmDenoiser
-    from t2i_ldm.unet import UNetModel
-
-    if checkpoint is not None:
-        from t2i_ldm.recipes import load_models
-
-        models = load_models(
-            checkpoint,
-            dtype=dtype,
-            prediction_type=prediction_type,
-            allow_pickle=allow_pickle,
-            **options,
-        )
-        cfg = models.config
-        return LdmDenoiser(models.unet, cfg.prediction_type, cfg.schedule)
-    cfg = get_preset(variant)
-    unet = UNetModel(cfg.unet).to(device=device, dtype=dtype).eval()
-    return LdmDenoiser(unet, prediction_type or cfg.prediction_type, cfg.schedule)
-
-
-def create_vae_decoder(
-    *,
-    checkpoint: str | os.PathLike | None = None,
-    variant: str = "sd1",
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-    allow_pickle: bool = False,
-    **options: Any,
-):
-    """SD KL-f8 VAE decoder (latents scaled by 0.18215) with ``encode`` for img2img."""
-    from t2i_ldm.config import get_preset
-    from t2i_ldm.vae import AutoencoderKL, LdmDecoder
-
-    if checkpoint is not None:
-        from t2i_ldm.recipes import load_models
-
-        models = load_models(checkpoint, dtype=dtype, allow_pickle=allow_pickle, **options)
-        if models.vae is None:
-            raise ValueError(f"{checkpoint} holds no VAE (first_stage_model.* keys)")
-        return LdmDecoder(models.vae)
-    vae = AutoencoderKL(get_preset(variant).vae).to(device=device, dtype=dtype).eval()
-    return LdmDecoder(vae)
+def _at(module: str, name: str, doc: str, **attributes) -> object:
+    return lazy(f"t2i_ldm.{module}:{name}", doc=doc, **attributes)
 
 
 @hookimpl
 def t2i_register_tokenizers(register) -> None:
-    from t2i_ldm import recipes, shapes_model
-
-    register("ldm.clip_tokenizer", recipes.create_clip_tokenizer, aliases=("clip-bpe",))
-    register("ldm.shapes_tokenizer", shapes_model.create_tokenizer)
+    register(
+        "ldm.clip_tokenizer",
+        _at("recipes", "create_clip_tokenizer", "CLIP BPE tokenizer of an SD checkpoint"),
+        aliases=("clip-bpe",),
+    )
+    register(
+        "ldm.shapes_tokenizer",
+        _at("shapes_model", "create_tokenizer", "BPE tokenizer of the ldm-shapes model"),
+    )
 
 
 @hookimpl
 def t2i_register_text_encoders(register) -> None:
-    from t2i_ldm import recipes, shapes_model
-
-    register("ldm.clip_text_encoder", recipes.create_clip_text_encoder, aliases=("clip",))
-    register("ldm.shapes_text_encoder", shapes_model.create_text_encoder)
+    register(
+        "ldm.clip_text_encoder",
+        _at("recipes", "create_clip_text_encoder", "CLIP / OpenCLIP text encoder (SD1 / SD2)"),
+        aliases=("clip",),
+    )
+    register(
+        "ldm.shapes_text_encoder",
+        _at("shapes_model", "create_text_encoder", "text encoder of the ldm-shapes model"),
+    )
 
 
 @hookimpl
 def t2i_register_denoisers(register) -> None:
-    from t2i_ldm import shapes_model
-
-    register("ldm.unet", create_unet_denoiser, contract=DIFFUSION)
-    register("ldm.shapes_unet", shapes_model.create_denoiser, contract=DIFFUSION)
+    doc = "SD UNet as a Karras denoiser (epsilon or v-prediction, SD discrete schedule)"
+    register("ldm.unet", _at("factories", "create_unet_denoiser", doc), contract=DIFFUSION)
+    register(
+        "ldm.shapes_unet",
+        _at("shapes_model", "create_denoiser", "the ldm-shapes UNet as a Karras denoiser"),
+        contract=DIFFUSION,
+    )
 
 
 @hookimpl
 def t2i_register_decoders(register) -> None:
-    from t2i_ldm import shapes_model
-
-    register("ldm.vae", create_vae_decoder)
-    register("ldm.shapes_vae", shapes_model.create_decoder)
+    doc = "SD KL-f8 VAE decoder (latents scaled by 0.18215) with encode for img2img"
+    register("ldm.vae", _at("factories", "create_vae_decoder", doc))
+    register("ldm.shapes_vae", _at("shapes_model", "create_decoder", "the ldm-shapes VAE decoder"))
 
 
 @hookimpl
 def t2i_register_recipes(register) -> None:
-    from t2i_ldm import recipes, shapes_model
-
-    register("ldm", recipes.ldm_recipe, aliases=("sd", "stable-diffusion"))
-    register("ldm-shapes", shapes_model.ldm_shapes_recipe, default=True)
+    register(
+        "ldm",
+        _at("recipes", "ldm_recipe", "Stable Diffusion 1.x / 2.x from a checkpoint"),
+        aliases=("sd", "stable-diffusion"),
+    )
+    register(
+        "ldm-shapes",
+        _at("shapes_model", "ldm_shapes_recipe", "embedded default: ldm-shapes (64x64)"),
+        default=True,
+    )
 
 
 @hookimpl
 def t2i_register_trainers(register) -> None:
-    from t2i_ldm.train import LdmTrainer
-
-    register("ldm", LdmTrainer)
+    doc = "Train the ldm-shapes latent diffusion model (VAE, then UNet + text encoder)."
+    register("ldm", _at("train", "LdmTrainer", doc))
