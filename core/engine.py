@@ -23,6 +23,7 @@ import torch
 
 from t2i.contracts import MODEL_CONTRACTS, Exportable
 from t2i.diffusion.names import resolve_sampler_name
+from t2i.graph.errors import GraphValidationError
 from t2i.graph.executor import Executor
 from t2i.graph.graph import Graph, OutputRef
 from t2i.graph.nodes import SEED_RANGE
@@ -121,7 +122,7 @@ class Engine:
         graph.validate(manager.registry)
         meta = graph.meta
         if "output" in meta:
-            output = OutputRef(*meta["output"])
+            output = _meta_output(graph, meta["output"], manager)
         else:
             output = _first_image_output(graph, manager)
         try:
@@ -178,6 +179,27 @@ def _swap_component(graph: Graph, kind: str, value: Any) -> None:
         graph.replace(nodes[0].id, name=value["name"], options=dict(value.get("options", {})))
     else:
         graph.replace(nodes[0].id, name=value, options={})
+
+
+def _meta_output(graph: Graph, value: Any, manager: PluginManager) -> OutputRef:
+    """A graph's ``meta.output``: ``[node_id, output_name]`` naming one of its outputs."""
+    if not (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, str) for v in value)
+    ):
+        raise GraphValidationError(f"meta.output must be [node_id, output_name], got {value!r}")
+    node_id, name = value
+    if node_id not in graph:
+        raise GraphValidationError(f"meta.output names a missing node {node_id!r}")
+    cls = manager.registry.get_node_type(graph[node_id].type)
+    if cls.output(name) is None:
+        outputs = ", ".join(p.name for p in cls.outputs) or "(none)"
+        raise GraphValidationError(
+            f"meta.output: {graph[node_id].type} has no output {name!r}; outputs are {outputs}",
+            node=node_id,
+        )
+    return OutputRef(node_id, name)
 
 
 def _first_image_output(graph: Graph, manager: PluginManager) -> OutputRef:

@@ -306,9 +306,15 @@ def _plain_progress():
 @_request_options
 def run(graph_file: str, prompt: str | None, device, dtype, output, overwrite, **fields) -> None:
     """Run a graph JSON file (from ``t2i graph show --format json``) and save its images."""
-    from t2i.engine import Engine
+    from t2i.engine import Engine, EngineError
+    from t2i.graph.errors import GraphValidationError
 
-    pipe = Engine.from_graph(graph_file, device=device, dtype=dtype)
+    try:
+        pipe = Engine.from_graph(graph_file, device=device, dtype=dtype)
+    except GraphValidationError as exc:  # every error in the file names the file
+        raise exc.located(graph_file) from exc
+    except EngineError as exc:
+        raise EngineError(f"{graph_file}: {exc}") from exc
     _generate_and_save(pipe, prompt, fields, output, overwrite)
 
 

@@ -29,8 +29,10 @@ class GraphValidationError(GraphError):
         super().__init__(prefix + where + message)
 
     def located(self, source: str) -> GraphValidationError:
-        """The same error, naming the file (or other source) it came from."""
-        return type(self)(self.problem, node=self.node, port=self.port, source=source)
+        """The same error, naming the file (or other source) it came from (kept if set)."""
+        return type(self)(
+            self.problem, node=self.node, port=self.port, source=self.source or str(source)
+        )
 
 
 class NodeExecutionError(GraphError):
