@@ -37,3 +37,31 @@ def t2i_manager():
     toy_plugin.CALLS.clear()
     yield manager
     set_plugin_manager(previous)
+
+
+def run_process_group(
+    command: list[str], *, env: dict[str, str] | None = None, timeout: float = 180
+) -> tuple[int, str, str]:
+    """Run ``command`` (e.g. ``torchrun``) in its own process group; on timeout kill the
+    whole group, workers included, so a hang leaves nothing behind.
+
+    Returns ``(returncode, stdout, stderr)``.
+    """
+    import os
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+    return proc.returncode, stdout, stderr

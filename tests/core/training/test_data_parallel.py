@@ -1,13 +1,12 @@
 """``torchrun`` with 2 CPU processes (gloo) ends where 1 process with the same batch does."""
 
 import os
-import signal
-import subprocess
 import sys
 
 import pytest
 import torch
 
+from t2i.testing import run_process_group
 from t2i.testing.toy_training import build_toy
 from t2i.training import TrainConfig, train
 from t2i.training.state import load_state
@@ -24,17 +23,8 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, toy_cli):
     command += [x for k, v in LOOP.items() for x in (f"--{k.replace('_', '-')}", str(v))]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("TQDM_DISABLE", None)
-    # own process group: a hang is killed with its workers, not left behind
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        stdout, stderr = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-    assert proc.returncode == 0, stderr[-3000:]
+    returncode, stdout, stderr = run_process_group(command, env=env)
+    assert returncode == 0, stderr[-3000:]
     assert stdout.strip().splitlines() == [str(out / "model")]  # rank 0 alone reports
     assert stderr.count("| 0/12 [") == 1  # and alone shows a progress bar
 

@@ -2,8 +2,6 @@
 
 import json
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from t2i.testing import make_manager
+from t2i.testing import make_manager, run_process_group
 from t2i_ldm import plugin
 from t2i_ldm.train import train_command
 
@@ -154,17 +152,8 @@ def test_data_parallel_training_under_torchrun(tmp_path):
     command += ["--out", str(out), "--images", "16", "--size", "32", "--vae-steps", "2"]
     command += ["--steps", "3", "--batch-size", "4", "--tiny", "--workers", "1", "--device", "cpu"]
     env = {**os.environ, "T2I_LOAD_PLUGINS": "ldm"}  # the suite turns entry points off
-    # own process group: a hang is killed with its workers, not left behind
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        stdout, stderr = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-    assert proc.returncode == 0, stderr[-3000:]
+    returncode, stdout, stderr = run_process_group(command, env=env)
+    assert returncode == 0, stderr[-3000:]
     assert stdout.strip().splitlines() == [str(out / "model")]  # rank 0 alone reports
     assert _steps(out) == (2, 3)
     record = json.loads((out / "model" / "model.json").read_text())["training"]
