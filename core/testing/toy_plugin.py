@@ -113,35 +113,33 @@ class ToyDenoiser(nn.Module):
     """``D(x, sigma, cond) -> x0``: the toy eps model on SD's discrete schedule (1000 steps)."""
 
     model_contract = DIFFUSION
+    export_name, in_channels, seed, example_size = "denoiser", 3, 1, 8
 
     def __init__(self):
         super().__init__()
-        self.eps = ToyEpsModel()
-        self.adapter = _adapter(lambda x, t, cond: self.eps(x, t, cond.pooled))
+        self.eps = ToyEpsModel(in_channels=self.in_channels, seed=self.seed)
+        self.adapter = _adapter(self._predict)
         self.sigma_min, self.sigma_max = self.adapter.sigma_min, self.adapter.sigma_max
         self.sigmas = self.adapter.sigmas
+
+    def _predict(self, x_in, t, cond: Conditioning):
+        return self.eps(x_in, t, cond.pooled)
 
     def forward(self, x, sigma, cond):
         return self.adapter(x, sigma, cond)
 
     def export_spec(self) -> ExportSpec:
-        x, t, pooled = torch.zeros(1, 3, 8, 8), torch.zeros(1), torch.zeros(1, WIDTH)
+        size = self.example_size
+        x, t = torch.zeros(1, self.in_channels, size, size), torch.zeros(1)
         axes = {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"}}
-        return ExportSpec(
-            (
-                ExportedModule(
-                    "denoiser",
-                    self.eps,
-                    (x, t, pooled),
-                    ("sample", "timestep", "pooled"),
-                    ("eps",),
-                    axes,
-                ),
-            )
+        names = ("sample", "timestep", "pooled")
+        exported = ExportedModule(
+            self.export_name, self.eps, (x, t, torch.zeros(1, WIDTH)), names, ("eps",), axes
         )
+        return ExportSpec((exported,))
 
 
-class ToySuperRes(nn.Module):
+class ToySuperRes(ToyDenoiser):
     """A super-resolution ``D(x, sigma, cond) -> x0`` that reads ``cond.image``.
 
     The low-resolution image is upsampled to ``x``'s size and noise-augmented at
@@ -149,15 +147,7 @@ class ToySuperRes(nn.Module):
     then stacked with ``x`` as the eps model's input (Imagen's SR conditioning, toy-sized).
     """
 
-    model_contract = DIFFUSION
-
-    def __init__(self):
-        super().__init__()
-        self.eps = ToyEpsModel(in_channels=6, seed=5)
-        self.adapter = _adapter(self._predict)
-        self.sigma_min, self.sigma_max = self.adapter.sigma_min, self.adapter.sigma_max
-        self.sigmas = self.adapter.sigmas
-        self.seen_levels: list[float] = []
+    export_name, in_channels, seed, example_size = "super_res", 6, 5, 16
 
     def _predict(self, x_in, t, cond: Conditioning):
         if cond.image is None:
@@ -167,27 +157,7 @@ class ToySuperRes(nn.Module):
         seeds = cond.image.seeds or tuple(range(low.shape[0]))
         noise = seeded_noise(low.shape, seeds, device=low.device, dtype=low.dtype)
         aug = (1 - level) * low + level * noise
-        self.seen_levels = [float(v) for v in cond.image.noise_level]
         return self.eps(torch.cat([x_in, aug], 1), t, cond.pooled)
-
-    def forward(self, x, sigma, cond):
-        return self.adapter(x, sigma, cond)
-
-    def export_spec(self) -> ExportSpec:
-        x, t, pooled = torch.zeros(1, 6, 16, 16), torch.zeros(1), torch.zeros(1, WIDTH)
-        axes = {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"}}
-        return ExportSpec(
-            (
-                ExportedModule(
-                    "super_res",
-                    self.eps,
-                    (x, t, pooled),
-                    ("sample", "timestep", "pooled"),
-                    ("eps",),
-                    axes,
-                ),
-            )
-        )
 
 
 class ToyEuler:
