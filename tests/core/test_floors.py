@@ -117,3 +117,29 @@ def test_the_cycle_finder_finds_a_cycle():
             return edges[m]
 
     assert _cycles(Fake()) == [["a", "b", "c"]]
+
+
+def test_every_core_module_imports(graph):
+    import importlib
+
+    failures = []
+    for name in sorted(graph.modules):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # report every module that cannot be imported
+            failures.append(f"{name}: {type(exc).__name__}: {exc}")
+    assert not failures, "\n".join(failures)
+
+
+def test_discovering_the_core_plugins_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from t2i.plugins import get_plugin_manager; m = get_plugin_manager(); "
+        "assert m.registry.names('sampler'); print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    env = {"T2I_LOAD_PLUGINS": "", "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
