@@ -37,6 +37,7 @@ from t2i.request import (
     check_bound_values,
     check_components,
     check_guidance_options,
+    check_sampler_options,
     decode_init_image,
     options_problem,
 )
@@ -453,14 +454,28 @@ class Pipeline:
         graph = self.recipe.img2img_graph if img2img else self.recipe.graph
         reg = self.manager.registry
         check_components(graph, reg, {node: kind for kind, node in COMPONENT_NODES.items()})
-        check_bound_values(values, self._bindings(img2img), graph, reg)
+        bindings = self._bindings(img2img)
+        check_bound_values(values, bindings, graph, reg)
         for node in graph:
             if node.type == "Guide":
                 check_guidance_options(
                     self._effective(graph, node.id, "guidance", values),
                     self._effective(graph, node.id, "guidance_options", values),
+                    self._effective(graph, node.id, "cfg_scale", values),
                     reg,
                 )
+            cls = reg.get_node_type(node.type)
+            if getattr(cls, "model_contract", None) and cls.param("sampler") is not None:
+                params = {
+                    p.name: self._effective(graph, node.id, p.name, values)
+                    for p in cls.params
+                    if p.name != "sampler"
+                }
+                fields = {
+                    p: f for f, targets in bindings.items() for n, p in targets if n == node.id
+                }
+                sampler = self._effective(graph, node.id, "sampler", values)
+                check_sampler_options(reg.get("sampler", sampler), params, fields)
 
     def __call__(
         self,

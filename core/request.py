@@ -138,7 +138,9 @@ class GenerationRequest:
     steps: int = attrs.field(default=20, validator=_int_range(1, 1000))
     cfg_scale: float = attrs.field(default=7.0, validator=_float_range(0.0, 100.0))
     sampler: str = attrs.field(default="euler", validator=_name)
-    schedule: str | None = attrs.field(default=None, validator=_name)
+    schedule: str | None = attrs.field(
+        default=None, converter=lambda v: None if v == "" else v, validator=_name
+    )
     guidance: str = attrs.field(default="cfg", validator=_name)
     seed: int = attrs.field(default=-1, validator=_int_range(-1, 2**32 - 1))
     width: int = attrs.field(default=512, validator=_int_range(8, 8192))
@@ -283,17 +285,59 @@ def check_components(graph: Any, registry: Any, loaders: Mapping[str, str]) -> N
             )
 
 
-def check_guidance_options(name: str, options: Any, registry: Any) -> None:
-    """The guidance ``name`` accepts ``options`` (keywords and values, by building it).
+def check_guidance_options(name: str, options: Any, scale: Any, registry: Any) -> None:
+    """The guidance ``name`` accepts ``options`` and the guidance ``scale``.
+
+    The guidance is built with its options and wraps a placeholder model at ``scale``
+    (a guidance only wraps: no model runs), so its own checks (truncation's psi in [0, 1],
+    thresholding percentiles ...) run now.
 
     Raises:
-        RequestError: (``guidance_options``) an unknown keyword or a value it refuses.
+        RequestError: (``guidance_options`` or ``cfg_scale``) a keyword or value it refuses.
     """
     entry = registry.get("guidance", name)
     problem = options_problem(entry.factory, options or {})
     if problem:
         raise RequestError("guidance_options", f"guidance {entry.name!r}: {problem}")
     try:
-        entry.create(**(options or {}))
+        guidance = entry.create(**(options or {}))
     except (TypeError, ValueError) as exc:
         raise RequestError("guidance_options", f"guidance {entry.name!r}: {exc}") from None
+    try:
+        guidance.wrap(None, uncond=None, scale=scale)
+    except ValueError as exc:
+        raise RequestError("cfg_scale", f"{exc} (guidance {entry.name!r})") from None
+    except (AttributeError, TypeError):  # this guidance needs the real model to check
+        pass
+
+
+def check_sampler_options(entry: Any, params: Mapping[str, Any], fields: Mapping[str, str]) -> None:
+    """The sampler takes the sampling node's parameters that its factory names.
+
+    A sampling node hands its sampler the parameters the sampler's factory declares (a
+    token sampler's ``top_k``, ``top_p``, ``temperature``); building the sampler (cheap, no
+    model) checks their values now.
+
+    Args:
+        entry: the sampler's registry entry.
+        params: the node's effective parameters (without ``sampler``).
+        fields: node parameter -> the request field bound to it (named in the error).
+
+    Raises:
+        RequestError: the sampler refuses a value; names the field when one is bound.
+    """
+    try:
+        signature = inspect.signature(entry.factory)
+    except (TypeError, ValueError):
+        return
+    named = {
+        n
+        for n, p in signature.parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+    options = {k: v for k, v in params.items() if k in named}
+    try:
+        entry.create(**options)
+    except (TypeError, ValueError) as exc:
+        field = next((fields[k] for k in options if k in str(exc) and k in fields), "sampler")
+        raise RequestError(field, f"{exc} (sampler {entry.name!r})") from None

@@ -111,7 +111,7 @@ def obeys_rule(
         problem = check_message(exc) if check_message else None
         if problem is None:
             if CENSUS:
-                _record(suite, "documented", type(exc).__name__)
+                _record(suite, "documented", f"{type(exc).__name__}: {str(exc)[:90]}")
             return exc
         if CENSUS:
             _record(suite, "unclear", f"{type(exc).__name__}: {problem}")
@@ -119,7 +119,7 @@ def obeys_rule(
         raise AssertionError(f"{type(exc).__name__} with an unclear message: {problem}") from exc
     except (Exception, Hang) as exc:
         if CENSUS:
-            _record(suite, "crash", f"{type(exc).__name__} at {_where(exc)}")
+            _record(suite, "crash", f"{type(exc).__name__} at {_where(exc)}: {str(exc)[:200]}")
             return None
         raise AssertionError(
             f"undocumented {type(exc).__name__} at {_where(exc)}: {str(exc)[:300]}"
