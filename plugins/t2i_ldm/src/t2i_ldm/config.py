@@ -18,8 +18,18 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 def _positive(_inst, attribute, value):
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1, got {value}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
+
+
+def _optional_positive(inst, attribute, value):
+    if value is not None:
+        _positive(inst, attribute, value)
+
+
+def _positive_items(_inst, attribute, value):
+    if any(v < 1 for v in value):
+        raise ValueError(f"every {attribute.name} entry must be >= 1, got {value}")
 
 
 def _int_tuple(value) -> tuple[int, ...]:
@@ -68,11 +78,13 @@ class UNetConfig:
     in_channels: int = attrs.field(default=4, validator=_positive)
     out_channels: int = attrs.field(default=4, validator=_positive)
     model_channels: int = attrs.field(default=320, validator=_positive)
-    channel_mult: tuple[int, ...] = attrs.field(default=(1, 2, 4, 4), converter=_int_tuple)
+    channel_mult: tuple[int, ...] = attrs.field(
+        default=(1, 2, 4, 4), converter=_int_tuple, validator=_positive_items
+    )
     num_res_blocks: int = attrs.field(default=2, validator=_positive)
     attention_resolutions: tuple[int, ...] = attrs.field(default=(1, 2, 4), converter=_sorted_tuple)
     num_heads: int | tuple[int, ...] | None = attrs.field(default=8, converter=_optional_heads)
-    head_dim: int | None = None
+    head_dim: int | None = attrs.field(default=None, validator=_optional_positive)
     transformer_depth: int = attrs.field(default=1, validator=_positive)
     context_dim: int = attrs.field(default=768, validator=_positive)
     use_linear_projection: bool = False
@@ -98,6 +110,11 @@ class UNetConfig:
             raise ValueError(
                 f"num_heads has {len(self.num_heads)} entries but there are "
                 f"{len(self.channel_mult)} levels; give one per level or a single int"
+            )
+        if self.model_channels % self.norm_groups:  # the stem and the output norm
+            raise ValueError(
+                f"model_channels={self.model_channels} is not divisible by norm_groups="
+                f"{self.norm_groups}; change model_channels or norm_groups"
             )
         for level in range(len(self.channel_mult)):
             ch = self.level_channels(level)
@@ -162,7 +179,9 @@ class VAEConfig:
     in_channels: int = attrs.field(default=3, validator=_positive)
     out_channels: int = attrs.field(default=3, validator=_positive)
     base_channels: int = attrs.field(default=128, validator=_positive)
-    channel_mult: tuple[int, ...] = attrs.field(default=(1, 2, 4, 4), converter=_int_tuple)
+    channel_mult: tuple[int, ...] = attrs.field(
+        default=(1, 2, 4, 4), converter=_int_tuple, validator=_positive_items
+    )
     num_res_blocks: int = attrs.field(default=2, validator=_positive)
     z_channels: int = attrs.field(default=4, validator=_positive)
     embed_dim: int = attrs.field(default=4, validator=_positive)
@@ -172,7 +191,7 @@ class VAEConfig:
     def __attrs_post_init__(self) -> None:
         if not self.channel_mult:
             raise ValueError("channel_mult must name at least one level, e.g. (1, 2, 4, 4)")
-        for m in self.channel_mult:
+        for m in (1, *self.channel_mult):  # 1: the stem's width, base_channels
             if (self.base_channels * m) % self.norm_groups:
                 raise ValueError(
                     f"VAE width {self.base_channels * m} is not divisible by norm_groups="
