@@ -62,8 +62,8 @@ class T2IGroup(click.Group):
             raise
         except click.ClickException:
             raise
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+        except KeyboardInterrupt as exc:
+            click.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:  # a failure, not a usage error
             click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
