@@ -41,13 +41,6 @@ from t2i.training.distributed import DistributedContext, setup_distributed
 from t2i.training.ema import EMA
 from t2i.training.precision import allow_tf32, autocast, check_precision, grad_scaler
 from t2i.training.schedule import lr_factor, run_progress
-from t2i.training.stepping import (
-    StepTools,
-    check_stepped,
-    ema_parameters,
-    is_stepped,
-    set_lr_factor,
-)
 from t2i.training.state import (
     load_state,
     remove_stale_temporaries,
@@ -55,6 +48,13 @@ from t2i.training.state import (
     save_state,
     set_rng_state,
     state_path,
+)
+from t2i.training.stepping import (
+    StepTools,
+    check_stepped,
+    ema_parameters,
+    is_stepped,
+    set_lr_factor,
 )
 
 log = structlog.get_logger("t2i.training")
