@@ -67,6 +67,11 @@ class _InterruptsInHook:
         raise KeyboardInterrupt
 
 
+@pytest.fixture(autouse=True)
+def _lenient_plugins(monkeypatch):
+    monkeypatch.delenv("T2I_STRICT_PLUGINS", raising=False)  # CI sets it; these test records
+
+
 def test_a_plugin_calling_sys_exit_in_a_hook_is_recorded():
     manager = make_manager(toy_plugin)
     record = manager.register_plugin(_ExitsInHook(), "exits")
@@ -75,6 +80,14 @@ def test_a_plugin_calling_sys_exit_in_a_hook_is_recorded():
     assert manager.registry.has("sampler", "toy.euler")  # the others still load
     with pytest.raises(KeyboardInterrupt):
         manager.register_plugin(_InterruptsInHook(), "interrupts")
+
+
+def test_strict_mode_makes_a_sys_exit_fatal_as_a_plugin_load_error(monkeypatch):
+    from t2i.registry import PluginLoadError
+
+    monkeypatch.setenv("T2I_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginLoadError, match="SystemExit: 3"):
+        make_manager(toy_plugin).register_plugin(_ExitsInHook(), "exits")
 
 
 class _FakeEntryPoint:

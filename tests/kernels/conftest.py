@@ -55,9 +55,13 @@ def triton_cpu():
         pytest.skip("triton is not installed")
     if os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("CPU Triton tests need TRITON_INTERPRET=1 (set when CUDA is absent)")
-    torch.set_num_threads(1)
-    with t2i_kernels.use_kernels("triton"), poison_outputs():
-        yield
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # restored after: pixel-exact tests later in this worker need it
+    try:
+        with t2i_kernels.use_kernels("triton"), poison_outputs():
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture
