@@ -536,3 +536,22 @@ def test_t2i_generate_with_a_bad_checkpoint_exits_2(tmp_path):
         set_plugin_manager(previous)
     assert out.exit_code == 2, out.output
     assert str(path) in out.output and "to_k.weight' is missing" in out.output
+
+
+@pytest.mark.parametrize("content", ["{bad", "[1]", '{"unet": 5}', "zero-width", b"\xff"])
+def test_a_malformed_ldm_shapes_folder_fails_at_build(tmp_path, content):
+    from t2i import Engine
+    from t2i.testing import make_manager
+    from t2i_ldm import plugin
+    from t2i_ldm.shapes_model import WEIGHTS_DIR
+
+    folder = tmp_path / "model"
+    shutil.copytree(WEIGHTS_DIR, folder)
+    spec = json.loads((folder / "model.json").read_text())
+    if content == "zero-width":  # valid JSON, invalid sizes
+        content = json.dumps({**spec, "unet": {**spec["unet"], "model_channels": 0}})
+    raw = content if isinstance(content, bytes) else content.encode()
+    (folder / "model.json").write_bytes(raw)
+    with pytest.raises(CheckpointError, match="not an ldm-shapes model spec") as info:
+        Engine.build("ldm-shapes", plugins=make_manager(plugin), checkpoint=folder)
+    assert info.value.path == str(folder / "model.json")

@@ -171,7 +171,27 @@ class ShapesModelSpec:
                 fix="point at a folder written by `t2i train ldm` (or omit checkpoint= to use "
                 "the shipped ldm-shapes model)",
             )
-        return cls(**json.loads(path.read_text()))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            spec = cls(**data) if isinstance(data, dict) else None
+            if spec is None or not all(
+                isinstance(x, dict) for x in (spec.unet, spec.vae, spec.text)
+            ):
+                raise TypeError("expected an object with unet, vae and text objects")
+            spec.unet_config(), spec.vae_config()  # sizes checked now, not inside a node
+        except (
+            json.JSONDecodeError,
+            UnicodeDecodeError,
+            RecursionError,
+            TypeError,
+            ValueError,
+        ) as exc:
+            raise CheckpointError(
+                f"model.json is not an ldm-shapes model spec ({type(exc).__name__}: {exc})",
+                path=path,
+                fix="re-export the folder with `t2i train ldm`",
+            ) from None
+        return spec
 
     def unet_config(self) -> UNetConfig:
         return UNetConfig(**self.unet)
@@ -271,6 +291,8 @@ def ldm_shapes_recipe(*, checkpoint: str | os.PathLike | None = None):
     from t2i.recipe import diffusion_recipe
 
     options = {} if checkpoint is None else {"checkpoint": str(checkpoint)}
+    if checkpoint is not None:
+        ShapesModelSpec.read(_folder(checkpoint))  # a malformed folder fails here, not in a node
     unet_file = _folder(checkpoint) / "unet.safetensors"
     return diffusion_recipe(
         tokenizer="ldm.shapes_tokenizer",
