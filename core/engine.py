@@ -450,7 +450,7 @@ class Pipeline:
         return request
 
     def _check_graph_inputs(self, values: Mapping[str, Any], img2img: bool) -> None:
-        """Components, bound parameters and guidance options of the graph a request runs."""
+        """Components, bound parameters, guidance and sampler options of the graph to run."""
         graph = self.recipe.img2img_graph if img2img else self.recipe.graph
         reg = self.manager.registry
         check_components(graph, reg, {node: kind for kind, node in COMPONENT_NODES.items()})

@@ -1,9 +1,9 @@
 """Generation requests: attrs classes validated before any model work.
 
-:class:`GenerationRequest` checks each field on its own (type, range, encodable text);
-:func:`check_against_graph` checks what depends on the pipeline (bound node parameters,
-component names and options, guidance options) and :func:`decode_init_image` decodes an
-init image, so that a request that passes never fails inside a node for its input.
+:class:`GenerationRequest` checks each field on its own (type, range, encodable text); the
+``check_*`` functions check what depends on the pipeline's graph (bound node parameters,
+component names and options, guidance and sampler options) and :func:`decode_init_image`
+decodes an init image, so that a request that passes never fails inside a node for its input.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import attrs
 MAX_PROMPT_CHARS = 100_000
 """Longest prompt accepted (tokenizers chunk long prompts; this bounds the work)."""
 NOISE_DEVICES = ("cpu", "device")
+"""As :data:`t2i.noise.NOISE_DEVICES` (not imported: requests are made without torch)."""
 
 
 class RequestError(ValueError):
@@ -95,13 +96,16 @@ def _str(_inst, attribute, value):
     check_text(attribute.name, value)
 
 
-def _name(_inst, attribute, value):
-    """A component name: a non-empty string (None allowed for ``schedule``: automatic)."""
-    if value is None and attribute.name == "schedule":
-        return
-    check_text(attribute.name, value)
-    if attribute.name != "schedule":
+def _name(*, optional: bool = False):
+    """A component name: a non-empty string (or None, when ``optional``: automatic)."""
+
+    def validator(_inst, attribute, value):
+        if optional and value is None:
+            return
+        check_text(attribute.name, value)
         _check(bool(value.strip()), attribute.name, f"must name a registered {attribute.name}")
+
+    return validator
 
 
 def _choice(choices: tuple[str, ...]):
@@ -137,11 +141,11 @@ class GenerationRequest:
     negative_prompt: str = attrs.field(default="", validator=_str)
     steps: int = attrs.field(default=20, validator=_int_range(1, 1000))
     cfg_scale: float = attrs.field(default=7.0, validator=_float_range(0.0, 100.0))
-    sampler: str = attrs.field(default="euler", validator=_name)
-    schedule: str | None = attrs.field(
-        default=None, converter=lambda v: None if v == "" else v, validator=_name
+    sampler: str = attrs.field(default="euler", validator=_name())
+    schedule: str | None = attrs.field(  # "" as None: the sampler's own (automatic)
+        default=None, converter=lambda v: None if v == "" else v, validator=_name(optional=True)
     )
-    guidance: str = attrs.field(default="cfg", validator=_name)
+    guidance: str = attrs.field(default="cfg", validator=_name())
     seed: int = attrs.field(default=-1, validator=_int_range(-1, 2**32 - 1))
     width: int = attrs.field(default=512, validator=_int_range(8, 8192))
     height: int = attrs.field(default=512, validator=_int_range(8, 8192))
