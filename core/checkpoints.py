@@ -51,8 +51,8 @@ class CheckpointError(Exception):
         missing: keys the model needs that the file lacks.
         unexpected: keys in the file that the model does not have.
         mismatched: ``(key, file_shape, model_shape)`` triples.
-        mistyped: ``(key, file_dtype, model_dtype)`` triples (an integer tensor for a
-            floating-point parameter, or the reverse).
+        mistyped: ``(key, file_dtype, model_dtype)`` triples (an integer or bool tensor for
+            a floating-point parameter or buffer).
     """
 
     def __init__(
@@ -526,7 +526,9 @@ def load_into(
         source_keys: the source keys that belong to this module (others are ignored); keys
             among them that ``key_map`` does not use are *unexpected*. Default: all.
         dtype: floating tensors become this dtype; default: the module's own dtype per tensor
-            (a float32 module loads an fp16 file as float32 and vice versa).
+            (a float32 module loads an fp16 file as float32 and vice versa). Integer buffers
+            take the file's numbers in their own dtype; an integer tensor for a floating
+            parameter is a fit error.
         device: target device; default: the module's device (CPU for ``meta`` modules).
         reshape_1x1: accept ``(C, C)`` for ``(C, C, 1, 1)`` and back (Linear vs 1x1 conv).
         what: name used in error messages ("UNet", "VAE" ...).
@@ -566,7 +568,9 @@ def load_into(
         )
         target_dtype = dtype if dtype is not None else old.dtype
         t = reader.get(src, dtype=target_dtype, device=target_device)
-        if t.is_floating_point() != old.is_floating_point():  # a dtype the header hid
+        if not old.is_floating_point():  # an integer buffer (a counter): cast, as torch does
+            t = t.to(old.dtype)
+        elif not t.is_floating_point():  # a dtype the header hid
             raise CheckpointError(
                 f"checkpoint does not fit the {what}",
                 path=reader.path,
@@ -600,9 +604,11 @@ def _fit(
         if not ok:
             mismatched.append((src, file_shape, model_shape))
         file_dtype = reader.dtype(src)
-        if file_dtype is not None and file_dtype.is_floating_point != (
-            targets[dst].is_floating_point()
-        ):
+        if (
+            file_dtype is not None
+            and targets[dst].is_floating_point()
+            and not file_dtype.is_floating_point
+        ):  # integers for weights: the wrong tensor (integer buffers take any number)
             mistyped.append((src, str(file_dtype), str(targets[dst].dtype)))
     return missing, unexpected, mismatched, mistyped
 

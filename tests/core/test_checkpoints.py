@@ -225,3 +225,10 @@ def test_shape_of_a_missing_key_is_a_checkpoint_error(tmp_path):
     path = save_safetensors(_state(), tmp_path / "w.safetensors")
     with open_checkpoint(path) as reader, pytest.raises(CheckpointError, match="not in the"):
         reader.shape("no.such.key")
+
+
+def test_an_integer_buffer_takes_a_float_counter(tmp_path):
+    state = _state()
+    state["steps"] = torch.tensor(7.0)  # some files store counters as floats
+    model = load_into(Tiny(), open_checkpoint(save_safetensors(state, tmp_path / "f.safetensors")))
+    assert model.steps.dtype == torch.int64 and int(model.steps) == 7
