@@ -1,0 +1,208 @@
+"""DF-GAN's generator and one-way discriminator (Tao et al., CVPR 2022, ``tobran/DF-GAN``).
+
+Module and parameter names follow DF-GAN's ``models/GAN.py`` (``fc``, ``GBlocks.N.fuse1
+.affine0.fc_gamma.linear1``, ``to_rgb.1``, ``conv_img``, ``DBlocks.N.conv_r.0``,
+``joint_conv.0`` ...), so a released ``{'model': {'netG', 'netD', 'netC'}}`` file at matching
+sizes loads into them key for key (:mod:`t2i_gan.checkpoint`).
+
+- :class:`NetG`: ``z -> fc -> (8 nf, 4, 4)``, then ``G_Block`` s that each upsample x2 and
+  fuse the text deeply (:class:`DFBLK`: two :class:`Affine` layers predicting per-channel
+  scale and shift from ``cat(z, sentence)``), then LeakyReLU, a 3x3 conv and tanh.
+- :class:`NetD`: ``conv_img`` then ``D_Block`` s down to ``(8 nf, 4, 4)`` image features;
+  :class:`NetC` joins them with the sentence embedding into one score (the one-way
+  discriminator).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import OrderedDict
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@attrs.frozen
+class GanConfig:
+    """Sizes of a DF-GAN: ``nf`` (DF-GAN's ngf = ndf), ``z_dim``, ``cond_dim`` (sentence
+    embedding width), ``image_size`` (a power of two >= 32), ``cond_scale``: the sentence
+    vector is multiplied by it before G and C see it (1 for DF-GAN's DAMSM vectors;
+    ``sqrt(384)`` for MiniLM's unit vectors, so that their coordinates are about as large as
+    ``z``'s; without it G and D ignored the text)."""
+
+    nf: int = 32
+    z_dim: int = 100
+    cond_dim: int = 256
+    image_size: int = 64
+    cond_scale: float = 1.0
+
+    def __attrs_post_init__(self) -> None:
+        size = self.image_size
+        if size < 32 or size & (size - 1):  # below 32 DF-GAN's channel list never reaches 8 nf
+            raise ValueError(f"image_size must be a power of two >= 32, got {size}")
+        for name in ("nf", "z_dim", "cond_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def channel_pairs(nf: int, image_size: int, *, generator: bool) -> list[tuple[int, int]]:
+    """DF-GAN's ``get_G_in_out_chs`` / ``get_D_in_out_chs``: (in, out) channels per block."""
+    layers = int(math.log2(image_size)) - 1
+    channels = [nf * min(2**i, 8) for i in range(layers)]
+    if generator:
+        channels = channels[::-1]
+    return list(itertools.pairwise(channels))
+
+
+class Affine(nn.Module):
+    """``gamma(y) * x + beta(y)`` per channel; two-layer MLPs, gamma starts at 1, beta at 0."""
+
+    def __init__(self, cond_dim: int, num_features: int) -> None:
+        super().__init__()
+
+        def mlp() -> nn.Sequential:
+            return nn.Sequential(
+                OrderedDict(
+                    [
+                        ("linear1", nn.Linear(cond_dim, num_features)),
+                        ("relu1", nn.ReLU(inplace=True)),
+                        ("linear2", nn.Linear(num_features, num_features)),
+                    ]
+                )
+            )
+
+        self.fc_gamma, self.fc_beta = mlp(), mlp()
+        self.reset_fusion()
+
+    def reset_fusion(self) -> None:
+        """DF-GAN's ``_initialize``: the fusion starts as the identity (scale 1, shift 0)."""
+        nn.init.zeros_(self.fc_gamma.linear2.weight)
+        nn.init.ones_(self.fc_gamma.linear2.bias)
+        nn.init.zeros_(self.fc_beta.linear2.weight)
+        nn.init.zeros_(self.fc_beta.linear2.bias)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        weight = self.fc_gamma(y)[:, :, None, None]
+        bias = self.fc_beta(y)[:, :, None, None]
+        return weight * x + bias
+
+
+class DFBLK(nn.Module):
+    """Deep fusion block: Affine, LeakyReLU 0.2, Affine, LeakyReLU 0.2."""
+
+    def __init__(self, cond_dim: int, in_ch: int) -> None:
+        super().__init__()
+        self.affine0 = Affine(cond_dim, in_ch)
+        self.affine1 = Affine(cond_dim, in_ch)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.affine0(x, y), 0.2)
+        return F.leaky_relu(self.affine1(h, y), 0.2)
+
+
+class G_Block(nn.Module):
+    """x2 nearest upsampling, then ``shortcut(x) + c2(fuse2(c1(fuse1(x))))``."""
+
+    def __init__(self, cond_dim: int, in_ch: int, out_ch: int, upsample: bool = True) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.learnable_sc = in_ch != out_ch
+        self.c1 = nn.Conv2d(in_ch, out_ch, 3, 1, 1)
+        self.c2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1)
+        self.fuse1 = DFBLK(cond_dim, in_ch)
+        self.fuse2 = DFBLK(cond_dim, out_ch)
+        if self.learnable_sc:
+            self.c_sc = nn.Conv2d(in_ch, out_ch, 1, stride=1, padding=0)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2)
+        shortcut = self.c_sc(x) if self.learnable_sc else x
+        h = self.c2(self.fuse2(self.c1(self.fuse1(x, y)), y))
+        return shortcut + h
+
+
+class NetG(nn.Module):
+    """DF-GAN generator ``(z (B, z_dim), sentence (B, cond_dim)) -> image (B, 3, S, S)`` in
+    [-1, 1]; the fusion layers see ``cat(z, sentence)``."""
+
+    def __init__(self, config: GanConfig) -> None:
+        super().__init__()
+        self.config, nf = config, config.nf
+        self.fc = nn.Linear(config.z_dim, nf * 8 * 4 * 4)
+        pairs = channel_pairs(nf, config.image_size, generator=True)
+        cond = config.cond_dim + config.z_dim
+        self.GBlocks = nn.ModuleList(G_Block(cond, i, o) for i, o in pairs)
+        self.to_rgb = nn.Sequential(
+            nn.LeakyReLU(0.2), nn.Conv2d(pairs[-1][1], 3, 3, 1, 1), nn.Tanh()
+        )
+
+    def forward(self, noise: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        out = self.fc(noise).view(noise.shape[0], 8 * self.config.nf, 4, 4)
+        cond = torch.cat((noise, sentence * self.config.cond_scale), dim=1)
+        for block in self.GBlocks:
+            out = block(out, cond)
+        return self.to_rgb(out)
+
+
+class D_Block(nn.Module):
+    """``avg_pool(shortcut(x)) + gamma * conv_r(x)``, gamma a learned scalar starting at 0."""
+
+    def __init__(self, fin: int, fout: int, downsample: bool = True) -> None:
+        super().__init__()
+        self.downsample = downsample
+        self.learned_shortcut = fin != fout
+        self.conv_r = nn.Sequential(
+            nn.Conv2d(fin, fout, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(fout, fout, 3, 1, 1, bias=False),
+            nn.LeakyReLU(0.2),
+        )
+        self.conv_s = nn.Conv2d(fin, fout, 1, stride=1, padding=0)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        res = self.conv_r(x)
+        if self.learned_shortcut:
+            x = self.conv_s(x)
+        if self.downsample:
+            x = F.avg_pool2d(x, 2)
+        return x + self.gamma * res
+
+
+class NetD(nn.Module):
+    """DF-GAN discriminator body: image ``(B, 3, S, S)`` -> features ``(B, 8 nf, 4, 4)``."""
+
+    def __init__(self, config: GanConfig) -> None:
+        super().__init__()
+        nf = config.nf
+        self.conv_img = nn.Conv2d(3, nf, 3, 1, 1)
+        pairs = channel_pairs(nf, config.image_size, generator=False)
+        self.DBlocks = nn.ModuleList(D_Block(i, o) for i, o in pairs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_img(x)
+        for block in self.DBlocks:
+            out = block(out)
+        return out
+
+
+class NetC(nn.Module):
+    """The one-way head: ``(features (B, 8 nf, 4, 4), sentence (B, cond_dim)) -> (B,)``."""
+
+    def __init__(self, config: GanConfig) -> None:
+        super().__init__()
+        nf, self.cond_dim, self.cond_scale = config.nf, config.cond_dim, config.cond_scale
+        self.joint_conv = nn.Sequential(
+            nn.Conv2d(nf * 8 + config.cond_dim, nf * 2, 3, 1, 1, bias=False),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(nf * 2, 1, 4, 1, 0, bias=False),
+        )
+
+    def forward(self, features: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        y = sentence * self.cond_scale
+        y = y.view(-1, self.cond_dim, 1, 1).expand(-1, -1, *features.shape[2:])
+        return self.joint_conv(torch.cat((features, y), 1)).view(-1)
