@@ -343,7 +343,7 @@ CONFIGS = (
 )
 
 
-@fuzz_settings(60)
+@fuzz_settings(40)
 @given(
     file=st.sampled_from(CONFIGS),
     edits=st.lists(
