@@ -55,3 +55,27 @@ def t2i_register_recipes(register) -> None:
 def t2i_register_trainers(register) -> None:
     doc = "Train the gan-shapes GAN (DF-GAN: hinge + matching-aware GP, EMA generator)."
     register("gan", _at("train", "GanTrainer", doc))
+
+
+@hookimpl
+def t2i_register_commands(cli) -> None:
+    """``t2i gan-interpolate``; its callback imports the model code (the CLI starts light)."""
+    import click
+
+    @cli.command("gan-interpolate")
+    @click.argument("prompt")
+    @click.option("--seeds", nargs=2, type=int, default=(0, 1), show_default=True)
+    @click.option("--frames", type=click.IntRange(min=2), default=8, show_default=True)
+    @click.option("--checkpoint", type=click.Path(exists=True), help="A `t2i train gan` folder.")
+    @click.option("--psi", type=click.FloatRange(0, 1), default=1.0, show_default=True)
+    @click.option("-o", "--output", type=click.Path(dir_okay=False), default="interpolation.png")
+    def gan_interpolate(prompt, seeds, frames, checkpoint, psi, output) -> None:
+        """Interpolate gan-shapes' z between two seeds: a strip of FRAMES images of PROMPT."""
+        from pathlib import Path
+
+        from t2i_gan.interpolate import interpolate
+
+        strip = interpolate(prompt, seeds, frames, checkpoint=checkpoint, psi=psi)
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        strip.save(output)
+        click.echo(output)
