@@ -26,8 +26,15 @@ class SigmasNode(NodeType):
     outputs = (Port("sigmas", "SIGMAS"),)
     params = (
         Param("schedule", str, "normal", "registered schedule name"),
-        Param("steps", int, 20),
-        Param("strength", float, 1.0, "img2img denoising strength: the last steps * strength run"),
+        Param("steps", int, 20, "sampling steps", minimum=1, maximum=10_000),
+        Param(
+            "strength",
+            float,
+            1.0,
+            "img2img denoising strength: the last steps * strength run",
+            minimum=0.0,
+            maximum=1.0,
+        ),
     )
 
     def execute(self, ctx, *, model, schedule, steps, strength):
@@ -85,7 +92,9 @@ class LowResCondition(NodeType):
     )
     inputs = (Port("samples", "LATENT"),)
     outputs = (Port("image_condition", "IMAGE_CONDITION"),)
-    params = (Param("noise_level", float, 0.0, "augmentation level, in the SR model's own units"),)
+    params = (
+        Param("noise_level", float, 0.0, "augmentation level, in the SR model's units", minimum=0),
+    )
 
     def execute(self, ctx, *, samples: Latent, noise_level: float):
         if not noise_level >= 0:

@@ -525,6 +525,11 @@ def param_problem(param: Any, value: Any) -> str | None:
         )
     if param.choices is not None and value not in param.choices:
         return f"value {_short(value)} not allowed; choose one of {list(param.choices)}"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    low, high = getattr(param, "minimum", None), getattr(param, "maximum", None)
+    if number and ((low is not None and value < low) or (high is not None and value > high)):
+        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        return f"value {_short(value)} out of range; must be in {bounds}"
     return None
 
 

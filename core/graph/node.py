@@ -38,13 +38,19 @@ class Port:
 
 @attrs.frozen
 class Param:
-    """A constant setting of a node (a UI widget value); ``default=REQUIRED``: no default."""
+    """A constant setting of a node (a UI widget value); ``default=REQUIRED``: no default.
+
+    ``minimum`` / ``maximum`` bound a number (inclusive; None: unbounded), checked when
+    the graph is validated, so a value out of range is refused before any model work.
+    """
 
     name: str
     type: type | tuple[type, ...] = object
     default: Any = _MISSING
     description: str = ""
     choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def required(self) -> bool:

@@ -80,14 +80,14 @@ def test_values_a_component_refuses_are_request_errors(t2i_manager, recipe, fiel
     assert info.value.field == field
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node parameters carry no ranges: LowResCondition refuses a negative noise level "
-    "only while running (needs a range on t2i.graph.node.Param)",
-)
-def test_negative_noise_level_is_refused_before_model_work(t2i_manager):
-    with pytest.raises(RequestError):
+def test_out_of_range_node_parameters_are_refused_before_model_work(t2i_manager):
+    from t2i.testing import toy_plugin
+
+    with pytest.raises(RequestError, match="noise_level.*out of range"):
         Engine.build("toy-cascade").make_request("x", noise_level=-1.0)
+    with pytest.raises(RequestError, match="steps"):
+        Engine.build("toy-diffusion").make_request("x", steps=10**9)
+    assert toy_plugin.CALLS["denoiser"] == 0
 
 
 def test_empty_schedule_means_automatic_and_runs(t2i_manager):

@@ -97,9 +97,7 @@ FIELDS = {
     "temperature": _field(st.floats(0, 3)),
     "top_k": _field(st.one_of(st.none(), st.integers(0, 8))),
     "top_p": _field(st.one_of(st.none(), st.floats(0, 1.5))),
-    # negative noise levels are refused only inside LowResCondition (a known gap: node
-    # parameters carry no ranges; see test_request_hardening's strict xfail)
-    "noise_level": st.one_of(st.floats(0, 2), st.sampled_from([None, "x", [], True, {}])),
+    "noise_level": st.one_of(st.floats(-2, 2), st.sampled_from([None, "x", [], True, {}])),
     "clip_skip": st.integers(1, 3),  # a field no toy recipe binds
 }
 
