@@ -83,7 +83,7 @@ def test_values_a_component_refuses_are_request_errors(t2i_manager, recipe, fiel
 def test_out_of_range_node_parameters_are_refused_before_model_work(t2i_manager):
     from t2i.testing import toy_plugin
 
-    with pytest.raises(RequestError, match="noise_level.*out of range"):
+    with pytest.raises(RequestError, match=r"noise_level.*out of range"):
         Engine.build("toy-cascade").make_request("x", noise_level=-1.0)
     with pytest.raises(RequestError, match="steps"):
         Engine.build("toy-diffusion").make_request("x", steps=10**9)
