@@ -69,8 +69,10 @@ def main() -> None:
         times = [_timed(cmd) for _ in range(args.runs)]
         print(f"{label:<40} median {statistics.median(times):.3f} s  (min {min(times):.3f})")
     firsts = [_first_call() for _ in range(args.runs)]
-    print(f"{'t2i generate: until the first model call':<40} median "
-          f"{statistics.median(firsts):.3f} s  (min {min(firsts):.3f})")
+    print(
+        f"{'t2i generate: until the first model call':<40} median "
+        f"{statistics.median(firsts):.3f} s  (min {min(firsts):.3f})"
+    )
     print("heaviest top-level imports before the first model call (cumulative s):")
     for seconds, name in _heaviest_imports():
         print(f"  {seconds:7.3f}  {name}")

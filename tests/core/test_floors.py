@@ -137,7 +137,8 @@ def test_discovering_the_core_plugins_imports_no_torch():
 
     code = (
         "import sys; from t2i.plugins import get_plugin_manager; m = get_plugin_manager(); "
-        "assert m.registry.names('sampler'); print('torch' in sys.modules, 'transformers' in sys.modules)"
+        "assert m.registry.names('sampler'); "
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
     )
     env = {"T2I_LOAD_PLUGINS": "", "PATH": ""}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
