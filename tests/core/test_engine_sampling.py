@@ -8,6 +8,7 @@ from t2i.testing import make_manager, toy_plugin
 
 MANAGER = make_manager(toy_plugin)
 
+
 def _fitting(kind: str, contract: str) -> list[str]:
     return [
         e.name
