@@ -27,18 +27,19 @@ def test_slerp_ends_at_both_points_and_keeps_the_norm_of_orthogonal_unit_vectors
 
 
 @needs_minilm
-def test_gan_interpolate_writes_a_strip_from_seed_a_to_seed_b(tmp_path):
+def test_gan_interpolate_writes_a_strip_from_seed_a_to_seed_b(tmp_path, gan_folder):
     import click
 
     group = click.Group()
     plugin.t2i_register_commands(group)
     out = tmp_path / "strip.png"
     args = ["gan-interpolate", "a small blue star at the top", "--seeds", "3", "7"]
+    args += ["--checkpoint", str(gan_folder)]
     result = CliRunner().invoke(group, [*args, "--frames", "4", "-o", str(out)])
     assert result.exit_code == 0, result.output
     strip = Image.open(out).convert("RGB")
     assert strip.size == (4 * 64, 64)
-    pipe = Engine.build("gan-shapes", plugins=make_manager(plugin))
+    pipe = Engine.build("gan-shapes", plugins=make_manager(plugin), checkpoint=gan_folder)
     for frame, seed in ((0, 3), (3, 7)):
         image = pipe("a small blue star at the top", seed=seed).images[0]
         crop = strip.crop((64 * frame, 0, 64 * frame + 64, 64))

@@ -42,21 +42,21 @@ def test_gan_shapes_is_not_the_default_recipe():
 
 
 @pytest.mark.parametrize("guidance", ["cfg", "dynamic"])
-def test_diffusion_guidance_is_refused_at_build(guidance):
+def test_diffusion_guidance_is_refused_at_build(guidance, gan_folder):
     with pytest.raises(Exception, match="generator") as info:
-        Engine.build("gan-shapes", plugins=MANAGER, guidance=guidance)
+        Engine.build("gan-shapes", plugins=MANAGER, checkpoint=gan_folder, guidance=guidance)
     assert "truncation" in str(info.value)
 
 
-def test_a_truncation_out_of_range_is_refused_before_model_work():
-    pipe = Engine.build("gan-shapes", plugins=MANAGER)
+def test_a_truncation_out_of_range_is_refused_before_model_work(gan_folder):
+    pipe = Engine.build("gan-shapes", plugins=MANAGER, checkpoint=gan_folder)
     with pytest.raises(Exception, match=r"psi|\[0, 1\]"):
         pipe("a red circle", cfg_scale=1.5)
 
 
-def test_a_bad_recipe_option_is_refused():
+def test_a_bad_recipe_option_is_refused(gan_folder):
     with pytest.raises(Exception, match="truncation_threshold"):
-        Engine.build("gan-shapes", plugins=MANAGER, truncation_threshold=-1)
+        Engine.build("gan-shapes", plugins=MANAGER, checkpoint=gan_folder, truncation_threshold=-1)
 
 
 def test_a_z_of_the_wrong_size_and_a_foreign_conditioning_are_refused(tiny_config):
@@ -79,8 +79,8 @@ def test_a_prompt_the_encoder_cannot_take_is_refused():
 
 
 @needs_minilm
-def test_the_shipped_model_generates_one_pass_seeded():
-    pipe = Engine.build("gan-shapes", plugins=MANAGER)
+def test_the_shipped_model_generates_one_pass_seeded(gan_folder):
+    pipe = Engine.build("gan-shapes", plugins=MANAGER, checkpoint=gan_folder)
     a = pipe("a large red circle on the left", seed=3, batch_size=2)
     b = pipe("a large red circle on the left", seed=4)
     assert len(a.images) == 2 and a.images[0].size == (64, 64)
