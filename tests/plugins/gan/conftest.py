@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("t2i_gan", reason="the GAN plugin is not installed (-e plugins/t2i_gan)")
 
-from t2i_gan.models import GanConfig  # noqa: E402
+from t2i_gan.models import GanConfig
 
 TINY = GanConfig(nf=2, z_dim=8, cond_dim=6, image_size=32)
 
