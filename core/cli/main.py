@@ -31,43 +31,52 @@ class T2IGroup(click.Group):
 
     @staticmethod
     def input_errors() -> tuple[type[Exception], ...]:
-        """The documented error types of bad input: each maps to exit code 2."""
-        from t2i.checkpoints import CheckpointError
-        from t2i.engine import EngineError
+        """The documented error types of bad input: each maps to exit code 2.
+
+        A layer's error type is only looked up when its module is loaded (an error of a
+        module never imported cannot have been raised), so a usage error imports no torch.
+        """
         from t2i.graph.errors import GraphValidationError
         from t2i.registry.errors import UnknownComponentError
         from t2i.request import RequestError
 
-        return (
-            RequestError,
-            UnknownComponentError,
-            EngineError,
-            GraphValidationError,
-            CheckpointError,
-        )
+        errors: list[type[Exception]] = [RequestError, UnknownComponentError, GraphValidationError]
+        for module, name in (("t2i.engine", "EngineError"), ("t2i.checkpoints", "CheckpointError")):
+            if module in sys.modules:
+                errors.append(getattr(sys.modules[module], name))
+        return tuple(errors)
 
     def invoke(self, ctx):
-        from t2i.graph.errors import NodeExecutionError
-
-        input_errors = self.input_errors()
         try:
             return super().invoke(ctx)
-        except input_errors as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
-        except NodeExecutionError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2 if isinstance(exc.error, (*input_errors, ValueError)) else 1)
-        except click.exceptions.Exit:
-            raise
-        except click.ClickException:
+        except (click.exceptions.Exit, click.ClickException):
             raise
         except KeyboardInterrupt as exc:
-            click.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
-            ctx.exit(130)
-        except Exception as exc:  # a failure, not a usage error
-            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-            ctx.exit(1)
+            _report(ctx, f"interrupted: {exc}" if str(exc) else "interrupted", 130)
+        except Exception as exc:
+            _report(ctx, *self._classify(exc))
+
+    def _classify(self, exc: Exception) -> tuple[str, int]:
+        """The message and exit code of a failure: 2 for bad input, else 1."""
+        from t2i.graph.errors import NodeExecutionError
+
+        inputs = self.input_errors()
+        if isinstance(exc, inputs):
+            return f"error: {exc}", 2
+        if isinstance(exc, NodeExecutionError):
+            return f"error: {exc}", 2 if isinstance(exc.error, (*inputs, ValueError)) else 1
+        return f"error: {type(exc).__name__}: {exc}", 1
+
+
+def _report(ctx: click.Context, message: str, code: int) -> None:
+    """Print ``message`` on stderr (a JSON log line under ``--log-format json``) and exit."""
+    if ctx.meta.get("t2i.log_format") == "json":
+        import structlog
+
+        structlog.get_logger("t2i.cli").error("command_failed", message=message, exit_code=code)
+    else:
+        click.echo(message, err=True)
+    ctx.exit(code)
 
 
 @click.group(cls=T2IGroup)
@@ -81,8 +90,10 @@ class T2IGroup(click.Group):
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning"
 )
 @click.version_option(package_name="t2i")
-def cli(log_format: str, log_level: str) -> None:
+@click.pass_context
+def cli(ctx: click.Context, log_format: str, log_level: str) -> None:
     """t2i: a plugin-based text-to-image engine."""
+    ctx.meta["t2i.log_format"] = log_format
     configure_logging(log_level, log_format)
 
 

@@ -47,3 +47,12 @@ def test_progress_is_a_plain_line_without_a_terminal(t2i_manager, tmp_path):
     assert out.exit_code == 0, out.output
     lines = [line for line in out.output.splitlines() if line.startswith("sample: step")]
     assert lines == [f"sample: step {i}/8" for i in (1, 2, 4, 6, 8)]
+
+
+def test_json_logs_carry_errors(t2i_manager):
+    import json
+
+    out = invoke("--log-format", "json", "generate", "x", "--recipe", "nope")
+    assert out.exit_code == 2
+    event = json.loads(out.output.strip().splitlines()[-1])
+    assert event["exit_code"] == 2 and "unknown recipe 'nope'" in event["message"]
