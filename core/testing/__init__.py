@@ -65,3 +65,23 @@ def run_process_group(
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
     return proc.returncode, stdout, stderr
+
+
+def heavy_imports_of_discovery(
+    plugins: str, *, check: str = "", modules: tuple[str, ...] = ("torch", "transformers")
+) -> dict[str, bool]:
+    """In a fresh interpreter with ``T2I_LOAD_PLUGINS=plugins``, load the plugin manager,
+    run ``check`` (Python code with ``m``, the manager), and report which of ``modules``
+    got imported: discovering plugins must import no model library."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from t2i.plugins import get_plugin_manager; m = get_plugin_manager(); "
+        f"{check or 'pass'}; print(*[name in sys.modules for name in {list(modules)!r}])"
+    )
+    env = {"T2I_LOAD_PLUGINS": plugins, "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise AssertionError(out.stderr[-3000:])
+    return dict(zip(modules, (v == "True" for v in out.stdout.split())))

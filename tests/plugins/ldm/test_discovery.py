@@ -1,17 +1,14 @@
 """Discovering the LDM plugin imports no model library: its components register by path."""
 
-import subprocess
-import sys
+from t2i.testing import heavy_imports_of_discovery
 
 
 def test_listing_the_ldm_plugin_imports_neither_torch_nor_transformers():
-    code = (
-        "import sys; from t2i.plugins import get_plugin_manager; m = get_plugin_manager(); "
+    check = (
         "r = m.records['ldm']; assert r.status == 'loaded', r.error; "
-        "assert 'ldm-shapes' in m.registry.names('recipe'); "
-        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+        "assert 'ldm-shapes' in m.registry.names('recipe')"
     )
-    env = {"T2I_LOAD_PLUGINS": "ldm", "PATH": ""}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "False"]
+    assert heavy_imports_of_discovery("ldm", check=check) == {
+        "torch": False,
+        "transformers": False,
+    }
