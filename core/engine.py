@@ -271,6 +271,7 @@ class Pipeline:
             manager.registry, manager.registry, device=self.device, dtype=dtype
         )
         self.cancel_event = threading.Event()
+        self._label_cache: dict[tuple[str, str | None], tuple[str, str | None]] = {}
         self._check_contracts(self._resolve(self.defaults))
 
     # -- introspection -------------------------------------------------------------------
@@ -565,6 +566,12 @@ class Pipeline:
 
     def _labels(self, request: GenerationRequest) -> tuple[str, str | None]:
         """The web-UI labels of the request's (already resolved) sampler and schedule."""
+        key = (request.sampler, request.schedule)
+        if key not in self._label_cache:  # every image's infotext asks
+            self._label_cache[key] = self._lookup_labels(request)
+        return self._label_cache[key]
+
+    def _lookup_labels(self, request: GenerationRequest) -> tuple[str, str | None]:
         reg = self.manager.registry
         entry = reg.get("sampler", request.sampler)
         label = entry.aliases[0] if entry.aliases else entry.name

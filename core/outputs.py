@@ -94,14 +94,20 @@ def _next_sibling(path: Path) -> int:
     return max(start, 1) if path.exists() else start
 
 
-def _target(path: Path, file_target: bool, count: int, seed: int, attempt: int) -> Path:
-    """Where the next image goes; every call rescans, so a name another process took
-    meanwhile (``attempt`` > 0 after one was taken) is skipped."""
+def _first_free(path: Path, file_target: bool, count: int) -> int | None:
+    """The number the next image gets (None: the file name itself, still free). Scanned once
+    per call of :func:`save_images`, and again only when another process took a name."""
     if not file_target:
-        return path / f"{_next_number(path):05d}-{seed}.png"
-    if count == 1 and attempt == 0 and not path.exists():
+        return _next_number(path)
+    if count == 1 and not path.exists():
+        return None
+    return _next_sibling(path)
+
+
+def _name(path: Path, file_target: bool, number: int | None, seed: int) -> Path:
+    if number is None:
         return path
-    return _numbered(path, _next_sibling(path))
+    return path / f"{number:05d}-{seed}.png" if not file_target else _numbered(path, number)
 
 
 def save_images(
@@ -127,19 +133,22 @@ def save_images(
     count = len(images)
     if overwrite and file_target:  # the plain names: path, or name-0000 ... name-NNNN
         targets = [path] if count == 1 else [_numbered(path, i) for i in range(count)]
+    number = None if overwrite and file_target else _first_free(path, file_target, count)
     for i, (image, info, seed) in enumerate(zip(images, infotexts, seeds)):
         data = encode_image(image, fmt, info)
         write = lambda f, d=data: f.write(d)  # noqa: E731
         if overwrite and file_target:
             written.append(write_atomically(targets[i], write))
             continue
-        for attempt in range(1000):
-            target = _target(path, file_target, count, seed, attempt)
+        while True:
             try:
-                written.append(write_atomically(target, write, overwrite=False))
+                written.append(
+                    write_atomically(_name(path, file_target, number, seed), write, overwrite=False)
+                )
                 break
-            except FileExistsError:
-                continue
+            except FileExistsError:  # another process took the name: scan again
+                number = _first_free(path, file_target, 2)
+        number = (number or 0) + 1
     return written
 
 

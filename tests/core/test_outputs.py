@@ -69,15 +69,16 @@ def test_files_are_readable_as_the_umask_says(tmp_path):
 def test_a_name_taken_meanwhile_is_skipped_not_clobbered(tmp_path, monkeypatch):
     from t2i import outputs
 
-    real = outputs._target
+    real, calls = outputs._name, []
 
-    def racing(path, file_target, count, seed, attempt):
-        target = real(path, file_target, count, seed, attempt)
-        if attempt == 0:  # another process writes this name first
+    def racing(path, file_target, number, seed):
+        target = real(path, file_target, number, seed)
+        calls.append(target)
+        if len(calls) == 1:  # another process writes this name first
             target.write_bytes(b"theirs")
         return target
 
-    monkeypatch.setattr(outputs, "_target", racing)
+    monkeypatch.setattr(outputs, "_name", racing)
     written = save_images(_images(1), ["mine"], [5], tmp_path)
     assert written[0].name == "00001-5.png" and (tmp_path / "00000-5.png").read_bytes() == b"theirs"
 
