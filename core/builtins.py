@@ -1,5 +1,6 @@
-"""The core's own plugin: the graph's nodes and each generation shape's samplers, schedules,
-guidance and nodes (diffusion, autoregressive tokens, single pass).
+"""The core's own plugin: the graph's nodes, each generation shape's samplers, schedules,
+guidance and nodes (diffusion, autoregressive tokens, single pass), and the frozen text
+encoders the families share (``minilm``).
 
 Registered through the same hooks as any third-party plugin, by :mod:`t2i.plugins`, and
 by import path: loading the plugins imports no torch; a component's module is imported
@@ -68,3 +69,17 @@ def t2i_register_guidance(register):
     diffusion(register)
     tokens(register)
     single_pass(register)
+
+
+@hookimpl
+def t2i_register_tokenizers(register):
+    from t2i.text.registration import register_tokenizers
+
+    register_tokenizers(register)
+
+
+@hookimpl
+def t2i_register_text_encoders(register):
+    from t2i.text.registration import register_text_encoders
+
+    register_text_encoders(register)

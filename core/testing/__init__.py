@@ -85,3 +85,31 @@ def heavy_imports_of_discovery(
     if out.returncode != 0:
         raise AssertionError(out.stderr[-3000:])
     return dict(zip(modules, (v == "True" for v in out.stdout.split())))
+
+
+def make_minilm_folder(folder, words=(), *, config=None):
+    """A folder shaped like all-MiniLM-L6-v2's (``config.json``, ``model.safetensors``,
+    tokenizer files) with random weights and a WordPiece vocabulary of ``words`` plus BERT's
+    special tokens, for tests that must not need the real package. ``config`` (a
+    ``BertConfig``) defaults to MiniLM's architecture. Returns the folder."""
+    from pathlib import Path
+
+    import torch
+    from transformers import BertModel, BertTokenizerFast
+
+    from t2i.text.minilm import minilm_config
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(words) - {"[PAD]"})]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(
+        str(folder)
+    )
+    config = config or minilm_config(len(vocab))
+    config.vocab_size = len(vocab)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(str(folder))
+    torch.random.set_rng_state(generator_state)
+    return folder

@@ -11,7 +11,7 @@ import pytest
 
 FLOORS: tuple[str | set[str], ...] = (
     "t2i.cli",
-    {"t2i.testing", "t2i.shapes"},
+    {"t2i.testing", "t2i.shapes", "t2i.xyz"},
     {"t2i.engine", "t2i.matrix"},
     "t2i.plugins",
     "t2i.builtins",
@@ -20,6 +20,7 @@ FLOORS: tuple[str | set[str], ...] = (
         "t2i.autoregressive",
         "t2i.single_pass",
         "t2i.training",
+        "t2i.text",
         "t2i.recipe",
         "t2i.request",
         "t2i.result",
@@ -28,6 +29,7 @@ FLOORS: tuple[str | set[str], ...] = (
     "t2i.registry",
     "t2i.contracts",
     "t2i.payloads",
+    "t2i.lora",
     {"t2i.noise", "t2i.logs", "t2i.checkpoints", "t2i.infotext", "t2i.prompts", "t2i.outputs"},
     {"t2i.files", "t2i.version", "t2i.kinds"},
 )

