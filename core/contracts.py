@@ -115,6 +115,8 @@ class DiffusionJob:
         device, dtype: where the model runs.
         noise_device: "cpu" (default; the same image on any device) or "device".
         callback: ``callback(step, total)`` after every step; it may raise to cancel.
+        preview: ``preview(step, total, denoised)`` after every step with the current
+            prediction of the clean sample (``x0``, shape ``shape``), for live previews.
     """
 
     model: Any
@@ -128,6 +130,7 @@ class DiffusionJob:
     dtype: torch.dtype = torch.float32
     noise_device: str = "cpu"
     callback: Callable[[int, int], None] | None = None
+    preview: Callable[[int, int, torch.Tensor], None] | None = None
 
 
 @runtime_checkable

@@ -485,19 +485,31 @@ class Pipeline:
         progress: Callable[[str, int, int], None] | None = None,
         on_node: Callable[[str, str, str], None] | None = None,
         on_batch: Callable[[GenerationResult], None] | None = None,
+        preview: Callable[[str, int, int, Any], None] | None = None,
         **fields: Any,
     ) -> GenerationResult:
         """Generate images for ``prompt`` (fields: :class:`~t2i.request.GenerationRequest`)."""
         request = self.make_request(prompt, **fields)
-        return self.run(request, progress=progress, on_node=on_node, on_batch=on_batch)
+        return self.run(
+            request, progress=progress, on_node=on_node, on_batch=on_batch, preview=preview
+        )
 
     def run(
-        self, request: GenerationRequest, *, progress=None, on_node=None, on_batch=None
+        self,
+        request: GenerationRequest,
+        *,
+        progress=None,
+        on_node=None,
+        on_batch=None,
+        preview: Callable[[str, int, int, Any], None] | None = None,
     ) -> GenerationResult:
         """Run ``request``: ``batch_count`` batches of ``batch_size`` images.
 
         ``on_batch(result)`` receives each batch's images as soon as it is done (the CLI
         saves them there, so an interrupt keeps every finished batch).
+        ``preview(node_id, step, total, x0)`` receives a diffusion sampler's current
+        prediction of the clean sample (a ``(B, C, H, W)`` tensor in the sampler's space,
+        latent for a latent model) after every step: the web UIs' live preview.
         """
         img2img = request.init_image is not None
         graph = self.recipe.img2img_graph if img2img else self.recipe.graph
@@ -534,6 +546,7 @@ class Pipeline:
                 on_node=on_node,
                 on_step=progress,
                 cancel=self.cancel_event,
+                on_preview=preview,
             )
             image = results[self.recipe.output.node][self.recipe.output.output]
             batch_images = image.to_pil()

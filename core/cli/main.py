@@ -353,6 +353,15 @@ def _default_recipe() -> str:
 @click.option("--recipe", default=None, help="Recipe name (default: the embedded default model).")
 @_recipe_options
 @click.option("--prompt-matrix", is_flag=True, help="Render every combination of a|b|c parts.")
+@click.option(
+    "--xyz",
+    "xyz_axes",
+    multiple=True,
+    metavar="FIELD=VALUES",
+    help="X/Y/Z plot axis (up to 3, X first), e.g. --xyz 'cfg_scale=3-7 (+2)' "
+    "--xyz 'sampler=Euler,DPM++ 2M'; fields: seed, steps, cfg_scale, sampler, schedule, "
+    "size (64x64), strength, recipe, checkpoint, prompt_sr (search first).",
+)
 @_request_options
 def generate(
     prompt: str,
@@ -362,6 +371,7 @@ def generate(
     recipe_options: tuple[str, ...],
     allow_pickle: bool,
     prompt_matrix: bool,
+    xyz_axes: tuple[str, ...],
     device: str | None,
     dtype: str | None,
     overwrite: bool,
@@ -373,14 +383,34 @@ def generate(
     recipe = recipe or _default_recipe()
     build = _build_options(checkpoint, recipe_options, allow_pickle)
     pipe = Engine.build(recipe, device=device, dtype=dtype, **build)
-    if not prompt_matrix:
+    if prompt_matrix and xyz_axes:
+        raise click.UsageError("--prompt-matrix and --xyz: give one of them")
+    if not prompt_matrix and not xyz_axes:
         _generate_and_save(pipe, prompt, fields, output, overwrite)
         return
-    from t2i.matrix import prompt_matrix_grid
     from t2i.outputs import save_images
 
     fields = {k: v for k, v in fields.items() if v is not None}
-    grid, result = prompt_matrix_grid(pipe, prompt, progress=_progress(), **fields)
+    if fields.get("init_image") is not None:
+        from PIL import Image
+
+        fields["init_image"] = Image.open(fields["init_image"]).convert("RGB")
+    if xyz_axes:
+        from t2i.xyz import xyz_plot
+
+        def pipeline_for(kind: str, value: str):
+            if kind == "recipe":
+                return Engine.build(value, device=device, dtype=dtype)
+            return Engine.build(recipe, device=device, dtype=dtype, **{**build, kind: value})
+
+        plot = xyz_plot(
+            pipe, prompt, xyz_axes, pipeline_for=pipeline_for, progress=_progress(), **fields
+        )
+        grid, result = plot.grid, plot.result
+    else:
+        from t2i.matrix import prompt_matrix_grid
+
+        grid, result = prompt_matrix_grid(pipe, prompt, progress=_progress(), **fields)
     paths = result.save(output, overwrite=overwrite)
     grid_target = _grid_path(Path(output))
     paths += save_images(

@@ -80,6 +80,7 @@ class SampleDiffusion(NodeType):
             dtype=dtype,
             noise_device=noise_device,
             callback=ctx.step,
+            preview=ctx.preview if getattr(ctx, "on_preview", None) is not None else None,
         )
         with torch.inference_mode():
             return {"samples": sampler_obj.sample(job)}

@@ -110,19 +110,27 @@ class DiffusionSampler:
             x,
             sigmas,
             cond=job.cond,
-            callback=_step_callback(job.callback),
+            callback=_step_callback(job.callback, job.preview),
             noise_sampler=noise.sampler,
             **opts,
         )
         return Latent(x, seeds=job.seeds)
 
 
-def _step_callback(callback: Callable[[int, int], None] | None):
-    """Adapt ``callback(step, total)`` to the sampler functions' ``SamplerStep`` callback."""
-    if callback is None:
+def _step_callback(
+    callback: Callable[[int, int], None] | None,
+    preview: Callable[[int, int, Any], None] | None = None,
+):
+    """Adapt ``callback(step, total)`` and ``preview(step, total, denoised)`` to the sampler
+    functions' ``SamplerStep`` callback (the preview first, then the callback, which may
+    raise to cancel)."""
+    if callback is None and preview is None:
         return None
 
     def on_step(step: SamplerStep) -> None:
-        callback(step.i + 1, step.total)
+        if preview is not None:
+            preview(step.i + 1, step.total, step.denoised)
+        if callback is not None:
+            callback(step.i + 1, step.total)
 
     return on_step

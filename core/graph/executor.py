@@ -104,6 +104,7 @@ class Executor:
         on_node: Callable[[str, str, str], None] | None = None,
         on_step: Callable[[str, int, int], None] | None = None,
         cancel: threading.Event | None = None,
+        on_preview: Callable[[str, int, int, Any], None] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Execute ``graph`` and return ``{node_id: {output_name: value}}``.
 
@@ -113,6 +114,8 @@ class Executor:
             on_node: ``on_node(node_id, node_type, event)``, event is "start", "done" or "cached".
             on_step: ``on_step(node_id, step, total)`` from nodes that loop.
             cancel: set it to stop; raises :class:`Cancelled` at the next node or step.
+            on_preview: ``on_preview(node_id, step, total, value)`` from nodes that show
+                intermediate results (a diffusion sampler's ``x0`` prediction per step).
         """
         graph = graph.copy() if params else graph
         for nid, values in (params or {}).items():
@@ -150,7 +153,7 @@ class Executor:
                 ref = node.inputs.get(port.name)
                 values[port.name] = None if ref is None else results[ref.node][ref.output]
             ctx = ExecutionContext(
-                self.registry, self.device, self.dtype, nid, on_step, check_cancelled
+                self.registry, self.device, self.dtype, nid, on_step, check_cancelled, on_preview
             )
             if on_node:
                 on_node(nid, node.type, "start")

@@ -117,6 +117,8 @@ class ExecutionContext:
         node_id: the id of the node being executed.
         on_step: ``on_step(node_id, step, total)`` for per-step progress.
         check_cancelled: raises :class:`~t2i.graph.errors.Cancelled` when cancellation was asked.
+        on_preview: ``on_preview(node_id, step, total, value)`` with a node's intermediate
+            result (a sampler's current ``x0`` prediction), for live previews; or None.
     """
 
     registry: Any
@@ -125,6 +127,12 @@ class ExecutionContext:
     node_id: str = ""
     on_step: Callable[[str, int, int], None] | None = None
     check_cancelled: Callable[[], None] = lambda: None
+    on_preview: Callable[[str, int, int, Any], None] | None = None
+
+    def preview(self, step: int, total: int, value: Any) -> None:
+        """Hand an intermediate result of the current node to ``on_preview`` (if any)."""
+        if self.on_preview is not None:
+            self.on_preview(self.node_id, step, total, value)
 
     def step(self, step: int, total: int) -> None:
         """Report progress of the current node and honour cancellation."""
