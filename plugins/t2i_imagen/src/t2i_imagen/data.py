@@ -1,0 +1,100 @@
+"""Training data of ``t2i train imagen``: shapes-benchmark renders and their frozen text states.
+
+Images are rendered once (in parallel) at the SR stage's size and kept as uint8; a render
+can be cached in a ``.pt`` file (``--data FILE``: written when absent, read when present)
+so that the base and the SR trainer of one machine share it. Captions are encoded once by
+the frozen MiniLM (:mod:`t2i.text.minilm`): token states ``(N, T, 384)`` fp16, mask and
+sentence vector, plus the empty prompt's (the unconditional case of CFG).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+
+
+def _render_range(args: tuple[int, int, int, int, float]) -> tuple[np.ndarray, list[str]]:
+    from t2i.shapes.dataset import make_sample
+
+    start, stop, size, seed, pair_fraction = args
+    images, captions = [], []
+    for i in range(start, stop):
+        s = make_sample("train", i, size, seed, pair_fraction=pair_fraction)
+        images.append(np.asarray(s.image.convert("RGB"), dtype=np.uint8))
+        captions.append(s.caption.text)
+    return np.stack(images), captions
+
+
+def render(
+    n: int, size: int, *, seed: int = 0, workers: int = 1, pair_fraction: float = 0.5
+) -> tuple[torch.Tensor, list[str]]:
+    """``n`` training items of the shapes benchmark -> uint8 ``(n, 3, size, size)``, captions."""
+    chunk = max(1, math.ceil(n / (workers * 8)))
+    jobs = [(a, min(n, a + chunk), size, seed, pair_fraction) for a in range(0, n, chunk)]
+    if workers <= 1:
+        parts = list(map(_render_range, jobs))
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(_render_range, jobs))
+    images = np.concatenate([p[0] for p in parts]).transpose(0, 3, 1, 2)
+    captions = [c for p in parts for c in p[1]]
+    return torch.from_numpy(np.ascontiguousarray(images)), captions
+
+
+def load_or_render(
+    path: str | os.PathLike | None, n: int, size: int, **options
+) -> tuple[torch.Tensor, list[str]]:
+    """A cached render at ``path`` (rendered and written there when absent), or a fresh one.
+
+    A cache of other ``n``/``size`` is refused (ValueError), never silently reused."""
+    if path is not None and Path(path).is_file():
+        data = torch.load(path, weights_only=True)
+        images, captions = data["images"], list(data["captions"])
+        if images.shape[0] < n or images.shape[-1] != size:
+            raise ValueError(
+                f"{path} holds {images.shape[0]} renders of {images.shape[-1]} px; this run "
+                f"needs {n} of {size} px: delete it or pass another --data file"
+            )
+        return images[:n], captions[:n]
+    images, captions = render(n, size, **options)
+    if path is not None:
+        tmp = Path(f"{path}.tmp{os.getpid()}")
+        torch.save({"images": images, "captions": captions}, tmp)
+        os.replace(tmp, path)
+    return images, captions
+
+
+@attrs.frozen(eq=False)
+class TextStates:
+    """Frozen-encoder outputs of a caption set: ``states (N, T, D)``, ``mask (N, T)`` bool,
+    ``pooled (N, D)``; ``empty_*`` the empty prompt's, padded to ``T``."""
+
+    states: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+    empty_states: torch.Tensor
+    empty_mask: torch.Tensor
+    empty_pooled: torch.Tensor
+
+
+def encode_captions(
+    encoder, tokenizer, captions: list[str], device: torch.device, *, chunk: int = 4096
+) -> TextStates:
+    """Encode ``captions`` and ``""`` once with the frozen encoder (token states as fp16)."""
+    tokens = tokenizer([*captions, ""])
+    ids, mask = tokens.ids, tokens.mask
+    states, pooled = [], []
+    for a in range(0, ids.shape[0], chunk):
+        from t2i.payloads import Tokens
+
+        c = encoder(Tokens(ids=ids[a : a + chunk].to(device), mask=mask[a : a + chunk].to(device)))
+        states.append(c.embeds.half())
+        pooled.append(c.pooled.float())
+    s, p, m = torch.cat(states), torch.cat(pooled), mask.to(device)
+    return TextStates(s[:-1], m[:-1], p[:-1], s[-1:], m[-1:], p[-1:])

@@ -1,0 +1,78 @@
+"""Noise-conditioning augmentation of a super-resolution stage's low-resolution input.
+
+Imagen (Saharia et al. 2022, section 2.5): the low-resolution image is corrupted with
+Gaussian noise at an augmentation level that the SR model is told; in training the level is
+random, at sampling a fixed one is used. DeepFloyd IF's convention, which this module
+follows for every model of the family: the level is an integer timestep ``0 <= level <
+1000`` of a ``squaredcos_cap_v2`` DDPM schedule (IF's ``image_noising_scheduler``), the
+image is first upsampled bilinearly (``align_corners=True``) to the sample's size, then
+noised as ``sqrt(a[level]) * up + sqrt(1 - a[level]) * noise``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from t2i.noise import seeded_noise
+
+AUG_TIMESTEPS = 1000
+"""Levels are integers in ``[0, AUG_TIMESTEPS)``."""
+DEFAULT_NOISE_LEVEL = 250
+"""IF's default sampling level (``IFSuperResolutionPipeline``)."""
+NOISE_SEED_OFFSET = 1_000_003
+"""The augmentation noise of seed ``s`` is drawn from seed ``s + NOISE_SEED_OFFSET``, so it
+is not the sampler's starting noise of the same seed."""
+
+
+@functools.lru_cache(maxsize=4)
+def _alphas(device: str) -> torch.Tensor:
+    from t2i.diffusion.schedules import get_alphas_cumprod
+
+    return get_alphas_cumprod("squaredcos_cap_v2", AUG_TIMESTEPS).to(torch.float64).to(device)
+
+
+def check_noise_level(level: float) -> int:
+    """``level`` as an int in range, or a ValueError naming the range."""
+    if not (isinstance(level, (int, float)) and float(level).is_integer()):
+        raise ValueError(f"noise_level must be an integer timestep, got {level!r}")
+    if not 0 <= level < AUG_TIMESTEPS:
+        raise ValueError(
+            f"noise_level must be in [0, {AUG_TIMESTEPS}) (timesteps of the augmentation "
+            f"schedule; IF's default is {DEFAULT_NOISE_LEVEL}), got {level!r}"
+        )
+    return int(level)
+
+
+def upsample(low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear, ``align_corners=True`` (IF's ``IFSuperResolutionPipeline``)."""
+    if tuple(low.shape[-2:]) == tuple(size):
+        return low
+    return F.interpolate(low, size=size, mode="bilinear", align_corners=True)
+
+
+def add_noise(image: torch.Tensor, level: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """``sqrt(a[level]) * image + sqrt(1 - a[level]) * noise`` per row (levels rounded)."""
+    a = _alphas(str(image.device))[level.round().long().clamp(0, AUG_TIMESTEPS - 1)]
+    a = a.to(image.dtype).view(-1, *([1] * (image.ndim - 1)))
+    return a.sqrt() * image + (1 - a).sqrt() * noise
+
+
+def augment(
+    low: torch.Tensor,
+    level: torch.Tensor,
+    size: tuple[int, int],
+    seeds: tuple[int, ...] = (),
+) -> torch.Tensor:
+    """Upsample ``low`` to ``size`` and noise it at ``level``; the noise is seeded per row by
+    ``seeds`` (plus :data:`NOISE_SEED_OFFSET`), or drawn from torch's generator without."""
+    up = upsample(low, size)
+    if seeds:
+        noise = seeded_noise(
+            up.shape, [s + NOISE_SEED_OFFSET for s in seeds], device=up.device, dtype=up.dtype
+        )
+    else:
+        noise = torch.randn_like(up)
+    return add_noise(up, level.to(up.device), noise)
