@@ -79,6 +79,7 @@ class Engine:
         """
         manager = plugins or get_plugin_manager()
         entry = manager.registry.get("recipe", recipe)
+        adapt = _pop_adaptation(entry.factory, overrides)
         factory_opts, swaps, defaults = _split_overrides(entry.factory, overrides)
         problem = options_problem(entry.factory, factory_opts)
         if problem:  # only the call's own binding: a TypeError inside the factory is not this
@@ -94,7 +95,12 @@ class Engine:
             for graph in (built.graph, built.img2img_graph):
                 if graph is not None:
                     _swap_component(graph, kind, value)
-        return Pipeline(built, manager, defaults=defaults, device=device, dtype=dtype)
+        for graph in (built.graph, built.img2img_graph):
+            if graph is not None:
+                _adapt_loaders(graph, adapt)
+        pipe = Pipeline(built, manager, defaults=defaults, device=device, dtype=dtype)
+        pipe.lora_dir = adapt.get("lora_dir")
+        return pipe
 
     @staticmethod
     def from_graph(
@@ -131,6 +137,61 @@ class Engine:
         except (TypeError, ValueError) as exc:
             raise EngineError(f"graph meta: {exc}") from exc
         return Pipeline(recipe, manager, defaults=defaults, device=device, dtype=dtype)
+
+
+ADAPT_OVERRIDES = ("lora", "lora_scale", "weights", "lora_dir")
+"""Overrides every recipe takes unless its factory takes them itself (:mod:`t2i.lora`):
+``lora`` (a path or a list of paths / ``(path, scale)``), ``lora_scale`` (default 1.0),
+``weights`` (a folder with ``denoiser.safetensors`` / ``text_encoder.safetensors`` of a full
+fine-tune), ``lora_dir`` (where a prompt's ``<lora:NAME:w>`` finds ``NAME.safetensors``)."""
+
+
+def _pop_adaptation(factory: Callable[..., Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Take the :data:`ADAPT_OVERRIDES` the factory does not take itself; check them."""
+    from t2i.checkpoints import CheckpointError
+    from t2i.lora import check_lora_paths, parse_loras
+
+    try:
+        own = set(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        own = set()
+    taken = {k: overrides.pop(k) for k in ADAPT_OVERRIDES if k in overrides and k not in own}
+    scale = taken.get("lora_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise EngineError(f"lora_scale must be a number, got {scale!r}")
+    try:
+        loras = parse_loras(taken.get("lora"), scale)
+        check_lora_paths(loras)
+    except ValueError as exc:
+        raise EngineError(str(exc)) from exc
+    weights = {}
+    if taken.get("weights") is not None:
+        folder = Path(taken["weights"])
+        weights = {
+            kind: str(folder / f"{kind}.safetensors")
+            for kind in ("denoiser", "text_encoder")
+            if (folder / f"{kind}.safetensors").is_file()
+        }
+        if not weights:
+            raise CheckpointError(
+                "no denoiser.safetensors or text_encoder.safetensors here",
+                path=folder,
+                fix="pass weights= the model/ folder of a full fine-tune (t2i dreambooth)",
+            )
+    lora_dir = taken.get("lora_dir")
+    return {"loras": loras, "weights": weights, "lora_dir": lora_dir and str(lora_dir)}
+
+
+def _adapt_loaders(graph: Graph, adapt: Mapping[str, Any]) -> None:
+    """Set ``loras`` / ``weights`` on the graph's denoiser and text-encoder loaders."""
+    for kind in ("denoiser", "text_encoder"):
+        for node in graph:
+            if node.type != COMPONENT_NODES[kind]:
+                continue
+            if adapt.get("loras"):
+                graph.replace(node.id, loras=[list(x) for x in adapt["loras"]])
+            if kind in adapt.get("weights", {}):
+                graph.replace(node.id, weights=adapt["weights"][kind])
 
 
 def _split_overrides(factory: Callable[..., Any], overrides: Mapping[str, Any]):
@@ -271,6 +332,7 @@ class Pipeline:
             manager.registry, manager.registry, device=self.device, dtype=dtype
         )
         self.cancel_event = threading.Event()
+        self.lora_dir: str | None = None
         self._label_cache: dict[tuple[str, str | None], tuple[str, str | None]] = {}
         self._check_contracts(self._resolve(self.defaults))
 
@@ -439,6 +501,7 @@ class Pipeline:
                     f"must be a multiple of {m} for recipe "
                     f"{self.recipe.name!r}, got {value}; try {value - value % m or m}",
                 )
+        self._prompt_loras(request.prompt)  # a tag naming no file fails here
         if request.init_image is not None:
             request = attrs.evolve(request, init_image=decode_init_image(request.init_image))
         resolved = self._resolve(
@@ -520,10 +583,11 @@ class Pipeline:
         images, seeds, prompts, infotexts = [], [], [], []
         started = time.perf_counter()
         self.cancel_event.clear()
+        prompt, tagged = self._prompt_loras(request.prompt)
         for b in range(request.batch_count):
             seed = (base_seed + b * request.batch_size) % SEED_RANGE
-            run_values = {**values, "seed": seed}
-            params: dict[str, dict[str, Any]] = {}
+            run_values = {**values, "seed": seed, "prompt": prompt}
+            params: dict[str, dict[str, Any]] = self._lora_params(graph, tagged)
             for field, targets in bindings.items():
                 if field not in run_values:
                     continue
@@ -572,6 +636,31 @@ class Pipeline:
         elapsed = time.perf_counter() - started
         metadata = self._metadata(request, base_seed, seeds, elapsed)
         return GenerationResult(images, seeds, prompts, infotexts, metadata)
+
+    def _prompt_loras(self, prompt: str) -> tuple[str, list[list[Any]]]:
+        """The prompt without ``<lora:NAME:w>`` tags, and ``[file, w]`` of each tag."""
+        if "<lora:" not in prompt:
+            return prompt, []
+        from t2i.lora import check_lora_paths, find_lora, prompt_loras
+
+        try:
+            text, tags = prompt_loras(prompt)
+            found = [[find_lora(name, self.lora_dir), w] for name, w in tags]
+            check_lora_paths(found)
+        except ValueError as exc:
+            raise RequestError("prompt", str(exc)) from exc
+        return text, found
+
+    def _lora_params(self, graph: Graph, tagged: list[list[Any]]) -> dict[str, dict[str, Any]]:
+        """Node params that add a prompt's LoRAs to those the pipeline was built with."""
+        if not tagged:
+            return {}
+        loaders = {COMPONENT_NODES["denoiser"], COMPONENT_NODES["text_encoder"]}
+        return {
+            n.id: {"loras": [*n.params.get("loras", []), *tagged]}
+            for n in graph
+            if n.type in loaders
+        }
 
     def cancel(self) -> None:
         """Ask a running call to stop at the next node or step."""

@@ -36,17 +36,31 @@ def _place(component: Any, ctx: ExecutionContext) -> Any:
     return component
 
 
-def _loader(kind: str, socket: str, output: str) -> type[NodeType]:
+_ADAPT_PARAMS = (
+    Param("loras", list, [], "LoRA files merged into the component: [[path, scale], ...]"),
+    Param("weights", str, "", "fine-tuned weights (safetensors) of the component's modules"),
+)
+"""Parameters of the loaders of trainable kinds (:func:`t2i.lora.adapt_component`)."""
+
+
+def _loader(kind: str, socket: str, output: str, adaptable: bool = False) -> type[NodeType]:
     class Load(NodeType):
         description = f"Instantiate a registered {kind} by name (factory options in `options`)."
         outputs = (Port(output, socket),)
         params = (
             Param("name", str, REQUIRED, f"registered {kind} name"),
             Param("options", dict, {}, "keyword options for the factory (checkpoint path ...)"),
+            *(_ADAPT_PARAMS if adaptable else ()),
         )
 
-        def execute(self, ctx: ExecutionContext, *, name: str, options: dict) -> dict[str, Any]:
+        def execute(
+            self, ctx: ExecutionContext, *, name: str, options: dict, **adapt: Any
+        ) -> dict[str, Any]:
             component = ctx.registry.create(kind, name, **(options or {}))
+            if adapt.get("loras") or adapt.get("weights"):
+                from t2i.lora import adapt_component
+
+                component = adapt_component(component, kind, **adapt)
             return {output: _place(component, ctx)}
 
     Load.__name__ = Load.__qualname__ = f"Load{socket.title().replace('_', '')}"
@@ -54,8 +68,8 @@ def _loader(kind: str, socket: str, output: str) -> type[NodeType]:
 
 
 LoadTokenizer = _loader("tokenizer", "TOKENIZER", "tokenizer")
-LoadTextEncoder = _loader("text_encoder", "TEXT_ENCODER", "text_encoder")
-LoadDenoiser = _loader("denoiser", "DENOISER", "model")
+LoadTextEncoder = _loader("text_encoder", "TEXT_ENCODER", "text_encoder", adaptable=True)
+LoadDenoiser = _loader("denoiser", "DENOISER", "model", adaptable=True)
 LoadDecoder = _loader("decoder", "DECODER", "decoder")
 
 

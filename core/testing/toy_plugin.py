@@ -128,6 +128,10 @@ class ToyDenoiser(nn.Module):
     def forward(self, x, sigma, cond):
         return self.adapter(x, sigma, cond)
 
+    def loss(self, x0, cond, *, noise, sigma):
+        """Per-sample ``(B,)`` epsilon MSE (a :class:`~t2i.contracts.TrainableDenoiser`)."""
+        return self.adapter.loss(x0, cond, noise=noise, sigma=sigma)
+
     def export_spec(self) -> ExportSpec:
         size = self.example_size
         x, t = torch.zeros(1, self.in_channels, size, size), torch.zeros(1)

@@ -26,6 +26,7 @@ import gc
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,7 @@ def train(
     out: str | Path,
     *,
     ctx: DistributedContext | None = None,
+    on_step: Callable[[int, Any], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` to ``config.steps`` (resuming from ``out``'s state).
 
@@ -142,6 +144,8 @@ def train(
         out: the run folder (made if missing).
         ctx: the distributed context; None: :func:`setup_distributed` on
             ``config.device``, closed again at the end.
+        on_step: ``on_step(step, model)`` on rank 0 after every optimizer step (and its
+            save), e.g. to render validation images; ``step`` counts steps done.
 
     Raises:
         TrainOptionsError: the batch does not split over the processes x micro-batches, or
@@ -151,6 +155,7 @@ def train(
     ctx = setup_distributed(config.device) if own else ctx
     try:
         loop = _Loop(model, data, config, Path(out), ctx)
+        loop.on_step = on_step
         try:
             return loop.run()
         finally:
@@ -224,6 +229,7 @@ class _Loop:
         out.mkdir(parents=True, exist_ok=True)
         self.path = state_path(out, config.name)
         self.step, self.loss_avg, self.losses, self.metrics = 0, None, [], []
+        self.on_step: Callable[[int, Any], None] | None = None
         self._restore()
 
     # -- state ------------------------------------------------------------------------------
@@ -366,6 +372,8 @@ class _Loop:
                     self._log(loss, lr, bar, extra)
                 if self.step % cfg.save_every == 0:
                     self._save()
+                if self.on_step is not None and ctx.is_main:
+                    self.on_step(self.step, self.model)
         finally:
             stop.restore()
             bar.close()

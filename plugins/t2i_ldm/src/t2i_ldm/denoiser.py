@@ -17,6 +17,9 @@ from t2i.payloads import Conditioning
 from t2i_ldm.config import NoiseScheduleConfig
 from t2i_ldm.unet import UNetModel
 
+_NOT_IN_DIFFUSERS = ("context_pool.",)
+"""UNet submodules of this plugin that diffusers' UNet2DConditionModel lacks."""
+
 
 class UNetPredictor:
     """``(x_in, t, cond) -> prediction`` for :class:`DiscreteDenoiser`: calls the UNet with
@@ -72,6 +75,30 @@ class LdmDenoiser(DiscreteDenoiser):
         from t2i_ldm.export import unet_export
 
         return ExportSpec((unet_export(self.unet),))
+
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
+        """What fine-tuning updates (:mod:`t2i.lora`): the UNet."""
+        return {"unet": self.unet}
+
+    def lora_modules(self) -> dict[str, torch.nn.Module]:
+        """The UNet's Linear / Conv2d layers by their diffusers names (``down_blocks.0.
+        attentions.0.transformer_blocks.0.attn1.to_q``), the names kohya and diffusers
+        LoRA files use (:func:`t2i_ldm.keymaps.unet_key_map`)."""
+        from t2i_ldm.keymaps import unet_key_map
+
+        layers = {
+            name: m
+            for name, m in self.unet.named_modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+        }
+        # layers SD has no counterpart of (ldm-shapes' context pooling) keep their own names
+        own = {n for n in layers if n.startswith(_NOT_IN_DIFFUSERS)}
+        keys = [f"{name}.weight" for name in layers if name not in own]
+        mapping = unet_key_map(self.unet.config, keys)
+        return {
+            (name if name in own else mapping[f"{name}.weight"].removesuffix(".weight")): m
+            for name, m in layers.items()
+        }
 
     @property
     def device(self) -> torch.device:

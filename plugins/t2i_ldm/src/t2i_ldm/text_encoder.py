@@ -367,6 +367,21 @@ class ClipTextEncoder:
 
         return ExportSpec((clip_text_export(self.model, self.clip_skip),))
 
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
+        """What fine-tuning updates (:mod:`t2i.lora`): the transformers CLIP text model, whose
+        layer names (``text_model.encoder.layers.0.self_attn.q_proj``) LoRA files use."""
+        return {"text_model": self.model}
+
+    def lora_modules(self) -> dict[str, torch.nn.Module]:
+        """Linear layers by the names LoRA files use, whatever the installed transformers'
+        module layout: ``text_model.encoder.layers.0.self_attn.q_proj``."""
+        prefix = _model_prefix(self.model)
+        return {
+            CANONICAL_PREFIX + name[len(prefix) :]: m
+            for name, m in self.model.named_modules()
+            if isinstance(m, torch.nn.Linear) and name.startswith(prefix)
+        }
+
     def __call__(self, tokens: Tokens) -> Conditioning:
         """Encode without autograd (inference)."""
         with torch.no_grad():
