@@ -9,7 +9,9 @@
 #   MINUTES: wall time of the whole script (default 9); N: renders (default 100000);
 #   BATCH / SR_BATCH, LR / SR_LR, EMA, SEED, PAIRS (pair fraction), WORKERS (render, <= 6);
 #   DEVICE=cpu STEPS=20 for a CPU smoke test (tiny models with TINY=1); EVAL=0 skips the eval;
-#   SKIP_INSTALL=1 when t2i and the plugin are installed; T2I_MINILM_PATH: the MiniLM folder.
+#   SKIP_INSTALL=1 when t2i and the plugin are installed; T2I_MINILM_PATH: the MiniLM folder
+#   (read through the core's t2i.text.minilm). Budget: <= 6 render processes, 2 x 3 CPU threads,
+#   about 10 GB of GPU memory per stage at the default batches.
 set -euo pipefail
 start=$(date +%s)
 MINUTES=${MINUTES:-9}
