@@ -1,0 +1,60 @@
+"""Hook implementations of the server plugin (entry point ``t2i`` -> ``server``): ``t2i serve``.
+
+The command imports FastAPI, uvicorn and the engine only when it runs (``t2i --help`` stays
+light).
+"""
+
+from __future__ import annotations
+
+from t2i.registry import hookimpl
+
+
+@hookimpl
+def t2i_register_commands(cli) -> None:
+    """``t2i serve``: the A1111 API, the native job API and the web page."""
+    import click
+
+    @cli.command("serve")
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+    @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
+    @click.option(
+        "--token",
+        default=None,
+        help="API token: every request needs 'Authorization: Bearer TOKEN' or Basic auth "
+        "with it as the password (default: $T2I_API_TOKEN).",
+    )
+    @click.option("--insecure", is_flag=True, help="Allow a non-local --host without a token.")
+    @click.option(
+        "--max-models",
+        type=click.IntRange(min=1),
+        default=2,
+        show_default=True,
+        help="Models kept loaded; the least recently used is unloaded beyond this.",
+    )
+    @click.option(
+        "--max-body-mb",
+        type=click.FloatRange(min=0.001),
+        default=32.0,
+        show_default=True,
+        help="Largest request body.",
+    )
+    @click.option("--recipe", default=None, help="Model selected at start (default: the default).")
+    @click.option("--device", default=None, help="cpu, cuda, cuda:1 ...")
+    @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None)
+    @click.pass_context
+    def serve(ctx, host, port, token, insecure, max_models, max_body_mb, recipe, device, dtype):
+        """Serve the web page on http://HOST:PORT/ and the APIs (/sdapi/v1, /t2i/v1, /docs)."""
+        from t2i_server.serve import run
+
+        run(
+            ctx,
+            host=host,
+            port=port,
+            token=token,
+            insecure=insecure,
+            max_models=max_models,
+            max_body_bytes=int(max_body_mb * 1024 * 1024),
+            recipe=recipe,
+            device=device,
+            dtype=dtype,
+        )

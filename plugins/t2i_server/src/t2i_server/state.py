@@ -1,0 +1,153 @@
+"""What the routes share: the plugins, the settings, the model cache, the worker, the
+selected model, and how a request becomes a :class:`~t2i_server.jobs.Job`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from t2i.request import REQUEST_FIELDS, GenerationRequest, RequestError
+from t2i_server.cache import ModelCache, model_key
+from t2i_server.jobs import Job, Worker
+from t2i_server.settings import ServeSettings
+
+DEFAULT_RECIPE_ENV = "T2I_DEFAULT_RECIPE"
+FAMILY_LABELS = {"diffusion": "diffusion", "tokens": "autoregressive", "generator": "GAN"}
+
+
+class Server:
+    """One server's state (``app.state.t2i``)."""
+
+    def __init__(self, settings: ServeSettings, manager: Any) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.cache = ModelCache(settings.max_models)
+        self.worker = Worker(self.cache)
+        self._info: dict[str, dict[str, Any]] = {}
+        self.current = (
+            self.registry.get("recipe", settings.recipe).name
+            if settings.recipe
+            else (self.default_recipe())
+        )
+
+    @property
+    def registry(self) -> Any:
+        return self.manager.registry
+
+    def default_recipe(self) -> str:
+        """``$T2I_DEFAULT_RECIPE``, else the first recipe marked default, else the first."""
+        chosen = os.environ.get(DEFAULT_RECIPE_ENV)
+        if chosen:
+            return self.registry.get("recipe", chosen).name
+        entries = self.registry.entries("recipe")
+        defaults = [e for e in entries if e.default]
+        if not entries:
+            raise RuntimeError("no recipe is installed: install a family plugin")
+        return (defaults or entries)[0].name
+
+    def recipe_name(self, name: str, field: str = "sd_model_checkpoint") -> str:
+        """The canonical name of a registered recipe (A1111 titles ``NAME [hash]`` too)."""
+        if not isinstance(name, str) or not name.strip():
+            raise RequestError(field, f"must name a recipe, got {name!r}")
+        text = name.strip()
+        for candidate in (text, text.split(" [")[0]):
+            if self.registry.has("recipe", candidate):
+                return self.registry.get("recipe", candidate).name
+        names = ", ".join(e.name for e in self.registry.entries("recipe"))
+        raise RequestError(field, f"no recipe {name!r}; recipes: {names}")
+
+    def recipe_info(self, name: str) -> dict[str, Any]:
+        """A recipe's request fields, defaults and family, from its graph (no weights)."""
+        if name not in self._info:
+            self._info[name] = self._describe(name)
+        return self._info[name]
+
+    def _describe(self, name: str) -> dict[str, Any]:
+        entry = self.registry.get("recipe", name)
+        info: dict[str, Any] = {
+            "name": entry.name,
+            "description": entry.description,
+            "plugin": entry.plugin,
+            "default": bool(entry.default),
+            "aliases": list(entry.aliases),
+        }
+        try:
+            recipe = entry.create()
+        except Exception as exc:  # a recipe that needs options (a checkpoint) to build
+            return {**info, "error": f"{type(exc).__name__}: {exc}", "fields": [], "family": ""}
+        contracts = set()
+        for graph in (recipe.graph, recipe.img2img_graph):
+            for node in graph or ():
+                cls = self.registry.get_node_type(node.type)
+                if getattr(cls, "model_contract", None):
+                    contracts.add(cls.model_contract)
+        family = sorted(contracts)[0] if len(contracts) == 1 else ",".join(sorted(contracts))
+        bound = set(recipe.bindings) | set(recipe.img2img_bindings or {})
+        return {
+            **info,
+            "family": family,
+            "family_label": FAMILY_LABELS.get(family, family),
+            "fields": sorted(bound),
+            "defaults": {k: v for k, v in recipe.defaults.items() if _jsonable(v)},
+            "img2img": recipe.img2img_graph is not None,
+            "size_multiple": recipe.size_multiple,
+            "model_name": recipe.model_name or entry.name,
+            "model_hash": recipe.model_hash or None,
+        }
+
+    # -- jobs ----------------------------------------------------------------------------
+    def make_job(
+        self,
+        *,
+        recipe: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        graph: Mapping[str, Any] | None = None,
+        prompt: str = "",
+        fields: Mapping[str, Any] | None = None,
+        mode: str = "generate",
+        axes: list[str] | None = None,
+    ) -> Job:
+        """A job on ``recipe`` (default: the selected model) or on ``graph``; the request
+        fields are checked on their own here (types, ranges) so bad input is refused before
+        it is queued; what depends on the model is checked by the worker."""
+        from t2i.engine import Engine
+
+        fields = dict(fields or {})
+        prevalidate(prompt, fields)
+        settings = self.settings
+        device, dtype = settings.device, settings.dtype
+        if graph is not None:
+            key = model_key(graph=graph)
+
+            def build() -> Any:
+                return Engine.from_graph(graph, plugins=self.manager, device=device, dtype=dtype)
+        else:
+            name = self.recipe_name(recipe or self.current, "recipe")
+            options = dict(options or {})
+            key = model_key(name, options)
+
+            def build() -> Any:
+                return Engine.build(
+                    name, plugins=self.manager, device=device, dtype=dtype, **options
+                )
+
+        return Job(key, build, prompt=prompt, fields=fields, mode=mode, axes=list(axes or []))
+
+    def submit(self, job: Job) -> Job:
+        self.worker.start()
+        return self.worker.submit(job)
+
+
+def prevalidate(prompt: Any, fields: Mapping[str, Any]) -> None:
+    """Check the request fields that need no model (type and range of each known field).
+
+    Raises:
+        RequestError: naming the field.
+    """
+    known = {k: v for k, v in fields.items() if k in REQUEST_FIELDS}
+    GenerationRequest(prompt=prompt, **{k: v for k, v in known.items() if k != "prompt"})
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, list, dict))

@@ -1,0 +1,277 @@
+// t2i web page: plain JS on the native API (/t2i/v1) and the A1111 routes (/sdapi/v1).
+"use strict";
+const $ = (id) => document.getElementById(id);
+const state = { recipes: {}, samplers: [], schedulers: [], initImage: null, pngInfo: null };
+const AXES = ["", "seed", "steps", "cfg_scale", "sampler", "schedule", "size", "strength",
+  "recipe", "prompt_sr", "negative_prompt", "eta", "top_k", "top_p", "temperature"];
+const NUMERIC = ["steps", "width", "height", "cfg_scale", "batch_size", "seed", "top_k",
+  "top_p", "temperature"];
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  const text = await response.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch (e) { body = text; }
+  if (!response.ok) {
+    const detail = body && body.detail ? body.detail : text;
+    throw new Error(`${response.status}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
+  }
+  return body;
+}
+
+function showError(message) {
+  $("error").textContent = message || "";
+  $("error").hidden = !message;
+}
+
+async function init() {
+  const [recipes, samplers, schedulers] = await Promise.all([
+    api("/t2i/v1/recipes"), api("/sdapi/v1/samplers"), api("/sdapi/v1/schedulers")]);
+  state.samplers = samplers;
+  state.schedulers = schedulers;
+  for (const r of recipes.recipes) {
+    state.recipes[r.name] = r;
+    const opt = new Option(r.name + (r.error ? " (needs options)" : ""), r.name);
+    opt.title = r.description || "";
+    $("recipe").add(opt);
+  }
+  $("recipe").value = recipes.current;
+  for (const s of schedulers) $("schedule").add(new Option(s.label, s.name));
+  for (let i = 0; i < 3; i++) addAxisRow("XYZ"[i]);
+  applyRecipe();
+  $("recipe").addEventListener("change", applyRecipe);
+  $("generate").addEventListener("click", generate);
+  $("interrupt").addEventListener("click", () => api("/sdapi/v1/interrupt", { method: "POST" }));
+  $("skip").addEventListener("click", () => api("/sdapi/v1/skip", { method: "POST" }));
+  $("init_image").addEventListener("change", loadInitImage);
+  $("clear-init").addEventListener("click", clearInitImage);
+  setupPngInfo();
+}
+
+function addAxisRow(name) {
+  const row = document.createElement("div");
+  row.className = "axis";
+  const select = document.createElement("select");
+  select.id = `axis-${name.toLowerCase()}-field`;
+  for (const a of AXES) select.add(new Option(a ? a : `${name}: nothing`, a));
+  const input = document.createElement("input");
+  input.id = `axis-${name.toLowerCase()}-values`;
+  input.placeholder = `${name} values`;
+  row.append(select, input);
+  $("axes").append(row);
+}
+
+function applyRecipe() {
+  const r = state.recipes[$("recipe").value];
+  if (!r) return;
+  const fields = new Set(r.fields || []);
+  $("family").textContent = r.family_label || r.family || "";
+  // Fields the recipe does not bind do not apply to its family: hide them.
+  for (const el of document.querySelectorAll("[data-field]")) {
+    el.hidden = !fields.has(el.dataset.field);
+  }
+  $("cfg-label").textContent = r.family === "generator" ? "Truncation ψ" : "CFG scale";
+  $("img2img-box").hidden = !r.img2img;
+  const sampler = $("sampler");
+  sampler.innerHTML = "";
+  const contract = r.family;
+  for (const s of state.samplers) {
+    const c = s.options && s.options.model_contract;
+    if (!c || c === contract) sampler.add(new Option(s.name, s.name));
+  }
+  const d = r.defaults || {};
+  for (const f of ["steps", "width", "height", "cfg_scale", "top_k", "top_p", "temperature"]) {
+    if ($(f)) $(f).value = d[f] !== undefined && d[f] !== null ? d[f] : "";
+  }
+  if (!$("width").value) $("width").value = 64;
+  if (!$("height").value) $("height").value = 64;
+  if (d.sampler) selectSampler(d.sampler);
+  $("schedule").value = d.schedule || "automatic";
+  if (r.error) showError(`${r.name}: ${r.error}`); else showError("");
+}
+
+function selectSampler(name) {
+  const wanted = String(name).toLowerCase();
+  for (const s of state.samplers) {
+    const names = [s.name, ...(s.aliases || [])].map((n) => String(n).toLowerCase());
+    if (names.includes(wanted)) { $("sampler").value = s.name; return; }
+  }
+}
+
+function requestFields() {
+  const r = state.recipes[$("recipe").value] || { fields: [] };
+  const fields = new Set(r.fields || []);
+  const out = { batch_count: Number($("batch_count").value) || 1, seed: Number($("seed").value) };
+  if (fields.has("negative_prompt")) out.negative_prompt = $("negative").value;
+  for (const f of NUMERIC) {
+    if (f === "seed" || !fields.has(f) || !$(f) || $(f).value === "") continue;
+    out[f] = Number($(f).value);
+  }
+  if (fields.has("sampler") && $("sampler").value) out.sampler = $("sampler").value;
+  if (fields.has("schedule") && $("schedule").value !== "automatic") out.schedule = $("schedule").value;
+  if (state.initImage && r.img2img) {
+    out.init_image = state.initImage;
+    out.strength = Number($("strength").value);
+  }
+  return out;
+}
+
+function axes() {
+  const out = [];
+  for (const name of ["x", "y", "z"]) {
+    const field = $(`axis-${name}-field`).value;
+    const values = $(`axis-${name}-values`).value.trim();
+    if (field && values) out.push(`${field}=${values}`);
+  }
+  return out;
+}
+
+async function generate() {
+  showError("");
+  const body = {
+    recipe: $("recipe").value, prompt: $("prompt").value, request: requestFields(), xyz: axes(),
+  };
+  let job;
+  try {
+    job = await api("/t2i/v1/jobs", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+  } catch (e) { showError(e.message); return; }
+  $("generate").disabled = true;
+  $("status").textContent = "queued";
+  follow(job.id);
+}
+
+function follow(id) {
+  const events = new EventSource(`/t2i/v1/jobs/${id}/events`);
+  const preview = $("preview");
+  let lastStep = -1;
+  events.addEventListener("progress", (e) => {
+    const s = JSON.parse(e.data);
+    $("progress").style.width = `${Math.round(100 * s.progress)}%`;
+    $("status").textContent = s.status === "running"
+      ? `${s.model}: batch ${s.batch + 1}/${s.batches}, step ${s.step}/${s.steps}, ETA ${s.eta.toFixed(1)} s`
+      : s.status;
+    if (s.step !== lastStep && s.step > 0) {
+      lastStep = s.step;
+      const img = new Image();
+      img.onload = () => { preview.src = img.src; preview.hidden = false; };
+      img.src = `/t2i/v1/jobs/${id}/preview.png?step=${s.step}&batch=${s.batch}`;
+    }
+  });
+  const finish = (e) => {
+    events.close();
+    $("generate").disabled = false;
+    preview.hidden = true;
+    const s = JSON.parse(e.data);
+    $("progress").style.width = "100%";
+    $("status").textContent = `${s.status}: ${s.images} image(s)`;
+    if (s.error) showError(s.error.detail);
+    showResult(id, s);
+  };
+  for (const name of ["done", "error", "cancelled"]) events.addEventListener(name, finish);
+  events.onerror = () => { if (events.readyState === EventSource.CLOSED) $("generate").disabled = false; };
+}
+
+function showResult(id, s) {
+  const gallery = $("gallery");
+  const items = [];
+  if (s.grid) items.push({ src: `/t2i/v1/jobs/${id}/grid.png`, info: s.infotexts[0] || "", grid: true });
+  for (let i = 0; i < s.images; i++) {
+    items.push({ src: `/t2i/v1/jobs/${id}/images/${i}.png`, info: s.infotexts[i] || "" });
+  }
+  for (const item of items.reverse()) {
+    const box = document.createElement("figure");
+    box.className = "item";
+    const img = document.createElement("img");
+    img.src = item.src;
+    img.alt = item.grid ? "X/Y/Z grid" : "generated image";
+    img.dataset.job = id;
+    const info = document.createElement("figcaption");
+    info.className = "infotext";
+    info.textContent = item.info;
+    const reuse = document.createElement("button");
+    reuse.type = "button";
+    reuse.textContent = "Reuse settings";
+    reuse.className = "reuse";
+    reuse.addEventListener("click", () => reuseInfotext(item.info));
+    const link = document.createElement("a");
+    link.href = item.src;
+    link.download = "";
+    link.textContent = " download";
+    box.append(img, info, reuse, link);
+    gallery.prepend(box);
+  }
+}
+
+async function reuseInfotext(text) {
+  const parsed = await api("/t2i/v1/infotext", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ text }),
+  });
+  applyParameters(parsed.parameters);
+}
+
+function applyParameters(p) {
+  if (!p) return;
+  if (p.Model && state.recipes[p.Model]) { $("recipe").value = p.Model; applyRecipe(); }
+  if (p.Prompt !== undefined) $("prompt").value = p.Prompt;
+  if (p["Negative prompt"] !== undefined) $("negative").value = p["Negative prompt"];
+  const map = { Steps: "steps", "CFG scale": "cfg_scale", Seed: "seed", "Size-1": "width",
+    "Size-2": "height", "Denoising strength": "strength" };
+  for (const [key, id] of Object.entries(map)) if (p[key] !== undefined) $(id).value = p[key];
+  if (p.Sampler) selectSampler(p.Sampler);
+  if (p["Schedule type"]) {
+    for (const s of state.schedulers) if (s.label === p["Schedule type"]) $("schedule").value = s.name;
+  }
+}
+
+function readBase64(file) {
+  return new Promise((ok, fail) => {
+    const reader = new FileReader();
+    reader.onload = () => ok(String(reader.result));
+    reader.onerror = fail;
+    reader.readAsDataURL(file);
+  });
+}
+
+async function loadInitImage() {
+  const file = $("init_image").files[0];
+  if (!file) return;
+  state.initImage = await readBase64(file);
+  $("init-preview").src = state.initImage;
+  $("init-preview").hidden = false;
+}
+
+function clearInitImage() {
+  state.initImage = null;
+  $("init_image").value = "";
+  $("init-preview").hidden = true;
+}
+
+function setupPngInfo() {
+  const drop = $("pnginfo-drop");
+  const show = async (file) => {
+    try {
+      const info = await api("/sdapi/v1/png-info", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ image: await readBase64(file) }),
+      });
+      state.pngInfo = info.parameters;
+      $("pnginfo-text").textContent = info.info || "(no parameters in this image)";
+      $("pnginfo-text").hidden = false;
+      $("pnginfo-reuse").hidden = !info.info;
+    } catch (e) { showError(e.message); }
+  };
+  drop.addEventListener("click", () => $("pnginfo-file").click());
+  $("pnginfo-file").addEventListener("change", () => $("pnginfo-file").files[0] && show($("pnginfo-file").files[0]));
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault(); drop.classList.remove("over");
+    if (e.dataTransfer.files[0]) show(e.dataTransfer.files[0]);
+  });
+  $("pnginfo-reuse").addEventListener("click", () => applyParameters(state.pngInfo));
+}
+
+init().catch((e) => showError(`could not load the page's data: ${e.message}`));
