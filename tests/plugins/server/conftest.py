@@ -35,7 +35,6 @@ class LiveServer:
 def live_server(manager, **settings):
     """Serve ``manager``'s recipes with ``settings`` until the block ends."""
     import uvicorn
-
     from t2i_server.app import create_app
     from t2i_server.settings import ServeSettings
 
