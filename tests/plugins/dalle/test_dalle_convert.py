@@ -75,5 +75,5 @@ def test_eval_global_inside_module_state_is_refused(tmp_path):
 def test_not_a_zip_archive_is_refused(tmp_path):
     path = tmp_path / "legacy.pkl"
     path.write_bytes(pickle.dumps({"w": 1}))
-    with pytest.raises(UnsafePickleError, match="not a torch.save zip archive"):
+    with pytest.raises(UnsafePickleError, match=r"not a torch\.save zip archive"):
         load_module_records(path)

@@ -1,0 +1,130 @@
+"""The engine components of a DALL-E model folder: tokenizer, text embedding, token predictor,
+dVAE decoder, and image priming.
+
+- :class:`DalleTextEncoder`: word ids -> the transformer's text states (token + text position
+  embeddings) as :class:`~t2i.payloads.Conditioning` ``embeds`` ``(B, T, width)``; the
+  predictor reads them as the prefix of its first step.
+- :class:`DalleTokenPredictor`: a :class:`~t2i.contracts.TokenPredictor` over the image
+  codebook (``bos`` is <img-bos>) with the transformer's KV cache.
+- :class:`DVAETokenDecoder`: ``(B, 1, h, w)`` token grids -> images, and images -> token grids
+  (``encode``: the img2img side, whose tokens prime the sampler).
+- :class:`PrimedPredictor`: DALL-E's image-prompt completion; the first ``rows`` rows of the
+  grid are forced to an init image's tokens (its logits put all mass on the given token,
+  in finite numbers so that logit guidance passes them through unchanged), the rest is drawn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from t2i.contracts import TOKENS, KVCache
+from t2i.payloads import Conditioning, Image, Latent, Tokens
+
+FORCED_LOGIT = -1e4
+"""The logit of every token but the forced one (softmax gives it exactly 0 in fp32)."""
+
+
+class DalleTextEncoder:
+    """Word ids -> the transformer's embedded text (the prefix of every image)."""
+
+    def __init__(self, transformer: Any) -> None:
+        self.transformer = transformer
+
+    def __call__(self, tokens: Tokens) -> Conditioning:
+        param = self.transformer.head.weight
+        with torch.inference_mode():
+            states = self.transformer.embed_text(tokens.ids.to(param.device))
+        return Conditioning(states, None, tokens.mask)
+
+
+class DalleTokenPredictor:
+    """``(tokens, cond, cache) -> (logits over the codebook, cache)`` of the DALL-E transformer."""
+
+    model_contract = TOKENS
+
+    def __init__(self, transformer: Any) -> None:
+        self.transformer = transformer
+        self.vocab_size = transformer.config.image_vocab
+        self.bos = transformer.image_bos
+        self.grid = transformer.config.grid
+
+    def to(self, device=None, dtype=None) -> DalleTokenPredictor:
+        self.transformer.to(device=device, dtype=dtype)
+        return self
+
+    def __call__(
+        self, tokens: torch.Tensor, cond: Conditioning | None, cache: KVCache | None
+    ) -> tuple[torch.Tensor, KVCache]:
+        if cache is None:
+            if cond is None:
+                raise ValueError("the DALL-E transformer needs the prompt's text states")
+            width = self.transformer.config.width
+            if cond.embeds.shape[1:] != (self.transformer.config.text_len, width):
+                raise ValueError(
+                    f"text states of shape {tuple(cond.embeds.shape[1:])} do not fit this "
+                    f"transformer ({self.transformer.config.text_len}, {width}): use its "
+                    "own tokenizer and text encoder"
+                )
+            return self.transformer.step(tokens, cond.embeds, None)
+        return self.transformer.step(tokens, None, cache)
+
+
+class DVAETokenDecoder:
+    """The dVAE as the engine's decoder of token grids (``factor`` pixels per token)."""
+
+    channels = 1
+
+    def __init__(self, encoder: Any, decoder: Any, grid: int | None = None) -> None:
+        self.encoder, self.decoder = encoder, decoder
+        self.factor = decoder.config.factor
+        self.vocab_size = decoder.config.vocab_size
+        self.grid = grid
+
+    def check_grid(self, h: int, w: int) -> None:
+        if self.grid is not None and (h, w) != (self.grid, self.grid):
+            side = self.grid * self.factor
+            raise ValueError(
+                f"a {h}x{w} token grid does not match this model's {self.grid}x{self.grid} "
+                f"(its images are {side}x{side} px): use width={side} height={side}"
+            )
+
+    def decode(self, latent: Latent) -> Image:
+        samples = latent.samples
+        if samples.ndim != 4 or samples.shape[1] != 1:
+            raise ValueError(
+                f"the dVAE decodes (B, 1, h, w) token grids, got {tuple(samples.shape)}"
+            )
+        self.check_grid(*samples.shape[2:])
+        param = self.decoder.blocks.input.w
+        return Image(self.decoder.images(samples[:, 0].to(param.device).long()).float())
+
+    def encode(self, image: Image) -> Latent:
+        param = self.encoder.blocks.input.w
+        pixels = image.pixels.to(param.device, param.dtype)
+        return Latent(self.encoder.tokens(pixels)[:, None].float())
+
+
+class PrimedPredictor:
+    """A token predictor whose first ``len(prime)`` tokens are forced to ``prime``."""
+
+    model_contract = TOKENS
+
+    def __init__(self, inner: Any, prime: torch.Tensor) -> None:
+        if prime.ndim != 2:
+            raise ValueError(f"prime tokens must be (B, P), got {tuple(prime.shape)}")
+        self.inner, self.prime = inner, prime.long()
+        self.vocab_size, self.bos = inner.vocab_size, inner.bos
+        self.drawn = 0
+
+    def __call__(self, tokens, cond, cache):
+        if cache is None:
+            self.drawn = 0
+        logits, cache = self.inner(tokens, cond, cache)
+        step, self.drawn = self.drawn, self.drawn + 1
+        if step < self.prime.shape[1]:
+            rows = self.prime[torch.arange(logits.shape[0]) % self.prime.shape[0], step]
+            forced = torch.full_like(logits, FORCED_LOGIT)
+            logits = forced.scatter(1, rows[:, None].to(logits.device), 0.0)
+        return logits, cache
