@@ -7,8 +7,8 @@ import time
 
 import pytest
 import requests
-from conftest import live_server, toy_manager
 from PIL import Image
+from server_live import live_server, toy_manager
 
 from t2i import Engine
 from t2i.infotext import parse_infotext

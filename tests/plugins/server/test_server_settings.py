@@ -8,8 +8,7 @@ import pytest
 import requests
 import structlog
 from click.testing import CliRunner
-from conftest import live_server, toy_manager
-
+from server_live import live_server, toy_manager
 from t2i_server import plugin
 from t2i_server.settings import (
     TOKEN_ENV,

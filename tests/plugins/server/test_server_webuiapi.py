@@ -9,8 +9,8 @@ import time
 
 import pytest
 import requests
-from conftest import ldm_manager, live_server
 from PIL import Image
+from server_live import ldm_manager, live_server
 
 from t2i import Engine
 from t2i.infotext import parse_infotext
@@ -74,8 +74,15 @@ def test_img2img(api, toy_server):
     init = Image.new("RGB", (16, 16), (200, 30, 30))
     result = api.img2img(images=[init], prompt="a cube", seed=5, denoising_strength=0.5)
     alone = Engine.build("toy-diffusion", plugins=toy_server.state.manager)(
-        "a cube", init_image=init, strength=0.5, seed=5, steps=4, sampler="Euler", eta=1.0,
-        width=512, height=512,  # webuiapi's defaults; the toy img2img keeps the init's size
+        "a cube",
+        init_image=init,
+        strength=0.5,
+        seed=5,
+        steps=4,
+        sampler="Euler",
+        eta=1.0,
+        width=512,
+        height=512,  # webuiapi's defaults; the toy img2img keeps the init's size
     )
     assert result.image.convert("RGB").tobytes() == alone.images[0].tobytes()
     assert parse_infotext(result.info["infotexts"][0])["Denoising strength"] == "0.5"
@@ -140,9 +147,9 @@ def test_progress_with_preview_then_interrupt(api, toy_server):
     )
     run.start()
     progress = wait_for(
-        lambda: (p := api.get_progress())["state"]["sampling_step"] >= 3
-        and p["current_image"]
-        and p
+        lambda: (
+            (p := api.get_progress())["state"]["sampling_step"] >= 3 and p["current_image"] and p
+        )
     )
     assert 0 < progress["progress"] < 1 and progress["eta_relative"] > 0
     assert progress["state"]["sampling_steps"] == 1000 and progress["state"]["job_count"] == 1
@@ -188,7 +195,9 @@ def test_png_info_and_scripts(api, toy_server):
     assert len(plot.images) == 5 and plot.info["index_of_first_image"] == 1
     assert plot.images[0].size[0] > 2 * 8  # the labelled grid
     assert plot.info["all_seeds"] == [7, 7, 8, 8]
-    matrix = api.txt2img(prompt="a cube|red", seed=7, width=8, height=8, script_name="prompt matrix")
+    matrix = api.txt2img(
+        prompt="a cube|red", seed=7, width=8, height=8, script_name="prompt matrix"
+    )
     assert matrix.info["all_prompts"] == ["a cube", "a cube, red"]
     bad = requests.post(
         f"{toy_server.url}/sdapi/v1/txt2img", json={"script_name": "x/y/z plot", "script_args": [0]}
