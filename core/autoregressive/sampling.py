@@ -50,7 +50,7 @@ class TokenSampler:
     """Temperature + top-k + top-p sampling (registered as ``top_k``, alias ``top_p``).
 
     Attributes:
-        top_k: keep the ``k`` most likely tokens (None or 0: all).
+        top_k: keep the ``k`` most likely tokens (None: all; >= 1).
         top_p: keep the smallest set reaching probability ``p`` (None or 1: all).
         temperature: divides the logits; must be > 0.
     """
@@ -62,8 +62,8 @@ class TokenSampler:
     temperature: float = 1.0
 
     def __attrs_post_init__(self) -> None:
-        if self.top_k is not None and self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 or None: no limit), got {self.top_k}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 (None: no limit), got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not self.temperature > 0:
