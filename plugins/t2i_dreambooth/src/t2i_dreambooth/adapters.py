@@ -49,7 +49,11 @@ class TrainedPart:
 
 
 def _choose(kind: str, component: Any, suffixes: tuple[str, ...] | None, default) -> dict:
-    layers = lora_modules(component)
+    layers, seen = {}, set()
+    for name, module in lora_modules(component).items():  # first name of each layer
+        if id(module) not in seen:
+            seen.add(id(module))
+            layers[name] = module
     chosen = {n: m for n, m in layers.items() if _matches(n, suffixes or default)}
     if not chosen and suffixes is None:
         chosen = {n: m for n, m in layers.items() if isinstance(m, nn.Linear)}

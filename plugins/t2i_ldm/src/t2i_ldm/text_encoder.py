@@ -374,13 +374,15 @@ class ClipTextEncoder:
 
     def lora_modules(self) -> dict[str, torch.nn.Module]:
         """Linear layers by the names LoRA files use, whatever the installed transformers'
-        module layout: ``text_model.encoder.layers.0.self_attn.q_proj``."""
+        module layout: ``text_model.encoder.layers.0.self_attn.q_proj`` first, then the same
+        layers without ``text_model.`` (what diffusers writes under transformers >= 5)."""
         prefix = _model_prefix(self.model)
-        return {
-            CANONICAL_PREFIX + name[len(prefix) :]: m
+        layers = {
+            name[len(prefix) :]: m
             for name, m in self.model.named_modules()
             if isinstance(m, torch.nn.Linear) and name.startswith(prefix)
         }
+        return {**{CANONICAL_PREFIX + n: m for n, m in layers.items()}, **layers}
 
     def __call__(self, tokens: Tokens) -> Conditioning:
         """Encode without autograd (inference)."""
