@@ -63,7 +63,7 @@ def load_instance_images(folder: str | Path, size: int) -> torch.Tensor:
             f"--instance-data-dir {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}): "
             "put the subject's 3-5 images there"
         )
-    tensors, sizes = [], set()
+    tensors, sizes, resized = [], set(), []
     for path in files:
         try:
             with Image.open(path) as raw:
@@ -75,14 +75,16 @@ def load_instance_images(folder: str | Path, size: int) -> torch.Tensor:
         sizes.add(image.size)
         image, changed = _square(image, size)
         if changed:
-            log.info("instance_image_resized", file=path.name, to=f"{size}x{size}")
+            resized.append(path.name)
         data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
         tensors.append(data.view(size, size, 3).permute(2, 0, 1).float() / 255)
-    if len(sizes) > 1:
+    if resized:
         log.warning(
-            "instance_images_mixed_sizes",
+            "instance_images_resized",
+            files=resized,
             sizes=sorted(f"{w}x{h}" for w, h in sizes),
-            note=f"each resized (shorter side) and centre-cropped to {size}x{size}",
+            mixed=len(sizes) > 1,
+            note=f"resized (shorter side, Lanczos) and centre-cropped to {size}x{size}",
         )
     return torch.stack(tensors)
 

@@ -150,6 +150,7 @@ def dreambooth(options: DreamBoothOptions) -> Path:
             seed=options.seed + 10_000,
             record=base,
         )
+    torch.manual_seed(options.seed)  # LoRA's gaussian init draws from torch's generator
     denoiser, text_encoder = copy.deepcopy(parts["denoiser"]), parts["text_encoder"]
     if options.train_text_encoder:
         text_encoder = copy.deepcopy(text_encoder)
