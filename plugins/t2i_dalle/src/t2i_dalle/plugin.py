@@ -16,31 +16,33 @@ def _at(module: str, name: str, doc: str, **attributes) -> object:
 
 
 @hookimpl
-def t2i_register_trainers(register) -> None:
-    doc = "Train dalle-shapes: --stage vae (dVAE, Gumbel-softmax), then --stage prior."
-    register("dalle", _at("train", "DalleTrainer", doc))
-
-
-@hookimpl
 def t2i_register_tokenizers(register) -> None:
     register("dalle.words", _at("recipes", "create_tokenizer", "word tokenizer of dalle-shapes"))
+    doc = "DALL-E Mini's byte-pair tokenizer (vocab.json + merges.txt)"
+    register("dalle-mini.bpe", _at("mini.recipes", "create_tokenizer", doc))
 
 
 @hookimpl
 def t2i_register_text_encoders(register) -> None:
     doc = "the DALL-E transformer's text embedding (token + text position)"
     register("dalle.text", _at("recipes", "create_text_encoder", doc))
+    doc = "DALL-E Mini's BART text encoder"
+    register("dalle-mini.encoder", _at("mini.recipes", "create_text_encoder", doc))
 
 
 @hookimpl
 def t2i_register_denoisers(register) -> None:
     doc = "DALL-E transformer over [text | image tokens], KV-cached (a token predictor)"
     register("dalle.transformer", _at("recipes", "create_predictor", doc), contract=TOKENS)
+    doc = "DALL-E Mini's BART decoder of image tokens, KV-cached (a token predictor)"
+    register("dalle-mini.decoder", _at("mini.recipes", "create_predictor", doc), contract=TOKENS)
 
 
 @hookimpl
 def t2i_register_decoders(register) -> None:
     register("dalle.dvae", _at("recipes", "create_decoder", "DALL-E dVAE: tokens <-> pixels"))
+    doc = "DALL-E Mini's VQGAN detokenizer (16x16 tokens -> 256 px)"
+    register("dalle-mini.vqgan", _at("mini.recipes", "create_decoder", doc))
 
 
 @hookimpl
@@ -57,3 +59,14 @@ def t2i_register_recipes(register) -> None:
         _at("recipes", "dalle_shapes_recipe", "DALL-E on the shapes benchmark (64x64)"),
         default=False,
     )
+    register(
+        "dalle-mini",
+        _at("mini.recipes", "dalle_mini_recipe", "DALL-E Mini / Mega (a min-dalle folder)"),
+        default=False,
+    )
+
+
+@hookimpl
+def t2i_register_trainers(register) -> None:
+    doc = "Train dalle-shapes: --stage vae (dVAE, Gumbel-softmax), then --stage prior."
+    register("dalle", _at("train", "DalleTrainer", doc))

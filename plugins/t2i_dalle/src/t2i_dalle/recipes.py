@@ -179,7 +179,7 @@ def dalle_shapes_recipe(*, checkpoint: str | os.PathLike | None = None, prime_ro
             "sampler": "top_k",
             "guidance": "supercondition",
             **DEFAULTS,
-        },  # fmt: skip
+        },
         description="DALL-E (dVAE + autoregressive transformer) trained on the shapes benchmark "
         "(64x64, 16x16 tokens)",
         model_name="dalle-shapes",
