@@ -63,6 +63,8 @@ ALIASES = {
 }
 """Other spellings of axis names (the web UI's labels included), lower case."""
 SPECIAL_AXES = ("size", "recipe", "checkpoint", PROMPT_SR)
+LABELS = {"cfg_scale": "CFG scale", "strength": "Denoising", "top_k": "Top-k", "top_p": "Top-p"}
+"""Grid labels where the web UI's name differs from the field's."""
 
 _INT = r"[+-]?\s*\d+"
 _FLOAT = r"[+-]?\s*\d+(?:\.\d*)?"
@@ -181,7 +183,8 @@ class Axis:
             return f"Size: {value[0]}x{value[1]}"
         if self.field == PROMPT_SR:
             return str(value)
-        return f"{self.field.replace('_', ' ').capitalize()}: {value}"
+        name = LABELS.get(self.field, self.field.replace("_", " ").capitalize())
+        return f"{name}: {value}"
 
 
 def _size(value: Any) -> tuple[int, int]:

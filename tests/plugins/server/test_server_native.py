@@ -133,6 +133,8 @@ def test_bad_jobs_are_refused_naming_the_field(toy_server):
         ({"xyz": ["steps"]}, "xyz"),
         ({"unknown": 1}, "unknown"),
         ({"recipe": "toy-gan", "graph": {}}, "graph"),
+        ({"recipe": "toy-gan", "options": {"allow_pickle": True}}, "allow_pickle"),
+        ({"graph": {"nodes": {"a": {"params": {"allow_pickle": 1}}}}}, "allow_pickle"),
     ]
     for body, field in cases:
         response = requests.post(url, json=body)

@@ -150,11 +150,26 @@ def test_xyz_plot_live_preview_and_interrupt(page, server):
     page.fill("#steps", "1000")
     page.fill("#width", "32")
     page.fill("#height", "32")
+    page.fill("#batch_count", "8")  # long enough to be running when Interrupt lands
     page.select_option("#sampler", label="Euler")
     page.click("#generate")
-    page.wait_for_selector("#preview:not([hidden])", timeout=30_000)
+    try:
+        page.wait_for_selector("#preview:not([hidden])", timeout=60_000)
+    except sync_api.TimeoutError:
+        raise AssertionError(page.inner_text("#status") + " | " + page.inner_text("#error"))
     width = page.evaluate("document.querySelector('#progress').style.width")
     assert width.endswith("%")
-    page.click("#interrupt")
-    page.wait_for_function("document.querySelector('#status').textContent.startsWith('cancelled')")
+    with page.expect_response("**/sdapi/v1/interrupt") as answer:
+        page.click("#interrupt")
+    assert answer.value.ok
+    try:
+        page.wait_for_function(
+            "document.querySelector('#status').textContent.startsWith('cancelled')"
+        )
+    except sync_api.TimeoutError:
+        jobs = requests.get(server.url + "/t2i/v1/jobs").json()
+        raise AssertionError(
+            page.inner_text("#status") + " | " + str([(j["status"], j["step"]) for j in jobs])
+        )
     assert not page.is_disabled("#generate")
+    assert int(page.inner_text("#status").split(": ")[1].split()[0]) < 8

@@ -91,3 +91,47 @@ def test_one_log_line_per_request(toy_server):
         ("GET", "/t2i/v1/jobs/nope", 404),
     ]
     assert all(e["ms"] >= 0 and e["client"].startswith("127.0.0.1:") for e in lines)
+
+
+@pytest.mark.slow
+def test_t2i_serve_command_serves_the_page_and_the_api(tmp_path):
+    """The real command in a subprocess, plugins from entry points, as a user starts it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from server_live import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("T2I_LOAD_PLUGINS", TOKEN_ENV)}
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "t2i.cli.main", "serve", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                page = requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+                assert time.monotonic() < deadline, "t2i serve did not start"
+                time.sleep(0.2)
+        assert page.status_code == 200 and "<title>t2i</title>" in page.text
+        assert requests.get(f"http://127.0.0.1:{port}/static/app.js").status_code == 200
+        assert requests.get(f"http://127.0.0.1:{port}/docs").status_code == 200
+        models = requests.get(f"http://127.0.0.1:{port}/sdapi/v1/sd-models", timeout=60).json()
+        assert "ldm-shapes" in {m["title"] for m in models}
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+        log.close()
+    text = (tmp_path / "serve.log").read_text()
+    assert text.count("request") >= 4 and "path=/docs" in text and "status=200" in text

@@ -91,6 +91,12 @@ def submit(body: JobRequest, request: Request):
         return _bad("mode", f"must be one of {', '.join(MODES)}, got {body.mode!r}")
     if body.graph is not None and body.recipe is not None:
         return _bad("graph", "give a recipe or a graph, not both")
+    if _asks_for_pickle(body.options) or _asks_for_pickle(body.graph):
+        return _bad(
+            "allow_pickle",
+            "pickle checkpoints run code when loaded: they are not loaded over HTTP; "
+            "convert the file to safetensors",
+        )
     fields = dict(body.request)
     fields.pop("prompt", None)
     try:
@@ -114,6 +120,19 @@ def submit(body: JobRequest, request: Request):
         return _bad(exc.field, str(exc).partition(": ")[2] or str(exc))
     server.submit(job)
     return {"id": job.id, "status": job.status, "model": job.model_name}
+
+
+def _asks_for_pickle(value: Any, depth: int = 0) -> bool:
+    """Whether a JSON value sets ``allow_pickle`` anywhere (bounded depth)."""
+    if depth > 64:
+        return True
+    if isinstance(value, dict):
+        if value.get("allow_pickle"):
+            return True
+        return any(_asks_for_pickle(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_asks_for_pickle(v, depth + 1) for v in value)
+    return False
 
 
 @router.get("/jobs")

@@ -89,7 +89,7 @@ class Server:
             "family": family,
             "family_label": FAMILY_LABELS.get(family, family),
             "fields": sorted(bound),
-            "defaults": {k: v for k, v in recipe.defaults.items() if _jsonable(v)},
+            "defaults": _defaults(recipe, bound),
             "img2img": recipe.img2img_graph is not None,
             "size_multiple": recipe.size_multiple,
             "model_name": recipe.model_name or entry.name,
@@ -113,7 +113,7 @@ class Server:
         it is queued; what depends on the model is checked by the worker."""
         from t2i.engine import Engine
 
-        fields = dict(fields or {})
+        fields = _floats(dict(fields or {}))
         prevalidate(prompt, fields)
         settings = self.settings
         device, dtype = settings.device, settings.dtype
@@ -147,6 +147,28 @@ def prevalidate(prompt: Any, fields: Mapping[str, Any]) -> None:
     """
     known = {k: v for k, v in fields.items() if k in REQUEST_FIELDS}
     GenerationRequest(prompt=prompt, **{k: v for k, v in known.items() if k != "prompt"})
+
+
+FLOAT_FIELDS = ("cfg_scale", "strength", "eta")
+"""Float request fields: JSON ``7`` is read as ``7.0`` (so the infotext says ``7.0`` however
+the client wrote it, as the A1111 routes' float fields do)."""
+
+
+def _floats(fields: dict[str, Any]) -> dict[str, Any]:
+    for name in FLOAT_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            fields[name] = float(value)
+    return fields
+
+
+def _defaults(recipe: Any, bound: set[str]) -> dict[str, Any]:
+    """The request's own defaults of the bound fields, then the recipe's."""
+    import attrs
+
+    out = {f.name: f.default for f in attrs.fields(GenerationRequest) if f.name in bound}
+    out.update(recipe.defaults)
+    return {k: v for k, v in out.items() if _jsonable(v)}
 
 
 def _jsonable(value: Any) -> bool:

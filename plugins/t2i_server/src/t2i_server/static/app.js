@@ -145,21 +145,24 @@ async function generate() {
 function follow(id) {
   const events = new EventSource(`/t2i/v1/jobs/${id}/events`);
   const preview = $("preview");
-  let lastStep = -1;
+  let lastStep = -1, loading = false, finished = false;
   events.addEventListener("progress", (e) => {
     const s = JSON.parse(e.data);
     $("progress").style.width = `${Math.round(100 * s.progress)}%`;
     $("status").textContent = s.status === "running"
       ? `${s.model}: batch ${s.batch + 1}/${s.batches}, step ${s.step}/${s.steps}, ETA ${s.eta.toFixed(1)} s`
       : s.status;
-    if (s.step !== lastStep && s.step > 0) {
+    if (s.step !== lastStep && s.step > 0 && !loading) {  // one preview request at a time
       lastStep = s.step;
+      loading = true;
       const img = new Image();
-      img.onload = () => { preview.src = img.src; preview.hidden = false; };
+      img.onload = () => { loading = false; if (!finished) { preview.src = img.src; preview.hidden = false; } };
+      img.onerror = () => { loading = false; };
       img.src = `/t2i/v1/jobs/${id}/preview.png?step=${s.step}&batch=${s.batch}`;
     }
   });
   const finish = (e) => {
+    finished = true;
     events.close();
     $("generate").disabled = false;
     preview.hidden = true;
@@ -182,7 +185,7 @@ function showResult(id, s) {
   }
   for (const item of items.reverse()) {
     const box = document.createElement("figure");
-    box.className = "item";
+    box.className = item.grid ? "item grid" : "item";
     const img = document.createElement("img");
     img.src = item.src;
     img.alt = item.grid ? "X/Y/Z grid" : "generated image";
