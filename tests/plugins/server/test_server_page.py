@@ -155,8 +155,9 @@ def test_xyz_plot_live_preview_and_interrupt(page, server):
     page.click("#generate")
     try:
         page.wait_for_selector("#preview:not([hidden])", timeout=60_000)
-    except sync_api.TimeoutError:
-        raise AssertionError(page.inner_text("#status") + " | " + page.inner_text("#error"))
+    except sync_api.TimeoutError as exc:
+        status = page.inner_text("#status") + " | " + page.inner_text("#error")
+        raise AssertionError(status) from exc
     width = page.evaluate("document.querySelector('#progress').style.width")
     assert width.endswith("%")
     with page.expect_response("**/sdapi/v1/interrupt") as answer:
@@ -166,10 +167,9 @@ def test_xyz_plot_live_preview_and_interrupt(page, server):
         page.wait_for_function(
             "document.querySelector('#status').textContent.startsWith('cancelled')"
         )
-    except sync_api.TimeoutError:
+    except sync_api.TimeoutError as exc:
         jobs = requests.get(server.url + "/t2i/v1/jobs").json()
-        raise AssertionError(
-            page.inner_text("#status") + " | " + str([(j["status"], j["step"]) for j in jobs])
-        )
+        status = page.inner_text("#status") + " | " + str([(j["status"], j["step"]) for j in jobs])
+        raise AssertionError(status) from exc
     assert not page.is_disabled("#generate")
     assert int(page.inner_text("#status").split(": ")[1].split()[0]) < 8
