@@ -68,6 +68,7 @@ class SampleDiffusion(NodeType):
         require_contract(guided.guidance, "guidance", guided.name, DIFFUSION)
         dtype = ctx.dtype or torch.float32
         model, cond = guided.bind(latent.samples.shape[0], ctx.device, dtype)
+        _check_step_fits(model, cond, sigmas.sigmas, tuple(latent.samples.shape), ctx, dtype)
         job = DiffusionJob(
             model=model,
             cond=cond,
@@ -84,6 +85,22 @@ class SampleDiffusion(NodeType):
         )
         with torch.inference_mode():
             return {"samples": sampler_obj.sample(job)}
+
+
+def _check_step_fits(model, cond, sigmas, shape, ctx, dtype) -> None:
+    """Refuse a sampling whose one model call cannot fit in the device's free memory."""
+    from t2i.memory import check_fits
+
+    sigma = sigmas[:1].to(ctx.device, dtype).expand(shape[0])
+    check_fits(
+        f"one denoiser step at batch {shape[0]} on a {'x'.join(map(str, shape[1:]))} sample",
+        lambda x: model(x, sigma, cond),
+        (shape,),
+        dtype=dtype,
+        device=ctx.device,
+        fix="lower the size or the batch size (or run on a device with more memory)",
+        key=(id(getattr(model, "model", model)), type(model).__name__),  # the denoiser
+    )
 
 
 class LowResCondition(NodeType):

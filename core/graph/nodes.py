@@ -184,6 +184,18 @@ class Decode(NodeType):
     outputs = (Port("image", "IMAGE"),)
 
     def execute(self, ctx, *, decoder, samples):
+        from t2i.memory import check_fits
+
+        x = samples.samples
+        check_fits(
+            f"decoding a batch of {x.shape[0]} ({'x'.join(map(str, x.shape[1:]))} samples)",
+            lambda fake: decoder.decode(Latent(fake, seeds=samples.seeds)),
+            (tuple(x.shape),),
+            dtype=x.dtype,
+            device=x.device,
+            fix="lower the size or the batch size (or run on a device with more memory)",
+            key=id(decoder),
+        )
         with torch.inference_mode():
             return {"image": decoder.decode(samples)}
 

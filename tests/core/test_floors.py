@@ -30,7 +30,15 @@ FLOORS: tuple[str | set[str], ...] = (
     "t2i.contracts",
     "t2i.payloads",
     "t2i.lora",
-    {"t2i.noise", "t2i.logs", "t2i.checkpoints", "t2i.infotext", "t2i.prompts", "t2i.outputs"},
+    {
+        "t2i.noise",
+        "t2i.logs",
+        "t2i.memory",
+        "t2i.checkpoints",
+        "t2i.infotext",
+        "t2i.prompts",
+        "t2i.outputs",
+    },
     {"t2i.files", "t2i.version", "t2i.kinds"},
 )
 """Top to bottom; modules of one set are siblings and may not import each other."""
