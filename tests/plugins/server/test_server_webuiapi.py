@@ -109,6 +109,7 @@ def test_samplers_schedulers_models_and_settings(api):
     assert api.get_loras() == []
     scripts = api.get_scripts()
     assert "x/y/z plot" in scripts["txt2img"] and "prompt matrix" in scripts["txt2img"]
+    api.txt2img(prompt="load it", seed=1, width=8, height=8)
     memory = api.get_memory()
     assert memory["ram"]["total"] > memory["ram"]["free"] > 0
     assert memory["ram"]["process"] > 10_000_000
