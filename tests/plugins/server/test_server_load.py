@@ -155,7 +155,7 @@ def test_client_disconnect_mid_run_does_not_kill_the_worker(toy_server):
     worker = toy_server.state.worker
     done_before = worker.completed
     body = json.dumps(
-        {"prompt": "gone", "seed": 1, "steps": 300, "width": 16, "height": 16}
+        {"prompt": "gone", "seed": 1, "steps": 150, "width": 16, "height": 16}
     ).encode()
     with socket.create_connection(("127.0.0.1", toy_server.port)) as sock:
         sock.sendall(
