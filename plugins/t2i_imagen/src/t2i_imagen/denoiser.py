@@ -63,6 +63,28 @@ class EfficientUNetPredictor:
         return self.unet(x.to(dtype), t, text, mask.to(x.device), pooled, level).to(x.dtype)
 
 
+class IFPredictor:
+    """``(x_in, t, cond) -> eps`` of an :class:`~t2i_imagen.if_unet.IFUNet`: the first 3 of
+    its ``2 * 3`` output channels (the learned-range variance is not used by the engine's
+    samplers); stage II stacks the augmented low-res image and passes its level as
+    ``class_labels``."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        self.unet = unet
+        out, sample = unet.config.out_channels, 3
+        self.channels = sample if out == 2 * sample else out
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        dtype = next(self.unet.parameters()).dtype
+        level = None
+        if self.unet.config.super_resolution:
+            x, level = low_res_input(x, cond)
+            level = level.to(dtype)
+        text = cond.embeds.to(x.device, dtype)
+        out = self.unet(x.to(dtype), t.to(dtype), text, level)
+        return out[:, : self.channels].to(x.dtype)
+
+
 class ImagenDenoiser(DiscreteDenoiser):
     """A pixel-space Imagen stage as a Karras denoiser.
 
@@ -72,6 +94,8 @@ class ImagenDenoiser(DiscreteDenoiser):
         prediction_type: ``epsilon`` (IF) or ``v_prediction`` (imagen-shapes).
         super_resolution: whether it reads ``cond.image``.
         alphas_cumprod: the trained schedule (default: 1000 ``squaredcos_cap_v2`` steps).
+        text_width: width of the text states it reads (checked against the encoder's).
+        quantize: round timesteps to trained ones (IF's UNets saw integer timesteps).
     """
 
     model_contract = DIFFUSION
@@ -86,12 +110,13 @@ class ImagenDenoiser(DiscreteDenoiser):
         super_resolution: bool = False,
         alphas_cumprod: torch.Tensor | None = None,
         text_width: int | None = None,
+        quantize: bool = False,
     ) -> None:
         if alphas_cumprod is None:
             from t2i.diffusion.schedules import get_alphas_cumprod
 
             alphas_cumprod = get_alphas_cumprod(SCHEDULE, TIMESTEPS)
-        super().__init__(predictor, alphas_cumprod, prediction_type)
+        super().__init__(predictor, alphas_cumprod, prediction_type, quantize=quantize)
         self.module = module
         self.super_resolution = super_resolution
         self.text_width = text_width

@@ -16,15 +16,10 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from t2i.noise import seeded_noise
-
 AUG_TIMESTEPS = 1000
 """Levels are integers in ``[0, AUG_TIMESTEPS)``."""
 DEFAULT_NOISE_LEVEL = 250
 """IF's default sampling level (``IFSuperResolutionPipeline``)."""
-NOISE_SEED_OFFSET = 1_000_003
-"""The augmentation noise of seed ``s`` is drawn from seed ``s + NOISE_SEED_OFFSET``, so it
-is not the sampler's starting noise of the same seed."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -60,19 +55,35 @@ def add_noise(image: torch.Tensor, level: torch.Tensor, noise: torch.Tensor) -> 
     return a.sqrt() * image + (1 - a).sqrt() * noise
 
 
+@functools.lru_cache(maxsize=8)
+def _second_draw(shape: tuple[int, ...], seeds: tuple[int, ...]) -> torch.Tensor:
+    rows = []
+    for seed in seeds:
+        g = torch.Generator("cpu").manual_seed(int(seed))
+        torch.randn(shape, generator=g)  # the first draw: the sample's starting noise
+        rows.append(torch.randn(shape, generator=g))
+    return torch.stack(rows)
+
+
+def augmentation_noise(shape: tuple[int, ...], seeds: tuple[int, ...]) -> torch.Tensor:
+    """Row ``i``: the *second* ``randn(shape[1:])`` of a CPU generator seeded with
+    ``seeds[i]``, the first being the SR sample's starting noise. This is what
+    ``IFSuperResolutionPipeline`` draws with ``generator=[Generator().manual_seed(s) ...]``
+    (intermediate images, then the upscaled image's noise), so seeds reproduce IF's images."""
+    return _second_draw(tuple(shape[1:]), tuple(int(s) for s in seeds))
+
+
 def augment(
     low: torch.Tensor,
     level: torch.Tensor,
     size: tuple[int, int],
     seeds: tuple[int, ...] = (),
 ) -> torch.Tensor:
-    """Upsample ``low`` to ``size`` and noise it at ``level``; the noise is seeded per row by
-    ``seeds`` (plus :data:`NOISE_SEED_OFFSET`), or drawn from torch's generator without."""
+    """Upsample ``low`` to ``size`` and noise it at ``level``; with ``seeds`` the noise is
+    :func:`augmentation_noise`, without it torch's generator draws it (training)."""
     up = upsample(low, size)
     if seeds:
-        noise = seeded_noise(
-            up.shape, [s + NOISE_SEED_OFFSET for s in seeds], device=up.device, dtype=up.dtype
-        )
+        noise = augmentation_noise(tuple(up.shape), tuple(seeds)).to(up.device, up.dtype)
     else:
         noise = torch.randn_like(up)
     return add_noise(up, level.to(up.device), noise)

@@ -117,3 +117,160 @@ def _check_shapes_pair(base, sr) -> None:
         raise _engine_error(
             f"recipe 'imagen-shapes': SR size {sr.size} is not a multiple of the base's {base.size}"
         )
+
+
+# --- DeepFloyd IF ---------------------------------------------------------------------------
+
+IF_DEFAULTS = {
+    "steps": 100,
+    "sampler": "ddpm",
+    "schedule": "trailing",
+    "cfg_scale": 7.0,
+    "sr_steps": 50,
+    "sr_sampler": "ddpm",
+    "sr_schedule": "trailing",
+    "sr_cfg_scale": 4.0,
+    "noise_level": 250,
+}
+"""IF's pipeline defaults (stage I: 100 steps, CFG 7; stage II: 50 steps, CFG 4, noise 250),
+with the engine's DDPM (``beta_tilde`` variance, not IF's learned range)."""
+
+
+def _path_option(recipe: str, name: str, value: Any, *, required: bool = False) -> Path | None:
+    if value is None:
+        if required:
+            raise _engine_error(f"recipe {recipe!r}: {name}= is required (an IF folder)")
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise _engine_error(f"recipe {recipe!r}: {name}={value!r} must be a folder path")
+    return Path(value)
+
+
+def check_if_pair(base, sr, t5_width: int | None) -> None:
+    """Structural checks of an IF cascade on the folders' configs (EngineError)."""
+    if base.stage != "I":
+        raise _engine_error(
+            f"recipe 'imagen': checkpoint {base.folder} is a stage {base.stage} "
+            "(super-resolution) folder: pass it as sr_checkpoint= and a stage I folder as "
+            "checkpoint="
+        )
+    if sr.stage != "II":
+        raise _engine_error(
+            f"recipe 'imagen': sr_checkpoint {sr.folder} is a stage {sr.stage} folder: pass an "
+            "IFSuperResolutionPipeline folder"
+        )
+    widths = {"stage I UNet": base.unet.text_width, "stage II UNet": sr.unet.text_width}
+    if t5_width is not None:
+        widths["T5 encoder"] = t5_width
+    if len(set(widths.values())) > 1:
+        raise _engine_error(
+            "recipe 'imagen': the stages read text of different widths "
+            f"({', '.join(f'{k} {v}' for k, v in widths.items())}): pair stages trained on the "
+            "same T5 encoder"
+        )
+    if sr.sample_size % base.sample_size:
+        raise _engine_error(
+            f"recipe 'imagen': stage II size {sr.sample_size} is not a multiple of stage I's "
+            f"{base.sample_size}"
+        )
+
+
+def imagen_recipe(
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    sr_checkpoint: str | os.PathLike | None = None,
+    t5: str | os.PathLike | None = None,
+    variant: str | None = None,
+    dtype: str | None = None,
+    guidance: str | None = None,
+):
+    """Recipe ``imagen``: DeepFloyd IF stage I (``checkpoint``) -> stage II
+    (``sr_checkpoint``), T5 from ``t5`` (a folder with ``text_encoder/`` and ``tokenizer/``;
+    default: the stage I folder). ``variant="fp16"`` reads the fp16 files; ``dtype`` casts."""
+    from t2i.files import short_hash
+    from t2i_imagen.cascade import cascade_recipe
+    from t2i_imagen.if_folder import read_stage, text_encoder_width, weight_files
+
+    base_dir = _path_option("imagen", "checkpoint", checkpoint, required=True)
+    sr_dir = _path_option("imagen", "sr_checkpoint", sr_checkpoint, required=True)
+    t5_dir = _path_option("imagen", "t5", t5) or base_dir
+    if variant not in (None, "fp16"):
+        raise _engine_error(f"recipe 'imagen': variant={variant!r}; use None or 'fp16'")
+    if dtype not in (None, "float32", "float16", "bfloat16"):
+        raise _engine_error(f"recipe 'imagen': dtype={dtype!r}; use float32/float16/bfloat16")
+    base, sr = read_stage(base_dir), read_stage(sr_dir)
+    check_if_pair(base, sr, text_encoder_width(t5_dir))
+    check_guidance("imagen", guidance, {"stage I": base.data_range, "stage II": sr.data_range})
+    factor = sr.sample_size // base.sample_size
+    load = {k: v for k, v in (("variant", variant), ("dtype", dtype)) if v is not None}
+    comp = lambda name, **o: {"name": name, "options": o}  # noqa: E731
+    components = {
+        "tokenizer": comp("imagen.t5_tokenizer", folder=str(t5_dir / "tokenizer")),
+        "text_encoder": comp("imagen.t5_encoder", folder=str(t5_dir / "text_encoder"), **load),
+        "base": comp("imagen.if_unet", checkpoint=str(base_dir), **load),
+        "sr": comp("imagen.if_unet", checkpoint=str(sr_dir), **load),
+        "decoder": comp("imagen.pixels"),
+    }
+    guidance = guidance or "dynamic"
+    defaults = {**IF_DEFAULTS, "width": sr.sample_size, "height": sr.sample_size}
+    defaults.update(guidance=guidance, sr_guidance=guidance)
+    if guidance == "dynamic":  # the folders' own percentile (0.95) and sample_max_value
+        defaults.update(guidance_options=base.thresholding, sr_guidance_options=sr.thresholding)
+    return cascade_recipe(
+        components=components,
+        base_size=base.sample_size,
+        factor=factor,
+        defaults=defaults,
+        description=f"DeepFloyd IF cascade ({base.sample_size} -> {sr.sample_size} px)",
+        model_name=base_dir.name,
+        model_hash=short_hash(weight_files(base_dir / "unet", variant)[0]),
+        infotext={"SR model": sr_dir.name},
+    )
+
+
+def create_t5_tokenizer(*, folder: str | os.PathLike):
+    """Factory of ``imagen.t5_tokenizer``."""
+    from t2i_imagen.t5 import T5Tokenizer
+
+    return T5Tokenizer(folder)
+
+
+def _torch_dtype(dtype: str | None):
+    import torch
+
+    return None if dtype is None else getattr(torch, dtype)
+
+
+def create_t5_encoder(
+    *, folder: str | os.PathLike, variant: str | None = None, dtype: str | None = None
+):
+    """Factory of ``imagen.t5_encoder``: the frozen T5 of an IF folder."""
+    from t2i_imagen.t5 import T5TextEncoder
+
+    return T5TextEncoder.from_folder(folder, dtype=_torch_dtype(dtype), variant=variant)
+
+
+def create_if_denoiser(
+    *, checkpoint: str | os.PathLike, variant: str | None = None, dtype: str | None = None
+):
+    """Factory of ``imagen.if_unet``: an IF stage's UNet as an :class:`ImagenDenoiser`."""
+    from t2i.diffusion.schedules import get_alphas_cumprod
+    from t2i_imagen.denoiser import IFPredictor, ImagenDenoiser
+    from t2i_imagen.if_folder import load_unet, read_stage
+
+    stage = read_stage(checkpoint)
+    unet = load_unet(stage, variant=variant, dtype=_torch_dtype(dtype))
+    sched = stage.scheduler
+    alphas = get_alphas_cumprod(
+        sched.get("beta_schedule", "squaredcos_cap_v2"),
+        int(sched.get("num_train_timesteps", 1000)),
+    )
+    return ImagenDenoiser(
+        IFPredictor(unet),
+        unet,
+        sched.get("prediction_type", "epsilon"),
+        super_resolution=stage.stage == "II",
+        alphas_cumprod=alphas,
+        text_width=stage.unet.text_width,
+        quantize=True,
+    )
