@@ -119,6 +119,10 @@ def test_samplers_schedulers_models_and_settings(api):
 def test_switching_models_across_two_families(api, toy_server):
     api.util_set_model("toy-gan")
     assert api.get_options()["sd_model_checkpoint"] == "toy-gan"
+    cache = toy_server.state.cache
+    pipe = cache.get(cache.loaded()[-1], build=None)  # most recent: the one just selected
+    assert pipe.recipe.name == "toy-gan"
+    assert pipe.executor.stats["executed"] >= 4  # its weights were loaded by the switch
     gan = api.txt2img(prompt="a cat", seed=3, width=16, height=16)  # CFG 7, Euler: ignored
     assert gan.info["sd_model_name"] == "toy-gan"
     alone = Engine.build("toy-gan", plugins=toy_server.state.manager)("a cat", seed=3)

@@ -363,7 +363,8 @@ def get_options(request: Request):
 
 @router.post("/options")
 def set_options(body: dict[str, Any], request: Request):
-    """Set ``sd_model_checkpoint`` (loads the model before answering); others are ignored."""
+    """Set ``sd_model_checkpoint`` (loads the model's weights before answering, after the
+    jobs queued before it); other settings are ignored."""
     server = server_of(request)
     if "sd_model_checkpoint" in body:
         try:

@@ -273,7 +273,8 @@ class Worker:
 
     def _run(self, job: Job) -> None:
         pipe = self.cache.get(job.model, job.build)
-        if job.mode == "load":
+        if job.mode == "load":  # load the weights now, as the web UI's model switch does
+            job.metadata["parameter_count"] = pipe.parameter_count()
             return
         hooks = self._hooks(job)
         if job.mode == "xyz":
