@@ -15,6 +15,8 @@ from t2i.infotext import parse_infotext
 
 CHROMIUM = os.environ.get("T2I_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):
+    if os.environ.get("T2I_REQUIRE_CHROMIUM") == "1":  # CI: a missing browser is a failure
+        raise RuntimeError(f"T2I_REQUIRE_CHROMIUM=1 but there is no chromium at {CHROMIUM}")
     pytest.skip(
         "headless Chromium is not installed (apt-get install -y chromium, or set "
         "T2I_CHROMIUM=/path/to/chromium)",
