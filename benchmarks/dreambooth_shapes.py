@@ -40,21 +40,21 @@ FULL_LR, LORA_LR = float(os.environ.get("FULL_LR", 5e-5)), float(os.environ.get(
 RUNS = os.environ.get("RUNS", "full full+prior lora lora+prior").split()
 GEN_STEPS = int(os.environ.get("GEN_STEPS", 25))  # ldm-shapes' default sampling steps
 SUBJECT_PROMPT, CLASS_PROMPT = "a sks star", "a star"
-FIDELITY_PROMPTS = [
-    "a sks star on the left",
-    "a sks star on the right",
-    "a sks star at the top",
-    "a sks star at the bottom",
-    "a small sks star",
-    "a large sks star",
-]
+FIDELITY_PROMPTS = {  # prompt -> (size, position) it states; the shape is a star
+    "a sks star on the left": (None, "left"),
+    "a sks star on the right": (None, "right"),
+    "a sks star at the top": (None, "top"),
+    "a sks star at the bottom": (None, "bottom"),
+    "a small sks star in the center": ("small", "center"),
+    "a large sks star in the center": ("large", "center"),
+}
 DRIFT_PROMPTS = [
     "a red star on the left",
     "a blue star on the right",
-    "a small green star",
-    "a large yellow star at the top",
+    "a small green star at the top",
+    "a large yellow star in the center",
     "a purple star at the bottom",
-    "an orange star",
+    "an orange star on the left",
 ]
 
 
@@ -65,8 +65,12 @@ def _features(judge, images) -> torch.Tensor:
 
 def _stated(prompt: str):
     from t2i.shapes.captions import parse_caption
+    from t2i.shapes.scene import Scene, ShapeSpec
 
-    return parse_caption(prompt.replace("sks ", ""))
+    if prompt in FIDELITY_PROMPTS:
+        size, position = FIDELITY_PROMPTS[prompt]
+        return Scene((ShapeSpec("star", None, size, position),))
+    return parse_caption(prompt)
 
 
 def evaluate(pipe, judge, instance: list[Image.Image]) -> dict:

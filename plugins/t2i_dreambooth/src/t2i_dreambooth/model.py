@@ -90,12 +90,10 @@ class DreamBoothModel(nn.Module):
         record: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.denoiser, self.text_encoder, self.parts, self.lora = (
-            denoiser,
-            text_encoder,
-            parts,
-            lora,
-        )
+        # not submodules: what trains is registered once, in ``trained``; a frozen text
+        # encoder that is an nn.Module must not bring its parameters into the optimizer
+        self.__dict__.update(denoiser=denoiser, text_encoder=text_encoder)
+        self.parts, self.lora = parts, lora
         self.trained = nn.ModuleDict(
             {p.kind: nn.ModuleDict({k or "module": m for k, m in p.modules.items()}) for p in parts}
         )

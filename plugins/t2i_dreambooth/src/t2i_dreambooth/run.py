@@ -103,7 +103,9 @@ def _components(pipe: Any) -> dict[str, Any]:
     return found
 
 
-def _encode(decoder: Any, pixels: torch.Tensor, batch: int = 8) -> torch.Tensor:
+def _encode(decoder: Any, pixels: torch.Tensor, device: Any, batch: int = 8) -> torch.Tensor:
+    """Pixels in [0, 1] -> the decoder's latents (posterior mode), on ``device``."""
+    pixels = pixels.to(device)
     with torch.no_grad():
         parts = [
             decoder.encode(ImagePayload(pixels[i : i + batch])).samples.float()
@@ -124,7 +126,8 @@ def dreambooth(options: DreamBoothOptions) -> Path:
     out = Path(options.output_dir)
     _check_resume(options, out)
     check_identifier(options)
-    pipe = Engine.build(options.recipe, **options.recipe_options)
+    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = Engine.build(options.recipe, device=device, **options.recipe_options)
     size = options.resolution or int(pipe.defaults.get("width", 512))
     multiple = pipe.recipe.size_multiple
     if size % multiple:
@@ -189,8 +192,8 @@ def _model(options, pipe, parts, denoiser, text_encoder, instance, prior, size) 
         denoiser=denoiser,
         text_encoder=text_encoder,
         parts=trained,
-        instance_latents=_encode(parts["decoder"], instance),
-        class_latents=None if prior is None else _encode(parts["decoder"], prior),
+        instance_latents=_encode(parts["decoder"], instance, pipe.device),
+        class_latents=None if prior is None else _encode(parts["decoder"], prior, pipe.device),
         instance_tokens=tokenizer([options.instance_prompt]),
         class_tokens=tokenizer([options.class_prompt]) if options.class_prompt else None,
         lora=options.lora,
@@ -227,7 +230,7 @@ def _train(options, pipe, parts, model, n_instance: int, n_class: int) -> Path:
         save_every=options.checkpointing_steps,
         log_every=max(1, min(50, options.steps // 10 or 1)),
         seed=options.seed,
-        device=options.device,
+        device=str(pipe.device),
     )
     on_step = None
     if options.validation_prompts:
