@@ -24,7 +24,7 @@ from t2i_server.images import (
     decode_base64,
     decode_image,
     infotext_of,
-    latent_preview,
+    job_preview,
     png_bytes,
     to_base64,
 )
@@ -266,9 +266,8 @@ def progress(request: Request, skip_current_image: bool = False):
         "sampling_steps": job.total if job else 0,
     }
     image = None
-    if job is not None and job.preview is not None and not skip_current_image:
-        size = (job.fields.get("width"), job.fields.get("height"))
-        preview = latent_preview(job.preview, size if all(size) else None)
+    preview = job_preview(job) if job is not None and not skip_current_image else None
+    if preview is not None:
         image = to_base64(png_bytes(preview, None))
     text = None
     if job is not None:

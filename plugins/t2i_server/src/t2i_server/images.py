@@ -77,6 +77,19 @@ def infotext_of(data: bytes) -> str | None:
         raise RequestError("image", "is not an image; give a base64 PNG, JPEG or WebP") from None
 
 
+def job_preview(job: Any) -> Image.Image | None:
+    """A running job's live preview at the request's size: its decoded preview when the
+    worker made one for the latest steps, else the cheap view of the sampler's ``x0``."""
+    size = (job.fields.get("width"), job.fields.get("height"))
+    size = size if all(isinstance(v, int) for v in size) else None
+    if job.preview_image is not None:
+        image = job.preview_image
+        return image.resize(size, Image.NEAREST) if size and image.size != size else image
+    if job.preview is None:
+        return None
+    return latent_preview(job.preview, size)
+
+
 def latent_preview(x0: Any, size: tuple[int, int] | None = None) -> Image.Image:
     """A cheap preview of a sampler's ``x0`` prediction (first image of the batch).
 

@@ -30,6 +30,9 @@ log = structlog.get_logger("t2i.server")
 
 QUEUED, RUNNING, DONE, ERROR, CANCELLED = "queued", "running", "done", "error", "cancelled"
 FINISHED = (DONE, ERROR, CANCELLED)
+PREVIEW_DECODE_EVERY = 0.25
+"""Seconds between live previews decoded with the recipe's own decoder (in between, the
+cheap latent view of :func:`~t2i_server.images.latent_preview`)."""
 HISTORY = 256
 """Finished jobs kept for status and image requests."""
 
@@ -80,6 +83,7 @@ class Job:
     metadata: dict[str, Any] = attrs.Factory(dict)
     error: JobError | None = None
     preview: Any = None
+    preview_image: Any = None
     preview_step: int = 0
     version: int = 0
     interrupted: bool = False
@@ -276,7 +280,10 @@ class Worker:
         if job.mode == "load":  # load the weights now, as the web UI's model switch does
             job.metadata["parameter_count"] = pipe.parameter_count()
             return
-        hooks = self._hooks(job)
+        several = job.mode == "xyz" and any(
+            a.split("=")[0].strip().lower() in ("recipe", "checkpoint", "model") for a in job.axes
+        )
+        hooks = self._hooks(job, None if several else pipe)  # cells of other models: no decode
         if job.mode == "xyz":
             self._run_xyz(job, pipe, hooks)
         elif job.mode == "matrix":
@@ -284,7 +291,7 @@ class Worker:
         else:
             self._run_batches(job, pipe, hooks)
 
-    def _hooks(self, job: Job) -> dict[str, Callable]:
+    def _hooks(self, job: Job, pipe: Any) -> dict[str, Callable]:
         def check() -> None:
             if job.interrupted or job.skipped:
                 raise Cancelled("interrupted" if job.interrupted else "skipped")
@@ -297,9 +304,15 @@ class Worker:
             job.touch()
             check()
 
+        last = {"decoded": 0.0}
+
         def preview(node: str, step: int, total: int, x0: Any) -> None:
             job.preview = x0[:1].detach().to("cpu", copy=True)
             job.preview_step = step
+            now = time.monotonic()
+            if pipe is not None and now - last["decoded"] >= PREVIEW_DECODE_EVERY:
+                last["decoded"] = now
+                job.preview_image = decoded_preview(pipe, node, x0[:1])
 
         return {"on_node": on_node, "progress": progress, "preview": preview}
 
@@ -380,6 +393,38 @@ class Worker:
         )
         self._collect(job, result)
         job.grid = grid
+
+
+def decoded_preview(pipe: Any, sampling_node: str, x0: Any) -> Any:
+    """``x0`` decoded by the decoder that decodes ``sampling_node``'s samples in the
+    pipeline's graph (a PIL image), or None when the graph has no such decoder or it fails
+    (the cheap preview is shown then). Runs on the worker thread, between sampler steps."""
+    from t2i.payloads import Latent
+
+    graph = pipe.recipe.graph
+    decode = next(
+        (
+            n
+            for n in graph
+            if n.type == "Decode"
+            and "samples" in n.inputs
+            and n.inputs["samples"].node == sampling_node
+            and "decoder" in n.inputs
+        ),
+        None,
+    )
+    if decode is None:
+        return None
+    loader = decode.inputs["decoder"].node
+    try:
+        import torch
+
+        decoder = pipe.executor.run(graph, outputs=[loader])[loader]["decoder"]
+        with torch.inference_mode():
+            return decoder.decode(Latent(x0.detach())).to_pil()[0]
+    except Exception:  # a preview never fails a job
+        log.debug("preview_decode_failed", node=sampling_node, exc_info=True)
+        return None
 
 
 def _job_error(exc: Exception) -> JobError:

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from t2i.request import RequestError
-from t2i_server.images import decode_image, latent_preview, png_bytes
+from t2i_server.images import decode_image, job_preview, png_bytes
 from t2i_server.jobs import FINISHED
 from t2i_server.state import Server
 
@@ -181,12 +181,11 @@ def preview(job_id: str, request: Request):
     job = _server(request).worker.get(job_id)
     if job is None:
         return _missing(job_id)
-    x0 = job.preview
-    if x0 is None:
+    image = job_preview(job)
+    if image is None:
         return Response(status_code=204)
-    size = (job.fields.get("width"), job.fields.get("height"))
     return Response(
-        png_bytes(latent_preview(x0, size if all(size) else None), None),
+        png_bytes(image, None),
         media_type="image/png",
         headers={"Cache-Control": "no-store"},
     )
