@@ -146,7 +146,16 @@ def test_xyz_plot_live_preview_and_interrupt(page, server):
     page.fill("#axis-y-values", "2-3")
     page.click("#generate")
     newest_image(page, 5)
-    assert page.locator("#gallery img").nth(0).get_attribute("alt") == "X/Y/Z grid"
+    assert page.locator("#gallery img").nth(0).get_attribute("alt") == "grid"
+    page.fill("#axis-y-values", "")
+    page.fill("#axis-x-values", "")
+    page.fill("#prompt", "a cube|red")
+    page.check("#prompt-matrix")
+    page.click("#generate")
+    newest_image(page, 8)  # 5 before, now a grid and 2 images
+    captions = page.locator("#gallery figcaption").all_inner_texts()[:3]
+    assert [c.split("\n")[0] for c in captions] == ["a cube", "a cube", "a cube, red"]
+    page.uncheck("#prompt-matrix")
     page.fill("#axis-x-values", "")
     page.fill("#axis-y-values", "")
     page.fill("#steps", "1000")

@@ -131,6 +131,7 @@ async function generate() {
   const body = {
     recipe: $("recipe").value, prompt: $("prompt").value, request: requestFields(), xyz: axes(),
   };
+  if (!body.xyz.length && $("prompt-matrix").checked) body.mode = "matrix";
   let job;
   try {
     job = await api("/t2i/v1/jobs", {
@@ -188,7 +189,7 @@ function showResult(id, s) {
     box.className = item.grid ? "item grid" : "item";
     const img = document.createElement("img");
     img.src = item.src;
-    img.alt = item.grid ? "X/Y/Z grid" : "generated image";
+    img.alt = item.grid ? "grid" : "generated image";
     img.dataset.job = id;
     const info = document.createElement("figcaption");
     info.className = "infotext";
