@@ -9,6 +9,9 @@
 #   MINUTES: wall time of the whole script (default 9); N: renders (default 100000);
 #   BATCH / SR_BATCH, LR / SR_LR, EMA, SEED, PAIRS (pair fraction), WORKERS (render, <= 6);
 #   DEVICE=cpu STEPS=20 for a CPU smoke test (tiny models with TINY=1); EVAL=0 skips the eval;
+#   INIT=plugins/t2i_imagen/src/t2i_imagen/weights/imagen-shapes (carried: the weights are not
+#   committed) continues both stages from a model folder: then the defaults are LR=SR_LR=2e-4,
+#   PAIRS=0.4, SEED=1 (fresh renders), warm-up 50 steps;
 #   SKIP_INSTALL=1 when t2i and the plugin are installed; T2I_MINILM_PATH: the MiniLM folder
 #   (read through the core's t2i.text.minilm). Budget: <= 6 render processes, 2 x 3 CPU threads,
 #   about 10 GB of GPU memory per stage at the default batches.
@@ -25,6 +28,12 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
 fi
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 OMP_NUM_THREADS=3 MKL_NUM_THREADS=3
 mkdir -p "$RUN" "$OUT"
+WARMUP=200
+if [ -n "${INIT:-}" ]; then  # round 2: continue, gentler, more single-object scenes
+  [ -f "$INIT/base.safetensors" ] && [ -f "$INIT/sr.safetensors" ] ||
+    { echo "INIT=$INIT lacks base.safetensors / sr.safetensors" >&2; exit 2; }
+  LR=${LR:-2e-4} SR_LR=${SR_LR:-2e-4} PAIRS=${PAIRS:-0.4} SEED=${SEED:-1} WARMUP=50
+fi
 left() { python3 -c "print(round($MINUTES - ($(date +%s) - $start) / 60 - $1, 2))"; }
 # one render of 64 px images for both stages (the base trains on them area-downsampled)
 python3 -c "
@@ -38,9 +47,10 @@ reserve=${RESERVE:-1.7}  # minutes kept for the eval and the record
 minutes=$(left "$reserve")
 common=(--data "$RUN/data.pt" --images "${N:-100000}" --size 64 --device "$DEVICE"
   --seed "${SEED:-0}" --minutes "$minutes" --save-every 500 --log-every 100
-  --warmup 200 --cooldown "${COOLDOWN:-0.2}" --ema-decay "${EMA:-0.998}")
+  --pair-fraction "${PAIRS:-0.6}" --warmup "$WARMUP" --cooldown "${COOLDOWN:-0.2}" --ema-decay "${EMA:-0.998}")
 [ "$DEVICE" = cuda ] && common+=(--bf16)
 [ -n "${TINY:-}" ] && common+=(--tiny)
+[ -n "${INIT:-}" ] && common+=(--init "$INIT")
 [ -n "${STEPS:-}" ] && common+=(--steps "$STEPS") || common+=(--steps 1000000)
 t2i --log-level info train imagen --out "$RUN/base" --stage base "${common[@]}" \
   --batch-size "${BATCH:-512}" --lr "${LR:-5e-4}" > "$RUN/base.log" 2>&1 &

@@ -48,9 +48,10 @@ def render(
 
 
 def load_or_render(
-    path: str | os.PathLike | None, n: int, size: int, **options
-) -> tuple[torch.Tensor, list[str]]:
-    """A cached render at ``path`` (rendered and written there when absent), or a fresh one.
+    path: str | os.PathLike | None, n: int, size: int, *, pair_fraction: float = 0.5, **options
+) -> tuple[torch.Tensor, list[str], float]:
+    """A cached render at ``path`` (rendered and written there when absent), or a fresh one:
+    ``(images, captions, pair_fraction)``; a cache keeps the pair fraction it was made with.
 
     A cache of other ``n``/``size`` is refused (ValueError), never silently reused."""
     if path is not None and Path(path).is_file():
@@ -61,13 +62,14 @@ def load_or_render(
                 f"{path} holds {images.shape[0]} renders of {images.shape[-1]} px; this run "
                 f"needs {n} of {size} px: delete it or pass another --data file"
             )
-        return images[:n], captions[:n]
-    images, captions = render(n, size, **options)
+        return images[:n], captions[:n], float(data.get("pair_fraction", pair_fraction))
+    images, captions = render(n, size, pair_fraction=pair_fraction, **options)
     if path is not None:
         tmp = Path(f"{path}.tmp{os.getpid()}")
-        torch.save({"images": images, "captions": captions}, tmp)
+        record = {"images": images, "captions": captions, "pair_fraction": pair_fraction}
+        torch.save(record, tmp)
         os.replace(tmp, path)
-    return images, captions
+    return images, captions, pair_fraction
 
 
 @attrs.frozen(eq=False)

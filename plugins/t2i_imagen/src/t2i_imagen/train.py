@@ -71,12 +71,31 @@ def _record(config: TrainConfig, result, ctx, **facts: Any) -> dict[str, Any]:
     }
 
 
+def _initial_unet(options: dict[str, Any], stage: str, text_dim: int):
+    """A fresh preset network, or the ``--init`` folder's stage (its own architecture)."""
+    from t2i_imagen.efficient_unet import EfficientUNet
+    from t2i_imagen.presets import stage_config
+
+    if options["init"] is None:
+        return EfficientUNet(stage_config(stage, tiny=options["tiny"], text_dim=text_dim))
+    from t2i_imagen.shapes_model import load_stage
+
+    loaded = load_stage(options["init"], stage)
+    if loaded.unet.config.text_dim != text_dim:
+        raise TrainOptionsError(
+            f"--init {options['init']}: its {stage} stage reads text {loaded.unet.config.text_dim}"
+            f" wide, the encoder gives {text_dim}: use a model trained on the same encoder"
+        )
+    unet = EfficientUNet(loaded.unet.config)
+    unet.load_state_dict(loaded.unet.state_dict())
+    return unet.train().requires_grad_(True)
+
+
 def train_imagen(config: TrainConfig, out: str | Path, **options: Any) -> Path:
     """Train (or resume) one stage into ``out``; returns the exported model folder."""
     from t2i.training import RandomBatches
     from t2i_imagen.data import load_or_render
-    from t2i_imagen.efficient_unet import EfficientUNet
-    from t2i_imagen.presets import SR_FACTOR, stage_config
+    from t2i_imagen.presets import SR_FACTOR
     from t2i_imagen.trainables import StageTraining
 
     options = {**{o.keyword: o.default for o in ImagenTrainer.options}, **options}
@@ -88,7 +107,7 @@ def train_imagen(config: TrainConfig, out: str | Path, **options: Any) -> Path:
         dev = ctx.device
         torch.manual_seed(config.seed)
         allow_tf32(dev)
-        images, captions = load_or_render(
+        images, captions, pairs = load_or_render(
             options["data"],
             options["n"],
             options["size"],
@@ -102,8 +121,7 @@ def train_imagen(config: TrainConfig, out: str | Path, **options: Any) -> Path:
         if stage == "base":  # area-downsampled, as the SR stage's training input is
             gpu = F.avg_pool2d(gpu.float(), SR_FACTOR).round().to(torch.uint8)
         log.info("data", stage=stage, images=len(captions), size=size, tokens=text.states.shape[1])
-        cfg = stage_config(stage, tiny=options["tiny"], text_dim=int(text.states.shape[-1]))
-        unet = EfficientUNet(cfg).to(dev)
+        unet = _initial_unet(options, stage, int(text.states.shape[-1])).to(dev)
         model = StageTraining(unet, text, stage=stage, factor=SR_FACTOR)
         data = RandomBatches(
             len(captions), lambda idx: (gpu[idx], idx), seed=config.seed + 1, device=dev
@@ -113,7 +131,8 @@ def train_imagen(config: TrainConfig, out: str | Path, **options: Any) -> Path:
         params = sum(p.numel() for p in unet.parameters())
         model.record = _record(
             run, result, ctx, stage=stage, size=size, images=len(captions), parameters=params,
-            pair_fraction=options["pair_fraction"], text_encoder="minilm",
+            pair_fraction=pairs, text_encoder="minilm", data_seed=config.seed,
+            init=None if options["init"] is None else str(options["init"]),
         )  # fmt: skip
         folder = result.save(out / "model")
         log.info("exported", folder=str(folder), **model.record)
@@ -148,6 +167,11 @@ class ImagenTrainer(Trainer):
             help="MiniLM folder (default: $T2I_MINILM_PATH, then the installed package).",
         ),
         TrainerOption("--tiny", is_flag=True, help="Tiny models (tests)."),
+        TrainerOption(
+            "--init",
+            click.Path(exists=True, file_okay=False),
+            help="Continue from a model folder's stage (base.safetensors / sr.safetensors).",
+        ),
     )
     defaults: ClassVar[dict[str, Any]] = {
         "steps": 20_000,
