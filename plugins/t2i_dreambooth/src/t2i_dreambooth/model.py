@@ -122,7 +122,12 @@ class DreamBoothModel(nn.Module):
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Only what trains (the base weights come from the recipe again on resume)."""
-        return {n: p.detach().clone() for n, p in self.named_parameters() if p.requires_grad}
+        # copied to the host: a full fine-tune's copy on the GPU would raise its peak memory
+        return {
+            n: p.detach().to("cpu", copy=True)
+            for n, p in self.named_parameters()
+            if p.requires_grad
+        }
 
     def load_state_dict(self, state: Any, strict: bool = True) -> Any:
         mine = {n: p for n, p in self.named_parameters() if p.requires_grad}
