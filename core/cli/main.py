@@ -46,6 +46,9 @@ class T2IGroup(click.Group):
                 errors.append(getattr(sys.modules[module], name))
         return tuple(errors)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args))
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -66,6 +69,32 @@ class T2IGroup(click.Group):
         if isinstance(exc, NodeExecutionError):
             return f"error: {exc}", 2 if isinstance(exc.error, (*inputs, ValueError)) else 1
         return f"error: {type(exc).__name__}: {exc}", 1
+
+
+GLOBAL_OPTIONS = ("--log-format", "--log-level")
+"""Options of the ``t2i`` group that are accepted after the subcommand too."""
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``args`` with :data:`GLOBAL_OPTIONS` (and their values) moved in front, so
+    ``t2i generate ... --log-format json`` means ``t2i --log-format json generate ...``;
+    nothing after ``--`` moves."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg.split("=", 1)[0] in GLOBAL_OPTIONS:
+            takes = 1 if "=" in arg or i + 1 == len(args) else 2
+            front.extend(args[i : i + takes])
+            i += takes
+            continue
+        rest.append(arg)
+        i += 1
+    return front + rest
 
 
 def _report(ctx: click.Context, message: str, code: int) -> None:
@@ -284,13 +313,19 @@ def _request_options(command):
     return command
 
 
+def _with_init_image(fields: dict) -> dict:
+    """``fields`` with ``init_image`` (a path) decoded; a file that is not an image is a
+    :class:`~t2i.request.RequestError` naming it (exit 2)."""
+    if fields.get("init_image") is not None:
+        from t2i.request import decode_init_image
+
+        fields["init_image"] = decode_init_image(fields["init_image"])
+    return fields
+
+
 def _generate_and_save(pipe, prompt, fields, output: str, overwrite: bool) -> None:
     """Run the request and save each batch as it finishes, so an interrupt keeps them."""
-    fields = {k: v for k, v in fields.items() if v is not None}
-    if fields.get("init_image") is not None:
-        from PIL import Image
-
-        fields["init_image"] = Image.open(fields["init_image"]).convert("RGB")
+    fields = _with_init_image({k: v for k, v in fields.items() if v is not None})
 
     def save(batch) -> None:
         for path in batch.save(output, overwrite=overwrite):
@@ -390,11 +425,7 @@ def generate(
         return
     from t2i.outputs import save_images
 
-    fields = {k: v for k, v in fields.items() if v is not None}
-    if fields.get("init_image") is not None:
-        from PIL import Image
-
-        fields["init_image"] = Image.open(fields["init_image"]).convert("RGB")
+    fields = _with_init_image({k: v for k, v in fields.items() if v is not None})
     if xyz_axes:
         from t2i.xyz import xyz_plot
 
