@@ -29,7 +29,7 @@ fi
 python -c "import t2i_ldm" 2>/dev/null || pip install --no-deps -e plugins/t2i_ldm >/dev/null
 python -c "import t2i_dreambooth" 2>/dev/null || pip install --no-deps -e plugins/t2i_dreambooth >/dev/null
 export TQDM_DISABLE=1
-STEPS=${SHAPES_STEPS:-400} timeout ${SHAPES_TIMEOUT:-200} python benchmarks/dreambooth_shapes.py \
+STEPS=${SHAPES_STEPS:-400} timeout ${SHAPES_TIMEOUT:-180} python benchmarks/dreambooth_shapes.py \
   2> >(tee "$OUT/dreambooth_shapes.log" >&2) || echo "dreambooth_shapes.py failed or timed out" >&2
 timeout ${SD_TIMEOUT:-270} python benchmarks/dreambooth_device.py \
   2> >(tee "$OUT/dreambooth_device.log" >&2) || echo "dreambooth_device.py failed or timed out" >&2
