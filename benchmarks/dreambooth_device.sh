@@ -20,14 +20,15 @@ set -euo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 if [ -d .whl ]; then
-  for pkg in accelerate peft diffusers; do
+  python -m pip install -q --no-index --no-deps .whl/structlog-*.whl 2>/dev/null || true
+  for pkg in psutil accelerate peft diffusers; do
     python -c "import $pkg" 2>/dev/null || \
-      pip install --no-index --find-links .whl "$pkg" >/dev/null 2>&1 || \
+      python -m pip install --no-index --find-links .whl "$pkg" >/dev/null 2>&1 || \
       echo "warning: $pkg not installable from .whl/" >&2
   done
 fi
-python -c "import t2i_ldm" 2>/dev/null || pip install --no-deps -e plugins/t2i_ldm >/dev/null
-python -c "import t2i_dreambooth" 2>/dev/null || pip install --no-deps -e plugins/t2i_dreambooth >/dev/null
+python -m pip install -q --no-deps --no-build-isolation -e . -e plugins/t2i_ldm \
+  -e plugins/t2i_dreambooth
 export TQDM_DISABLE=1
 STEPS=${SHAPES_STEPS:-400} timeout ${SHAPES_TIMEOUT:-180} python benchmarks/dreambooth_shapes.py \
   2> >(tee "$OUT/dreambooth_shapes.log" >&2) || echo "dreambooth_shapes.py failed or timed out" >&2
