@@ -63,11 +63,12 @@ class Engine:
 
     @staticmethod
     def build(
-        recipe: str,
+        recipe: str | None = None,
         *,
         plugins: PluginManager | None = None,
         device: Any = None,
         dtype: Any = None,
+        runtime: str | None = None,
         **overrides: Any,
     ) -> Pipeline:
         """Build the registered recipe ``recipe`` with ``overrides``.
@@ -76,8 +77,24 @@ class Engine:
         (``checkpoint="model.safetensors"``), a component swap by kind
         (``text_encoder="other.encoder"`` or ``decoder={"name": ..., "options": {...}}``),
         or a request default (``sampler="euler"``, ``guidance="dynamic"``, ``steps=30``).
+
+        ``runtime`` names an inference runtime other than torch (entry point group
+        ``t2i.runtimes``, e.g. ``"onnx"`` from the t2i_onnx plugin); overrides prefixed with
+        its name are its options (``onnx_dir=DIR``). A runtime may name the recipe (and its
+        options) itself, so ``recipe`` may then be None.
         """
         manager = plugins or get_plugin_manager()
+        backend, runtime_options = None, {}
+        if runtime not in (None, "torch"):
+            backend = load_runtime(runtime)
+            prefix = f"{runtime}_"
+            runtime_options = {
+                k[len(prefix) :]: overrides.pop(k) for k in list(overrides) if k.startswith(prefix)
+            }
+            recipe, recorded = backend.recipe(recipe, **runtime_options)
+            overrides = {**recorded, **overrides}
+        if recipe is None:
+            raise EngineError("name a recipe (see `t2i recipes`)")
         entry = manager.registry.get("recipe", recipe)
         adapt = _pop_adaptation(entry.factory, overrides)
         factory_opts, swaps, defaults = _split_overrides(entry.factory, overrides)
@@ -100,6 +117,8 @@ class Engine:
                 _adapt_loaders(graph, adapt)
         pipe = Pipeline(built, manager, defaults=defaults, device=device, dtype=dtype)
         pipe.lora_dir = adapt.get("lora_dir")
+        if backend is not None:
+            backend.apply(pipe, **runtime_options)
         return pipe
 
     @staticmethod
@@ -137,6 +156,24 @@ class Engine:
         except (TypeError, ValueError) as exc:
             raise EngineError(f"graph meta: {exc}") from exc
         return Pipeline(recipe, manager, defaults=defaults, device=device, dtype=dtype)
+
+
+RUNTIMES_GROUP = "t2i.runtimes"
+"""Entry point group of inference runtimes: an object with ``recipe(recipe, **options) ->
+(recipe name, recipe options)`` and ``apply(pipeline, **options)``, which puts its own
+components in place of the torch ones (:meth:`Pipeline.map_components`)."""
+
+
+def load_runtime(name: str) -> Any:
+    """The runtime registered as ``name`` in :data:`RUNTIMES_GROUP`, else an EngineError."""
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep for ep in entry_points(group=RUNTIMES_GROUP)}
+    if name not in found:
+        known = ", ".join(["torch", *sorted(found)])
+        hint = " (pip install -e plugins/t2i_onnx)" if name == "onnx" else ""
+        raise EngineError(f"unknown runtime {name!r}{hint}; installed: {known}")
+    return found[name].load()
 
 
 ADAPT_OVERRIDES = ("lora", "lora_scale", "weights", "lora_dir")
@@ -379,6 +416,25 @@ class Pipeline:
                             seen.add(id(p))
                             total += p.numel()
         return total
+
+    def map_components(self, replace: Callable[[str, str, Any], Any]) -> None:
+        """Put ``replace(node_id, kind, component)`` in place of every component the graphs
+        load (once per loaded component; kept in this pipeline's executor cache, so later runs
+        use it while the loader's parameters stay the same). Runtimes use it."""
+        kinds = {node: kind for kind, node in COMPONENT_NODES.items()}
+        done: set[int] = set()
+        for graph in (self.recipe.graph, self.recipe.img2img_graph):
+            if graph is None:
+                continue
+            ids = [n.id for n in graph if n.type in kinds]
+            results = self.executor.run(graph, outputs=ids)
+            for nid in ids:
+                outs = results[nid]  # the executor's cached dict: replaced in place
+                if id(outs) in done:
+                    continue
+                done.add(id(outs))
+                for port, value in outs.items():
+                    outs[port] = replace(nid, kinds[graph[nid].type], value)
 
     def _bindings(self, img2img: bool):
         if img2img:

@@ -397,11 +397,24 @@ def _default_recipe() -> str:
     "--xyz 'sampler=Euler,DPM++ 2M'; fields: seed, steps, cfg_scale, sampler, schedule, "
     "size (64x64), strength, recipe, checkpoint, prompt_sr (search first).",
 )
+@click.option(
+    "--runtime",
+    default=None,
+    help="Inference runtime: torch (default) or onnx (with --onnx-dir, plugin t2i_onnx).",
+)
+@click.option(
+    "--onnx-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="A `t2i export onnx` folder (implies --runtime onnx; its recipe is the default).",
+)
 @_request_options
 def generate(
     prompt: str,
     output: str,
     recipe: str | None,
+    runtime: str | None,
+    onnx_dir: str | None,
     checkpoint: str | None,
     recipe_options: tuple[str, ...],
     allow_pickle: bool,
@@ -415,8 +428,14 @@ def generate(
     """Generate images for PROMPT and write files carrying their parameters."""
     from t2i.engine import Engine
 
-    recipe = recipe or _default_recipe()
     build = _build_options(checkpoint, recipe_options, allow_pickle)
+    if onnx_dir is not None:
+        runtime = runtime or "onnx"
+        build[f"{runtime}_dir"] = onnx_dir
+    if runtime in (None, "torch"):
+        recipe = recipe or _default_recipe()
+    else:
+        build["runtime"] = runtime
     pipe = Engine.build(recipe, device=device, dtype=dtype, **build)
     if prompt_matrix and xyz_axes:
         raise click.UsageError("--prompt-matrix and --xyz: give one of them")
