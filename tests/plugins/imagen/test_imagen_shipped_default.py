@@ -1,0 +1,54 @@
+"""The embedded imagen-shapes default: its shipped weights load and generate a 64 px image
+(skipped cleanly in an install without them); without them the recipe says how to get some."""
+
+import json
+
+import numpy as np
+import pytest
+
+from t2i import Engine
+from t2i.checkpoints import CheckpointError
+from t2i.testing import make_manager
+
+pytest.importorskip("t2i_imagen")
+
+from t2i_imagen import plugin  # noqa: E402
+from t2i_imagen.shapes_model import WEIGHTS_DIR, load_stage  # noqa: E402
+
+SHIPPED = (WEIGHTS_DIR / "base.safetensors").is_file() and (
+    WEIGHTS_DIR / "sr.safetensors"
+).is_file()
+needs_weights = pytest.mark.skipif(not SHIPPED, reason="imagen-shapes weights are not installed")
+
+
+@needs_weights
+def test_shipped_files_are_the_recorded_stages():
+    record = json.loads((WEIGHTS_DIR / "imagen-shapes.json").read_text())
+    for stage, size in (("base", 32), ("sr", 64)):
+        loaded = load_stage(WEIGHTS_DIR, stage)
+        assert loaded.size == size and loaded.stage == stage
+        assert (WEIGHTS_DIR / f"{stage}.safetensors").stat().st_size < 16 * 2**20
+        assert record["stages"][stage]["training"]["steps"] == loaded.training["steps"]
+
+
+@needs_weights
+@pytest.mark.slow
+def test_shipped_default_generates_64px(monkeypatch):
+    from t2i.text.minilm import MiniLmNotFoundError, find_minilm
+
+    try:
+        find_minilm()
+    except MiniLmNotFoundError as exc:
+        pytest.skip(str(exc))
+    pipe = Engine.build("imagen-shapes", plugins=make_manager(plugin), guidance="dynamic")
+    result = pipe("a red circle", seed=0, steps=10, sr_steps=5)
+    image = np.asarray(result.images[0])
+    assert image.shape == (64, 64, 3) and image.std() > 10
+
+
+def test_without_weights_the_recipe_says_how_to_get_them(monkeypatch, tmp_path):
+    import t2i_imagen.shapes_model as shapes_model
+
+    monkeypatch.setattr(shapes_model, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(CheckpointError, match=r"(?s)no trained weights.*t2i train imagen"):
+        Engine.build("imagen-shapes", plugins=make_manager(plugin))
