@@ -12,8 +12,8 @@ from t2i.testing import make_manager
 
 pytest.importorskip("t2i_imagen")
 
-from t2i_imagen import plugin  # noqa: E402
-from t2i_imagen.shapes_model import WEIGHTS_DIR, load_stage  # noqa: E402
+from t2i_imagen import plugin
+from t2i_imagen.shapes_model import WEIGHTS_DIR, load_stage
 
 SHIPPED = (WEIGHTS_DIR / "base.safetensors").is_file() and (
     WEIGHTS_DIR / "sr.safetensors"

@@ -14,8 +14,8 @@ def test_dynamic_threshold_equals_diffusers(ratio, max_value):
     scheduler = diffusers.DDPMScheduler(
         thresholding=True, dynamic_thresholding_ratio=ratio, sample_max_value=max_value
     )
-    x0 = torch.randn(5, 3, 8, 8, dtype=torch.float64) * torch.tensor([0.3, 1.0, 2.0, 4.0, 9.0],
-                                                                     dtype=torch.float64).view(-1, 1, 1, 1)  # fmt: skip
+    scales = torch.tensor([0.3, 1.0, 2.0, 4.0, 9.0], dtype=torch.float64).view(-1, 1, 1, 1)
+    x0 = torch.randn(5, 3, 8, 8, dtype=torch.float64) * scales
     expected = scheduler._threshold_sample(x0.clone())
     got = dynamic_threshold(x0, ratio, max_value)
     assert got.dtype == torch.float64
