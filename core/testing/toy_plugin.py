@@ -135,7 +135,12 @@ class ToyDenoiser(nn.Module):
     def export_spec(self) -> ExportSpec:
         size = self.example_size
         x, t = torch.zeros(1, self.in_channels, size, size), torch.zeros(1)
-        axes = {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"}}
+        axes = {
+            "sample": {0: "batch", 2: "height", 3: "width"},
+            "timestep": {0: "batch"},
+            "pooled": {0: "batch"},
+            "eps": {0: "batch", 2: "height", 3: "width"},
+        }
         names = ("sample", "timestep", "pooled")
         exported = ExportedModule(
             self.export_name, self.eps, (x, t, torch.zeros(1, WIDTH)), names, ("eps",), axes
@@ -230,10 +235,24 @@ class TinyTransformer(nn.Module):
                     (torch.zeros(1, 1, dtype=torch.long),),
                     ("tokens",),
                     ("h",),
-                    {"tokens": {0: "batch", 1: "time"}},
+                    {"tokens": {0: "batch", 1: "time"}, "h": {0: "batch", 1: "time"}},
                 ),
-                ExportedModule("qkv", self.qkv, (torch.zeros(1, 1, WIDTH),), ("h",), ("qkv",)),
-                ExportedModule("head", self.out, (torch.zeros(1, WIDTH),), ("h",), ("logits",)),
+                ExportedModule(
+                    "qkv",
+                    self.qkv,
+                    (torch.zeros(1, 1, WIDTH),),
+                    ("h",),
+                    ("qkv",),
+                    {"h": {0: "batch", 1: "time"}, "qkv": {0: "batch", 1: "time"}},
+                ),
+                ExportedModule(
+                    "head",
+                    self.out,
+                    (torch.zeros(1, WIDTH),),
+                    ("h",),
+                    ("logits",),
+                    {"h": {0: "batch"}, "logits": {0: "batch"}},
+                ),
             )
         )
 

@@ -79,6 +79,7 @@ def export_recipe(
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
     external_data_bytes: int = EXTERNAL_DATA_BYTES,
+    plugins: Any = None,
 ) -> dict[str, Any]:
     """Export recipe ``recipe`` (built with ``options``) to folder ``out``; returns the
     manifest. Raises :class:`OnnxExportError` for bad input before any model work."""
@@ -93,7 +94,7 @@ def export_recipe(
     from t2i.engine import Engine
 
     options = dict(options or {})
-    pipe = Engine.build(recipe, **options)
+    pipe = Engine.build(recipe, plugins=plugins, **options)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
