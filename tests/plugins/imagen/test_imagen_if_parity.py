@@ -140,3 +140,44 @@ def test_two_stage_image_matches_diffusers(if_folders, monkeypatch):
     diff = int(np.abs(got - expected).max())
     assert diff <= 2, f"max pixel difference {diff}/255"
     assert expected.std() > 5  # not a flat image: the comparison means something
+
+
+@pytest.mark.slow
+def test_t5_states_match_encode_prompt(if_folders):
+    from t2i_imagen.t5 import T5TextEncoder, T5Tokenizer
+
+    stage1_dir, _, stage1, _ = if_folders
+    prompts = ["  A Red CIRCLE left of the blue square ", ""]
+    tokens = T5Tokenizer(stage1_dir / "tokenizer")(prompts)
+    cond = T5TextEncoder.from_folder(stage1_dir / "text_encoder")(tokens)
+    with torch.no_grad():
+        expected, _ = stage1.encode_prompt(prompts, do_classifier_free_guidance=False)
+    assert cond.embeds.shape == expected.shape == (2, 77, 48)
+    torch.testing.assert_close(cond.embeds, expected)
+    assert cond.mask.sum(1).tolist() == [9, 1]  # 8 words + </s>; "" is </s> alone
+
+
+@pytest.mark.slow
+def test_fp16_variant_folders_load(tmp_path):
+    from t2i_imagen.if_folder import load_unet, read_stage
+
+    (stage1_dir, stage2_dir), _, _ = write_if_folders(tmp_path, fp16=True, seed=3)
+    assert (stage1_dir / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    for folder, config in ((stage1_dir, TINY_STAGE_I), (stage2_dir, TINY_STAGE_II)):
+        ref = diffusers.UNet2DConditionModel.from_pretrained(
+            folder / "unet", variant="fp16", torch_dtype=torch.float32
+        ).eval()
+        ours = load_unet(read_stage(folder), dtype=torch.float32)  # finds the fp16 files
+        assert next(ours.parameters()).dtype == torch.float32
+        size = config["sample_size"]
+        x = torch.randn(2, config["in_channels"], size, size)
+        t, text = torch.tensor([3.0, 800.0]), torch.randn(2, 9, config["encoder_hid_dim"])
+        labels = torch.tensor([250.0, 0.0]) if "class_embed_type" in config else None
+        with torch.no_grad():
+            expected = ref(x, t, encoder_hidden_states=text, class_labels=labels).sample
+            got = ours(x, t, text, labels)
+        assert float((got - expected).abs().max() / expected.abs().max()) < 1e-4
+    pipe = Engine.build("imagen", plugins=make_manager(plugin), checkpoint=str(stage1_dir),
+                        sr_checkpoint=str(stage2_dir), variant="fp16", dtype="float32")  # fmt: skip
+    out = pipe("a cat", seed=1, steps=2, sr_steps=2, sampler="ddim", sr_sampler="ddim")
+    assert out.images[0].size == (32, 32)
