@@ -83,6 +83,7 @@ def _recipe_options(checkpoint: str | None, pairs: tuple[str, ...]) -> dict:
     help="Offset-noise strength (diffusers' flag uses 0.1).",
 )
 @click.option("--snr-gamma", type=float, default=None, help="Min-SNR weighting gamma (5.0).")
+@click.option("--stage", default=None, help="Denoiser node to train in a cascade (default: base).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu or cuda (default: CUDA when available).")
 def dreambooth_command(**v) -> None:
@@ -124,6 +125,7 @@ def dreambooth_command(**v) -> None:
             num_validation_images=v["num_validation_images"],
             offset_noise=v["offset_noise"],
             snr_gamma=v["snr_gamma"],
+            stage=v["stage"],
             seed=v["seed"],
             device=v["device"],
         )

@@ -135,7 +135,8 @@ def class_images(
     with tqdm(total=count, initial=start, desc="class images", unit="img") as bar:
         for first in range(start, count, batch_size):
             n = min(batch_size, count - first)
-            result = pipe(prompt, seed=seed + first, batch_size=n, width=size, height=size)
+            # the recipe's own size (a cascade's output), resized to the training size below
+            result = pipe(prompt, seed=seed + first, batch_size=n)
             for i, image in enumerate(result.images):
                 path = folder / f"{first + i:05d}.png"
                 write_atomically(path, lambda f, im=image: im.save(f, format="PNG"))

@@ -37,6 +37,7 @@ RESUME_KEYS = (
     "batch_size",
     "grad_accum",
     "precision",
+    "stage",
 )
 """Options a resumed run must share with the run that saved the state."""
 
@@ -89,6 +90,8 @@ class DreamBoothOptions:
         offset_noise: add ``offset * N(0, 1)`` per sample and channel to the noise
             (diffusers' ``--offset_noise`` uses 0.1); 0 turns it off.
         snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023; 5.0 recommended); None off.
+        stage: the denoiser loader node to train in a recipe with several (a cascade);
+            default: the first (the base stage).
         seed, device: the run's seed and device (default: CUDA when available).
     """
 
@@ -147,6 +150,7 @@ class DreamBoothOptions:
     snr_gamma: float | None = attrs.field(
         default=None, validator=_check(lambda v: v > 0, "--snr-gamma", "> 0", "5.0")
     )
+    stage: str | None = None
     seed: int = 0
     device: str | None = None
 

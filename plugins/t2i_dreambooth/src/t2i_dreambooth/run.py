@@ -80,15 +80,36 @@ def _check_resume(options: DreamBoothOptions, out: Path) -> None:
         )
 
 
-def _components(pipe: Any) -> dict[str, Any]:
+def loader_nodes(pipe: Any, stage: str | None = None) -> dict[str, str]:
+    """The loader node of each component kind that DreamBooth uses: the only one, or the
+    first in the graph's order (a cascade's base stage; ``stage`` names another denoiser)."""
     kinds = {"LoadTokenizer": "tokenizer", "LoadTextEncoder": "text_encoder"}
     kinds |= {"LoadDenoiser": "denoiser", "LoadDecoder": "decoder"}
-    nodes = {kinds[n.type]: n.id for n in pipe.graph if n.type in kinds}
-    if sorted(nodes) != sorted(set(kinds.values())):
+    order = pipe.graph.topological_order()
+    found: dict[str, list[str]] = {}
+    for nid in order:
+        kind = kinds.get(pipe.graph[nid].type)
+        if kind:
+            found.setdefault(kind, []).append(nid)
+    if sorted(found) != sorted(set(kinds.values())):
         raise DreamBoothOptionsError(
-            f"recipe {pipe.recipe.name!r} is not a text-to-image diffusion recipe with one "
-            "tokenizer, text encoder, denoiser and decoder; DreamBooth needs one"
+            f"recipe {pipe.recipe.name!r} is not a text-to-image diffusion recipe (it lacks a "
+            f"{', '.join(sorted(set(kinds.values()) - set(found)))} loader); DreamBooth needs one"
         )
+    nodes = {kind: ids[0] for kind, ids in found.items()}
+    if stage is not None:
+        if stage not in found["denoiser"]:
+            raise DreamBoothOptionsError(
+                f"--stage {stage!r} is no denoiser of recipe {pipe.recipe.name!r}; its "
+                f"denoisers: {', '.join(found['denoiser'])}"
+            )
+        nodes["denoiser"] = stage
+    if len(found["denoiser"]) > 1:
+        log.info("dreambooth_stage", denoiser=nodes["denoiser"], of=found["denoiser"])
+    return nodes
+
+
+def _components(pipe: Any, nodes: dict[str, str]) -> dict[str, Any]:
     outs = pipe.executor.run(pipe.graph, outputs=list(nodes.values()))
     found = {kind: next(iter(outs[nid].values())) for kind, nid in nodes.items()}
     if not callable(getattr(found["denoiser"], "loss", None)):
@@ -139,7 +160,8 @@ def dreambooth(options: DreamBoothOptions) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     record = options.record()
     write_atomically(out / "options.json", lambda f: f.write(json.dumps(record, indent=1).encode()))
-    parts = _components(pipe)
+    nodes = loader_nodes(pipe, options.stage)
+    parts = _components(pipe, nodes)
     prior = None
     if options.prior_preservation:
         base = {"recipe": pipe.recipe.name, "recipe_options": record["recipe_options"]}
@@ -158,6 +180,10 @@ def dreambooth(options: DreamBoothOptions) -> Path:
     if options.train_text_encoder:
         text_encoder = copy.deepcopy(text_encoder)
     model = _model(options, pipe, parts, denoiser, text_encoder, instance, prior, size)
+    model.record["nodes"] = {
+        "denoiser": nodes["denoiser"],
+        "text_encoder": nodes["text_encoder"] if options.train_text_encoder else None,
+    }
     return _train(options, pipe, parts, model, len(instance), 0 if prior is None else len(prior))
 
 
