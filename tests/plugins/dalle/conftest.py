@@ -5,6 +5,18 @@ import pytest
 pytest.importorskip("t2i_dalle", reason="the DALL-E plugin is not installed (-e plugins/t2i_dalle)")
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_globals():
+    """min-dalle's module turns autograd off and sets the thread count at import (and its
+    generator may do so again when collected): each test gets both back as they were."""
+    import torch
+
+    grad, threads = torch.is_grad_enabled(), torch.get_num_threads()
+    yield
+    torch.set_grad_enabled(grad)
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def rel_err():
     """max |a - b| / max |b|, in float64."""

@@ -148,6 +148,7 @@ def test_greedy_generation_gives_min_dalles_image(mini_folder):
         raw = ref.generate_raw_image_stream(prompt, seed=5, grid_size=1, top_k=1,
                                             supercondition_factor=16)  # fmt: skip
         want = next(iter(raw)).round()
+        raw.close()
     pipe = Engine.build("dalle-mini", plugins=make_manager(plugin), checkpoint=folder)
     image = pipe(prompt, seed=5, top_k=1, cfg_scale=16).images[0]
     got = torch.tensor(list(image.getdata()), dtype=torch.float32).view(256, 256, 3)

@@ -31,7 +31,8 @@ def default_weights() -> Path:
     """The shipped model folder, or a :class:`CheckpointError` saying how to get one."""
     from t2i.checkpoints import CheckpointError
 
-    if not (WEIGHTS_DIR / "dalle.json").is_file():
+    names = ("dalle.json", "dvae.safetensors", "transformer.safetensors")
+    if not all((WEIGHTS_DIR / n).is_file() for n in names):
         raise CheckpointError(
             "dalle-shapes ships no trained weights in this install",
             path=WEIGHTS_DIR,
