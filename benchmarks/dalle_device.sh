@@ -2,7 +2,8 @@
 # Trains the embedded default dalle-shapes on the GPU machine: the dVAE first, then the
 # transformer prior on its tokens, one after the other, in MINUTES (default 9) of wall time.
 # Usage (repo root there): MINUTES=9 bash benchmarks/dalle_device.sh
-#   VAE_MINUTES (2.5) of the total go to the dVAE; N (48000) renders, 6 render processes,
+#   VAE_MINUTES (4; the first run gave it 2.5 and its dVAE collapsed to 59 of 512 codes,
+#   judged 0.30 on its own reconstructions) of the total go to the dVAE; N (48000) renders, 6 render processes,
 #   bf16; BATCH_VAE / BATCH_PRIOR / LR_VAE / LR_PRIOR / WIDTH / DEPTH set the runs.
 #   DEVICE=cpu STEPS=20 N=64 for a smoke run on a CPU (TINY=1: tiny models).
 # $OUT gets exactly 3 files: dvae.safetensors, transformer.safetensors (fp16, < 16 MiB each)
@@ -33,9 +34,9 @@ COMMON=(--images "${N:-48000}" --pair-fraction 0.6 --workers 6 --renders "$RUN/r
 left() { python3 -c "print(max(0.2, ${MINUTES} - ($(date +%s) - ${START}) / 60 - ${1}))"; }
 
 t2i --log-level info train dalle --stage vae --out "$RUN/vae" "${COMMON[@]}" \
-  --minutes "${VAE_MINUTES:-2.5}" --batch-size "${BATCH_VAE:-128}" --lr "${LR_VAE:-5e-4}" \
+  --minutes "${VAE_MINUTES:-4}" --batch-size "${BATCH_VAE:-128}" --lr "${LR_VAE:-1e-3}" \
   --cooldown 0.15 --n-hid 64 --codebook 512 --groups 3 \
-  --anneal-steps 6000 --anneal-seconds "${ANNEAL_SECONDS:-100}" --kl-warmup 1000 --kl-weight "${KL:-1.0}" \
+  --anneal-steps 6000 --anneal-seconds "${ANNEAL_SECONDS:-180}" --kl-warmup 1000 --kl-weight "${KL:-1.0}" \
   >> "$LOG" 2>&1 || { tail -30 "$LOG"; exit 1; }
 
 # the prior gets what is left, less ~35 s to encode the tokens, export and copy
