@@ -123,3 +123,16 @@ def test_stage_file_given_for_the_other_stage(shapes_folder, tmp_path):
     with pytest.raises(CheckpointError, match="'sr' stage, given as the 'base' stage"):
         Engine.build("imagen-shapes", plugins=make_manager(plugin), checkpoint=str(tmp_path),
                      sr_checkpoint=str(shapes_folder))  # fmt: skip
+
+
+def test_sr_stage_defaults_are_recipe_options(shapes_folder):
+    from t2i.engine import EngineError
+
+    manager = make_manager(plugin)
+    pipe = Engine.build("imagen-shapes", plugins=manager, checkpoint=str(shapes_folder),
+                        noise_level=0, sr_steps=3, sr_cfg_scale=1.5)  # fmt: skip
+    assert (pipe.defaults["noise_level"], pipe.defaults["sr_steps"]) == (0, 3)
+    assert pipe.defaults["sr_cfg_scale"] == 1.5
+    for bad in ({"noise_level": 1000}, {"noise_level": 2.5}, {"sr_steps": 0}):
+        with pytest.raises(EngineError, match=next(iter(bad))):
+            Engine.build("imagen-shapes", plugins=manager, checkpoint=str(shapes_folder), **bad)

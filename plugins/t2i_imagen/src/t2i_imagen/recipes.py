@@ -51,14 +51,65 @@ def check_guidance(recipe: str, guidance: Any, data_ranges: dict[str, Any]) -> N
             )
 
 
+STAGE_OPTIONS = {
+    "noise_level": (int, "an integer timestep in [0, 1000)"),
+    "sr_steps": (int, "an integer >= 1"),
+    "sr_cfg_scale": ((int, float), "a number >= 0"),
+    "sr_sampler": (str, "a registered sampler name"),
+    "sr_schedule": (str, "a registered schedule name"),
+    "sr_guidance": (str, "a registered guidance name"),
+}
+"""Recipe options that set the SR stage's request defaults (``noise_level=0`` ...)."""
+
+
+def stage_defaults(recipe: str, defaults: dict[str, Any], options: dict[str, Any]) -> dict:
+    """``defaults`` with the given SR-stage options (checked, EngineError) in place."""
+    from t2i_imagen.noise_aug import check_noise_level
+
+    out = dict(defaults)
+    for name, value in options.items():
+        if value is None:
+            continue
+        kind, need = STAGE_OPTIONS[name]
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if ok and name == "noise_level":
+            try:
+                check_noise_level(value)
+            except ValueError:
+                ok = False
+        if ok and name == "sr_steps":
+            ok = value >= 1
+        if ok and name == "sr_cfg_scale":
+            ok = value >= 0
+        if not ok:
+            raise _engine_error(f"recipe {recipe!r}: {name}={value!r} must be {need}")
+        out[name] = value
+    return out
+
+
 def imagen_shapes_recipe(
     *,
     checkpoint: str | os.PathLike | None = None,
     sr_checkpoint: str | os.PathLike | None = None,
     guidance: str | None = None,
+    noise_level: int | None = None,
+    sr_steps: int | None = None,
+    sr_cfg_scale: float | None = None,
+    sr_sampler: str | None = None,
+    sr_schedule: str | None = None,
+    sr_guidance: str | None = None,
 ):
     """Recipe ``imagen-shapes``: the embedded cascade (64 px), or a ``t2i train imagen``
-    folder (``checkpoint``; ``sr_checkpoint`` when the SR stage is elsewhere)."""
+    folder (``checkpoint``; ``sr_checkpoint`` when the SR stage is elsewhere); the ``sr_*``
+    options and ``noise_level`` set the SR stage's defaults."""
+    sr_options = {
+        "noise_level": noise_level,
+        "sr_steps": sr_steps,
+        "sr_cfg_scale": sr_cfg_scale,
+        "sr_sampler": sr_sampler,
+        "sr_schedule": sr_schedule,
+        "sr_guidance": sr_guidance,
+    }
     from t2i.files import short_hash
     from t2i_imagen.cascade import cascade_recipe
     from t2i_imagen.shapes_model import default_weights, load_stage, stage_path
@@ -95,6 +146,7 @@ def imagen_shapes_recipe(
         "sr_guidance": "dynamic",
         "noise_level": 100,
     }
+    defaults = stage_defaults("imagen-shapes", defaults, sr_options)
     return cascade_recipe(
         components=components,
         base_size=base.size,
@@ -183,10 +235,25 @@ def imagen_recipe(
     variant: str | None = None,
     dtype: str | None = None,
     guidance: str | None = None,
+    noise_level: int | None = None,
+    sr_steps: int | None = None,
+    sr_cfg_scale: float | None = None,
+    sr_sampler: str | None = None,
+    sr_schedule: str | None = None,
+    sr_guidance: str | None = None,
 ):
     """Recipe ``imagen``: DeepFloyd IF stage I (``checkpoint``) -> stage II
     (``sr_checkpoint``), T5 from ``t5`` (a folder with ``text_encoder/`` and ``tokenizer/``;
-    default: the stage I folder). ``variant="fp16"`` reads the fp16 files; ``dtype`` casts."""
+    default: the stage I folder). ``variant="fp16"`` reads the fp16 files; ``dtype`` casts;
+    the ``sr_*`` options and ``noise_level`` set the SR stage's defaults."""
+    sr_options = {
+        "noise_level": noise_level,
+        "sr_steps": sr_steps,
+        "sr_cfg_scale": sr_cfg_scale,
+        "sr_sampler": sr_sampler,
+        "sr_schedule": sr_schedule,
+        "sr_guidance": sr_guidance,
+    }
     from t2i.files import short_hash
     from t2i_imagen.cascade import cascade_recipe
     from t2i_imagen.if_folder import read_stage, text_encoder_width, weight_files
@@ -216,6 +283,7 @@ def imagen_recipe(
     defaults.update(guidance=guidance, sr_guidance=guidance)
     if guidance == "dynamic":  # the folders' own percentile (0.95) and sample_max_value
         defaults.update(guidance_options=base.thresholding, sr_guidance_options=sr.thresholding)
+    defaults = stage_defaults("imagen", defaults, sr_options)
     return cascade_recipe(
         components=components,
         base_size=base.sample_size,
