@@ -242,7 +242,8 @@ def swap_in_sessions(component: Any, models: dict[str, Any], sessions: dict[str,
 
 class OnnxRuntime:
     """The ``onnx`` runtime of :meth:`t2i.engine.Engine.build` (entry point ``t2i.runtimes``).
-    Options: ``dir`` (the export folder), ``provider`` (an execution provider name)."""
+    Options: ``dir`` (the export folder), ``provider`` (an execution provider name),
+    ``threads`` (ORT intra-op threads)."""
 
     def recipe(self, recipe: str | None, dir: str | Path | None = None, **_: Any):
         """The recipe and options the export at ``dir`` was made from."""
@@ -257,11 +258,17 @@ class OnnxRuntime:
             )
         return name, dict(manifest["recipe"]["options"])
 
-    def apply(self, pipe: Any, dir: str | Path, provider: str | None = None) -> None:
-        """Load the sessions and swap them into ``pipe``'s components."""
+    def apply(
+        self, pipe: Any, dir: str | Path, provider: str | None = None, threads: int | None = None
+    ) -> None:
+        """Load the sessions (``threads``: intra-op threads, default ORT's) and swap them into
+        ``pipe``'s components."""
         import onnxruntime as ort
 
         manifest = read_manifest(dir)
+        session_options = ort.SessionOptions()
+        if threads:
+            session_options.intra_op_num_threads = int(threads)
         providers = providers_for(pipe.device, provider)
         options = []
         if providers[0] == "CUDAExecutionProvider":
@@ -270,7 +277,7 @@ class OnnxRuntime:
         for name, entry in manifest["models"].items():
             path = str(Path(dir) / entry["file"])
             sessions[name] = ort.InferenceSession(
-                path, providers=providers, provider_options=options or None
+                path, session_options, providers=providers, provider_options=options or None
             )
         by_node: dict[str, dict[str, Any]] = {}
         for name, entry in manifest["models"].items():
