@@ -63,10 +63,17 @@ def dry_run_peak(call: Callable[..., Any], shapes: tuple[tuple[int, ...], ...], 
         from torch.distributed._tools.mem_tracker import MemTracker
     except ImportError:  # pragma: no cover - a torch without these tools
         return None
+    import warnings
+
     tracker = MemTracker()
     before = _slots(call)
     try:
-        with FakeTensorMode(allow_non_fake_inputs=True), torch.inference_mode():
+        with (
+            warnings.catch_warnings(),  # a call that fails on fake tensors warns from hooks
+            FakeTensorMode(allow_non_fake_inputs=True),
+            torch.inference_mode(),
+        ):
+            warnings.simplefilter("ignore")
             inputs = [torch.empty(s, dtype=dtype, device=device) for s in shapes]
             with tracker:
                 call(*inputs)
