@@ -65,3 +65,16 @@ def test_external_data(tmp_path, toy_manager):
     expected = Engine.build("toy-diffusion", plugins=toy_manager)(PROMPT, seed=3)
     got = Engine.build(runtime="onnx", plugins=toy_manager, onnx_dir=out)(PROMPT, seed=3)
     assert pixel_distance(got.images, expected.images) <= 2
+
+
+def test_fp16_export(tmp_path, toy_manager):
+    from t2i_onnx.exporter import export_recipe
+
+    out = tmp_path / "half"
+    manifest = export_recipe("toy-gan", out, plugins=toy_manager, fp16=True)
+    assert manifest["fp16"] and manifest["models"]["generator"]["inputs"][0]["dtype"] == "float16"
+    expected = Engine.build("toy-gan", plugins=toy_manager)(PROMPT, seed=5, batch_size=2)
+    got = Engine.build(runtime="onnx", plugins=toy_manager, onnx_dir=out)(
+        PROMPT, seed=5, batch_size=2
+    )
+    assert pixel_distance(got.images, expected.images) <= 2
