@@ -751,9 +751,19 @@ class Pipeline:
             schedule_label=schedule_label,
             model_name=self.recipe.model_name or self.recipe.name,
             version=__version__,
-            extras=self.recipe.infotext,
+            extras={**self.recipe.infotext, **self._field_extras(request)},
             model_hash=self.recipe.model_hash,
         )
+
+    def _field_extras(self, request: GenerationRequest) -> dict[str, Any]:
+        """The recipe's :attr:`~t2i.recipe.Recipe.infotext_fields` with this request's values
+        (its extra fields, else the recipe's defaults); unset ones are left out."""
+        values = {**self.recipe.defaults, **request.extra}
+        return {
+            label: values[field]
+            for field, label in self.recipe.infotext_fields.items()
+            if values.get(field) is not None
+        }
 
     def _metadata(self, request, base_seed, seeds, elapsed) -> dict[str, Any]:
         from t2i.version import __version__

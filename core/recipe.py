@@ -52,6 +52,8 @@ class Recipe:
         model_hash: shown as ``Model hash`` (A1111's 10-hex short SHA-256 of the file).
         infotext: extra ``key: value`` pairs of the PNG infotext that come from the recipe's
             own options (``{"Clip skip": 2}``); None values are left out.
+        infotext_fields: request field (bound or extra) -> infotext label, for a recipe's
+            own request fields a PNG should record (``{"sr_steps": "SR steps"}``).
     """
 
     graph: Graph
@@ -68,6 +70,7 @@ class Recipe:
     model_name: str = ""
     model_hash: str = ""
     infotext: dict[str, Any] = attrs.Factory(dict)
+    infotext_fields: dict[str, str] = attrs.Factory(dict)
     requires_init_image: bool = False
 
     def graph_dict(self, *, img2img: bool = False) -> dict[str, Any]:
@@ -91,6 +94,7 @@ class Recipe:
             "model_name": self.model_name or self.name,
             "model_hash": self.model_hash,
             "infotext": dict(self.infotext),
+            "infotext_fields": dict(self.infotext_fields),
             "img2img": img2img,
         }
         return data
@@ -120,6 +124,7 @@ class Recipe:
             model_name=str(meta.get("model_name", "")),
             model_hash=str(meta.get("model_hash", "")),
             infotext=dict(meta.get("infotext", {})),
+            infotext_fields={str(k): str(v) for k, v in meta.get("infotext_fields", {}).items()},
             requires_init_image=img2img,
         )
 

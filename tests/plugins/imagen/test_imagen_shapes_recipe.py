@@ -66,6 +66,9 @@ def test_generates_the_cascade_size_reproducibly(pipe):
     assert not np.array_equal(_pixels(a)[0], _pixels(a)[1])  # seed + i per row
     assert "Model: imagen-shapes" in a.infotexts[0] and "Seed: 5" in a.infotexts[0]
     assert a.metadata["parameters"]["extra"]["noise_level"] == 100
+    c = pipe("a red circle", seed=5, **{**FAST, "sr_cfg_scale": 3.5, "noise_level": 250})
+    for part in ("SR CFG scale: 3.5", "Noise level: 250", "SR steps: ", "SR sampler: "):
+        assert part in c.infotexts[0], c.infotexts[0]  # the SR stage's settings recorded
 
 
 @pytest.mark.slow

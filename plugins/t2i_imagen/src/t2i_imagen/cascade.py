@@ -34,6 +34,15 @@ STAGE_FIELDS = {
     "eta": ("sample", "eta"),
 }
 """Per-stage request fields: ``FIELD`` sets the base stage's node, ``sr_FIELD`` the SR's."""
+SR_INFOTEXT = {
+    "sr_steps": "SR steps",
+    "sr_sampler": "SR sampler",
+    "sr_schedule": "SR schedule type",
+    "sr_cfg_scale": "SR CFG scale",
+    "sr_guidance": "SR guidance",
+    "noise_level": "Noise level",
+}
+"""The SR stage's settings as the PNG infotext records them (``Recipe.infotext_fields``)."""
 
 
 def cascade_graph(
@@ -140,4 +149,5 @@ def cascade_recipe(
         model_name=model_name,
         model_hash=model_hash,
         infotext=dict(infotext or {}),
+        infotext_fields=SR_INFOTEXT,
     )
