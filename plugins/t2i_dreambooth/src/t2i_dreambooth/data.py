@@ -108,10 +108,12 @@ def class_images(
     batch_size: int,
     seed: int,
     record: dict[str, Any],
+    generate_size: int | None = None,
 ) -> torch.Tensor:
     """``count`` class images ``(count, 3, size, size)`` in [0, 1], made by ``pipe`` (the
     frozen base model) and cached in ``folder``; the ones already there are reused when
-    ``folder``'s record matches ``record`` (recipe, options, prompt, size)."""
+    ``folder``'s record matches ``record`` (recipe, options, prompt, size). They are made at
+    ``generate_size`` (None: the recipe's own size, e.g. a cascade's output) and resized."""
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / RECORD
     wanted = {**record, "prompt": prompt, "size": size}
@@ -135,8 +137,10 @@ def class_images(
     with tqdm(total=count, initial=start, desc="class images", unit="img") as bar:
         for first in range(start, count, batch_size):
             n = min(batch_size, count - first)
-            # the recipe's own size (a cascade's output), resized to the training size below
-            result = pipe(prompt, seed=seed + first, batch_size=n)
+            sizes = (
+                {} if generate_size is None else {"width": generate_size, "height": generate_size}
+            )
+            result = pipe(prompt, seed=seed + first, batch_size=n, **sizes)
             for i, image in enumerate(result.images):
                 path = folder / f"{first + i:05d}.png"
                 write_atomically(path, lambda f, im=image: im.save(f, format="PNG"))

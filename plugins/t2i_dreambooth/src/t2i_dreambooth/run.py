@@ -109,6 +109,10 @@ def loader_nodes(pipe: Any, stage: str | None = None) -> dict[str, str]:
     return nodes
 
 
+def _count(pipe: Any, node_type: str) -> int:
+    return sum(1 for n in pipe.graph if n.type == node_type)
+
+
 def _components(pipe: Any, nodes: dict[str, str]) -> dict[str, Any]:
     outs = pipe.executor.run(pipe.graph, outputs=list(nodes.values()))
     found = {kind: next(iter(outs[nid].values())) for kind, nid in nodes.items()}
@@ -174,6 +178,8 @@ def dreambooth(options: DreamBoothOptions) -> Path:
             batch_size=options.sample_batch_size,
             seed=options.seed + 10_000,
             record=base,
+            # a cascade makes images at its output size; one stage at the training size
+            generate_size=None if _count(pipe, "LoadDenoiser") > 1 else size,
         )
     torch.manual_seed(options.seed)  # LoRA's gaussian init draws from torch's generator
     denoiser, text_encoder = copy.deepcopy(parts["denoiser"]), parts["text_encoder"]
