@@ -102,10 +102,11 @@ def dalle_rates(grid: int, images: int, device: str, dtype, recompute_cap: int |
 @torch.inference_mode()
 def mini_rates(layers: int, embed: int, images: int, device: str) -> dict:
     """Ours vs min-dalle's decoder loop, same random weights, greedy (top_k=1), fp32."""
-    grad = torch.is_grad_enabled()
-    from min_dalle.models import DalleBartDecoder
+    grad, threads = torch.is_grad_enabled(), torch.get_num_threads()
+    from min_dalle.models import DalleBartDecoder  # its package import turns autograd off
 
     torch.set_grad_enabled(grad)
+    torch.set_num_threads(threads)
     from t2i_dalle.mini.bart import START_TOKEN, BartConfig, BartDecoder
 
     heads, glu, text_len = max(1, embed // 64), 2 * embed, 64

@@ -7,8 +7,8 @@ pytest.importorskip("t2i_dalle", reason="the DALL-E plugin is not installed (-e 
 
 @pytest.fixture(autouse=True)
 def _restore_torch_globals():
-    """min-dalle's module turns autograd off and sets the thread count at import (and its
-    generator may do so again when collected): each test gets both back as they were."""
+    """Each test leaves torch's grad mode and thread count as it found them (min-dalle's
+    import changes both; test_dalle_mini restores them right after its import)."""
     import torch
 
     grad, threads = torch.is_grad_enabled(), torch.get_num_threads()

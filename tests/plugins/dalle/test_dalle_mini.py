@@ -8,9 +8,12 @@ from t2i_dalle.mini.bart import START_TOKEN, BartDecoder, BartEncoder
 from t2i_dalle.mini.checkpoint import bart_config
 from t2i_dalle.mini.tokenizer import BPETokenizer, read_merges
 
-min_dalle = pytest.importorskip(
-    "min_dalle", reason="the test-only reference `min-dalle` is missing"
-)
+# min_dalle/__init__ imports min_dalle.min_dalle, which turns autograd off process-wide and
+# sets torch's thread count: both are put back right after the import (collection time)
+_GRAD, _THREADS = torch.is_grad_enabled(), torch.get_num_threads()
+min_dalle = pytest.importorskip("min_dalle", reason="the test-only reference min-dalle is missing")
+torch.set_grad_enabled(_GRAD)
+torch.set_num_threads(_THREADS)
 from min_dalle.models import DalleBartDecoder, DalleBartEncoder, VQGanDetokenizer  # noqa: E402
 from min_dalle.text_tokenizer import TextTokenizer  # noqa: E402
 
@@ -125,13 +128,8 @@ def test_detokenized_image_matches(mini_folder, rel_err):
 @pytest.mark.slow
 def test_greedy_generation_gives_min_dalles_image(mini_folder):
     """top_k=1 with supercondition 16: the engine's image equals MinDalle's for that seed."""
+    from min_dalle.min_dalle import MinDalle  # imported (grad mode restored) at the top
     from t2i_dalle import plugin
-
-    grad, threads = torch.is_grad_enabled(), torch.get_num_threads()
-    from min_dalle.min_dalle import MinDalle  # its import turns autograd off process-wide
-
-    torch.set_grad_enabled(grad)
-    torch.set_num_threads(threads)
 
     from t2i import Engine
     from t2i.testing import make_manager
