@@ -127,6 +127,14 @@ def _write_export(pipe, folder: Path, options, fp16, opset, external_bytes, say)
             name = m.name if counts[m.name] == 1 else f"{comp.node}_{m.name}"
             say(f"[{len(models) + 1}/{total}] exporting {name} ({comp.kind} {comp.name!r})")
             entry = export_module(m, folder / name, fp16=fp16, opset=opset, external=external_bytes)
+            fixed = _fixed_batch_inputs(m)
+            if fixed:
+                say(
+                    f"  warning: {name}: inputs {fixed} have a fixed batch axis while others have "
+                    "a dynamic one (the export spec names no axis 0 for them): other batch "
+                    "sizes will fail in ONNX Runtime"
+                )
+                entry["fixed_batch_inputs"] = fixed
             models[name] = {
                 "file": model_file(name),
                 "node": comp.node,
@@ -141,6 +149,18 @@ def _write_export(pipe, folder: Path, options, fp16, opset, external_bytes, say)
         if not _exportable(c.component)
     ]
     return _finish_manifest(pipe, folder, options, models, not_exported, fp16, opset, components)
+
+
+def _fixed_batch_inputs(m: Any) -> list[str]:
+    """Inputs whose axis 0 is fixed when some other input's axis 0 is dynamic."""
+    dynamic = [n for n in m.input_names if 0 in m.dynamic_axes.get(n, {})]
+    if not dynamic:
+        return []
+    return [
+        n
+        for n, x in zip(m.input_names, m.example_inputs)
+        if n not in dynamic and x.ndim > 0 and 0 not in m.dynamic_axes.get(n, {})
+    ]
 
 
 def _exportable(component: Any) -> bool:

@@ -64,7 +64,8 @@ class OrtModule(torch.nn.Module):
     """An ``nn.Module`` whose forward runs one ONNX Runtime session: torch tensors in (cast to
     the graph's input dtypes), torch tensors out (float outputs in the first float input's
     dtype, on the input's device). Attributes it lacks are read from the module it replaces
-    (``config``, ``dtype``), so callers that look at them still work."""
+    (``config``, ``dtype``), and it holds one empty parameter of that module's dtype and device
+    (``next(module.parameters())``), so callers that look at them still work."""
 
     def __init__(self, session: Any, replaces: torch.nn.Module | None = None) -> None:
         super().__init__()
@@ -74,6 +75,11 @@ class OrtModule(torch.nn.Module):
         self.input_dtypes = [_np_dtype(i.type) for i in session.get_inputs()]
         self.io_binding = "CUDAExecutionProvider" in session.get_providers()
         object.__setattr__(self, "_replaces", replaces)
+        first = next(replaces.parameters(), None) if replaces is not None else None
+        like = first if first is not None else torch.empty(0)
+        # an empty parameter: callers that read next(module.parameters()) for the dtype and
+        # device of their inputs keep working, and it follows .to()
+        self.placement = torch.nn.Parameter(like.new_empty(0), requires_grad=False)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -87,7 +93,8 @@ class OrtModule(torch.nn.Module):
     def __deepcopy__(self, memo: dict) -> OrtModule:
         return self  # a session is shared, never copied
 
-    def forward(self, *args: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    def forward(self, *args: torch.Tensor | None) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        args = tuple(a for a in args if a is not None)  # the exporter drops None inputs too
         if len(args) != len(self.input_names):
             raise TypeError(f"ONNX model takes {self.input_names}, got {len(args)} inputs")
         floats = [a.dtype for a in args if a.is_floating_point()]
