@@ -10,10 +10,15 @@ from t2i_dalle.mini.tokenizer import BPETokenizer, read_merges
 
 # min_dalle/__init__ imports min_dalle.min_dalle, which turns autograd off process-wide and
 # sets torch's thread count: both are put back right after the import (collection time)
+# (also when the import fails half-way, so a broken min-dalle cannot leave grad off)
 _GRAD, _THREADS = torch.is_grad_enabled(), torch.get_num_threads()
-min_dalle = pytest.importorskip("min_dalle", reason="the test-only reference min-dalle is missing")
-torch.set_grad_enabled(_GRAD)
-torch.set_num_threads(_THREADS)
+try:
+    min_dalle = pytest.importorskip(
+        "min_dalle", reason="the test-only reference min-dalle is missing"
+    )
+finally:
+    torch.set_grad_enabled(_GRAD)
+    torch.set_num_threads(_THREADS)
 from min_dalle.models import DalleBartDecoder, DalleBartEncoder, VQGanDetokenizer  # noqa: E402
 from min_dalle.text_tokenizer import TextTokenizer  # noqa: E402
 
