@@ -172,8 +172,9 @@ def graph() -> None:
     """Inspect recipe graphs."""
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
-    """``KEY=VALUE`` pairs -> a dict; values are read as JSON where they parse (2, true)."""
+def parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs (``--option``) -> a dict; values are read as JSON where they parse
+    (2, true). Public: plugin commands that take recipe options use it too."""
     options: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -208,7 +209,7 @@ def _recipe_options(command):
 def _build_options(
     checkpoint: str | None, recipe_options: tuple[str, ...], allow_pickle: bool = False
 ) -> dict[str, object]:
-    options = _parse_options(recipe_options)
+    options = parse_options(recipe_options)
     if checkpoint:
         options["checkpoint"] = checkpoint
     if allow_pickle:

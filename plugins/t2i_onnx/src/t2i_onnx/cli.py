@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 
 @click.group("export")
 def export_group() -> None:
     """Export a recipe's models for deployment runtimes."""
-
-
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, object]:
-    """``KEY=VALUE`` pairs -> a dict; values read as JSON where they parse (as t2i generate)."""
-    options: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.UsageError(f"--option {pair!r}: write KEY=VALUE (e.g. clip_skip=2)")
-        try:
-            options[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.replace("-", "_")] = value
-    return options
 
 
 @export_group.command("onnx")
@@ -39,10 +23,11 @@ def onnx_command(recipe, out, checkpoint, recipe_options, fp16, opset, overwrite
 
     Run it with `t2i generate --onnx-dir OUT "prompt"`.
     """
+    from t2i.cli.main import parse_options
     from t2i_onnx.exporter import DEFAULT_OPSET, export_recipe
     from t2i_onnx.manifest import OnnxExportError
 
-    options = _parse_options(recipe_options)
+    options = parse_options(recipe_options)
     if checkpoint:
         options["checkpoint"] = checkpoint
     try:
