@@ -168,3 +168,46 @@ def export_folder(
     tmp.replace(out / CAPTIONS_FILE)
     log.info("shapes.export", out=str(out), n=n, size=size, split=split, seed=seed)
     return out
+
+
+def _render_range(args: tuple[str, int, int, int, int, float]) -> tuple[np.ndarray, list[str]]:
+    split, start, stop, size, seed, pair_fraction = args
+    images, captions = [], []
+    for i in range(start, stop):
+        s = make_sample(split, i, size, seed, pair_fraction=pair_fraction)
+        images.append(np.asarray(s.image.convert("RGB"), dtype=np.uint8))
+        captions.append(s.caption.text)
+    return np.stack(images), captions
+
+
+def render_items(
+    n: int,
+    size: int = 64,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    pair_fraction: float = 0.5,
+    workers: int | None = None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, list[str]]:
+    """Items ``0 .. n-1`` of ``split`` (:func:`make_sample`), rendered by ``workers``
+    processes (default: the CPUs, at most 16) -> uint8 ``(n, 3, size, size)`` and captions.
+    The result does not depend on ``workers``. ``progress`` shows a tqdm bar (which honours
+    ``TQDM_DISABLE``)."""
+    import math
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    workers = workers or max(1, min(16, os.cpu_count() or 1))
+    chunk = max(1, math.ceil(n / (workers * 4)))
+    jobs = [(split, a, min(n, a + chunk), size, seed, pair_fraction) for a in range(0, n, chunk)]
+    bar = {} if progress else {"disable": True}
+    if workers == 1:
+        parts = list(tqdm(map(_render_range, jobs), total=len(jobs), desc="render", **bar))
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(tqdm(pool.map(_render_range, jobs), total=len(jobs), desc="render", **bar))
+    images = np.concatenate([p[0] for p in parts]).transpose(0, 3, 1, 2)
+    captions = [c for p in parts for c in p[1]]
+    return torch.from_numpy(np.ascontiguousarray(images)), captions

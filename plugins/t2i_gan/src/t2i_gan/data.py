@@ -9,45 +9,22 @@ machine without MiniLM can still train; the captions are checked against the ren
 
 from __future__ import annotations
 
-import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import structlog
 import torch
 
 log = structlog.get_logger("t2i_gan.data")
 
 
-def _render_range(args: tuple[int, int, int, float]) -> tuple[np.ndarray, list[str]]:
-    from t2i.shapes.dataset import make_sample
-
-    start, stop, size, pair_fraction = args
-    images, captions = [], []
-    for i in range(start, stop):
-        s = make_sample("train", i, size, 0, pair_fraction=pair_fraction)
-        images.append(np.asarray(s.image.convert("RGB"), dtype=np.uint8))
-        captions.append(s.caption.text)
-    return np.stack(images), captions
-
-
 def render_items(
     n: int, size: int = 64, *, pair_fraction: float = 0.5, workers: int | None = None
 ) -> tuple[torch.Tensor, list[str]]:
     """Items ``0 .. n-1`` -> uint8 images ``(n, 3, size, size)`` and their captions."""
-    workers = workers or max(1, min(16, os.cpu_count() or 1))
-    chunk = max(1, math.ceil(n / (workers * 4)))
-    jobs = [(a, min(n, a + chunk), size, pair_fraction) for a in range(0, n, chunk)]
-    if workers == 1:
-        results = list(map(_render_range, jobs))
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_render_range, jobs))
-    images = np.concatenate([r[0] for r in results]).transpose(0, 3, 1, 2)
-    captions = [c for r in results for c in r[1]]
-    return torch.from_numpy(np.ascontiguousarray(images)), captions
+    from t2i.shapes.dataset import render_items as render
+
+    return render(n, size, pair_fraction=pair_fraction, workers=workers)
 
 
 def load_vectors(folder: str | os.PathLike) -> tuple[torch.Tensor, list[str]]:

@@ -9,42 +9,20 @@ sentence vector, plus the empty prompt's (the unconditional case of CFG).
 
 from __future__ import annotations
 
-import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import attrs
-import numpy as np
 import torch
-
-
-def _render_range(args: tuple[int, int, int, int, float]) -> tuple[np.ndarray, list[str]]:
-    from t2i.shapes.dataset import make_sample
-
-    start, stop, size, seed, pair_fraction = args
-    images, captions = [], []
-    for i in range(start, stop):
-        s = make_sample("train", i, size, seed, pair_fraction=pair_fraction)
-        images.append(np.asarray(s.image.convert("RGB"), dtype=np.uint8))
-        captions.append(s.caption.text)
-    return np.stack(images), captions
 
 
 def render(
     n: int, size: int, *, seed: int = 0, workers: int = 1, pair_fraction: float = 0.5
 ) -> tuple[torch.Tensor, list[str]]:
     """``n`` training items of the shapes benchmark -> uint8 ``(n, 3, size, size)``, captions."""
-    chunk = max(1, math.ceil(n / (workers * 8)))
-    jobs = [(a, min(n, a + chunk), size, seed, pair_fraction) for a in range(0, n, chunk)]
-    if workers <= 1:
-        parts = list(map(_render_range, jobs))
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            parts = list(pool.map(_render_range, jobs))
-    images = np.concatenate([p[0] for p in parts]).transpose(0, 3, 1, 2)
-    captions = [c for p in parts for c in p[1]]
-    return torch.from_numpy(np.ascontiguousarray(images)), captions
+    from t2i.shapes.dataset import render_items
+
+    return render_items(n, size, seed=seed, pair_fraction=pair_fraction, workers=workers)
 
 
 def load_or_render(

@@ -7,29 +7,11 @@ the trainer.
 from __future__ import annotations
 
 import json
-import math
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import click
 import numpy as np
 import torch
-from tqdm import tqdm
-
-
-def _render_range(
-    args: tuple[str, int, int, int, int, float],
-) -> tuple[np.ndarray, list[str]]:
-    from t2i.shapes.dataset import make_sample
-
-    split, start, stop, size, seed, pair_fraction = args
-    images, captions = [], []
-    for i in range(start, stop):
-        s = make_sample(split, i, size, seed, pair_fraction=pair_fraction)
-        images.append(np.asarray(s.image.convert("RGB"), dtype=np.uint8))
-        captions.append(s.caption.text)
-    return np.stack(images), captions
 
 
 def render_shapes(
@@ -42,28 +24,17 @@ def render_shapes(
     progress: bool = True,
     pair_fraction: float = 0.5,
 ) -> tuple[torch.Tensor, list[str]]:
-    """Render ``n`` benchmark items in parallel -> uint8 ``(n, 3, size, size)`` and captions.
+    """Render ``n`` benchmark items in parallel -> uint8 ``(n, 3, size, size)`` and captions
+    (:func:`t2i.shapes.dataset.render_items`).
 
     ``pair_fraction`` of the scenes hold two objects (the benchmark's own split is 0.5).
     """
-    workers = workers or max(1, min(16, (os.cpu_count() or 1)))
-    chunk = max(1, math.ceil(n / (workers * 4)))
-    jobs = [(split, a, min(n, a + chunk), size, seed, pair_fraction) for a in range(0, n, chunk)]
-    images, captions = [], []
-    if workers == 1:
-        results = map(_render_range, jobs)
-    else:
-        pool = ProcessPoolExecutor(workers)
-        results = pool.map(_render_range, jobs)
-    for imgs, caps in tqdm(
-        results, total=len(jobs), desc="render", unit="chunk", **tqdm_options(progress)
-    ):
-        images.append(imgs)
-        captions.extend(caps)
-    if workers != 1:
-        pool.shutdown()
-    array = np.concatenate(images).transpose(0, 3, 1, 2)  # (n, 3, H, W)
-    return torch.from_numpy(np.ascontiguousarray(array)), captions
+    from t2i.shapes.dataset import render_items
+
+    return render_items(
+        n, size, split=split, seed=seed, pair_fraction=pair_fraction, workers=workers,
+        progress=progress,
+    )  # fmt: skip
 
 
 def load_folder(folder: Path) -> tuple[torch.Tensor, list[str]]:
