@@ -21,6 +21,16 @@ GRAPH_FORMAT_VERSION = 2
 """Version of the graph JSON's ``meta`` (2: a recipe's bindings, defaults and model travel)."""
 
 
+def _infotext_fields(value: Any) -> dict[str, str]:
+    """A graph meta's ``infotext_fields``: an object of request field -> infotext label."""
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"graph meta 'infotext_fields' must be an object of field -> label, "
+            f"not {type(value).__name__}"
+        )
+    return {str(k): str(v) for k, v in value.items()}
+
+
 def _freeze_bindings(value: Mapping[str, Any]) -> dict[str, tuple[Binding, ...]]:
     out: dict[str, tuple[Binding, ...]] = {}
     for field, targets in value.items():
@@ -124,7 +134,7 @@ class Recipe:
             model_name=str(meta.get("model_name", "")),
             model_hash=str(meta.get("model_hash", "")),
             infotext=dict(meta.get("infotext", {})),
-            infotext_fields={str(k): str(v) for k, v in meta.get("infotext_fields", {}).items()},
+            infotext_fields=_infotext_fields(meta.get("infotext_fields", {})),
             requires_init_image=img2img,
         )
 

@@ -84,6 +84,8 @@ def test_rerun_and_resume_with_other_options_lose_nothing(toy_manager, instance_
 def test_cli_reports_usage_errors(toy_manager, tmp_path):
     from t2i.cli.main import cli
 
+    toy_manager.register_commands(cli)  # the CLI mounts commands of the manager it met first
+
     (tmp_path / "empty").mkdir()
     args = [
         "dreambooth",
@@ -103,6 +105,8 @@ def test_cli_reports_usage_errors(toy_manager, tmp_path):
 
 def test_cli_trains_and_prints_the_model_folder(toy_manager, instance_dir, tmp_path):
     from t2i.cli.main import cli
+
+    toy_manager.register_commands(cli)  # the CLI mounts commands of the manager it met first
 
     args = [
         "dreambooth",
