@@ -5,6 +5,12 @@
 the calls below; the same seeds must give the same bytes now. Then the recipe's Karras
 schedule applied to every sampler; since "Automatic" (each sampler's own default) became
 the default, the Euler a and DDIM fixtures name Karras explicitly.
+
+The README image must match byte for byte. The batched and img2img images may differ by 1/255
+on a handful of values: on 2026-12-02 (transformers 5.24, numpy 2.4.6, Pillow 13) 8 and 1 of
+their 12,288 values did so, on the session's base commit too, so the drift is the libraries'
+rounding, not the engine's (README: batched kernels may round differently). A refactor that
+changes the computation moves far more than that.
 """
 
 from pathlib import Path
@@ -23,12 +29,17 @@ from t2i_ldm import plugin
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "pixels"
 
 
-def _same(image: Image.Image, name: str) -> None:
+def _same(image: Image.Image, name: str, *, rounding: float = 0.0) -> None:
+    """``image`` equals fixture ``name``; ``rounding``: the fraction of values allowed off
+    by exactly 1/255."""
     expected = np.asarray(Image.open(FIXTURES / name).convert("RGB"))
     got = np.asarray(image.convert("RGB"))
     assert got.shape == expected.shape
     diff = np.abs(got.astype(int) - expected.astype(int))
-    assert diff.max() == 0, f"{name}: {int((diff > 0).sum())} values differ, max {diff.max()}"
+    off = int((diff > 0).sum())
+    assert diff.max() <= (1 if rounding else 0) and off <= rounding * diff.size, (
+        f"{name}: {off} values differ, max {diff.max()}"
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,8 +72,8 @@ def test_dpmpp_2m_karras_with_a_negative_prompt(pipe):
         batch_size=2,
         sampler="DPM++ 2M Karras",
     )
-    _same(result.images[0], "dpmpp_2m_karras_0.png")
-    _same(result.images[1], "dpmpp_2m_karras_1.png")
+    _same(result.images[0], "dpmpp_2m_karras_0.png", rounding=0.002)
+    _same(result.images[1], "dpmpp_2m_karras_1.png", rounding=0.002)
 
 
 def test_img2img_with_an_ancestral_sampler(pipe):
@@ -76,7 +87,7 @@ def test_img2img_with_an_ancestral_sampler(pipe):
         sampler="Euler a",
         schedule="karras",
     )
-    _same(result.images[0], "img2img_euler_a.png")
+    _same(result.images[0], "img2img_euler_a.png", rounding=0.002)
 
 
 def test_ddim_with_eta(pipe):
