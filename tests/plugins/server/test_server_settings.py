@@ -2,6 +2,7 @@
 
 import base64
 import secrets
+import time
 
 import click
 import pytest
@@ -83,6 +84,9 @@ def test_one_log_line_per_request(toy_server):
         with structlog.testing.capture_logs() as logs:
             requests.get(toy_server.url + "/sdapi/v1/samplers")
             requests.get(toy_server.url + "/t2i/v1/jobs/nope")
+            deadline = time.monotonic() + 5  # the server may log just after the reply
+            while sum(e["event"] == "request" for e in logs) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
     finally:
         configure_logging("warning")
     lines = [e for e in logs if e["event"] == "request"]
