@@ -268,23 +268,34 @@ class EfficientUNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def export_example(self, size: int = 32, tokens: int = 8):
-        """``(input names, example inputs, dynamic axes)`` of :meth:`forward`."""
+    def export_example(self, size: int = 32, tokens: int = 8, batch: int = 2):
+        """``(input names, example inputs, dynamic axes)`` of :meth:`forward`: every input has a
+        dynamic batch axis (batch 2 in the example, so a trace records no batch-of-one case)."""
         cfg, p = self.config, next(self.parameters())
-        z = lambda *shape: torch.zeros(*shape, device=p.device, dtype=p.dtype)  # noqa: E731
-        inputs = [z(1, cfg.in_channels, size, size), z(1), z(1, tokens, cfg.text_dim)]
-        inputs.append(torch.ones(1, tokens, dtype=torch.bool, device=p.device))
+        gen = torch.Generator().manual_seed(0)
+
+        def r(*shape):
+            return torch.randn(*shape, generator=gen).to(device=p.device, dtype=p.dtype)
+
+        inputs = [r(batch, cfg.in_channels, size, size), torch.linspace(900.0, 100.0, batch)]
+        inputs += [r(batch, tokens, cfg.text_dim)]
+        mask = torch.ones(batch, tokens, dtype=torch.bool)
+        mask[1:, tokens // 2 :] = False  # rows differ in length
+        inputs.append(mask.to(p.device))
         names = ["sample", "timestep", "text", "mask"]
         if cfg.pooled_dim:
-            inputs.append(z(1, cfg.pooled_dim))
+            inputs.append(r(batch, cfg.pooled_dim))
             names.append("pooled")
         if cfg.noise_conditioning:
             if not cfg.pooled_dim:
                 inputs.append(None)
                 names.append("pooled")
-            inputs.append(z(1))
+            inputs.append(torch.linspace(250.0, 50.0, batch).to(p.device))
             names.append("noise_level")
-        axes = {"sample": {0: "batch", 2: "height", 3: "width"}, "text": {0: "batch", 1: "tokens"}}
+        axes = {n: {0: "batch"} for n, x in zip(names, inputs) if x is not None}
+        axes.update(sample={0: "batch", 2: "height", 3: "width"}, text={0: "batch", 1: "tokens"})
+        axes["mask"] = {0: "batch", 1: "tokens"}
+        axes["out"] = {0: "batch", 2: "height", 3: "width"}
         return tuple(names), tuple(inputs), axes
 
     def _embed(self, t, text, mask, pooled, noise_level):

@@ -410,17 +410,28 @@ class IFUNet(nn.Module):
         self.conv_act = ACTIVATIONS[cfg.act_fn]()
         self.conv_out = nn.Conv2d(ch[0], cfg.out_channels, 3, padding=1)
 
-    def export_example(self, tokens: int = 77):
-        """``(input names, example inputs, dynamic axes)`` of :meth:`forward`."""
+    def export_example(self, tokens: int = 77, batch: int = 2):
+        """``(input names, example inputs, dynamic axes)`` of :meth:`forward`: every input has a
+        dynamic batch axis (batch 2 in the example, so a trace records no batch-of-one case)."""
         cfg, p = self.config, next(self.parameters())
         size = cfg.sample_size or 64
-        z = lambda *shape: torch.zeros(*shape, device=p.device, dtype=p.dtype)  # noqa: E731
+        gen = torch.Generator().manual_seed(0)
+
+        def r(*shape):
+            return torch.randn(*shape, generator=gen).to(device=p.device, dtype=p.dtype)
+
         names = ["sample", "timestep", "encoder_hidden_states"]
-        inputs = [z(1, cfg.in_channels, size, size), z(1), z(1, tokens, cfg.text_width)]
+        steps = torch.linspace(900.0, 100.0, batch).to(device=p.device, dtype=p.dtype)
+        inputs = [r(batch, cfg.in_channels, size, size), steps, r(batch, tokens, cfg.text_width)]
         if cfg.super_resolution:
             names.append("class_labels")
-            inputs.append(z(1))
-        axes = {"sample": {0: "batch", 2: "height", 3: "width"}}
+            inputs.append(torch.linspace(250.0, 50.0, batch).to(device=p.device, dtype=p.dtype))
+        axes = {n: {0: "batch"} for n in names}
+        axes.update(
+            sample={0: "batch", 2: "height", 3: "width"},
+            encoder_hidden_states={0: "batch", 1: "tokens"},
+            out={0: "batch", 2: "height", 3: "width"},
+        )
         return tuple(names), tuple(inputs), axes
 
     def _embed(self, x, timestep, text, class_labels) -> torch.Tensor:
