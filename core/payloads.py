@@ -36,11 +36,15 @@ class Tokens:
         ids: ``(B, T)`` int64 token ids.
         weights: ``(B, T)`` float emphasis weight per token (1.0 = neutral), or None.
         mask: ``(B, T)`` bool, True where the token is real (not padding), or None.
+        pad_chunk: ``(1, L)`` ids of the chunk that lengthens these tokens in whole chunks
+            (a chunking tokenizer's empty prompt: A1111's empty chunk), or None. A text
+            encoder encodes it into :attr:`Conditioning.pad_chunk`.
     """
 
     ids: torch.Tensor = attrs.field(validator=_tensor)
     weights: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
     mask: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
+    pad_chunk: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
 
     @property
     def batch_size(self) -> int:
@@ -120,6 +124,11 @@ class Conditioning:
         mask: ``(B, T)`` bool attention mask (True = attend), or None.
         image: the low-resolution image of a cascade stage (:class:`ImageCondition`), or
             None; the sampling node attaches it to the prompt's and the negative's.
+        pad_chunk: ``(1, L, D)`` states that lengthen ``embeds`` in whole repeats (the
+            encoding of an empty prompt's chunk), or None. :meth:`cat` pads a shorter item
+            with it instead of zeros: A1111's rule for a prompt and a negative prompt of
+            different chunk counts (``pad_cond_uncond``), for models without an attention
+            mask (Stable Diffusion's cross-attention attends to every position).
     """
 
     embeds: torch.Tensor = attrs.field(validator=_tensor)
@@ -129,6 +138,7 @@ class Conditioning:
         default=None,
         validator=attrs.validators.optional(attrs.validators.instance_of(ImageCondition)),
     )
+    pad_chunk: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
 
     @property
     def batch_size(self) -> int:
@@ -144,7 +154,7 @@ class Conditioning:
         if self.batch_size == batch:
             return attrs.evolve(self, image=image)
         e = lambda t: _expand(t, batch)  # noqa: E731
-        return Conditioning(e(self.embeds), e(self.pooled), e(self.mask), image)
+        return Conditioning(e(self.embeds), e(self.pooled), e(self.mask), image, self.pad_chunk)
 
     def with_image(self, image: ImageCondition | None) -> Conditioning:
         """This conditioning with ``image`` attached (a cascade's super-resolution stage)."""
@@ -153,19 +163,41 @@ class Conditioning:
     def to(self, device=None, dtype=None) -> Conditioning:
         image = None if self.image is None else self.image.to(device, dtype)
         m = lambda t: _move(t, device, dtype)  # noqa: E731
-        return Conditioning(m(self.embeds), m(self.pooled), m(self.mask), image)
+        return Conditioning(
+            m(self.embeds), m(self.pooled), m(self.mask), image, m(self.pad_chunk)
+        )
+
+    def padded_to(self, length: int) -> Conditioning | None:
+        """This conditioning lengthened to ``length`` tokens with whole :attr:`pad_chunk`
+        repeats, or None when it has no pad chunk or the gap is not whole chunks."""
+        import torch
+
+        gap = length - self.embeds.shape[1]
+        if gap == 0:
+            return self
+        if self.pad_chunk is None or gap < 0 or gap % self.pad_chunk.shape[1]:
+            return None
+        filler = self.pad_chunk.to(self.embeds.device, self.embeds.dtype)
+        filler = filler.expand(self.batch_size, -1, -1).repeat(1, gap // filler.shape[1], 1)
+        mask = self.mask
+        if mask is not None:
+            mask = torch.nn.functional.pad(mask, (0, gap), value=True)
+        return attrs.evolve(self, embeds=torch.cat([self.embeds, filler], dim=1), mask=mask)
 
     @staticmethod
     def cat(items: list[Conditioning]) -> Conditioning:
-        """Concatenate along the batch; shorter token axes are zero-padded and masked out.
+        """Concatenate along the batch. A shorter token axis is lengthened with its
+        :attr:`pad_chunk` (A1111's empty-chunk padding) when it has one and the gap is whole
+        chunks; otherwise it is zero-padded and masked out.
 
         Image conditions are concatenated too (all items have one, or none has)."""
         import torch
 
         length = max(c.embeds.shape[1] for c in items)
+        items = [c.padded_to(length) or c for c in items]
         embeds, masks, pooled = [], [], []
-        any_mask = (
-            any(c.mask is not None for c in items) or len({c.embeds.shape[1] for c in items}) > 1
+        any_mask = any(c.mask is not None for c in items) or any(
+            c.embeds.shape[1] != length for c in items
         )
         for c in items:
             b, t, _ = c.embeds.shape
@@ -183,11 +215,14 @@ class Conditioning:
         images = [c.image for c in items]
         if any(i is not None for i in images) and not all(i is not None for i in images):
             raise ValueError("cannot concatenate conditionings with and without an image")
+        chunks = [c.pad_chunk for c in items]
+        same = all(p is not None and p.shape == chunks[0].shape for p in chunks)
         return Conditioning(
             torch.cat(embeds),
             torch.cat(pooled) if has_pooled else None,
             torch.cat(masks) if any_mask else None,
             ImageCondition.cat(images) if images[0] is not None else None,
+            chunks[0] if same else None,
         )
 
 

@@ -29,7 +29,12 @@ from t2i.text.minilm import (  # noqa: F401  (re-exported: this plugin's MiniLM 
     minilm_config,
     minilm_states,
 )
-from t2i_ldm.text_encoder import EMPHASIS_MODES, apply_emphasis, check_chunked_ids
+from t2i_ldm.text_encoder import (
+    EMPHASIS_MODES,
+    apply_emphasis,
+    check_chunked_ids,
+    empty_chunk_tokens,
+)
 from t2i_ldm.tokenizer import CHUNK_LENGTH, ClipTokenizer
 
 
@@ -131,7 +136,9 @@ class MiniLmTextEncoder:
             weights = tokens.weights.to(self.device).reshape(-1, chunk)
             states = apply_emphasis(states, weights, normalize=self.emphasis == "original")
         embeds = self.conditioner.adapter(states).reshape(batch, length, -1)
-        return Conditioning(embeds=embeds)
+        empty = empty_chunk_tokens(tokens, chunk)
+        pad_chunk = None if empty is None else self.encode(empty).embeds
+        return Conditioning(embeds=embeds, pad_chunk=pad_chunk)
 
     def __repr__(self) -> str:
         c = self.conditioner.bert.config

@@ -363,9 +363,10 @@ class ClipTextEncoder:
     def export_spec(self) -> ExportSpec:
         """``text_encoder``: one 77-token chunk with this encoder's ``clip_skip``, before
         emphasis (Optimum's CLIP layout, see :mod:`t2i_ldm.export`)."""
-        from t2i_ldm.export import clip_text_export
+        from t2i_ldm.export import clip_text_deployment, clip_text_export
 
-        return ExportSpec((clip_text_export(self.model, self.clip_skip),))
+        export = clip_text_export(self.model, self.clip_skip)
+        return ExportSpec((export,), deployment=clip_text_deployment(self.model, self.emphasis))
 
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
         """What fine-tuning updates (:mod:`t2i.lora`): the transformers CLIP text model, whose
@@ -412,7 +413,11 @@ class ClipTextEncoder:
             states = apply_emphasis(states, weights, normalize=emphasis == "original")
         embeds = states.reshape(batch, n_chunks * chunk, -1)  # (B, 77*n, D)
         pooled = pooled.reshape(batch, n_chunks, -1)[:, 0]  # (B, D)
-        return Conditioning(embeds=embeds, pooled=pooled)
+        empty = empty_chunk_tokens(tokens, chunk)
+        pad_chunk = None
+        if empty is not None:  # the empty prompt, encoded on its own as A1111 does
+            pad_chunk = self.encode(empty, clip_skip=clip_skip, emphasis=emphasis).embeds
+        return Conditioning(embeds=embeds, pooled=pooled, pad_chunk=pad_chunk)
 
     def __repr__(self) -> str:
         c = self.model.config
@@ -442,6 +447,20 @@ def clip_chunk_states(
     else:
         states = _text_core(model).final_layer_norm(out.hidden_states[-clip_skip])
     return states, out.pooler_output
+
+
+def empty_chunk_tokens(tokens: Tokens, chunk: int) -> Tokens | None:
+    """``tokens.pad_chunk`` as tokens of its own (weights 1: encoded like an empty prompt).
+
+    Raises:
+        ValueError: a pad chunk that is not ``(1, chunk)`` ids.
+    """
+    pad = tokens.pad_chunk
+    if pad is None:
+        return None
+    if tuple(pad.shape) != (1, chunk):
+        raise ValueError(f"tokens.pad_chunk must be (1, {chunk}), got {tuple(pad.shape)}")
+    return Tokens(ids=pad, weights=torch.ones(pad.shape))
 
 
 def check_chunked_ids(ids: torch.Tensor, chunk: int, vocab_size: int) -> None:

@@ -9,6 +9,9 @@ module adds what Stable Diffusion front ends do around it (AUTOMATIC1111,
 - 75-token chunks, each wrapped as ``<|startoftext|> tokens <|endoftext|>`` and padded to 77;
   ``BREAK`` ends a chunk early; a prompt over 75 tokens gives several chunks, and every prompt
   of a batch is padded with empty chunks to the batch's largest chunk count;
+- the empty prompt's chunk rides along as ``Tokens.pad_chunk``: the text encoder encodes it,
+  and classifier-free guidance lengthens the shorter of prompt / negative with whole copies
+  of it (A1111's ``pad_cond_uncond``), never with zeros;
 - "comma padding backtrack": when a chunk fills up less than ``comma_padding_backtrack`` tokens
   after a comma, the text after that comma moves to the next chunk (web UI default 20);
 - padding after the end token: ``<|endoftext|>`` for SD1's CLIP ViT-L/14, id 0 (``"!"``) for
@@ -275,7 +278,13 @@ class ClipTokenizer:
                 ids[row, start + 1 + n] = self.eos_id
                 weights[row, start + 1 : start + 1 + n] = torch.tensor(chunk.weights)
                 mask[row, start : start + n + 2] = True
-        return Tokens(ids=ids, weights=weights, mask=mask)
+        return Tokens(ids=ids, weights=weights, mask=mask, pad_chunk=self.empty_chunk_ids())
+
+    def empty_chunk_ids(self) -> torch.Tensor:
+        """``(1, 77)`` ids of the empty prompt: start, end, then padding (as ``self("")``)."""
+        ids = torch.full((1, self.model_max_length), self.pad_id, dtype=torch.int64)
+        ids[0, 0], ids[0, 1] = self.bos_id, self.eos_id
+        return ids
 
     def encode_text(self, texts: Sequence[str]) -> list[list[int]]:
         """Plain BPE ids of each text, no special tokens, no emphasis parsing."""

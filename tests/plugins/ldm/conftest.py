@@ -1,0 +1,118 @@
+"""Shared fixtures of the LDM tests: tiny random SD pipelines written by diffusers.
+
+``tiny_sd`` (4-channel UNet) and ``tiny_sd_inpaint`` (9-channel inpainting UNet) are
+``(diffusers pipeline, saved folder)`` pairs on random weights: CLIP text width 32, a
+two-level UNet, a two-level VAE (factor 2), so a 32x32 image has a 16x16 latent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+WORDS = "a red blue green cube sphere on top of the left right small large photo cat dog"
+
+
+def _randomize(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+    return model.eval()
+
+
+def tiny_sd_parts(root: Path, *, in_channels: int = 4) -> dict:
+    """Random tiny SD components in diffusers' classes (tokenizer files under ``root``)."""
+    import diffusers
+    import transformers
+
+    from t2i_ldm.shapes_model import vocabulary_merges
+    from t2i_ldm.tokenizer import openai_clip_vocab
+
+    merges = vocabulary_merges([WORDS])
+    vocab = openai_clip_vocab(merges)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    (root / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    tokenizer = transformers.CLIPTokenizer(
+        str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=77
+    )
+    text = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+        )
+    ).eval()
+    unet = _randomize(
+        diffusers.UNet2DConditionModel(
+            in_channels=in_channels,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            cross_attention_dim=32,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            norm_num_groups=8,
+            attention_head_dim=2,
+            sample_size=8,
+        )
+    )
+    vae = _randomize(
+        diffusers.AutoencoderKL(
+            block_out_channels=(32, 64),
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            layers_per_block=1,
+            norm_num_groups=8,
+            latent_channels=4,
+        )
+    )
+    scheduler = diffusers.EulerDiscreteScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        timestep_spacing="linspace",
+    )
+    return {
+        "vae": vae,
+        "text_encoder": text,
+        "tokenizer": tokenizer,
+        "unet": unet,
+        "scheduler": scheduler,
+    }
+
+
+def _save(root: Path, pipeline_class: str, in_channels: int):
+    import diffusers
+
+    torch.manual_seed(0)
+    parts = tiny_sd_parts(root / "tok_src", in_channels=in_channels)
+    cls = getattr(diffusers, pipeline_class)
+    pipe = cls(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    folder = root / "pipeline"
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return pipe, folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory):
+    """``(StableDiffusionPipeline, folder)`` on random tiny weights."""
+    pytest.importorskip("diffusers")
+    return _save(tmp_path_factory.mktemp("tiny_sd"), "StableDiffusionPipeline", 4)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_inpaint(tmp_path_factory):
+    """``(StableDiffusionInpaintPipeline, folder)``: a 9-channel inpainting UNet."""
+    pytest.importorskip("diffusers")
+    return _save(tmp_path_factory.mktemp("tiny_sd_inpaint"), "StableDiffusionInpaintPipeline", 9)
