@@ -86,3 +86,19 @@ def test_another_familys_checkpoints_are_refused_before_model_work(tmp_path):
     torch.save({"state_dict": {"model.diffusion_model.x": torch.zeros(1)}}, other)
     with pytest.raises(CheckpointError, match="not DF-GAN's layout"):
         load_gan(other, allow_pickle=True)
+
+
+def test_our_folder_with_norm_and_projection_round_trips(tmp_path):
+    """The fitted SentenceNorm buffers and the projection travel in netG / netC."""
+    from t2i_gan.trainable import GanTrainable
+
+    config = GanConfig(nf=2, z_dim=8, cond_dim=6, image_size=32, cond_norm=True, projection=True)
+    torch.manual_seed(1)
+    model = GanTrainable(config)
+    model.fit_condition(torch.randn(40, 6) * 2 + 3)
+    model.save(tmp_path / "m")
+    loaded = load_gan(tmp_path / "m")
+    z, s = torch.randn(2, 8), torch.randn(2, 6) * 2 + 3
+    torch.testing.assert_close(loaded.netG(z, s), model.netG.half().float()(z, s), atol=2e-3, rtol=0)
+    torch.testing.assert_close(loaded.netC.cond_norm.mean, model.netC.cond_norm.mean, atol=1e-2, rtol=1e-3)
+    assert loaded.netC.proj is not None

@@ -31,13 +31,20 @@ class GanConfig:
     embedding width), ``image_size`` (a power of two >= 32), ``cond_scale``: the sentence
     vector is multiplied by it before G and C see it (1 for DF-GAN's DAMSM vectors;
     ``sqrt(384)`` for MiniLM's unit vectors, so that their coordinates are about as large as
-    ``z``'s; without it G and D ignored the text)."""
+    ``z``'s; without it G and D ignored the text). Two additions of ours, off for DF-GAN's
+    files (whose keys they would not match): ``cond_norm`` standardises the sentence vector
+    per coordinate with statistics of the training captions (:class:`SentenceNorm`, buffers
+    ``cond_norm.*`` in ``netG`` and ``netC``), and ``projection`` adds the projection
+    discriminator's term ``<pool(features), W s>`` to ``netC``'s score (Miyato & Koyama,
+    ICLR 2018), a direct text-image match D learns early."""
 
     nf: int = 32
     z_dim: int = 100
     cond_dim: int = 256
     image_size: int = 64
     cond_scale: float = 1.0
+    cond_norm: bool = False
+    projection: bool = False
 
     def __attrs_post_init__(self) -> None:
         size = self.image_size
@@ -55,6 +62,42 @@ def channel_pairs(nf: int, image_size: int, *, generator: bool) -> list[tuple[in
     if generator:
         channels = channels[::-1]
     return list(itertools.pairwise(channels))
+
+
+class SentenceNorm(nn.Module):
+    """``(s - mean) * inv_std`` per coordinate; identity until :meth:`fit`.
+
+    A frozen encoder's sentence vectors share a large common part (MiniLM's shapes captions:
+    44 % of the squared norm) and some coordinates barely move; standardising makes the
+    caption-to-caption differences, which carry the attributes, the O(1) signal."""
+
+    STD_FLOOR = 0.1
+    """Coordinates whose spread is under this share of the median spread are not amplified."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("inv_std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, vectors: torch.Tensor) -> SentenceNorm:
+        """Set the statistics from ``vectors`` ``(N, dim)``, N >= 2."""
+        vectors = vectors.to(self.mean)
+        std = vectors.std(dim=0)
+        std = std.clamp_min(float(std.median()) * self.STD_FLOOR + 1e-12)
+        self.mean.copy_(vectors.mean(dim=0))
+        self.inv_std.copy_(1.0 / std)
+        return self
+
+    def forward(self, sentence: torch.Tensor) -> torch.Tensor:
+        return (sentence - self.mean.to(sentence)) * self.inv_std.to(sentence)
+
+
+def condition(config: GanConfig, norm: SentenceNorm | None, sentence: torch.Tensor):
+    """The sentence vector as G's fusion and C see it: standardised, then ``cond_scale`` x."""
+    if norm is not None:
+        sentence = norm(sentence)
+    return sentence * config.cond_scale
 
 
 class Affine(nn.Module):
@@ -139,10 +182,11 @@ class NetG(nn.Module):
         self.to_rgb = nn.Sequential(
             nn.LeakyReLU(0.2), nn.Conv2d(pairs[-1][1], 3, 3, 1, 1), nn.Tanh()
         )
+        self.cond_norm = SentenceNorm(config.cond_dim) if config.cond_norm else None
 
     def forward(self, noise: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
         out = self.fc(noise).view(noise.shape[0], 8 * self.config.nf, 4, 4)
-        cond = torch.cat((noise, sentence * self.config.cond_scale), dim=1)
+        cond = torch.cat((noise, condition(self.config, self.cond_norm, sentence)), dim=1)
         for block in self.GBlocks:
             out = block(out, cond)
         return self.to_rgb(out)
@@ -191,18 +235,25 @@ class NetD(nn.Module):
 
 
 class NetC(nn.Module):
-    """The one-way head: ``(features (B, 8 nf, 4, 4), sentence (B, cond_dim)) -> (B,)``."""
+    """The one-way head: ``(features (B, 8 nf, 4, 4), sentence (B, cond_dim)) -> (B,)``;
+    with ``config.projection`` plus ``<mean-pooled features, proj(sentence)>``."""
 
     def __init__(self, config: GanConfig) -> None:
         super().__init__()
-        nf, self.cond_dim, self.cond_scale = config.nf, config.cond_dim, config.cond_scale
+        self.config, nf, self.cond_dim = config, config.nf, config.cond_dim
         self.joint_conv = nn.Sequential(
             nn.Conv2d(nf * 8 + config.cond_dim, nf * 2, 3, 1, 1, bias=False),
             nn.LeakyReLU(0.2),
             nn.Conv2d(nf * 2, 1, 4, 1, 0, bias=False),
         )
+        self.cond_norm = SentenceNorm(config.cond_dim) if config.cond_norm else None
+        self.proj = nn.Linear(config.cond_dim, nf * 8, bias=False) if config.projection else None
 
     def forward(self, features: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
-        y = sentence * self.cond_scale
-        y = y.view(-1, self.cond_dim, 1, 1).expand(-1, -1, *features.shape[2:])
-        return self.joint_conv(torch.cat((features, y), 1)).view(-1)
+        y = condition(self.config, self.cond_norm, sentence)
+        tiled = y.view(-1, self.cond_dim, 1, 1).expand(-1, -1, *features.shape[2:])
+        score = self.joint_conv(torch.cat((features, tiled), 1)).view(-1)
+        if self.proj is not None:
+            pooled = features.mean(dim=(2, 3))
+            score = score + (pooled * self.proj(y)).sum(dim=1) / pooled.shape[1] ** 0.5
+        return score

@@ -65,6 +65,14 @@ class GanTrainer(Trainer):
         TrainerOption("--eval-every", int, 1000, help="Steps between judge probes (0: none)."),
         TrainerOption("--eval-prompts", int, 32, help="Prompts of the judge probe."),
         TrainerOption("--tiny", is_flag=True, help="A tiny GAN on 64 renders (tests, CPU)."),
+        TrainerOption(
+            "--no-cond-norm",
+            is_flag=True,
+            help="DF-GAN's conditioning as is: the sentence vector x sqrt(384), not standardised.",
+        ),
+        TrainerOption(
+            "--no-projection", is_flag=True, help="No projection term in the discriminator."
+        ),
     )
     defaults: ClassVar[dict[str, Any]] = {
         "steps": 20_000,
@@ -93,20 +101,21 @@ class GanTrainer(Trainer):
         device, out = _device(config), Path(out)
         torch.manual_seed(config.seed)
         record = {"trainer": "gan", **{k: v for k, v in options.items() if k != "vectors"}}
-        model = GanTrainable(
-            GanConfig(
-                nf=nf,
-                z_dim=100,
-                cond_dim=SENTENCE_DIM,
-                image_size=64,
-                cond_scale=math.sqrt(SENTENCE_DIM),
-            ),
-            d_lr_ratio=ratio,
-            training=record,
+        norm = not options["no_cond_norm"]
+        gan_config = GanConfig(
+            nf=nf,
+            z_dim=100,
+            cond_dim=SENTENCE_DIM,
+            image_size=64,
+            cond_scale=1.0 if norm else math.sqrt(SENTENCE_DIM),
+            cond_norm=norm,
+            projection=not options["no_projection"],
         )
+        model = GanTrainable(gan_config, d_lr_ratio=ratio, training=record)
         images, sentences = training_set(
             n, 64, pair_fraction=options["pair_fraction"], vectors=vectors, device=device
         )
+        model.fit_condition(sentences)
         data = RandomBatches(
             n, lambda idx: (images[idx], sentences[idx]), seed=config.seed, device=device
         )

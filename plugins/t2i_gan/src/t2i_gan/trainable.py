@@ -39,6 +39,13 @@ class GanTrainable(nn.Module):
         self.netG, self.netD, self.netC = NetG(config), NetD(config), NetC(config)
         self.training_record = dict(training or {})
 
+    def fit_condition(self, sentences: torch.Tensor) -> None:
+        """Fit G's and C's :class:`~t2i_gan.models.SentenceNorm` to the training vectors
+        (no-op when the config has no ``cond_norm``)."""
+        for net in (self.netG, self.netC):
+            if net.cond_norm is not None:
+                net.cond_norm.to(sentences.device).fit(sentences)
+
     def trainable_parameters(self):
         return self.parameters()
 
