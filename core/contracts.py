@@ -31,7 +31,7 @@ import attrs
 import torch
 
 from t2i.kinds import DIFFUSION, GENERATOR, KINDS, MODEL_CONTRACTS, TOKENS  # noqa: F401
-from t2i.payloads import Conditioning, Image, Latent, Tokens
+from t2i.payloads import Conditioning, Image, Latent, SeedVariation, Tokens
 
 
 def model_contract_of(obj: Any) -> str | None:
@@ -117,6 +117,8 @@ class DiffusionJob:
         callback: ``callback(step, total)`` after every step; it may raise to cancel.
         preview: ``preview(step, total, denoised)`` after every step with the current
             prediction of the clean sample (``x0``, shape ``shape``), for live previews.
+        variation: A1111's variation seeds for the initial noise
+            (:class:`t2i.payloads.SeedVariation`), or None.
     """
 
     model: Any
@@ -131,6 +133,7 @@ class DiffusionJob:
     noise_device: str = "cpu"
     callback: Callable[[int, int], None] | None = None
     preview: Callable[[int, int, torch.Tensor], None] | None = None
+    variation: SeedVariation | None = None
 
 
 @runtime_checkable

@@ -557,6 +557,7 @@ class Pipeline:
                     f"must be a multiple of {m} for recipe "
                     f"{self.recipe.name!r}, got {value}; try {value - value % m or m}",
                 )
+        self._check_variation(request, bindings)
         self._prompt_loras(request.prompt)  # a tag naming no file fails here
         if request.init_image is not None:
             request = attrs.evolve(request, init_image=decode_init_image(request.init_image))
@@ -568,6 +569,24 @@ class Pipeline:
         self._check_contracts(values)
         self._check_graph_inputs(values, img2img)
         return request
+
+    def _check_variation(self, request: GenerationRequest, bindings: Mapping[str, Any]) -> None:
+        """Refuse variation seeds / a seed resize that this recipe's graph cannot apply."""
+        asked = [
+            f
+            for f, on in (
+                ("subseed_strength", request.subseed_strength > 0),
+                ("seed_resize_from_w", request.seed_resize_from is not None),
+            )
+            if on
+        ]
+        for field in asked:
+            if field not in bindings:
+                raise RequestError(
+                    field,
+                    f"recipe {self.recipe.name!r} does not bind variation seeds (its graph "
+                    "draws no seeded diffusion noise through EmptyLatent); leave it at 0",
+                )
 
     def _check_graph_inputs(self, values: Mapping[str, Any], img2img: bool) -> None:
         """Components, bound parameters, guidance and sampler options of the graph to run."""
@@ -634,6 +653,9 @@ class Pipeline:
         graph = self.recipe.img2img_graph if img2img else self.recipe.graph
         bindings = self._bindings(img2img)
         base_seed = request.resolved_seed()
+        fixed_seed = request.subseed_strength > 0  # A1111: every image keeps the seed
+        # a random subseed only when it is used: an unchanged request stays fully cached
+        base_subseed = request.resolved_subseed() if fixed_seed else max(request.subseed, 0)
         values = attrs.asdict(request, recurse=False)
         values.update(values.pop("extra"))
         images, seeds, prompts, infotexts = [], [], [], []
@@ -641,8 +663,9 @@ class Pipeline:
         self.cancel_event.clear()
         prompt, tagged = self._prompt_loras(request.prompt)
         for b in range(request.batch_count):
-            seed = (base_seed + b * request.batch_size) % SEED_RANGE
-            run_values = {**values, "seed": seed, "prompt": prompt}
+            seed = (base_seed + (0 if fixed_seed else b * request.batch_size)) % SEED_RANGE
+            subseed = (base_subseed + b * request.batch_size) % SEED_RANGE
+            run_values = {**values, "seed": seed, "subseed": subseed, "prompt": prompt}
             params: dict[str, dict[str, Any]] = self._lora_params(graph, tagged)
             for field, targets in bindings.items():
                 if field not in run_values:
@@ -670,15 +693,19 @@ class Pipeline:
             )
             image = results[self.recipe.output.node][self.recipe.output.output]
             batch_images = image.to_pil()
-            batch_seeds = [(seed + i) % SEED_RANGE for i in range(len(batch_images))]
-            batch_infos = [self._infotext(request, s) for s in batch_seeds]
+            rows = range(len(batch_images))
+            batch_seeds = [(seed + (0 if fixed_seed else i)) % SEED_RANGE for i in rows]
+            batch_infos = [
+                self._infotext(request, s, (subseed + i) % SEED_RANGE)
+                for i, s in zip(rows, batch_seeds)
+            ]
             images += batch_images
             seeds += batch_seeds
             prompts += [request.prompt] * len(batch_images)
             infotexts += batch_infos
             if on_batch is not None:
                 meta = self._metadata(
-                    request, base_seed, batch_seeds, time.perf_counter() - started
+                    request, base_seed, batch_seeds, time.perf_counter() - started, base_subseed
                 )
                 on_batch(
                     GenerationResult(
@@ -690,7 +717,7 @@ class Pipeline:
                     )
                 )
         elapsed = time.perf_counter() - started
-        metadata = self._metadata(request, base_seed, seeds, elapsed)
+        metadata = self._metadata(request, base_seed, seeds, elapsed, base_subseed)
         return GenerationResult(images, seeds, prompts, infotexts, metadata)
 
     def _prompt_loras(self, prompt: str) -> tuple[str, list[list[Any]]]:
@@ -739,7 +766,7 @@ class Pipeline:
             sched_label = s_entry.aliases[0] if s_entry.aliases else s_entry.name
         return label, sched_label
 
-    def _infotext(self, request: GenerationRequest, seed: int) -> str:
+    def _infotext(self, request: GenerationRequest, seed: int, subseed: int | None = None) -> str:
         from t2i.version import __version__
 
         sampler_label, schedule_label = self._labels(request)
@@ -747,6 +774,7 @@ class Pipeline:
             request,
             seed,
             request.prompt,
+            subseed=subseed,
             sampler_label=sampler_label,
             schedule_label=schedule_label,
             model_name=self.recipe.model_name or self.recipe.name,
@@ -765,12 +793,14 @@ class Pipeline:
             if values.get(field) is not None
         }
 
-    def _metadata(self, request, base_seed, seeds, elapsed) -> dict[str, Any]:
+    def _metadata(self, request, base_seed, seeds, elapsed, base_subseed=None) -> dict[str, Any]:
         from t2i.version import __version__
 
         params = attrs.asdict(request, recurse=False)
         params["init_image"] = None if request.init_image is None else "<image>"
         params["seed"] = base_seed
+        if request.uses_variation and base_subseed is not None:
+            params["subseed"] = base_subseed
         sampler, schedule = self._labels(request)
         return {
             "t2i_version": __version__,

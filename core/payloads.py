@@ -226,6 +226,30 @@ class Conditioning:
         )
 
 
+@attrs.frozen
+class SeedVariation:
+    """A1111's variation seeds of a batch (``subseed``, ``subseed_strength``,
+    ``seed_resize_from_w/h``); :class:`t2i.noise.BatchNoise` draws the noise by them.
+
+    Attributes:
+        subseeds: the variation seed of each row.
+        strength: slerp weight toward the subseed's noise, in [0, 1] (0 = none).
+        resize_from: ``(h, w)`` in sample cells to draw the seed noise at, or None.
+    """
+
+    subseeds: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    strength: float = 0.0
+    resize_from: tuple[int, int] | None = None
+
+    def noise_options(self) -> dict:
+        """Keyword options of :class:`t2i.noise.BatchNoise`."""
+        return {
+            "subseeds": self.subseeds,
+            "subseed_strength": self.strength,
+            "resize_from": self.resize_from,
+        }
+
+
 @attrs.frozen(eq=False)
 class Latent:
     """A batch in a model's sample space (VAE latents, pixels, or noise ``z``).
@@ -233,10 +257,12 @@ class Latent:
     Attributes:
         samples: ``(B, C, H, W)`` tensor (``(B, D)`` for a GAN's ``z``).
         seeds: the seed of each row, when the latent was drawn from seeds.
+        variation: variation seeds of the batch's noise (A1111's subseeds), or None.
     """
 
     samples: torch.Tensor = attrs.field(validator=_tensor)
     seeds: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    variation: SeedVariation | None = None
 
 
 @attrs.frozen(eq=False)

@@ -16,6 +16,9 @@ from t2i.graph.graph import Graph, OutputRef
 
 Binding = tuple[str, str]  # (node id, parameter name)
 
+VARIATION_FIELDS = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
+"""Request fields of A1111's variation seeds, bound to ``EmptyLatent``'s parameters."""
+
 GRAPH_FORMAT = "t2i-graph"
 GRAPH_FORMAT_VERSION = 2
 """Version of the graph JSON's ``meta`` (2: a recipe's bindings, defaults and model travel)."""
@@ -233,6 +236,7 @@ def diffusion_recipe(
         "sampler": ("sample", "sampler"),
         "eta": ("sample", "eta"),
         "noise_device": ("sample", "noise_device"),
+        **{field: ("empty_latent", field) for field in VARIATION_FIELDS},
     }
     img2img_bindings = {
         **bindings,

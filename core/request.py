@@ -135,6 +135,9 @@ class GenerationRequest:
 
     ``seed=-1`` draws a random seed; image ``i`` of a batch uses ``seed + i`` and
     batch ``b`` of ``batch_count`` starts at ``seed + b * batch_size`` (the web UIs' rule).
+    Variation seeds (A1111): with ``subseed_strength > 0`` every image keeps ``seed`` and
+    image ``k`` of the whole run uses variation seed ``subseed + k`` (-1: random);
+    ``seed_resize_from_w/h`` (pixels; <= 0 off) draw the seed noise at that size.
     """
 
     prompt: str = attrs.field(default="", validator=_str)
@@ -155,11 +158,30 @@ class GenerationRequest:
     init_image: Any = attrs.field(default=None, validator=_image_or_path)
     eta: float | None = attrs.field(default=None, validator=_float_range(0.0, optional=True))
     noise_device: str = attrs.field(default="cpu", validator=_choice(NOISE_DEVICES))
+    subseed: int = attrs.field(default=-1, validator=_int_range(-1, 2**32 - 1))
+    subseed_strength: float = attrs.field(default=0.0, validator=_float_range(0.0, 1.0))
+    seed_resize_from_w: int = attrs.field(default=0, validator=_int_range(-1, 8192))
+    seed_resize_from_h: int = attrs.field(default=0, validator=_int_range(-1, 8192))
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def resolved_seed(self) -> int:
         """The seed actually used: ``seed``, or a fresh random one for -1 (as A1111)."""
         return self.seed if self.seed != -1 else random.randrange(4294967294)
+
+    def resolved_subseed(self) -> int:
+        """The variation seed actually used: ``subseed``, or a random one for -1."""
+        return self.subseed if self.subseed != -1 else random.randrange(4294967294)
+
+    @property
+    def uses_variation(self) -> bool:
+        """Variation seeds or a seed resize are on (A1111: strength > 0, both sizes > 0)."""
+        return self.subseed_strength > 0 or self.seed_resize_from is not None
+
+    @property
+    def seed_resize_from(self) -> tuple[int, int] | None:
+        """``(w, h)`` of "Resize seed from", or None when either is <= 0 (off)."""
+        w, h = self.seed_resize_from_w, self.seed_resize_from_h
+        return (w, h) if w > 0 and h > 0 else None
 
 
 REQUEST_FIELDS: tuple[str, ...] = tuple(

@@ -52,9 +52,13 @@ def infotext_for(
     version: str,
     extras: Mapping[str, Any] | None = None,
     model_hash: str = "",
+    subseed: int | None = None,
 ) -> str:
     """The infotext of one image, keys in A1111 v1.10 order; ``extras`` (from the recipe,
-    such as ``Clip skip``) go before ``RNG``."""
+    such as ``Clip skip``) go before ``RNG``. ``subseed`` is the image's variation seed,
+    written (with its strength) when the request's ``subseed_strength`` is above 0."""
+    strength = getattr(request, "subseed_strength", 0.0)
+    resize = getattr(request, "seed_resize_from", None)
     params = {
         "Steps": request.steps,
         "Sampler": sampler_label,
@@ -64,6 +68,9 @@ def infotext_for(
         "Size": f"{request.width}x{request.height}",
         "Model hash": model_hash or None,
         "Model": model_name or None,
+        "Variation seed": subseed if strength > 0 else None,
+        "Variation seed strength": strength if strength > 0 else None,
+        "Seed resize from": f"{resize[0]}x{resize[1]}" if resize is not None else None,
         "Denoising strength": request.strength if request.init_image is not None else None,
         **dict(extras or {}),
         "RNG": "CPU" if request.noise_device == "cpu" else "GPU",

@@ -267,6 +267,16 @@ def _progress():
     return on_step
 
 
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None):
+    """``WxH`` -> ``(w, h)`` (a click callback); None stays None."""
+    if value is None:
+        return None
+    w, sep, h = value.lower().partition("x")
+    if not sep or not w.strip().isdigit() or not h.strip().isdigit():
+        raise click.BadParameter(f"give WIDTHxHEIGHT such as 512x768, got {value!r}")
+    return int(w), int(h)
+
+
 def _request_options(command):
     """The request fields both ``generate`` and ``run`` take, and where images go."""
     options = [
@@ -293,6 +303,22 @@ def _request_options(command):
         ),
         click.option("--guidance", default=None, help="Guidance: cfg, dynamic, rescale, none ..."),
         click.option("--seed", type=int, default=None, help="-1 for random."),
+        click.option(
+            "--subseed", type=int, default=None, help="Variation seed (A1111; -1 for random)."
+        ),
+        click.option(
+            "--subseed-strength",
+            type=float,
+            default=None,
+            help="Variation strength in [0, 1]: slerp toward the variation seed's noise.",
+        ),
+        click.option(
+            "--seed-resize-from",
+            callback=_parse_size,
+            default=None,
+            metavar="WxH",
+            help="Draw the seed's noise at this size, centred (A1111's resize seed from).",
+        ),
         click.option("--width", type=int, default=None),
         click.option("--height", type=int, default=None),
         click.option("--batch-size", type=int, default=None),
@@ -315,8 +341,12 @@ def _request_options(command):
 
 
 def _with_init_image(fields: dict) -> dict:
-    """``fields`` with ``init_image`` (a path) decoded; a file that is not an image is a
-    :class:`~t2i.request.RequestError` naming it (exit 2)."""
+    """``fields`` with ``init_image`` (a path) decoded (a file that is not an image is a
+    :class:`~t2i.request.RequestError` naming it, exit 2) and ``seed_resize_from`` split into
+    ``seed_resize_from_w`` / ``_h``."""
+    size = fields.pop("seed_resize_from", None)
+    if size is not None:
+        fields["seed_resize_from_w"], fields["seed_resize_from_h"] = size
     if fields.get("init_image") is not None:
         from t2i.request import decode_init_image
 

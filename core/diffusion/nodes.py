@@ -82,6 +82,7 @@ class SampleDiffusion(NodeType):
             noise_device=noise_device,
             callback=ctx.step,
             preview=ctx.preview if getattr(ctx, "on_preview", None) is not None else None,
+            variation=latent.variation,
         )
         with torch.inference_mode():
             return {"samples": sampler_obj.sample(job)}

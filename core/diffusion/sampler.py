@@ -90,8 +90,14 @@ class DiffusionSampler:
         """Run one batch; see the module docstring for the order of work."""
         validate_job(job)
         sigmas = job.sigmas
+        variation = job.variation.noise_options() if job.variation is not None else {}
         noise = BatchNoise(
-            job.shape, job.seeds, device=job.device, dtype=job.dtype, noise_device=job.noise_device
+            job.shape,
+            job.seeds,
+            device=job.device,
+            dtype=job.dtype,
+            noise_device=job.noise_device,
+            **variation,
         )
         first = noise.next()
         if job.init is not None:

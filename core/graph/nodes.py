@@ -19,7 +19,7 @@ import torch
 
 from t2i.files import write_atomically
 from t2i.graph.node import REQUIRED, ExecutionContext, NodeType, Param, Port
-from t2i.payloads import GuidedModel, Image, Latent
+from t2i.payloads import GuidedModel, Image, Latent, SeedVariation
 
 
 def _place(component: Any, ctx: ExecutionContext) -> Any:
@@ -113,9 +113,21 @@ class EmptyLatent(NodeType):
         Param("seed", int, 0, "seed of the first row; row i uses seed + i"),
         Param("channels", (int, type(None)), None, "latent channels (default: the decoder's)"),
         Param("factor", (int, type(None)), None, "pixels per latent cell (default: the decoder's)"),
+        Param("subseed", int, 0, "variation seed of the first row; row i uses subseed + i"),
+        Param(
+            "subseed_strength",
+            float,
+            0.0,
+            "variation strength (A1111): > 0 gives every row the seed and slerps its noise "
+            "toward its subseed's",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+        Param("seed_resize_from_w", int, 0, "draw the seed noise at this width (0: off)"),
+        Param("seed_resize_from_h", int, 0, "draw the seed noise at this height (0: off)"),
     )
 
-    def execute(self, ctx, *, decoder, width, height, batch_size, seed, channels, factor):
+    def execute(self, ctx, *, decoder, width, height, batch_size, seed, channels, factor, **var):
         if decoder is not None:
             channels = decoder.channels if channels is None else channels
             factor = decoder.factor if factor is None else factor
@@ -133,8 +145,42 @@ class EmptyLatent(NodeType):
             shape = (batch_size, channels, height // factor, width // factor)
         else:
             shape = (batch_size, channels)
-        seeds = tuple((seed + i) % SEED_RANGE for i in range(batch_size))
-        return {"latent": Latent(torch.zeros(shape), seeds=seeds)}
+        variation = seed_variation(shape, factor, **var)
+        step = 0 if variation is not None and variation.strength else 1  # A1111's rule
+        seeds = tuple((seed + step * i) % SEED_RANGE for i in range(batch_size))
+        return {"latent": Latent(torch.zeros(shape), seeds=seeds, variation=variation)}
+
+
+def seed_variation(
+    shape: tuple[int, ...],
+    factor: int,
+    *,
+    subseed: int,
+    subseed_strength: float,
+    seed_resize_from_w: int,
+    seed_resize_from_h: int,
+) -> SeedVariation | None:
+    """A1111's variation seeds of a batch of ``shape``, or None when they are off.
+
+    Row ``i`` gets subseed ``subseed + i``; a "resize seed from" size (pixels, both > 0) is
+    divided by the decoder's ``factor`` into sample cells (A1111 divides by 8, SD's factor).
+    """
+    if not 0.0 <= subseed_strength <= 1.0:
+        raise ValueError(f"subseed_strength must be in [0, 1], got {subseed_strength}")
+    resize = None
+    if seed_resize_from_w > 0 and seed_resize_from_h > 0:
+        if len(shape) != 4 or not factor:
+            raise ValueError("seed_resize_from_w/h needs an image-shaped (B, C, H, W) sample")
+        resize = (seed_resize_from_h // factor, seed_resize_from_w // factor)
+        if min(resize) < 1:
+            raise ValueError(
+                f"seed_resize_from {seed_resize_from_w}x{seed_resize_from_h} is under one "
+                f"sample cell ({factor} px)"
+            )
+    if not subseed_strength and resize is None:
+        return None
+    subseeds = tuple((subseed + i) % SEED_RANGE for i in range(shape[0]))
+    return SeedVariation(subseeds, float(subseed_strength), resize)
 
 
 class Guide(NodeType):
