@@ -429,6 +429,12 @@ def _default_recipe() -> str:
     "size (64x64), strength, recipe, checkpoint, prompt_sr (search first).",
 )
 @click.option(
+    "--embeddings-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Textual-inversion embeddings (.safetensors / .pt): a prompt uses one by file name.",
+)
+@click.option(
     "--runtime",
     default=None,
     help="Inference runtime: torch (default) or onnx (with --onnx-dir, plugin t2i_onnx).",
@@ -446,6 +452,7 @@ def generate(
     recipe: str | None,
     runtime: str | None,
     onnx_dir: str | None,
+    embeddings_dir: str | None,
     checkpoint: str | None,
     recipe_options: tuple[str, ...],
     allow_pickle: bool,
@@ -460,6 +467,8 @@ def generate(
     from t2i.engine import Engine
 
     build = _build_options(checkpoint, recipe_options, allow_pickle)
+    if embeddings_dir is not None:
+        build["embeddings_dir"] = embeddings_dir
     if onnx_dir is not None:
         runtime = runtime or "onnx"
         build[f"{runtime}_dir"] = onnx_dir

@@ -53,6 +53,7 @@ def _check_recipe_options(**options: Any) -> None:
         "allow_pickle": (lambda v: isinstance(v, bool), "true or false"),
         "use_ema": (lambda v: isinstance(v, bool), "true or false"),
         "text_head_dim": (positive_int, "an integer >= 1"),
+        "embeddings_dir": (lambda v: v is None or isinstance(v, (str, os.PathLike)), "a folder"),
     }
     for name, value in options.items():
         ok, allowed = rules[name]
@@ -103,18 +104,35 @@ def load_models(
     )
 
 
+def embedding_library(embeddings_dir: str | os.PathLike | None, allow_pickle: bool = False):
+    """The :class:`~t2i_ldm.embeddings.EmbeddingLibrary` of a folder, or None for none."""
+    if embeddings_dir is None:
+        return None
+    from t2i_ldm.embeddings import EmbeddingLibrary
+
+    return EmbeddingLibrary.from_folder(embeddings_dir, allow_pickle=allow_pickle)
+
+
 def create_clip_tokenizer(
     *,
     checkpoint: str | os.PathLike | None = None,
     tokenizer: str | os.PathLike | None = None,
+    embeddings_dir: str | os.PathLike | None = None,
+    allow_pickle: bool = False,
     **options: Any,
 ):
     """CLIP BPE tokenizer of a checkpoint: ``tokenizer=`` (a ``tokenizer/`` folder or OpenAI's
     ``bpe_simple_vocab_16e6.txt(.gz)``), else ``$T2I_CLIP_TOKENIZER``, else the checkpoint's
     diffusers ``tokenizer/`` folder, else CLIP's merges list (:func:`find_bpe_file`; the
-    plugin ships one, so single-file SD checkpoints need no download).
+    plugin ships one, so single-file SD checkpoints need no download). ``embeddings_dir``:
+    textual-inversion embeddings whose file names a prompt may use (``allow_pickle`` for
+    ``.pt`` files).
     """
     from t2i_ldm.tokenizer import ClipTokenizer
+
+    library = embedding_library(embeddings_dir, allow_pickle)
+    if library is not None:
+        options["embeddings"] = library
 
     source = tokenizer or os.environ.get(TOKENIZER_ENV)
     sd2 = False
@@ -157,9 +175,11 @@ def create_clip_text_encoder(
     clip_skip: int = 1,
     emphasis: str = "original",
     head_dim: int = 64,
+    embeddings_dir: str | os.PathLike | None = None,
     **load: Any,
 ):
-    """The checkpoint's CLIP (SD1) or OpenCLIP (SD2) text encoder, web-UI chunking and emphasis."""
+    """The checkpoint's CLIP (SD1) or OpenCLIP (SD2) text encoder, web-UI chunking and emphasis;
+    ``embeddings_dir``: the tokenizer's textual-inversion embeddings (same folder)."""
     from t2i_ldm.text_encoder import ClipTextEncoder
 
     models = load_models(checkpoint, dtype=dtype, **load)
@@ -184,6 +204,7 @@ def create_clip_text_encoder(
             clip_skip=clip_skip,
             emphasis=emphasis,
             head_dim=head_dim,
+            embeddings=embedding_library(embeddings_dir, load.get("allow_pickle", False)),
         )
     except CheckpointError as exc:
         raise exc.located(checkpoint) from exc
@@ -239,13 +260,16 @@ def ldm_recipe(
     allow_pickle: bool = False,
     use_ema: bool = False,
     text_head_dim: int = 64,
+    embeddings_dir: str | os.PathLike | None = None,
 ):
     """Recipe ``ldm``: Stable Diffusion 1.x / 2.x from a checkpoint file or diffusers folder.
 
     Options: ``tokenizer`` (vocabulary for single files), ``prediction_type`` (override the
     detected one), ``clip_skip``, ``emphasis`` ("original", "no_norm", "ignore"), ``dtype``,
     ``allow_pickle`` (.ckpt files), ``use_ema``, ``text_head_dim`` (only for non-SD text towers
-    in single files, whose configuration is inferred from the weights).
+    in single files, whose configuration is inferred from the weights), ``embeddings_dir``
+    (textual-inversion embeddings used by file name in prompts; ``.pt`` files need
+    ``allow_pickle``).
     """
     from t2i.files import short_hash
     from t2i.recipe import diffusion_recipe
@@ -260,8 +284,11 @@ def ldm_recipe(
         allow_pickle=allow_pickle,
         use_ema=use_ema,
         text_head_dim=text_head_dim,
+        embeddings_dir=embeddings_dir,
     )
     checkpoint = str(checkpoint)
+    embedding_library(embeddings_dir, allow_pickle)  # fail early (a file that cannot load)
+    emb = {"embeddings_dir": str(embeddings_dir)} if embeddings_dir is not None else {}
     load = {"checkpoint": checkpoint, "allow_pickle": allow_pickle}
     if dtype:
         load["dtype"] = dtype
@@ -274,6 +301,7 @@ def ldm_recipe(
     )  # fail early, and warm
     resolution = models.config.resolution
     tok = {"checkpoint": checkpoint, **({"tokenizer": str(tokenizer)} if tokenizer else {})}
+    tok.update({**emb, **({"allow_pickle": True} if emb and allow_pickle else {})})
     model_opts = {
         **load,
         "use_ema": use_ema,
@@ -290,6 +318,7 @@ def ldm_recipe(
             "clip_skip": clip_skip,
             "emphasis": emphasis,
             "head_dim": text_head_dim,
+            **emb,
         },
         denoiser_options=model_opts,
         decoder_options=load,

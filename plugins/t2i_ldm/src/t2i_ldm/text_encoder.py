@@ -39,6 +39,7 @@ from t2i.checkpoints import CheckpointError, checked_shape
 from t2i.contracts import ExportSpec
 from t2i.payloads import Conditioning, Tokens
 from t2i_ldm import openclip
+from t2i_ldm.embeddings import EmbeddingLibrary
 
 log = structlog.get_logger(__name__)
 
@@ -253,12 +254,31 @@ class ClipTextEncoder:
     """
 
     def __init__(
-        self, model: CLIPTextModel, *, clip_skip: int = 1, emphasis: str = "original"
+        self,
+        model: CLIPTextModel,
+        *,
+        clip_skip: int = 1,
+        emphasis: str = "original",
+        embeddings: EmbeddingLibrary | None = None,
+        embedding_key: str = "",
     ) -> None:
         self.model = model.eval()
         self.clip_skip = clip_skip
         self.emphasis = emphasis
         self._check_options(clip_skip, emphasis)
+        self.extra_tokens = 0
+        if embeddings is not None and embeddings.size:
+            self._add_embeddings(embeddings, embedding_key)
+
+    def _add_embeddings(self, library: EmbeddingLibrary, key: str) -> None:
+        """Look up ids past the vocabulary in ``library`` (the tokenizer's numbering): its
+        vectors for this encoder's width (``key``: SDXL's ``clip_l`` / ``clip_g``)."""
+        from t2i_ldm.embeddings import TokenEmbeddingWithExtras
+
+        embeddings = _text_core(self.model).embeddings
+        table = library.table(self.hidden_size, key)
+        embeddings.token_embedding = TokenEmbeddingWithExtras(embeddings.token_embedding, table)
+        self.extra_tokens = library.size
 
     def _check_options(self, clip_skip: int, emphasis: str) -> None:
         layers = self.model.config.num_hidden_layers
@@ -290,7 +310,8 @@ class ClipTextEncoder:
                 ViT-L/14's quick GELU and 64-wide heads; OpenCLIP: SD2's penultimate layer).
             dtype: cast the weights; None keeps theirs.
             head_dim: attention head width used when ``config`` is None (64 in every CLIP).
-            options: ``clip_skip``, ``emphasis``.
+            options: ``clip_skip``, ``emphasis``, ``embeddings`` (an
+                :class:`~t2i_ldm.embeddings.EmbeddingLibrary`), ``embedding_key``.
 
         Raises:
             TextEncoderWeightsError: the keys do not fit; every offending key is named.
@@ -403,7 +424,7 @@ class ClipTextEncoder:
         self._check_options(clip_skip, emphasis)
         ids = tokens.ids
         chunk = self.chunk_length
-        check_chunked_ids(ids, chunk, self.model.config.vocab_size)
+        check_chunked_ids(ids, chunk, self.model.config.vocab_size + self.extra_tokens)
         batch, length = ids.shape
         n_chunks = length // chunk
         flat = ids.to(self.device).reshape(batch * n_chunks, chunk)  # (B*n, 77)

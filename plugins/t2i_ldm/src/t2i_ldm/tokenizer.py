@@ -14,6 +14,8 @@ module adds what Stable Diffusion front ends do around it (AUTOMATIC1111,
   of it (A1111's ``pad_cond_uncond``), never with zeros;
 - "comma padding backtrack": when a chunk fills up less than ``comma_padding_backtrack`` tokens
   after a comma, the text after that comma moves to the next chunk (web UI default 20);
+- textual-inversion embeddings (:mod:`t2i_ldm.embeddings`): a prompt word naming one becomes
+  its vectors' ids (after the vocabulary); an embedding is never split across chunks;
 - padding after the end token: ``<|endoftext|>`` for SD1's CLIP ViT-L/14, id 0 (``"!"``) for
   SD2's OpenCLIP ViT-H/14 (``open_clip.tokenize`` pads with zeros).
 
@@ -39,6 +41,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from t2i.payloads import Tokens
 from t2i.prompts import is_break, parse_prompt_attention
+from t2i_ldm.embeddings import EmbeddingLibrary
 
 log = structlog.get_logger(__name__)
 
@@ -163,6 +166,7 @@ class ClipTokenizer:
         start_token: str = START_TOKEN,
         end_token: str = END_TOKEN,
         comma_token: str = ",</w>",
+        embeddings: EmbeddingLibrary | None = None,
     ) -> None:
         vocab = backend.get_vocab()
         missing = [t for t in (start_token, end_token) if t not in vocab]
@@ -188,6 +192,41 @@ class ClipTokenizer:
         self.comma_id = vocab.get(comma_token)
         self.parse_emphasis = parse_emphasis
         self.comma_padding_backtrack = comma_padding_backtrack
+        self.embeddings = embeddings
+        self._triggers = self._embedding_triggers(embeddings)
+
+    def _embedding_triggers(self, library: EmbeddingLibrary | None) -> list[tuple]:
+        """``(name's BPE ids, the embedding's token ids)`` per embedding, longest name first."""
+        if library is None:
+            return []
+        ids = library.ids(self.vocab_size)
+        names = list(ids)
+        triggers = []
+        for name, tokens in zip(names, self.encode_text(names)):
+            if len(ids[name]) > CHUNK_LENGTH:
+                raise ValueError(
+                    f"embedding {name!r} has {len(ids[name])} vectors; a chunk holds {CHUNK_LENGTH}"
+                )
+            if tokens:
+                triggers.append((tuple(tokens), ids[name]))
+        return sorted(triggers, key=lambda t: -len(t[0]))
+
+    def _with_embeddings(self, tokens: list[int]) -> list[int | list[int]]:
+        """``tokens`` with each embedding's name replaced by the list of its vector ids."""
+        if not self._triggers:
+            return list(tokens)
+        out: list[int | list[int]] = []
+        i = 0
+        while i < len(tokens):
+            for name, ids in self._triggers:
+                if tuple(tokens[i : i + len(name)]) == name:
+                    out.append(list(ids))
+                    i += len(name)
+                    break
+            else:
+                out.append(tokens[i])
+                i += 1
+        return out
 
     # -- construction ---------------------------------------------------------------------
 
@@ -321,7 +360,13 @@ class ClipTokenizer:
                 finish()
                 continue
             weight = segment[1]
-            for token in token_ids:
+            for token in self._with_embeddings(token_ids):
+                if isinstance(token, list):  # an embedding's vectors: never split (A1111)
+                    if len(ids) + len(token) > CHUNK_LENGTH:
+                        finish()
+                    ids.extend(token)
+                    weights.extend([weight] * len(token))
+                    continue
                 if token == self.comma_id:
                     last_comma = len(ids)
                 elif (
