@@ -215,6 +215,10 @@ class TokenJob:
         seeds: one seed per row.
         device, dtype: where the model runs.
         callback: ``callback(step, total)`` after each token.
+        preview: ``preview(step, total, tokens)`` after every ``preview_every`` tokens and
+            after the last, with the ``(B, length)`` int64 tokens drawn so far and
+            :data:`UNDRAWN` at the positions not drawn yet, for live previews; or None.
+        preview_every: tokens between previews (>= 1).
     """
 
     model: Any
@@ -224,6 +228,25 @@ class TokenJob:
     device: torch.device | str = "cpu"
     dtype: torch.dtype = torch.float32
     callback: Callable[[int, int], None] | None = None
+    preview: Callable[[int, int, torch.Tensor], None] | None = None
+    preview_every: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+
+UNDRAWN = -1
+"""The token id of a position not drawn yet, in a :class:`TokenJob` preview (no codebook
+has it: a decoder that shows partial grids picks its own neutral stand-in)."""
+
+
+@runtime_checkable
+class PreviewDecoder(Protocol):
+    """A decoder that can show a partial sample: ``decode_preview(Latent) -> Image``.
+
+    A token decoder implements it for grids holding :data:`UNDRAWN` positions (the live
+    preview of an autoregressive sampling); a decoder without it is given only complete
+    samples. Optional: callers use ``decode`` when a decoder lacks it.
+    """
+
+    def decode_preview(self, latent: Latent) -> Image: ...
 
 
 @runtime_checkable

@@ -645,9 +645,12 @@ class Pipeline:
 
         ``on_batch(result)`` receives each batch's images as soon as it is done (the CLI
         saves them there, so an interrupt keeps every finished batch).
-        ``preview(node_id, step, total, x0)`` receives a diffusion sampler's current
-        prediction of the clean sample (a ``(B, C, H, W)`` tensor in the sampler's space,
-        latent for a latent model) after every step: the web UIs' live preview.
+        ``preview(node_id, step, total, value)`` receives a sampling node's intermediate
+        sample, in the space its decoder reads (the web UIs' live preview): a diffusion
+        sampler's prediction of the clean sample ``x0`` after every step (``(B, C, H, W)``,
+        latent for a latent model); a token sampler's partial grid ``(B, 1, h, w)`` after
+        every grid row (:data:`~t2i.contracts.UNDRAWN` where no token is drawn yet: decode it
+        with the decoder's ``decode_preview``); a single pass's finished sample, once.
         """
         img2img = request.init_image is not None
         graph = self.recipe.img2img_graph if img2img else self.recipe.graph

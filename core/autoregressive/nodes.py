@@ -12,7 +12,8 @@ from t2i.payloads import Latent
 class SampleTokens(NodeType):
     description = (
         "Draw image tokens one at a time with a KV-cached token predictor; the latent's shape "
-        "(B, 1, h, w) is the token grid the decoder reads."
+        "(B, 1, h, w) is the token grid the decoder reads. Live previews: the partial grid "
+        "after every grid row (UNDRAWN where no token is drawn yet)."
     )
     model_contract = TOKENS
     inputs = (
@@ -36,7 +37,16 @@ class SampleTokens(NodeType):
         dtype = ctx.dtype or torch.float32
         model, cond = guided.bind(shape[0], ctx.device, dtype)
         length = int(torch.Size(shape[1:]).numel())
-        job = TokenJob(model, cond, length, latent.seeds, ctx.device, dtype, ctx.step)
+        preview = None
+        if getattr(ctx, "on_preview", None) is not None:
+
+            def preview(step: int, total: int, tokens: torch.Tensor) -> None:
+                ctx.preview(step, total, tokens.view(shape))
+
+        job = TokenJob(
+            model, cond, length, latent.seeds, ctx.device, dtype, ctx.step,
+            preview=preview, preview_every=max(1, shape[-1]),
+        )  # fmt: skip
         with torch.inference_mode():
             tokens = sampler_obj.sample(job)
         return {"samples": Latent(tokens.view(shape), seeds=latent.seeds)}

@@ -4,7 +4,9 @@
 gives the predictor ``bos`` with no cache; each later call gives it only the token just
 drawn and the cache it returned (so a step costs one token's attention, not the prefix's).
 Row ``i`` draws from its own ``torch.Generator("cpu")`` seeded with ``seeds[i]``: an image
-depends on its seed only, as in the diffusion samplers.
+depends on its seed only, as in the diffusion samplers. With ``job.preview`` set, the grid
+drawn so far (the rest :data:`~t2i.contracts.UNDRAWN`) is handed over every
+``job.preview_every`` tokens and after the last, as min-dalle's progressive outputs are.
 
 Filtering follows Holtzman et al. 2020 (top-p keeps the smallest set of tokens whose
 probability reaches ``p``, always at least one) and the usual top-k; both may be combined
@@ -16,7 +18,7 @@ from __future__ import annotations
 import attrs
 import torch
 
-from t2i.contracts import TOKENS, TokenJob
+from t2i.contracts import TOKENS, UNDRAWN, TokenJob
 
 
 def filter_logits(
@@ -36,6 +38,14 @@ def filter_logits(
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         out = out.masked_fill(drop, float("-inf"))
     return out
+
+
+def partial_grid(drawn: list[torch.Tensor], length: int) -> torch.Tensor:
+    """The ``(B, length)`` tokens of ``drawn`` (``(B, 1)`` each) followed by
+    :data:`~t2i.contracts.UNDRAWN` for the positions not drawn yet."""
+    so_far = torch.cat(drawn, 1)
+    rest = so_far.new_full((so_far.shape[0], length - so_far.shape[1]), UNDRAWN)
+    return torch.cat([so_far, rest], 1)
 
 
 def draw(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
@@ -85,6 +95,9 @@ class TokenSampler:
             )
             tokens = draw(torch.softmax(logits, -1), gens)[:, None]
             out.append(tokens)
+            shown = (i + 1) % job.preview_every == 0 or i + 1 == job.length
+            if job.preview is not None and shown:
+                job.preview(i + 1, job.length, partial_grid(out, job.length))
             if job.callback is not None:
                 job.callback(i + 1, job.length)
         return torch.cat(out, 1)

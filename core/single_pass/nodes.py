@@ -10,7 +10,10 @@ from t2i.payloads import Latent
 
 
 class SampleOnce(NodeType):
-    description = "Draw z from the latent's seeds and call the generator once (GANs)."
+    description = (
+        "Draw z from the latent's seeds and call the generator once (GANs); its one live "
+        "preview is the finished sample."
+    )
     model_contract = GENERATOR
     inputs = (
         Port("guided", "GUIDED_MODEL"),
@@ -27,4 +30,7 @@ class SampleOnce(NodeType):
         model, cond = guided.bind(len(latent.seeds), ctx.device, dtype)
         job = GeneratorJob(model, cond, latent.seeds, ctx.device, dtype, ctx.step)
         with torch.inference_mode():
-            return {"samples": sampler_obj.sample(job)}
+            samples = sampler_obj.sample(job)
+        if getattr(ctx, "on_preview", None) is not None:  # one pass: the finished sample
+            ctx.preview(1, 1, samples.samples)
+        return {"samples": samples}

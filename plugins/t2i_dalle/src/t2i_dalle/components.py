@@ -7,7 +7,8 @@ dVAE decoder, and image priming.
 - :class:`DalleTokenPredictor`: a :class:`~t2i.contracts.TokenPredictor` over the image
   codebook (``bos`` is <img-bos>) with the transformer's KV cache.
 - :class:`DVAETokenDecoder`: ``(B, 1, h, w)`` token grids -> images, and images -> token grids
-  (``encode``: the img2img side, whose tokens prime the sampler).
+  (``encode``: the img2img side, whose tokens prime the sampler); ``decode_preview`` shows a
+  partly drawn grid (the live preview), each undrawn position the codebook's mean.
 - :class:`PrimedPredictor`: DALL-E's image-prompt completion; the first ``rows`` rows of the
   grid are forced to an init image's tokens (its logits put all mass on the given token,
   in finite numbers so that logit guidance passes them through unchanged), the rest is drawn.
@@ -99,6 +100,16 @@ class DVAETokenDecoder:
         self.check_grid(*samples.shape[2:])
         param = self.decoder.blocks.input.w
         return Image(self.decoder.images(samples[:, 0].to(param.device).long()).float())
+
+    def decode_preview(self, latent: Latent) -> Image:
+        """:meth:`decode` of a partly drawn grid (``UNDRAWN`` positions: the codebook's mean)."""
+        samples = latent.samples
+        if samples.ndim != 4 or samples.shape[1] != 1:
+            raise ValueError(
+                f"the dVAE decodes (B, 1, h, w) token grids, got {tuple(samples.shape)}"
+            )
+        tokens = samples[:, 0].to(self.decoder.blocks.input.w.device).long()
+        return Image(self.decoder.preview_images(tokens).float())
 
     def encode(self, image: Image) -> Latent:
         param = self.encoder.blocks.input.w

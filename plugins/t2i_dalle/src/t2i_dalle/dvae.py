@@ -186,7 +186,23 @@ class Decoder(nn.Module):
                 f"tokens must be in [0, {v}), got [{int(tokens.min())}, {int(tokens.max())}]"
             )
         one_hot = F.one_hot(tokens.long(), v).permute(0, 3, 1, 2).to(self.blocks.input.w.dtype)
-        stats = self(one_hot)
+        return self.pixels(one_hot)
+
+    def preview_images(self, tokens: torch.Tensor) -> torch.Tensor:
+        """:meth:`images` of a partly drawn grid: a position below 0 (not drawn yet) reads
+        the uniform mix of every codebook entry, the neutral stand-in (the first conv is
+        1x1, so this is the mean of the code embeddings)."""
+        v = self.config.vocab_size
+        if tokens.numel() and int(tokens.max()) >= v:
+            raise ValueError(f"tokens must be below {v}, got {int(tokens.max())}")
+        drawn = (tokens >= 0)[:, None]
+        one_hot = F.one_hot(tokens.clamp(min=0).long(), v).permute(0, 3, 1, 2)
+        one_hot = one_hot.to(self.blocks.input.w.dtype)
+        return self.pixels(torch.where(drawn, one_hot, torch.full_like(one_hot, 1.0 / v)))
+
+    def pixels(self, maps: torch.Tensor) -> torch.Tensor:
+        """``(B, vocab, h, w)`` code maps (one-hot or mixed) -> [0, 1] images."""
+        stats = self(maps)
         return unmap_pixels(torch.sigmoid(stats[:, : self.config.channels].float()))
 
 

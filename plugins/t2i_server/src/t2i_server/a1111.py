@@ -30,7 +30,7 @@ from t2i_server.images import (
 )
 from t2i_server.jobs import Job
 from t2i_server.memory import memory_report
-from t2i_server.state import Server
+from t2i_server.state import Selection, Server
 
 router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
 DIFFUSION_ONLY = ("sampler", "schedule", "steps", "cfg_scale", "eta")
@@ -84,8 +84,8 @@ def error_response(job_or_error: Any) -> JSONResponse:
     return JSONResponse(error.as_dict(), status_code=error.status)
 
 
-def _fields(server: Server, body: Txt2ImgRequest, recipe: str, img2img: bool) -> dict:
-    """A1111 request fields -> t2i request fields for ``recipe``."""
+def _fields(server: Server, body: Txt2ImgRequest, model: Selection, img2img: bool) -> dict:
+    """A1111 request fields -> t2i request fields for ``model``."""
     fields: dict[str, Any] = {
         "negative_prompt": body.negative_prompt,
         "seed": body.seed,
@@ -104,8 +104,8 @@ def _fields(server: Server, body: Txt2ImgRequest, recipe: str, img2img: bool) ->
         fields["sampler"] = sampler
     if body.scheduler and body.scheduler.strip().lower() != "automatic":
         fields["schedule"] = body.scheduler
-    info = server.recipe_info(recipe)
-    if info.get("family") and info["family"] != "diffusion":
+    family = server.family_of(model)
+    if family and family != "diffusion":
         for name in DIFFUSION_ONLY:
             fields.pop(name, None)
     if img2img:
@@ -141,11 +141,11 @@ SCRIPTS = ["prompt matrix", "x/y/z plot"]
 def _generate(server: Server, body: Txt2ImgRequest, img2img: bool) -> JSONResponse | dict:
     try:
         override = (body.override_settings or {}).get("sd_model_checkpoint")
-        recipe = server.recipe_name(override) if override else server.current
+        model = server.select(override if override else server.current)
         mode, axes = _script(body)
-        fields = _fields(server, body, recipe, img2img)
+        fields = _fields(server, body, model, img2img)
         job = server.make_job(
-            recipe=recipe, prompt=body.prompt, fields=fields, mode=mode, axes=axes
+            recipe=model.title, prompt=body.prompt, fields=fields, mode=mode, axes=axes
         )
     except RequestError as exc:
         return JSONResponse(
@@ -320,7 +320,9 @@ def schedulers(request: Request):
 
 @router.get("/sd-models")
 def sd_models(request: Request):
-    """Every recipe of every family: ``[{title, model_name, hash, sha256, filename, config}]``."""
+    """Every recipe of every family, then every checkpoint of the models folder
+    (``--ckpt-dir``): ``[{title, model_name, hash, sha256, filename, config, family, ...}]``;
+    a checkpoint's entry also names its ``recipe``."""
     server = server_of(request)
     out = []
     for e in server.registry.entries("recipe"):
@@ -333,18 +335,29 @@ def sd_models(request: Request):
                 "sha256": None,
                 "filename": f"recipe:{e.name} ({e.plugin})",
                 "config": None,
+                "recipe": e.name,
                 "family": info.get("family"),
+                "format": "recipe",
                 "description": e.description,
             }
         )
-    return out
+    return out + [c.as_a1111() for c in server.models.checkpoints]
 
 
 def _options(server: Server) -> dict[str, Any]:
-    info = server.recipe_info(server.current)
+    try:
+        model = server.select(server.current)
+    except RequestError:  # a checkpoint removed from the models folder since it was chosen
+        model = None
+    if model is None:
+        checkpoint_hash = None
+    elif model.checkpoint is not None:
+        checkpoint_hash = model.checkpoint.sha256
+    else:
+        checkpoint_hash = server.recipe_info(model.recipe).get("model_hash")
     return {
         "sd_model_checkpoint": server.current,
-        "sd_checkpoint_hash": info.get("model_hash"),
+        "sd_checkpoint_hash": checkpoint_hash,
         "samples_format": "png",
         "show_progress_every_n_steps": 1,
         "live_previews_enable": True,
@@ -362,12 +375,13 @@ def get_options(request: Request):
 
 @router.post("/options")
 def set_options(body: dict[str, Any], request: Request):
-    """Set ``sd_model_checkpoint`` (loads the model's weights before answering, after the
-    jobs queued before it); other settings are ignored."""
+    """Set ``sd_model_checkpoint``: a recipe or a models-folder checkpoint's title (loads
+    the model's weights before answering, after the jobs queued before it; a checkpoint
+    that cannot be used is a 422 saying why); other settings are ignored."""
     server = server_of(request)
     if "sd_model_checkpoint" in body:
         try:
-            name = server.recipe_name(body["sd_model_checkpoint"])
+            name = server.select(body["sd_model_checkpoint"]).title
             job = server.make_job(recipe=name, mode="load")
         except RequestError as exc:
             return JSONResponse(
@@ -458,6 +472,7 @@ for _path, _value in (
 
 
 @router.post("/refresh-checkpoints")
-def refresh_checkpoints():
-    """Recipes are registered by plugins at start; nothing to rescan."""
+def refresh_checkpoints(request: Request):
+    """Rescan the models folder (``--ckpt-dir``); recipes are registered by plugins at start."""
+    server_of(request).refresh_models()
     return None

@@ -79,14 +79,15 @@ def infotext_of(data: bytes) -> str | None:
 
 def job_preview(job: Any) -> Image.Image | None:
     """A running job's live preview at the request's size: its decoded preview when the
-    worker made one for the latest steps, else the cheap view of the sampler's ``x0``."""
+    worker made one for the latest steps, else the cheap view of the sampler's ``x0`` (none
+    for a token grid before its first decoded preview)."""
     size = (job.fields.get("width"), job.fields.get("height"))
     size = size if all(isinstance(v, int) for v in size) else None
     if job.preview_image is not None:
         image = job.preview_image
         return image.resize(size, Image.NEAREST) if size and image.size != size else image
-    if job.preview is None:
-        return None
+    if job.preview is None or not job.preview.is_floating_point():
+        return None  # token ids are no picture: only their decoded preview is shown
     return latent_preview(job.preview, size)
 
 

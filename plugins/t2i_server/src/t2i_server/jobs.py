@@ -56,7 +56,8 @@ class Job:
     matrix, or just loading a model (``mode="load"``).
 
     ``fields`` are :class:`~t2i.request.GenerationRequest` fields (the init image already
-    decoded); ``model`` is the cache key, ``build`` makes the pipeline when it is missing.
+    decoded); ``model`` is the cache key, ``build`` makes the pipeline when it is missing;
+    ``label`` names the model for people (a checkpoint's title; empty: from the key).
     """
 
     model: tuple
@@ -89,11 +90,13 @@ class Job:
     interrupted: bool = False
     skipped: bool = False
     done: threading.Event = attrs.Factory(threading.Event)
+    label: str = ""
     _png_cache: dict[int, bytes] = attrs.Factory(dict)
 
     @property
     def model_name(self) -> str:
-        return key_label(self.model)
+        """``label`` (a checkpoint's title) if set, else the cache key as people read it."""
+        return self.label or key_label(self.model)
 
     def fraction(self) -> float:
         """Progress 0-1 over batches (or plot cells) and the current one's steps."""
@@ -396,9 +399,11 @@ class Worker:
 
 
 def decoded_preview(pipe: Any, sampling_node: str, x0: Any) -> Any:
-    """``x0`` decoded by the decoder that decodes ``sampling_node``'s samples in the
-    pipeline's graph (a PIL image), or None when the graph has no such decoder or it fails
-    (the cheap preview is shown then). Runs on the worker thread, between sampler steps."""
+    """``x0`` (a sampling node's preview value) decoded by the decoder that decodes
+    ``sampling_node``'s samples in the pipeline's graph (a PIL image): its
+    ``decode_preview`` when it has one (a token decoder's partial grids), else ``decode``;
+    None when the graph has no such decoder or it fails (the cheap preview is shown then).
+    Runs on the worker thread, between sampler steps."""
     from t2i.payloads import Latent
 
     graph = pipe.recipe.graph
@@ -420,8 +425,9 @@ def decoded_preview(pipe: Any, sampling_node: str, x0: Any) -> Any:
         import torch
 
         decoder = pipe.executor.run(graph, outputs=[loader])[loader]["decoder"]
+        decode = getattr(decoder, "decode_preview", None) or decoder.decode
         with torch.inference_mode():
-            return decoder.decode(Latent(x0.detach())).to_pil()[0]
+            return decode(Latent(x0.detach())).to_pil()[0]
     except Exception:  # a preview never fails a job
         log.debug("preview_decode_failed", node=sampling_node, exc_info=True)
         return None

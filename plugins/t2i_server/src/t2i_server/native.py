@@ -1,6 +1,7 @@
 """The native API (``/t2i/v1``): what A1111's cannot say.
 
-- ``GET /t2i/v1/recipes``: every recipe with its family, request fields and defaults;
+- ``GET /t2i/v1/recipes``: every recipe with its family, request fields and defaults, and the
+  models folder's checkpoints (a checkpoint's title works as a job's ``recipe``);
 - ``POST /t2i/v1/jobs``: ``{"recipe": NAME, "options": {...}, "prompt": ..., "request":
   {field: value}}`` or ``{"graph": GRAPH_JSON, ...}`` (the engine's own graph format, as
   ``t2i graph show --format json`` writes it); ``"xyz": ["cfg_scale=3,5", ...]`` makes it
@@ -76,10 +77,12 @@ def infotext(body: InfotextRequest):
 
 @router.get("/recipes")
 def recipes(request: Request):
-    """Every recipe: name, family, the request fields it binds, defaults, img2img."""
+    """Every recipe (name, family, the request fields it binds, defaults, img2img) and the
+    models folder's checkpoints (``/sdapi/v1/sd-models`` entries; ``recipe`` takes a title)."""
     server = _server(request)
     out = [server.recipe_info(e.name) for e in server.registry.entries("recipe")]
-    return {"current": server.current, "recipes": out}
+    checkpoints = [c.as_a1111() for c in server.models.checkpoints]
+    return {"current": server.current, "recipes": out, "checkpoints": checkpoints}
 
 
 @router.post("/jobs", status_code=202)

@@ -38,12 +38,34 @@ def t2i_register_commands(cli) -> None:
         show_default=True,
         help="Largest request body.",
     )
-    @click.option("--recipe", default=None, help="Model selected at start (default: the default).")
+    @click.option(
+        "--recipe",
+        default=None,
+        help="Model selected at start: a recipe, or a models-folder checkpoint (default: the "
+        "default recipe).",
+    )
+    @click.option(
+        "--ckpt-dir",
+        "ckpt_dir",
+        type=click.Path(file_okay=False, path_type=str),
+        default=None,
+        help="Models folder: its .safetensors / .ckpt files, diffusers folders and t2i model "
+        "folders are listed in /sdapi/v1/sd-models beside the recipes and can be switched to "
+        "(default: $T2I_MODELS_DIR).",
+    )
+    @click.option(
+        "--allow-pickle",
+        is_flag=True,
+        help="Let the models folder's .ckpt files load (torch.load weights_only=True); "
+        "without it they are listed but refused.",
+    )
     @click.option("--device", default=None, help="cpu, cuda, cuda:1 ...")
     @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None)
     @click.pass_context
-    def serve(ctx, host, port, token, insecure, max_models, max_body_mb, recipe, device, dtype):
+    def serve(ctx, host, port, token, insecure, max_models, max_body_mb, recipe, ckpt_dir,
+              allow_pickle, device, dtype):  # fmt: skip
         """Serve the web page on http://HOST:PORT/ and the APIs (/sdapi/v1, /t2i/v1, /docs)."""
+        from t2i_server.checkpoints import models_dir_from
         from t2i_server.serve import run
 
         run(
@@ -55,6 +77,8 @@ def t2i_register_commands(cli) -> None:
             max_models=max_models,
             max_body_bytes=int(max_body_mb * 1024 * 1024),
             recipe=recipe,
+            models_dir=models_dir_from(ckpt_dir),
+            allow_pickle=allow_pickle,
             device=device,
             dtype=dtype,
         )

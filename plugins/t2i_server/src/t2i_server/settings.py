@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from pathlib import Path
 
 import attrs
 
@@ -28,6 +29,9 @@ class ServeSettings:
         max_body_bytes: largest request body accepted (413 beyond).
         recipe: the model selected at start (``sd_model_checkpoint``); None: the default.
         device, dtype: where models run.
+        models_dir: the models folder scanned for checkpoints (``--ckpt-dir``), or None.
+        allow_pickle: let ``.ckpt`` files of the models folder load (``torch.load`` with
+            ``weights_only=True``); without it they are listed but not loaded.
     """
 
     host: str = "127.0.0.1"
@@ -39,6 +43,8 @@ class ServeSettings:
     recipe: str | None = None
     device: str | None = None
     dtype: str | None = None
+    models_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    allow_pickle: bool = False
 
 
 def token_from(option: str | None) -> str | None:

@@ -7,12 +7,28 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
+
 from t2i.request import REQUEST_FIELDS, GenerationRequest, RequestError
 from t2i_server.cache import ModelCache, model_key
+from t2i_server.checkpoints import Checkpoint, ModelsFolder, scan
 from t2i_server.jobs import Job, Worker
 from t2i_server.settings import ServeSettings
 
 DEFAULT_RECIPE_ENV = "T2I_DEFAULT_RECIPE"
+
+
+@attrs.frozen
+class Selection:
+    """A model a request names: the recipe that runs it with ``options``, and its title
+    (the recipe's name, or a checkpoint's ``name [hash]``)."""
+
+    recipe: str
+    options: dict[str, Any]
+    title: str
+    checkpoint: Checkpoint | None = None
+
+
 FAMILY_LABELS = {"diffusion": "diffusion", "tokens": "autoregressive", "generator": "GAN"}
 
 
@@ -25,11 +41,19 @@ class Server:
         self.cache = ModelCache(settings.max_models)
         self.worker = Worker(self.cache)
         self._info: dict[str, dict[str, Any]] = {}
+        self.models = ModelsFolder(None)
+        self.refresh_models()
         self.current = (
-            self.registry.get("recipe", settings.recipe).name
+            self.select(settings.recipe, "recipe").title
             if settings.recipe
             else (self.default_recipe())
         )
+        """The selected model's title (``sd_model_checkpoint``): a recipe or a checkpoint."""
+
+    def refresh_models(self) -> ModelsFolder:
+        """Rescan the models folder (``--ckpt-dir``)."""
+        self.models = scan(self.settings.models_dir, lambda n: self.registry.has("recipe", n))
+        return self.models
 
     @property
     def registry(self) -> Any:
@@ -47,15 +71,45 @@ class Server:
         return (defaults or entries)[0].name
 
     def recipe_name(self, name: str, field: str = "sd_model_checkpoint") -> str:
-        """The canonical name of a registered recipe (A1111 titles ``NAME [hash]`` too)."""
+        """The recipe that runs model ``name`` (see :meth:`select`)."""
+        return self.select(name, field).recipe
+
+    def select(self, name: str, field: str = "sd_model_checkpoint") -> Selection:
+        """The model called ``name``: a registered recipe (A1111 titles ``NAME [hash]`` too),
+        else a checkpoint of the models folder (its title, name, model name or path).
+
+        Raises:
+            RequestError: naming ``field``: no such model, a skipped (unusable) checkpoint
+                with the reason, or a ``.ckpt`` without ``--allow-pickle``.
+        """
         if not isinstance(name, str) or not name.strip():
-            raise RequestError(field, f"must name a recipe, got {name!r}")
+            raise RequestError(field, f"must name a recipe or checkpoint, got {name!r}")
         text = name.strip()
         for candidate in (text, text.split(" [")[0]):
             if self.registry.has("recipe", candidate):
-                return self.registry.get("recipe", candidate).name
-        names = ", ".join(e.name for e in self.registry.entries("recipe"))
-        raise RequestError(field, f"no recipe {name!r}; recipes: {names}")
+                recipe = self.registry.get("recipe", candidate).name
+                return Selection(recipe, {}, recipe)
+        ckpt = self.models.find(text)
+        if ckpt is not None:
+            if ckpt.layout.pickle and not self.settings.allow_pickle:
+                raise RequestError(
+                    field,
+                    f"{ckpt.title} is a pickle checkpoint (.ckpt), which can run code when "
+                    "loaded: convert it to safetensors, or restart with --allow-pickle",
+                )
+            return Selection(ckpt.recipe, ckpt.options(), ckpt.title, ckpt)
+        why = self.models.why_skipped(text)
+        if why is not None:
+            raise RequestError(field, f"checkpoint {why}, so it cannot be loaded")
+        names = [e.name for e in self.registry.entries("recipe")]
+        names += [c.title for c in self.models.checkpoints]
+        raise RequestError(field, f"no recipe or checkpoint {name!r}; models: {', '.join(names)}")
+
+    def family_of(self, selection: Selection) -> str:
+        """The family (model contract) of a selected model, without loading it."""
+        if selection.checkpoint is not None:
+            return selection.checkpoint.family
+        return self.recipe_info(selection.recipe).get("family") or ""
 
     def recipe_info(self, name: str) -> dict[str, Any]:
         """A recipe's request fields, defaults and family, from its graph (no weights)."""
@@ -123,8 +177,9 @@ class Server:
             def build() -> Any:
                 return Engine.from_graph(graph, plugins=self.manager, device=device, dtype=dtype)
         else:
-            name = self.recipe_name(recipe or self.current, "recipe")
-            options = dict(options or {})
+            chosen = self.select(recipe or self.current, "recipe")
+            name, label = chosen.recipe, chosen.title if not options else ""
+            options = {**chosen.options, **(options or {})}
             key = model_key(name, options)
 
             def build() -> Any:
@@ -132,7 +187,10 @@ class Server:
                     name, plugins=self.manager, device=device, dtype=dtype, **options
                 )
 
-        return Job(key, build, prompt=prompt, fields=fields, mode=mode, axes=list(axes or []))
+        return Job(
+            key, build, prompt=prompt, fields=fields, mode=mode, axes=list(axes or []),
+            label=label if graph is None else "",
+        )  # fmt: skip
 
     def submit(self, job: Job) -> Job:
         self.worker.start()

@@ -62,3 +62,11 @@ class MiniDetokenizer:
             )
         device = self.detokenizer.embedding.weight.device
         return Image(self.detokenizer(s[:, 0].to(device).long()).float())
+
+    def decode_preview(self, latent: Latent) -> Image:
+        """:meth:`decode` of a partly drawn grid (``UNDRAWN`` positions: the mean code)."""
+        s = latent.samples
+        if s.ndim != 4 or s.shape[1] != 1:
+            raise ValueError(f"the VQGAN previews (B, 1, h, w) token grids, got {tuple(s.shape)}")
+        device = self.detokenizer.embedding.weight.device
+        return Image(self.detokenizer.preview(s[:, 0].to(device).long()).float())

@@ -140,3 +140,13 @@ class VQGANDetokenizer(nn.Module):
             raise ValueError(f"VQGAN tokens must be in [0, {v})")
         z = self.embedding(tokens.long()).permute(0, 3, 1, 2)
         return self.decoder(self.post_quant_conv(z)).clamp(0, 1)
+
+    def preview(self, tokens: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` of a partly drawn grid: a position below 0 (not drawn yet) reads
+        the mean code embedding, the neutral stand-in."""
+        v = self.config.codebook
+        if tokens.ndim != 3 or (tokens.numel() and int(tokens.max()) >= v):
+            raise ValueError(f"the preview takes (B, h, w) tokens below {v}")
+        z = self.embedding(tokens.clamp(min=0).long())
+        z = torch.where((tokens >= 0)[..., None], z, self.embedding.weight.mean(0))
+        return self.decoder(self.post_quant_conv(z.permute(0, 3, 1, 2))).clamp(0, 1)

@@ -1,0 +1,96 @@
+"""Tiny random-weight model files in the real layouts, for the models-folder tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SD_WORDS = "a red blue cube sphere cat dog photo of the on top left right"
+
+
+def tiny_sd_file(path: Path, tokenizer_dir: Path) -> Path:
+    """A CompVis-layout SD single file (tiny UNet, VAE and CLIP text model, one head of 64
+    so that the ``ldm`` recipe's defaults fit) and its CLIP vocabulary in ``tokenizer_dir``."""
+    pytest.importorskip("t2i_ldm")
+    import attrs
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from t2i_ldm.checkpoint import save_single_file
+    from t2i_ldm.config import TINY_UNET, VAEConfig
+    from t2i_ldm.shapes_model import write_tokenizer
+    from t2i_ldm.unet import UNetModel
+    from t2i_ldm.vae import AutoencoderKL
+
+    torch.manual_seed(0)
+    tok = write_tokenizer(tokenizer_dir, [SD_WORDS])
+    unet = UNetModel(attrs.evolve(TINY_UNET, model_channels=16, context_dim=64)).eval()
+    vae = AutoencoderKL(
+        VAEConfig(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, norm_groups=8)
+    ).eval()
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=tok.vocab_size,
+            hidden_size=64,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=1,
+            max_position_embeddings=77,
+        )
+    )
+    te = {k if k.startswith("text_model.") else f"text_model.{k}": v
+          for k, v in text.state_dict().items()}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_single_file(path, unet, vae, text_encoder=te, prediction_type="epsilon")
+
+
+def tiny_dalle_folder(folder: Path) -> Path:
+    """A dalle-shapes-layout folder (``dalle.json``, dVAE, transformer), random weights:
+    64 px images, a 16x16 token grid (as tests/plugins/dalle's ``dalle_folder``)."""
+    pytest.importorskip("t2i_dalle")
+    import attrs
+    import torch
+    from t2i_dalle.checkpoint import TRANSFORMER_FILE, write_spec
+    from t2i_dalle.dvae import DVAEConfig
+    from t2i_dalle.text import caption_words
+    from t2i_dalle.trainables import DVAESchedule, DVAETrainable
+    from t2i_dalle.transformer import DalleTransformer, TransformerConfig
+
+    from t2i.checkpoints import save_safetensors
+
+    torch.manual_seed(0)
+    dvae = DVAEConfig(group_count=3, n_hid=8, n_blk_per_group=1, n_init=8, vocab_size=16)
+    words = caption_words()
+    DVAETrainable(dvae, DVAESchedule(), training={"words": words}).save(folder)
+    config = TransformerConfig(
+        text_vocab=4 + len(words), text_len=24, image_vocab=16, grid=16, width=32, depth=2, heads=2
+    )
+    save_safetensors(DalleTransformer(config).state_dict(), folder / TRANSFORMER_FILE)
+    write_spec(folder, dvae=attrs.asdict(dvae), transformer=attrs.asdict(config),
+               words=words, training={})  # fmt: skip
+    return folder
+
+
+def diffusers_folder(folder: Path, class_name: str) -> Path:
+    """A diffusers pipeline folder's skeleton: ``model_index.json`` and a UNet safetensors
+    (detection reads only these)."""
+    import torch
+
+    from t2i.checkpoints import save_safetensors
+
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": class_name}))
+    save_safetensors({"conv_in.weight": torch.zeros(4, 4, 3, 3)},
+                     folder / "unet" / "diffusion_pytorch_model.safetensors")  # fmt: skip
+    return folder
+
+
+def sd_ckpt(path: Path) -> Path:
+    """A ``torch.save`` zip holding ``{"state_dict": {SD keys}}`` (an A1111 ``.ckpt``)."""
+    import torch
+
+    state = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 4, 3, 3)}
+    torch.save({"state_dict": state}, path)
+    return path
