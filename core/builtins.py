@@ -24,6 +24,8 @@ CORE_NODES: tuple[tuple[str, str], ...] = (
     ("EncodeImage", "pixels -> sample space (img2img)"),
     ("LoadImage", "a PIL image or a file -> IMAGE"),
     ("SaveImage", "write each image as PNG"),
+    ("UpscaleLatent", "resize a sample in its own space (hires fix: the latent upscalers)"),
+    ("UpscaleImage", "resize pixels (hires fix: Lanczos and the other PIL filters)"),
 )
 """The graph's shape-agnostic nodes (:mod:`t2i.graph.nodes`), registered by import path."""
 

@@ -790,11 +790,22 @@ class Pipeline:
         """The recipe's :attr:`~t2i.recipe.Recipe.infotext_fields` with this request's values
         (its extra fields, else the recipe's defaults); unset ones are left out."""
         values = {**self.recipe.defaults, **request.extra}
-        return {
-            label: values[field]
-            for field, label in self.recipe.infotext_fields.items()
-            if values.get(field) is not None
-        }
+        img2img = request.init_image is not None
+        graph = self.recipe.img2img_graph if img2img else self.recipe.graph
+        bindings = self._bindings(img2img)
+        out = {}
+        for field, label in self.recipe.infotext_fields.items():
+            value = values.get(field)
+            if value is None and field in bindings:  # unset: what its node runs with,
+                node_id, param = bindings[field][0]  # unless another field sets that too
+                shared = any(
+                    (node_id, param) in t for f, t in bindings.items() if f != field
+                )
+                value = None if shared else self._effective(graph, node_id, param, values)
+            value = value if value not in ("", 0) or field in values else None
+            if value is not None:
+                out[label] = value
+        return out
 
     def _metadata(self, request, base_seed, seeds, elapsed, base_subseed=None) -> dict[str, Any]:
         from t2i.version import __version__

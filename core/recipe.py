@@ -158,8 +158,11 @@ def diffusion_recipe(
     model_name: str = "",
     model_hash: str = "",
     infotext: Mapping[str, Any] | None = None,
+    hires: bool = False,
 ) -> Recipe:
     """The standard text-conditioned iterative-denoising recipe (txt2img + img2img).
+
+    ``hires=True`` makes txt2img A1111's two-pass "hires fix" (:func:`add_hires_pass`).
 
     ``Tokenize(prompt / negative) -> EncodeText -> Guide``, ``Sigmas(denoiser)`` and
     ``EmptyLatent(decoder)`` feed ``SampleDiffusion -> Decode``, with ``LoadImage ->
@@ -218,7 +221,10 @@ def diffusion_recipe(
             latent=empty["latent"],
             **links,
         )
-        g.add("decode", "Decode", decoder=dec["decoder"], samples=g["sample"]["samples"])
+        last = g["sample"]["samples"]
+        if hires and not img2img:
+            last = add_hires_pass(g, tok["tokenizer"], enc["text_encoder"], model, dec, last)
+        g.add("decode", "Decode", decoder=dec["decoder"], samples=last)
         return g
 
     bindings: dict[str, Any] = {
@@ -248,7 +254,7 @@ def diffusion_recipe(
     return Recipe(
         graph=build(False),
         output=OutputRef("decode", "image"),
-        bindings=bindings,
+        bindings=hires_bindings(bindings) if hires else bindings,
         defaults=dict(defaults or {}),
         img2img_graph=build(True),
         img2img_bindings=img2img_bindings,
@@ -257,4 +263,76 @@ def diffusion_recipe(
         model_name=model_name,
         model_hash=model_hash,
         infotext=dict(infotext or {}),
+        infotext_fields=dict(HIRES_INFOTEXT) if hires else {},
     )
+
+
+HIRES_INFOTEXT = {
+    "hr_scale": "Hires upscale",
+    "hr_second_pass_steps": "Hires steps",
+    "hr_upscaler": "Hires upscaler",
+    "hr_sampler": "Hires sampler",
+    "hr_prompt": "Hires prompt",
+    "hr_negative_prompt": "Hires negative prompt",
+    "denoising_strength": "Denoising strength",
+}
+"""A1111's hires-fix request fields and the infotext keys it writes for them."""
+
+
+def add_hires_pass(g: Graph, tokenizer, text_encoder, model, dec, samples) -> Any:
+    """A1111's hires fix as core nodes: ``UpscaleLatent`` (a latent or a pixel upscaler) ->
+    a second ``SampleDiffusion`` from the upscaled sample at ``denoising_strength``, with its
+    own prompt / negative (empty: the first pass's), steps (0: the first pass's) and sampler.
+    The upscaled latent carries the seeds, so the second pass's noise is the seeds' at the
+    hires size, as A1111 draws it. Returns the second pass's ``samples`` output."""
+    up = g.add("hires_upscale", "UpscaleLatent", samples=samples, decoder=dec["decoder"])
+    conds = {}
+    for side in ("positive", "negative"):
+        t = g.add(f"tokenize_hr_{side}", "Tokenize", tokenizer=tokenizer, text="")
+        e = g.add(f"encode_hr_{side}", "EncodeText", tokens=t["tokens"], text_encoder=text_encoder)
+        conds[side] = e["conditioning"]
+    guide = g.add("guide_hr", "Guide", model=model["model"], **conds)
+    # A1111's defaults: "Upscale by" 2, the "Latent" upscaler (UpscaleLatent's), strength 0.7
+    sigmas = g.add("sigmas_hr", "Sigmas", model=model["model"], steps=0, strength=0.7)
+    sample = g.add(
+        "sample_hr",
+        "SampleDiffusion",
+        guided=guide["guided"],
+        sigmas=sigmas["sigmas"],
+        latent=up["samples"],
+        init=up["samples"],
+    )
+    return sample["samples"]
+
+
+def hires_bindings(bindings: Mapping[str, Any]) -> dict[str, Any]:
+    """``bindings`` of the standard recipe extended to its hires pass (fields of
+    :data:`HIRES_INFOTEXT`; later entries override earlier ones on the same parameter)."""
+
+    def both(field: str, *extra: Binding) -> tuple[Binding, ...]:
+        targets = bindings[field]
+        targets = (targets,) if isinstance(targets[0], str) else tuple(targets)
+        return (*targets, *extra)
+
+    return {
+        **bindings,
+        "prompt": both("prompt", ("tokenize_hr_positive", "fallback")),
+        "negative_prompt": both("negative_prompt", ("tokenize_hr_negative", "fallback")),
+        "width": both("width", ("hires_upscale", "width")),
+        "height": both("height", ("hires_upscale", "height")),
+        "steps": both("steps", ("sigmas_hr", "fallback_steps")),
+        "schedule": both("schedule", ("sigmas_hr", "schedule")),
+        "cfg_scale": both("cfg_scale", ("guide_hr", "cfg_scale")),
+        "guidance": both("guidance", ("guide_hr", "guidance")),
+        "guidance_options": both("guidance_options", ("guide_hr", "guidance_options")),
+        "sampler": both("sampler", ("sample_hr", "sampler")),
+        "eta": both("eta", ("sample_hr", "eta")),
+        "noise_device": both("noise_device", ("sample_hr", "noise_device")),
+        "hr_scale": ("hires_upscale", "scale"),
+        "hr_upscaler": ("hires_upscale", "upscaler"),
+        "hr_second_pass_steps": ("sigmas_hr", "steps"),
+        "denoising_strength": ("sigmas_hr", "strength"),
+        "hr_sampler": ("sample_hr", "sampler"),
+        "hr_prompt": ("tokenize_hr_positive", "text"),
+        "hr_negative_prompt": ("tokenize_hr_negative", "text"),
+    }

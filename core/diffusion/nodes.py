@@ -26,7 +26,8 @@ class SigmasNode(NodeType):
     outputs = (Port("sigmas", "SIGMAS"),)
     params = (
         Param("schedule", str, "normal", "registered schedule name"),
-        Param("steps", int, 20, "sampling steps", minimum=1, maximum=10_000),
+        Param("steps", int, 20, "sampling steps (0: fallback_steps)", minimum=0, maximum=10_000),
+        Param("fallback_steps", int, 0, "steps when steps is 0 (a hires pass: the first pass's)"),
         Param(
             "strength",
             float,
@@ -37,7 +38,8 @@ class SigmasNode(NodeType):
         ),
     )
 
-    def execute(self, ctx, *, model, schedule, steps, strength):
+    def execute(self, ctx, *, model, schedule, steps, strength, fallback_steps):
+        steps = steps or fallback_steps
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         sigmas = ctx.registry.create("schedule", schedule).get_sigmas(model, steps)

@@ -77,9 +77,13 @@ class Tokenize(NodeType):
     description = "Text -> token ids (+ emphasis weights) with a tokenizer component."
     inputs = (Port("tokenizer", "TOKENIZER"),)
     outputs = (Port("tokens", "TOKENS"),)
-    params = (Param("text", (str, list), "", "a prompt, or a list of prompts (one per row)"),)
+    params = (
+        Param("text", (str, list), "", "a prompt, or a list of prompts (one per row)"),
+        Param("fallback", (str, list), "", "used when text is empty (a hires pass: the prompt)"),
+    )
 
-    def execute(self, ctx, *, tokenizer, text):
+    def execute(self, ctx, *, tokenizer, text, fallback):
+        text = text or fallback
         texts = [text] if isinstance(text, str) else list(text)
         return {"tokens": tokenizer(texts)}
 
@@ -289,3 +293,88 @@ class SaveImage(NodeType):
             write_atomically(path, lambda f, pil=pil: pil.save(f, format="PNG"))
             paths.append(str(path))
         return {"paths": paths}
+
+
+LATENT_UPSCALERS: dict[str, tuple[str, bool]] = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+"""A1111's latent upscalers (``modules/shared.py`` ``latent_upscale_modes``): name ->
+``torch.nn.functional.interpolate`` mode and antialias."""
+PIXEL_UPSCALERS = ("Lanczos", "Nearest", "Bicubic", "Bilinear")
+"""Pixel upscalers without a model (PIL filters), as A1111 lists Lanczos and Nearest."""
+
+
+def hires_size(width: int, height: int, scale: float, factor: int) -> tuple[int, int]:
+    """A1111's hires target ``(int(width * scale), int(height * scale))``, each a multiple
+    of ``factor`` (rounded down, at least one cell)."""
+    if not scale >= 1.0:
+        raise ValueError(f"hr_scale must be >= 1, got {scale}")
+    step = max(int(factor), 1)
+    return tuple(max(int(v * scale) // step * step, step) for v in (width, height))
+
+
+class UpscaleLatent(NodeType):
+    description = (
+        "Resize a (B, C, h, w) sample to the hires size (A1111's hires fix): a latent "
+        "upscaler interpolates the sample; a pixel one (Lanczos ...) decodes, resizes the "
+        "pixels and encodes again. width/height are the first pass's pixels."
+    )
+    inputs = (Port("samples", "LATENT"), Port("decoder", "DECODER", optional=True))
+    outputs = (Port("samples", "LATENT"),)
+    params = (
+        Param("width", int, 512),
+        Param("height", int, 512),
+        Param("scale", float, 2.0, minimum=1.0, maximum=8.0),
+        Param("upscaler", str, "Latent", choices=(*LATENT_UPSCALERS, *PIXEL_UPSCALERS)),
+    )
+
+    def execute(self, ctx, *, samples, decoder, width, height, scale, upscaler):
+        x = samples.samples
+        factor = width // x.shape[-1] if decoder is None else decoder.factor
+        w, h = hires_size(width, height, scale, factor)
+        if upscaler in LATENT_UPSCALERS:
+            mode, antialias = LATENT_UPSCALERS[upscaler]
+            x = torch.nn.functional.interpolate(
+                x, size=(h // factor, w // factor), mode=mode, antialias=antialias
+            )
+        else:
+            if decoder is None or not hasattr(decoder, "encode"):
+                raise ValueError(f"hr_upscaler {upscaler!r} works in pixels: it needs a decoder with an encoder")
+            x = self._in_pixels(decoder, samples, (w, h), upscaler)
+        return {"samples": Latent(x, seeds=samples.seeds, variation=samples.variation)}
+
+    @staticmethod
+    def _in_pixels(decoder, samples, size: tuple[int, int], upscaler: str) -> torch.Tensor:
+        from PIL import Image as PILImage
+
+        method = getattr(PILImage.Resampling, upscaler.upper())
+        with torch.inference_mode():
+            pils = [p.resize(size, method) for p in decoder.decode(samples).to_pil()]
+            pixels = Image.from_pil(pils).pixels.to(samples.samples.device)
+            return decoder.encode(Image(pixels)).samples
+
+
+class UpscaleImage(NodeType):
+    description = "Resize pixels to the hires size with a PIL filter (Lanczos: A1111's)."
+    inputs = (Port("image", "IMAGE"),)
+    outputs = (Port("image", "IMAGE"),)
+    params = (
+        Param("width", int, 512),
+        Param("height", int, 512),
+        Param("scale", float, 2.0, minimum=1.0, maximum=8.0),
+        Param("upscaler", str, "Lanczos", choices=PIXEL_UPSCALERS),
+        Param("factor", int, 8, "the size is a multiple of this (the decoder's factor)"),
+    )
+
+    def execute(self, ctx, *, image, width, height, scale, upscaler, factor):
+        from PIL import Image as PILImage
+
+        w, h = hires_size(width, height, scale, factor)
+        method = getattr(PILImage.Resampling, upscaler.upper())
+        pils = [p.resize((w, h), method) for p in image.to_pil()]
+        return {"image": Image(Image.from_pil(pils).pixels.to(image.pixels.device))}

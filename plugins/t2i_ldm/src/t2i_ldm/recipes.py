@@ -54,6 +54,7 @@ def _check_recipe_options(**options: Any) -> None:
         "use_ema": (lambda v: isinstance(v, bool), "true or false"),
         "text_head_dim": (positive_int, "an integer >= 1"),
         "embeddings_dir": (lambda v: v is None or isinstance(v, (str, os.PathLike)), "a folder"),
+        "hires": (lambda v: isinstance(v, bool), "true or false"),
     }
     for name, value in options.items():
         ok, allowed = rules[name]
@@ -261,6 +262,7 @@ def ldm_recipe(
     use_ema: bool = False,
     text_head_dim: int = 64,
     embeddings_dir: str | os.PathLike | None = None,
+    hires: bool = False,
 ):
     """Recipe ``ldm``: Stable Diffusion 1.x / 2.x from a checkpoint file or diffusers folder.
 
@@ -269,7 +271,9 @@ def ldm_recipe(
     ``allow_pickle`` (.ckpt files), ``use_ema``, ``text_head_dim`` (only for non-SD text towers
     in single files, whose configuration is inferred from the weights), ``embeddings_dir``
     (textual-inversion embeddings used by file name in prompts; ``.pt`` files need
-    ``allow_pickle``).
+    ``allow_pickle``), ``hires`` (txt2img is A1111's two-pass hires fix: request fields
+    ``hr_scale``, ``hr_upscaler``, ``hr_second_pass_steps``, ``denoising_strength``,
+    ``hr_sampler``, ``hr_prompt``, ``hr_negative_prompt``).
     """
     from t2i.files import short_hash
     from t2i.recipe import diffusion_recipe
@@ -285,6 +289,7 @@ def ldm_recipe(
         use_ema=use_ema,
         text_head_dim=text_head_dim,
         embeddings_dir=embeddings_dir,
+        hires=hires,
     )
     checkpoint = str(checkpoint)
     embedding_library(embeddings_dir, allow_pickle)  # fail early (a file that cannot load)
@@ -334,4 +339,5 @@ def ldm_recipe(
         model_name=Path(checkpoint).stem,
         model_hash=short_hash(checkpoint) if Path(checkpoint).is_file() else "",
         infotext={"Clip skip": clip_skip if clip_skip > 1 else None},
+        hires=hires,
     )
