@@ -358,11 +358,37 @@ class ExportedModule:
                 )
 
 
+@attrs.frozen
+class Deployment:
+    """How a deployment runtime rebuilds a component around its exported modules with none of
+    the family's model code (no ``nn.Module`` class, no transformers modeling module).
+
+    ``factory`` (``"package.module:callable"``, in a module that imports no model code) is
+    called as ``factory(modules, **options)``: ``modules`` maps each
+    :class:`ExportedModule` name to a callable that takes and returns torch tensors as that
+    module does (positional inputs in ``input_names`` order; one tensor or a tuple in
+    ``output_names`` order), and ``options`` are JSON values (a schedule, a prediction type,
+    vocabulary sizes). It returns a component of the same kind and contract whose outputs
+    match the torch component's within the runtime's precision.
+    """
+
+    factory: str = attrs.field()
+    options: Mapping[str, Any] = attrs.Factory(dict)
+
+    @factory.validator
+    def _check_factory(self, _attribute, value: str) -> None:
+        if not isinstance(value, str) or value.count(":") != 1:
+            raise ValueError(f"Deployment.factory must be 'module:callable', got {value!r}")
+
+
 @attrs.frozen(eq=False)
 class ExportSpec:
-    """The modules a component holds, each with example inputs and dynamic axes."""
+    """The modules a component holds, each with example inputs and dynamic axes, and
+    optionally how to rebuild the component around exported copies of them
+    (:class:`Deployment`)."""
 
     modules: tuple[ExportedModule, ...] = attrs.field(converter=tuple)
+    deployment: Deployment | None = attrs.field(default=None, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         names = [m.name for m in self.modules]

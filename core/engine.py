@@ -436,6 +436,27 @@ class Pipeline:
                 for port, value in outs.items():
                     outs[port] = replace(nid, kinds[graph[nid].type], value)
 
+    def provide_components(self, provide: Callable[[str, str, Mapping[str, Any]], Any]) -> list:
+        """Put ``provide(node_id, kind, params)`` in place of every component loader whose
+        call returns a component (not None), *without running the loader*: the result goes in
+        this pipeline's executor cache, kept while the loader's parameters stay the same. A
+        runtime whose components need none of the family's model code uses it; returns the
+        node ids provided."""
+        kinds = {node: kind for kind, node in COMPONENT_NODES.items()}
+        provided: list[str] = []
+        for graph in (self.recipe.graph, self.recipe.img2img_graph):
+            if graph is None:
+                continue
+            for node in [n for n in graph if n.type in kinds]:
+                component = provide(node.id, kinds[node.type], dict(node.params))
+                if component is None:
+                    continue
+                output = self.manager.registry.get_node_type(node.type).outputs[0].name
+                self.executor.prime(graph, node.id, {output: component})
+                if node.id not in provided:
+                    provided.append(node.id)
+        return provided
+
     def _bindings(self, img2img: bool):
         if img2img:
             return self.recipe.img2img_bindings or self.recipe.bindings

@@ -135,10 +135,7 @@ class Executor:
             check_cancelled()
             node = graph.nodes[nid]
             cls = self._node_type(node.type)
-            key_src = [node.type, fingerprint(node.params)]
-            key_src += [f"{p}={keys[r.node]}.{r.output}" for p, r in sorted(node.inputs.items())]
-            key = hashlib.sha1("|".join(key_src).encode()).hexdigest()
-            keys[nid] = key
+            key = keys[nid] = _node_key(graph, nid, keys)
             if cls.cacheable and key in self._cache:
                 self._cache.move_to_end(key)
                 results[nid] = self._cache[key]
@@ -178,6 +175,25 @@ class Executor:
             if on_node:
                 on_node(nid, node.type, "done")
         return results
+
+
+    def prime(self, graph: Graph, node_id: str, outputs: Mapping[str, Any]) -> None:
+        """Cache ``outputs`` as node ``node_id``'s result for ``graph`` as it stands (its
+        parameters now), so a later run takes them instead of executing the node (a runtime
+        puts its own components in place of loaders this way, before they ever run)."""
+        keys: dict[str, str] = {}
+        for nid in _needed(graph, graph.topological_order(), [node_id]):
+            keys[nid] = _node_key(graph, nid, keys)
+        self._cache[keys[node_id]] = dict(outputs)
+        self._cache.move_to_end(keys[node_id])
+
+
+def _node_key(graph: Graph, nid: str, keys: Mapping[str, str]) -> str:
+    """A node's cache key: its type, parameters and the keys of the outputs feeding it."""
+    node = graph.nodes[nid]
+    key_src = [node.type, fingerprint(node.params)]
+    key_src += [f"{p}={keys[r.node]}.{r.output}" for p, r in sorted(node.inputs.items())]
+    return hashlib.sha1("|".join(key_src).encode()).hexdigest()
 
 
 class _Lookup:

@@ -132,38 +132,98 @@ class MiniLmEncoder:
 
     Padding positions of ``embeds`` are MiniLM's states there (as T5's are for IF): a model
     reads ``mask``. The encoder stays float32 on ``to(dtype=...)``; cast what it returns.
+
+    ``states`` (with ``vocab_size``) replaces the BERT by any ``(input_ids, mask) -> last
+    hidden states`` callable (an exported copy of :class:`MiniLmStates`, see
+    :meth:`export_spec`); then no transformers model is built.
     """
 
-    def __init__(self, folder: str | os.PathLike | None = None, *, bert=None) -> None:
+    DEPLOYMENT = "t2i.text.minilm:deployed_encoder"
+    """Factory a runtime rebuilds this class with (a subclass names its own)."""
+
+    def __init__(
+        self, folder: str | os.PathLike | None = None, *, bert=None, states=None,
+        vocab_size: int | None = None,
+    ) -> None:  # fmt: skip
+        if states is not None:
+            self.bert, self.states, self.vocab_size = None, states, int(vocab_size or 0)
+            return
         self.bert = bert.eval().requires_grad_(False) if bert is not None else load_minilm(folder)
+        self.states = MiniLmStates(self.bert)
+        self.vocab_size = int(self.bert.config.vocab_size)
 
     @property
     def device(self) -> torch.device:
-        return next(self.bert.parameters()).device
+        first = next(self.states.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
 
     @property
     def hidden_size(self) -> int:
-        return int(self.bert.config.hidden_size)
+        return HIDDEN_SIZE if self.bert is None else int(self.bert.config.hidden_size)
 
     def to(self, device=None, dtype=None) -> MiniLmEncoder:
-        self.bert.to(device=device)
+        self.states.to(device=device)
         return self
 
-    def __call__(self, tokens: Tokens) -> Conditioning:
+    def export_spec(self):
+        """``text_encoder``: ``(input_ids, attention_mask) -> last_hidden_state`` (the frozen
+        BERT; pooling stays outside), and how a runtime rebuilds this encoder around it."""
+        from t2i.contracts import Deployment, ExportedModule, ExportSpec
+
+        if self.bert is None:
+            raise TypeError("a deployed MiniLM encoder holds no module to export")
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(1000, self.vocab_size, (2, 8), generator=gen).to(self.device)
+        mask = torch.ones(2, 8, dtype=torch.bool, device=self.device)
+        mask[1, 5:] = False
+        axes = {0: "batch_size", 1: "sequence_length"}
+        module = ExportedModule(
+            "text_encoder", self.states, (ids, mask), ("input_ids", "attention_mask"),
+            ("last_hidden_state",),
+            {"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
+        )  # fmt: skip
+        options = {"vocab_size": self.vocab_size}
+        return ExportSpec((module,), deployment=Deployment(type(self).DEPLOYMENT, options))
+
+    def encode(self, tokens: Tokens) -> Conditioning:
+        """States, mask and the sentence vector of ``tokens`` (ValueError: foreign ids)."""
         ids = tokens.ids.to(self.device)
         mask = tokens.mask if tokens.mask is not None else tokens.ids != 0
         mask = mask.to(self.device).bool()
-        if int(ids.max()) >= self.bert.config.vocab_size or int(ids.min()) < 0:
+        if int(ids.max()) >= self.vocab_size or int(ids.min()) < 0:
             raise ValueError(
-                f"token ids outside MiniLM's vocabulary of {self.bert.config.vocab_size}: "
+                f"token ids outside MiniLM's vocabulary of {self.vocab_size}: "
                 "tokenize with the `minilm` tokenizer"
             )
-        states = minilm_states(self.bert, ids, mask)
+        with torch.no_grad():
+            states = self.states(ids, mask)
         return Conditioning(embeds=states, pooled=mean_pool(states, mask), mask=mask)
 
+    def __call__(self, tokens: Tokens) -> Conditioning:
+        return self.encode(tokens)
+
     def __repr__(self) -> str:
+        if self.bert is None:
+            return f"MiniLmEncoder(deployed, vocab={self.vocab_size})"
         c = self.bert.config
         return f"MiniLmEncoder(layers={c.num_hidden_layers}, width={c.hidden_size}, frozen)"
+
+
+class MiniLmStates(torch.nn.Module):
+    """``(input_ids, attention_mask bool) -> last_hidden_state``: MiniLM as one module."""
+
+    def __init__(self, bert: BertModel) -> None:
+        super().__init__()
+        self.bert = bert
+        self.training = bert.training
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
+
+
+def deployed_encoder(modules, *, vocab_size: int) -> MiniLmEncoder:
+    """Factory of :class:`MiniLmEncoder`'s deployment (module ``text_encoder``)."""
+    return MiniLmEncoder(states=modules["text_encoder"], vocab_size=vocab_size)
 
 
 def minilm_config(vocab_size: int = 30522) -> BertConfig:

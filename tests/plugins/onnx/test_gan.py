@@ -1,7 +1,7 @@
 """The GAN family (t2i_gan) through the exporter: a random-weight 64 px generator folder (the
-layout of tests/plugins/gan/conftest.py). Its components describe no modules yet
-(``export_spec``), so the export is refused with an error that names the fix; once they do,
-the same recipe must export and match torch within 2/255."""
+layout of tests/plugins/gan/conftest.py): the generator (``generator``: noise, sentence ->
+image) and the MiniLM sentence encoder export, match torch (1e-4 / 1e-3) and the ONNX runtime
+rebuilds both as deployments (nothing built in torch) whose images are within 2/255."""
 
 import json
 
@@ -42,20 +42,19 @@ def gan_folder(tmp_path_factory):
 
 @pytest.mark.slow
 def test_gan_generator_export(gan_folder, gan_manager, tmp_path):
-    from t2i_gan.generator import GanGenerator
     from t2i_onnx.exporter import export_recipe
-    from t2i_onnx.manifest import OnnxExportError
 
     options = {"checkpoint": str(gan_folder)}
     out = tmp_path / "gan"
-    if not hasattr(GanGenerator, "export_spec"):
-        with pytest.raises(OnnxExportError, match=r"no component with an export_spec\(\)"):
-            export_recipe("gan-shapes", out, options=options, plugins=gan_manager)
-        assert not out.exists() and list(tmp_path.iterdir()) == []
-        return
-    export_recipe("gan-shapes", out, options=options, plugins=gan_manager)
-    from onnx_checks import pixel_distance
+    manifest = export_recipe("gan-shapes", out, options=options, plugins=gan_manager)
+    assert {"generator", "text_encoder"} <= set(manifest["models"])
+    from onnx_checks import custom_domains, example_parity, pixel_distance
 
-    expected = Engine.build("gan-shapes", plugins=gan_manager, **options)("a red circle", seed=2)
+    torch_pipe = Engine.build("gan-shapes", plugins=gan_manager, **options)
+    example_parity(torch_pipe, out, {"generator": 1e-4}, 1e-3)
+    assert custom_domains(out) == set()
+    fields = {"seed": 2, "batch_size": 3}
+    expected = torch_pipe("a red circle", **fields)
     pipe = Engine.build(runtime="onnx", plugins=gan_manager, onnx_dir=out)
-    assert pixel_distance(pipe("a red circle", seed=2).images, expected.images) <= 2
+    assert pipe.onnx_torch_built == [] and set(pipe.onnx_deployed) == set(manifest["components"])
+    assert pixel_distance(pipe("a red circle", **fields).images, expected.images) <= 2

@@ -11,7 +11,7 @@ from t2i.engine import Engine
 
 pytest.importorskip("t2i_imagen", reason="the Imagen plugin is not installed")
 
-TOLERANCE = {"unet": 1e-4, "sr_unet": 1e-4}
+TOLERANCE = {"unet": 1e-4, "sr_unet": 1e-4, "text_encoder": 1e-3}
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +39,10 @@ def test_every_input_has_a_dynamic_batch_axis(imagen_export, imagen_manager):
 
     manifest = json.loads((imagen_export / "manifest.json").read_text())
     for model in manifest["models"].values():
-        assert all(i["shape"][0] == "batch" for i in model["inputs"]), model["inputs"]
+        assert all(isinstance(i["shape"][0], str) for i in model["inputs"]), model["inputs"]
     pipe = Engine.build("imagen-shapes", plugins=imagen_manager)
     errors = example_parity(pipe, imagen_export, TOLERANCE, 1e-4)  # batch 2 and batch 3
-    assert set(errors) >= {"unet", "sr_unet"}
+    assert set(errors) == {"text_encoder", "unet", "sr_unet"}
     assert custom_domains(imagen_export) == set()
 
 
@@ -55,6 +55,6 @@ def test_cascade_images_match_torch(imagen_export, imagen_manager, batch_size):
     expected = Engine.build("imagen-shapes", plugins=imagen_manager)(prompt, **fields)
     pipe = Engine.build(runtime="onnx", plugins=imagen_manager, onnx_dir=imagen_export)
     got = pipe(prompt, **fields)
-    assert pipe.onnx_torch_fallback == []
+    assert pipe.onnx_torch_fallback == [] and pipe.onnx_torch_built == []
     assert pixel_distance(got.images, expected.images) <= 2
     assert got.infotexts == expected.infotexts

@@ -142,8 +142,11 @@ def test_tiny_sd1_models_and_image_match_torch(tiny_sd1, tmp_path):
     example_parity(torch_pipe, out, TOLERANCE, TEXT_TOLERANCE)
     assert custom_domains(out) == set()
     fields = {"seed": 4, "steps": 3, "width": 16, "height": 16, "negative_prompt": "a dog"}
-    expected = torch_pipe("a (red:1.3) cube", **fields)
+    # no emphasis in the prompt: "original" emphasis divides by the chunk's mean state, which
+    # is ~0 for a random tiny CLIP (LayerNorm output), so 1e-6 model differences become ~1
+    expected = torch_pipe("a red cube", **fields)
     onnx_pipe = Engine.build(runtime="onnx", onnx_dir=out)
-    got = onnx_pipe("a (red:1.3) cube", **fields)
+    assert onnx_pipe.onnx_torch_built == []
+    got = onnx_pipe("a red cube", **fields)
     assert pixel_distance(got.images, expected.images) <= 2
     assert got.infotexts == expected.infotexts

@@ -7,23 +7,49 @@ then runs ``netG`` once: an image ``(B, 3, S, S)`` in [-1, 1].
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from t2i.kinds import GENERATOR
 from t2i.payloads import Conditioning, Image, Latent
-from t2i_gan.models import NetG
+
+if TYPE_CHECKING:
+    from t2i_gan.models import NetG
 
 
 class GanGenerator:
-    """A :class:`~t2i.contracts.Generator` over a DF-GAN ``NetG`` (DF-GAN, CVPR 2022)."""
+    """A :class:`~t2i.contracts.Generator` over a DF-GAN ``NetG`` (DF-GAN, CVPR 2022).
+
+    ``dims`` (``z_dim``, ``cond_dim``, ``image_size``) are read off ``net.config`` unless
+    given: a deployment passes them with an exported ``(noise, sentence) -> image`` net.
+    """
 
     model_contract = GENERATOR
 
-    def __init__(self, net: NetG) -> None:
+    def __init__(self, net: NetG | Any, **dims: int) -> None:
         self.net = net.eval().requires_grad_(False)
-        self.z_dim = net.config.z_dim
-        self.cond_dim = net.config.cond_dim
-        self.image_size = net.config.image_size
+        c = getattr(net, "config", None)
+        self.z_dim = dims.get("z_dim") or c.z_dim
+        self.cond_dim = dims.get("cond_dim") or c.cond_dim
+        self.image_size = dims.get("image_size") or c.image_size
+
+    def export_spec(self):
+        """``generator``: NetG's ``(noise (B, z_dim), sentence (B, cond_dim)) -> image (B, 3,
+        S, S)`` in [-1, 1], one pass; the checks and the sentence choice stay outside."""
+        from t2i.contracts import Deployment, ExportedModule, ExportSpec
+
+        weight = next(self.net.parameters())
+        gen = torch.Generator().manual_seed(0)
+        z = torch.randn(2, self.z_dim, generator=gen).to(weight)
+        sentence = torch.randn(2, self.cond_dim, generator=gen).to(weight)
+        batch = {0: "batch_size"}
+        module = ExportedModule(
+            "generator", self.net, (z, sentence), ("noise", "sentence"), ("image",),
+            {"noise": batch, "sentence": batch, "image": batch},
+        )  # fmt: skip
+        dims = {"z_dim": self.z_dim, "cond_dim": self.cond_dim, "image_size": self.image_size}
+        return ExportSpec((module,), deployment=Deployment("t2i_gan.generator:deployed", dims))
 
     def to(self, device=None, dtype=None) -> GanGenerator:
         self.net.to(device=device, dtype=dtype)
@@ -51,8 +77,14 @@ class GanGenerator:
         return self.net(z.to(weight), sentence.to(weight))
 
     def __repr__(self) -> str:
-        c = self.net.config
-        return f"GanGenerator(nf={c.nf}, z_dim={c.z_dim}, cond_dim={c.cond_dim}, {c.image_size}px)"
+        c = getattr(self.net, "config", None)
+        nf = f"nf={c.nf}, " if c is not None else "deployed, "
+        return f"GanGenerator({nf}z_dim={self.z_dim}, cond_dim={self.cond_dim}, {self.image_size}px)"
+
+
+def deployed(modules, *, z_dim: int, cond_dim: int, image_size: int) -> GanGenerator:
+    """Factory of :class:`GanGenerator`'s deployment (module ``generator``)."""
+    return GanGenerator(modules["generator"], z_dim=z_dim, cond_dim=cond_dim, image_size=image_size)
 
 
 class PixelDecoder:

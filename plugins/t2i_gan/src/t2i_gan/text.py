@@ -21,6 +21,8 @@ class SentenceEncoder(MiniLmEncoder):
     """:class:`t2i.contracts.TextEncoder`: ``Tokens -> Conditioning(embeds (B, 1, 384),
     pooled (B, 384))``, the frozen MiniLM sentence vector in both."""
 
+    DEPLOYMENT = "t2i_gan.text:deployed_sentence_encoder"
+
     def __call__(self, tokens: Tokens) -> Conditioning:
         pooled = super().__call__(tokens).pooled
         return Conditioning(embeds=pooled[:, None, :], pooled=pooled)
@@ -34,3 +36,8 @@ def create_tokenizer(*, folder: str | os.PathLike | None = None) -> MiniLmTokeni
 def create_text_encoder(*, folder: str | os.PathLike | None = None) -> SentenceEncoder:
     """Factory of ``gan.minilm_sentence``."""
     return SentenceEncoder(folder)
+
+
+def deployed_sentence_encoder(modules, *, vocab_size: int) -> SentenceEncoder:
+    """Factory of :class:`SentenceEncoder`'s deployment (module ``text_encoder``)."""
+    return SentenceEncoder(states=modules["text_encoder"], vocab_size=vocab_size)

@@ -143,4 +143,33 @@ class ImagenDenoiser(DiscreteDenoiser):
 
         name = "sr_unet" if self.super_resolution else "unet"
         names, inputs, axes = self.module.export_example()
-        return ExportSpec((ExportedModule(name, self.module, inputs, names, ("out",), axes),))
+        module = ExportedModule(name, self.module, inputs, names, ("out",), axes)
+        return ExportSpec((module,), deployment=self._deployment())
+
+    def _deployment(self):
+        """How :mod:`t2i_imagen.deployed` rebuilds this stage around the exported network
+        (None for a network it does not know)."""
+        from t2i.contracts import Deployment
+
+        cfg = self.module.config
+        if isinstance(self.model, EfficientUNetPredictor):
+            network = "efficient_unet"
+            predictor = {
+                "pooled": bool(cfg.pooled_dim),
+                "noise_conditioning": bool(cfg.noise_conditioning),
+            }
+        elif isinstance(self.model, IFPredictor):
+            network = "if_unet"
+            predictor = {"super_resolution": bool(cfg.super_resolution), "channels": self.model.channels}
+        else:
+            return None
+        options = {
+            "network": network,
+            "prediction_type": self.prediction_type,
+            "super_resolution": self.super_resolution,
+            "alphas_cumprod": [float(a) for a in self.alphas_cumprod],
+            "predictor": predictor,
+            "text_width": self.text_width,
+            "quantize": bool(self.quantize),
+        }
+        return Deployment("t2i_imagen.deployed:denoiser", options)

@@ -218,9 +218,28 @@ class TextPooling(nn.Module):
             out = out + self.pooled(pooled.to(text.dtype))
         if self.attn is not None:
             q = self.query.expand(text.shape[0], -1, -1).to(text.dtype)
-            pooled_tokens, _ = self.attn(q, text, text, key_padding_mask=~mask, need_weights=False)
-            out = out + self.attn_out(pooled_tokens[:, 0])
+            out = out + self.attn_out(self._attention_pool(q, text, mask)[:, 0])
         return out
+
+    def _attention_pool(self, q: torch.Tensor, text: torch.Tensor, mask: torch.Tensor):
+        """``self.attn(q, text, text, key_padding_mask=~mask)`` written out with its weights:
+        the same numbers, and a graph whose batch and token axes stay dynamic when traced
+        (``nn.MultiheadAttention``'s traced reshapes keep the example's sizes)."""
+        a, batch = self.attn, text.shape[0]
+        heads, width = a.num_heads, a.embed_dim
+        w_q, w_k, w_v = a.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = a.in_proj_bias.chunk(3)
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(batch, -1, heads, width // heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(
+            split(F.linear(q, w_q, b_q)),
+            split(F.linear(text, w_k, b_k)),
+            split(F.linear(text, w_v, b_v)),
+            attn_mask=mask[:, None, None, :],
+        )
+        return a.out_proj(out.transpose(1, 2).reshape(batch, -1, width))
 
 
 class EfficientUNet(nn.Module):

@@ -112,14 +112,14 @@ def imagen_shapes_recipe(
     }
     from t2i.files import short_hash
     from t2i_imagen.cascade import cascade_recipe
-    from t2i_imagen.shapes_model import default_weights, load_stage, stage_path
+    from t2i_imagen.shapes_model import default_weights, stage_info, stage_path
 
     for name, value in (("checkpoint", checkpoint), ("sr_checkpoint", sr_checkpoint)):
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise _engine_error(f"recipe 'imagen-shapes': {name}={value!r} must be a path")
     folder = Path(checkpoint) if checkpoint is not None else default_weights()
     sr_folder = Path(sr_checkpoint) if sr_checkpoint is not None else folder
-    base, sr = load_stage(folder, "base"), load_stage(sr_folder, "sr")
+    base, sr = stage_info(folder, "base"), stage_info(sr_folder, "sr")  # no network built
     _check_shapes_pair(base, sr)
     check_guidance("imagen-shapes", guidance, {"base": (-1.0, 1.0), "sr": (-1.0, 1.0)})
     factor = sr.size // base.size
@@ -160,10 +160,10 @@ def imagen_shapes_recipe(
 
 
 def _check_shapes_pair(base, sr) -> None:
-    if base.unet.config.text_dim != sr.unet.config.text_dim:
+    if base.text_dim != sr.text_dim:
         raise _engine_error(
-            f"recipe 'imagen-shapes': the base stage reads text {base.unet.config.text_dim} "
-            f"wide, the SR stage {sr.unet.config.text_dim}: pair stages trained on one encoder"
+            f"recipe 'imagen-shapes': the base stage reads text {base.text_dim} "
+            f"wide, the SR stage {sr.text_dim}: pair stages trained on one encoder"
         )
     if sr.size % base.size:
         raise _engine_error(

@@ -53,15 +53,34 @@ def default_weights() -> Path:
     return WEIGHTS_DIR
 
 
-@functools.lru_cache(maxsize=4)
-def _load(path: str, stamp: tuple, stage: str) -> ShapesStage:
+@attrs.frozen
+class StageInfo:
+    """What a stage file's metadata says, read without building its network."""
+
+    stage: str
+    size: int
+    text_dim: int
+    prediction_type: str
+
+
+def stage_info(folder: str | os.PathLike | None, stage: str) -> StageInfo:
+    """The metadata of stage ``stage`` of a model folder, checked as :func:`load_stage` checks
+    it, without reading the weights (recipes check a pair with it; no network code runs)."""
     from safetensors import safe_open
 
-    from t2i_imagen.efficient_unet import EfficientUNet, EfficientUNetConfig
-
-    with safe_open(path, "pt") as f:
+    path = stage_path(folder if folder is not None else default_weights(), stage)
+    if not path.is_file():
+        raise CheckpointError(
+            f"no {stage} stage here", path=path, fix="pass a folder from t2i train imagen"
+        )
+    with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
-        state = {k: f.get_tensor(k) for k in f.keys()}
+    _check_meta(meta, str(path), stage)
+    config = json.loads(meta["config"])
+    return StageInfo(stage, int(meta["size"]), int(config["text_dim"]), meta["prediction_type"])
+
+
+def _check_meta(meta: dict, path: str, stage: str) -> None:
     if meta.get("format") != "t2i-imagen-stage":
         raise CheckpointError(
             "not an imagen-shapes stage file (no t2i-imagen-stage metadata)",
@@ -74,6 +93,18 @@ def _load(path: str, stamp: tuple, stage: str) -> ShapesStage:
             path=path,
             fix=f"pass the {stage}.safetensors of the folder",
         )
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, stamp: tuple, stage: str) -> ShapesStage:
+    from safetensors import safe_open
+
+    from t2i_imagen.efficient_unet import EfficientUNet, EfficientUNetConfig
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    _check_meta(meta, path, stage)
     unet = EfficientUNet(EfficientUNetConfig.from_dict(json.loads(meta["config"])))
     unet.load_state_dict({k: v.float() for k, v in state.items()})
     unet.eval().requires_grad_(False)

@@ -9,13 +9,17 @@ v prediction into ``x0`` through :class:`t2i.diffusion.sampling.denoisers.Discre
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from t2i.contracts import ExportSpec
 from t2i.diffusion.sampling.denoisers import DiscreteDenoiser
 from t2i.payloads import Conditioning
 from t2i_ldm.config import NoiseScheduleConfig
-from t2i_ldm.unet import UNetModel
+
+if TYPE_CHECKING:
+    from t2i_ldm.unet import UNetModel
 
 _NOT_IN_DIFFUSERS = ("context_pool.",)
 """UNet submodules of this plugin that diffusers' UNet2DConditionModel lacks."""
@@ -72,9 +76,9 @@ class LdmDenoiser(DiscreteDenoiser):
     def export_spec(self) -> ExportSpec:
         """``unet``: ``(sample, timestep, encoder_hidden_states) -> out_sample``, the call this
         denoiser makes inside its Karras wrapper (Optimum's layout, see :mod:`t2i_ldm.export`)."""
-        from t2i_ldm.export import unet_export
+        from t2i_ldm.export import denoiser_deployment, unet_export
 
-        return ExportSpec((unet_export(self.unet),))
+        return ExportSpec((unet_export(self.unet),), deployment=denoiser_deployment(self))
 
     def trainable_modules(self) -> dict[str, torch.nn.Module]:
         """What fine-tuning updates (:mod:`t2i.lora`): the UNet."""

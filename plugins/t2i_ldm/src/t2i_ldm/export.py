@@ -37,12 +37,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from t2i.contracts import ExportedModule
+from t2i.contracts import Deployment, ExportedModule
 from t2i_ldm.text_encoder import clip_chunk_states
 
 if TYPE_CHECKING:
     from transformers import BertModel, CLIPTextModel
 
+    from t2i_ldm.denoiser import LdmDenoiser
     from t2i_ldm.minilm import MiniLmConditioner
     from t2i_ldm.unet import UNetModel
     from t2i_ldm.vae import AutoencoderKL
@@ -127,6 +128,20 @@ def unet_export(unet: UNetModel) -> ExportedModule:
             "timestep": {0: BATCH},
             "encoder_hidden_states": {0: BATCH, 1: SEQUENCE},
             "out_sample": image_axes,
+        },
+    )
+
+
+def denoiser_deployment(denoiser: LdmDenoiser) -> Deployment:
+    """How :mod:`t2i_ldm.deployed` rebuilds the denoiser around an exported ``unet``."""
+    import attrs
+
+    return Deployment(
+        "t2i_ldm.deployed:denoiser",
+        {
+            "prediction_type": denoiser.prediction_type,
+            "schedule": attrs.asdict(denoiser.schedule),
+            "quantize": bool(denoiser.quantize),
         },
     )
 
@@ -250,6 +265,17 @@ def clip_text_export(model: CLIPTextModel, clip_skip: int = 1) -> ExportedModule
             "pooler_output": {0: BATCH},
         },
     )
+
+
+def clip_text_deployment(model: CLIPTextModel, emphasis: str) -> Deployment:
+    """How :mod:`t2i_ldm.deployed` rebuilds a CLIP text encoder around ``text_encoder``."""
+    c = model.config
+    options = {
+        "chunk_length": int(c.max_position_embeddings),
+        "vocab_size": int(c.vocab_size),
+        "emphasis": emphasis,
+    }
+    return Deployment("t2i_ldm.deployed:clip_text_encoder", options)
 
 
 class MiniLmStatesExport(nn.Module):

@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig  # the model class is imported where it is built
 
 from t2i.checkpoints import CheckpointError
 from t2i_ldm.config import NoiseScheduleConfig, UNetConfig, VAEConfig
@@ -258,6 +258,8 @@ def create_text_encoder(*, checkpoint: str | os.PathLike | None = None, **option
         conditioner = MiniLmConditioner.from_folder(find_minilm(), spec.text["width"])
         _load_module(conditioner.adapter, folder / ADAPTER_FILE)
         return MiniLmTextEncoder(conditioner, **options)
+    from transformers import CLIPTextModel
+
     from t2i_ldm.text_encoder import ClipTextEncoder
 
     model = _load_module(CLIPTextModel(spec.text_config()), folder / "text_encoder.safetensors")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2i.contracts import ExportSpec
+from t2i.contracts import Deployment, ExportSpec
 from t2i.payloads import Image, Latent
 from t2i_ldm.config import VAEConfig
 from t2i_ldm.layers import GroupNorm, attention
@@ -266,7 +266,10 @@ class LdmDecoder:
         its half of the VAE (see :mod:`t2i_ldm.export` for where they differ from Optimum's)."""
         from t2i_ldm.export import vae_exports
 
-        return ExportSpec(vae_exports(self.vae, self.scaling_factor))
+        deployment = Deployment(
+            "t2i_ldm.deployed:decoder", {"factor": self.factor, "channels": self.channels}
+        )
+        return ExportSpec(vae_exports(self.vae, self.scaling_factor), deployment=deployment)
 
     @torch.no_grad()
     def decode(self, latent: Latent) -> Image:

@@ -121,8 +121,10 @@ def _write_export(pipe, folder: Path, options, fp16, opset, external_bytes, say)
         for m in spec:
             counts[m.name] = counts.get(m.name, 0) + 1
     models: dict[str, Any] = {}
+    deployed: dict[str, Any] = {}
     total = sum(len(spec.modules) for _, spec in specs)
     for comp, spec in specs:
+        deployed[comp.node] = _deployment_entry(comp, spec, counts)
         for m in spec:
             name = m.name if counts[m.name] == 1 else f"{comp.node}_{m.name}"
             say(f"[{len(models) + 1}/{total}] exporting {name} ({comp.kind} {comp.name!r})")
@@ -148,7 +150,22 @@ def _write_export(pipe, folder: Path, options, fp16, opset, external_bytes, say)
         for c in components
         if not _exportable(c.component)
     ]
-    return _finish_manifest(pipe, folder, options, models, not_exported, fp16, opset, components)
+    manifest = (pipe, folder, options, models, not_exported, fp16, opset, components)
+    return _finish_manifest(*manifest, deployed)
+
+
+def _deployment_entry(comp: LoadedComponent, spec: Any, counts: dict[str, int]) -> dict:
+    """The manifest's ``components`` entry of a component: its models by module name and how
+    a runtime rebuilds it around them (``deployment``: None means it is built in torch and
+    its modules swapped)."""
+    names = {m.name: m.name if counts[m.name] == 1 else f"{comp.node}_{m.name}" for m in spec}
+    d = spec.deployment
+    return {
+        "kind": comp.kind,
+        "component": comp.name,
+        "models": names,
+        "deployment": None if d is None else {"factory": d.factory, "options": dict(d.options)},
+    }
 
 
 def _fixed_batch_inputs(m: Any) -> list[str]:
@@ -167,7 +184,9 @@ def _exportable(component: Any) -> bool:
     return callable(getattr(component, "export_spec", None))
 
 
-def _finish_manifest(pipe, folder, options, models, not_exported, fp16, opset, components):
+def _finish_manifest(
+    pipe, folder, options, models, not_exported, fp16, opset, components, deployed=None
+):
     from t2i.version import __version__
 
     recipe = pipe.recipe
@@ -180,6 +199,7 @@ def _finish_manifest(pipe, folder, options, models, not_exported, fp16, opset, c
         "opset": opset,
         "fp16": fp16,
         "models": models,
+        "components": deployed or {},
         "not_exported": not_exported,
         "tokenizers": _save_tokenizers(components, folder),
         "graph": recipe.graph_dict(),

@@ -289,17 +289,23 @@ class OnnxRuntime:
         by_node: dict[str, dict[str, Any]] = {}
         for name, entry in manifest["models"].items():
             by_node.setdefault(entry["node"], {})[name] = entry
+        deployed = deploy_components(pipe, manifest.get("components", {}), sessions)
+        for node in deployed:
+            by_node.pop(node, None)
         fallback: list[str] = []
+        torch_built: list[str] = []
 
         def replace(node_id: str, kind: str, component: Any) -> Any:
             models = by_node.pop(node_id, None)
             if not models:
                 return component
+            torch_built.append(node_id)
             new, left = swap_in_sessions(component, models, sessions)
             fallback.extend(left)
             return new
 
-        pipe.map_components(replace)
+        if by_node:  # components without a deployment: built in torch, modules swapped
+            pipe.map_components(replace)
         if by_node:
             raise OnnxExportError(
                 f"{dir}: models {sorted(n for m in by_node.values() for n in m)} belong to graph "
@@ -309,7 +315,34 @@ class OnnxRuntime:
         if fallback:
             log.warning("onnx_torch_fallback", models=fallback)
         pipe.onnx_torch_fallback = fallback
+        pipe.onnx_deployed = deployed
+        pipe.onnx_torch_built = torch_built
         pipe.onnx_providers = providers
+
+
+def deploy_components(pipe: Any, components: dict[str, Any], sessions: dict[str, Any]) -> list:
+    """Put, in place of every loader node whose manifest entry names a deployment, the
+    component its factory builds around :class:`OrtModule` s, without running the loader
+    (so the family's torch model code is never imported); returns those node ids."""
+    from t2i.registry.lazy import lazy
+
+    def provide(node_id: str, kind: str, params: dict) -> Any:
+        entry = components.get(node_id)
+        if not entry or not entry.get("deployment"):
+            return None
+        deployment = entry["deployment"]
+        modules = {m: OrtModule(sessions[name]) for m, name in entry["models"].items()}
+        try:
+            factory = lazy(deployment["factory"]).resolve()
+        except (ImportError, AttributeError) as exc:
+            raise OnnxExportError(
+                f"component {entry['component']!r} of node {node_id!r} is deployed by "
+                f"{deployment['factory']}, which does not import here ({exc}): install the "
+                "family plugin it came from"
+            ) from exc
+        return factory(modules, **deployment.get("options", {}))
+
+    return pipe.provide_components(provide)
 
 
 RUNTIME = OnnxRuntime()
