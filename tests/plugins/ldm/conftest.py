@@ -23,8 +23,10 @@ def _randomize(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
     return model.eval()
 
 
-def tiny_sd_parts(root: Path, *, in_channels: int = 4) -> dict:
-    """Random tiny SD components in diffusers' classes (tokenizer files under ``root``)."""
+def tiny_sd_parts(root: Path, *, in_channels: int = 4, vae_std: float = 0.05) -> dict:
+    """Random tiny SD components in diffusers' classes (tokenizer files under ``root``);
+    ``vae_std``: the VAE's weight scale (0.1 gives a decoder that shows the latents'
+    differences; at 0.05 it maps them all to grey)."""
     import diffusers
     import transformers
 
@@ -74,7 +76,8 @@ def tiny_sd_parts(root: Path, *, in_channels: int = 4) -> dict:
             layers_per_block=1,
             norm_num_groups=8,
             latent_channels=4,
-        )
+        ),
+        std=vae_std,
     )
     scheduler = diffusers.EulerDiscreteScheduler(
         beta_schedule="scaled_linear",
@@ -91,17 +94,24 @@ def tiny_sd_parts(root: Path, *, in_channels: int = 4) -> dict:
     }
 
 
-def _save(root: Path, pipeline_class: str, in_channels: int):
+def _save(root: Path, pipeline_class: str, in_channels: int, vae_std: float = 0.05):
     import diffusers
 
     torch.manual_seed(0)
-    parts = tiny_sd_parts(root / "tok_src", in_channels=in_channels)
+    parts = tiny_sd_parts(root / "tok_src", in_channels=in_channels, vae_std=vae_std)
     cls = getattr(diffusers, pipeline_class)
     pipe = cls(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     folder = root / "pipeline"
     pipe.save_pretrained(folder, safe_serialization=True)
     return pipe, folder
+
+
+@pytest.fixture(scope="session")
+def make_tiny_sd():
+    """``make(root, *, vae_std=0.05) -> (StableDiffusionPipeline, folder)``, saved under root."""
+    pytest.importorskip("diffusers")
+    return lambda root, *, vae_std=0.05: _save(root, "StableDiffusionPipeline", 4, vae_std)
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,6 @@ architecture or with mismatched ranks is refused naming its keys.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -20,102 +18,20 @@ from t2i import Engine
 from t2i.checkpoints import CheckpointError
 from t2i.testing import make_manager
 from t2i_ldm import plugin
-from t2i_ldm.shapes_model import vocabulary_merges
-from t2i_ldm.tokenizer import openai_clip_vocab
 
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-WORDS = "a red blue green cube sphere on top of the left right small large photo cat dog"
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 """Attention projections, the transformer blocks' 1x1 convs (LoRA on convs) and MLPs."""
 
 
-def _randomize(model, std=0.05):
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, std)
-    return model.eval()
-
-
-def tiny_sd(root):
-    """A random tiny StableDiffusionPipeline (as test_pipeline_parity builds), saved."""
-    torch.manual_seed(0)
-    tok_dir = root / "tok_src"
-    tok_dir.mkdir()
-    merges = vocabulary_merges([WORDS])
-    vocab = openai_clip_vocab(merges)
-    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
-    (tok_dir / "merges.txt").write_text(
-        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
-    )
-    tokenizer = transformers.CLIPTokenizer(
-        str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77
-    )
-    text = transformers.CLIPTextModel(
-        transformers.CLIPTextConfig(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            bos_token_id=vocab["<|startoftext|>"],
-            eos_token_id=vocab["<|endoftext|>"],
-            pad_token_id=vocab["<|endoftext|>"],
-        )
-    ).eval()
-    unet = _randomize(
-        diffusers.UNet2DConditionModel(
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            cross_attention_dim=32,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            norm_num_groups=8,
-            attention_head_dim=2,
-            sample_size=8,
-        )
-    )
-    vae = _randomize(
-        diffusers.AutoencoderKL(
-            block_out_channels=(32, 64),
-            down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2,
-            layers_per_block=1,
-            norm_num_groups=8,
-            latent_channels=4,
-        ),
-        std=0.1,  # a decoder that shows the latents' differences (0.05 maps all to grey)
-    )
-    scheduler = diffusers.EulerDiscreteScheduler(
-        beta_schedule="scaled_linear",
-        beta_start=0.00085,
-        beta_end=0.012,
-        timestep_spacing="linspace",
-    )
-    pipe = diffusers.StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    folder = root / "pipeline"
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return folder
-
-
 @pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
-    return tiny_sd(tmp_path_factory.mktemp("sd_lora"))
+def sd_folder(tmp_path_factory, make_tiny_sd):
+    """A tiny random SD pipeline folder; its VAE at std 0.1, so the images differ visibly."""
+    return make_tiny_sd(tmp_path_factory.mktemp("sd_lora"), vae_std=0.1)[1]
 
 
 def _layers(pipe):

@@ -92,7 +92,10 @@ def test_pad_chunk_is_the_empty_prompt_encoding(tiny_sd):
     cond = encoder(tokens)
     torch.testing.assert_close(cond.pad_chunk, encoder(tokenizer([""])).embeds)
     torch.testing.assert_close(
-        cond.pad_chunk, _empty_chunk_by_hand(reference.text_encoder, tokenizer), rtol=1e-5, atol=1e-5
+        cond.pad_chunk,
+        _empty_chunk_by_hand(reference.text_encoder, tokenizer),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
