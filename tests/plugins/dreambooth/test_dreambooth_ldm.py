@@ -29,10 +29,11 @@ def ldm_manager():
     set_plugin_manager(previous)
 
 
-def _lora_helpers():
-    """tests/plugins/ldm/test_ldm_lora.py: the tiny random SD pipeline and diffusers' side."""
-    path = Path(__file__).parents[1] / "ldm" / "test_ldm_lora.py"
-    spec = importlib.util.spec_from_file_location("ldm_lora_helpers", path)
+def _ldm_test_module(name: str):
+    """A module of tests/plugins/ldm (``conftest``: the tiny random SD builder;
+    ``test_ldm_lora``: diffusers' side of the LoRA comparison), loaded under its own name."""
+    path = Path(__file__).parents[1] / "ldm" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"ldm_tests_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -69,8 +70,8 @@ def test_sd_lora_output_loads_in_diffusers(ldm_manager, tmp_path, images):
     pytest.importorskip("diffusers")
     from t2i_dreambooth import DreamBoothOptions, dreambooth
 
-    helpers = _lora_helpers()
-    sd = helpers.tiny_sd(tmp_path)
+    _, sd = _ldm_test_module("conftest").save_tiny_sd(tmp_path / "sd", vae_std=0.1)
+    helpers = _ldm_test_module("test_ldm_lora")
     model = dreambooth(
         DreamBoothOptions(
             recipe="ldm",

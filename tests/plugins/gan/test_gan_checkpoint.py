@@ -99,6 +99,10 @@ def test_our_folder_with_norm_and_projection_round_trips(tmp_path):
     model.save(tmp_path / "m")
     loaded = load_gan(tmp_path / "m")
     z, s = torch.randn(2, 8), torch.randn(2, 6) * 2 + 3
-    torch.testing.assert_close(loaded.netG(z, s), model.netG.half().float()(z, s), atol=2e-3, rtol=0)
-    torch.testing.assert_close(loaded.netC.cond_norm.mean, model.netC.cond_norm.mean, atol=1e-2, rtol=1e-3)
+    torch.testing.assert_close(
+        loaded.netG(z, s), model.netG.half().float()(z, s), atol=2e-3, rtol=0
+    )
+    torch.testing.assert_close(
+        loaded.netC.cond_norm.mean, model.netC.cond_norm.mean, atol=1e-2, rtol=1e-3
+    )
     assert loaded.netC.proj is not None

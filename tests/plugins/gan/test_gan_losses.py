@@ -37,3 +37,17 @@ def test_hinge_terms_and_mismatch():
     assert hinge_fake(scores).item() == pytest.approx((3.0 + 1.5 + 0) / 3)
     s = torch.arange(6.0).view(3, 2)
     assert mismatched(s).tolist() == [[2, 3], [4, 5], [0, 1]]
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25])
+def test_ma_gp_sentence_share_scales_the_sentence_gradient(share):
+    """``sentence_weight``: the sentence gradient's share of the norm (0: image alone)."""
+    torch.manual_seed(2)
+    w = torch.randn(3, 4, 4, dtype=torch.float64)
+    v = torch.randn(5, dtype=torch.float64)
+    image = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    sentence = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    scores = (image * w).flatten(1).sum(1) + sentence @ v
+    gp = ma_gp(image, sentence, scores, weight=0.5, sentence_weight=share)
+    norm = (w.pow(2).sum() + share**2 * v.pow(2).sum()).sqrt()
+    assert gp.item() == pytest.approx(0.5 * norm.item() ** 6, rel=1e-12)

@@ -68,7 +68,10 @@ def test_norm_and_projection_are_ours_and_off_for_dfgan_files(tiny_config):
     torch.manual_seed(0)
     c = NetC(ours).double()
     c.cond_norm.fit(torch.randn(50, 6, dtype=torch.float64) * 3 + 1)
-    features, s = torch.randn(3, 16, 4, 4, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
+    features, s = (
+        torch.randn(3, 16, 4, 4, dtype=torch.float64),
+        torch.randn(3, 6, dtype=torch.float64),
+    )
     y = (s - c.cond_norm.mean) * c.cond_norm.inv_std
     tiled = y[:, :, None, None].expand(-1, -1, 4, 4)
     joint = c.joint_conv(torch.cat((features, tiled), 1)).view(-1)

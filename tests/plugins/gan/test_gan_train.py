@@ -58,9 +58,17 @@ def test_a_stepped_model_refuses_gradient_accumulation(tmp_path, tiny_config):
         train(GanTrainable(tiny_config), _data(tiny_config), config, tmp_path)
 
 
-def test_bad_trainer_options_are_usage_errors(tmp_path):
-    result = CliRunner().invoke(train_gan, ["--out", str(tmp_path), "--images", "1"])
-    assert result.exit_code == 2 and "--images must be >= 2" in result.output
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--images", "1"], "--images must be >= 2"),
+        (["--gp-weight", "-1"], "--gp-weight must be >= 0"),
+        (["--gp-sentence-weight", "-0.5"], "--gp-sentence-weight must be >= 0"),
+    ],
+)
+def test_bad_trainer_options_are_usage_errors(tmp_path, flags, message):
+    result = CliRunner().invoke(train_gan, ["--out", str(tmp_path), *flags])
+    assert result.exit_code == 2 and message in result.output
 
 
 def _flags():

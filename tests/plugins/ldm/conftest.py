@@ -94,7 +94,13 @@ def tiny_sd_parts(root: Path, *, in_channels: int = 4, vae_std: float = 0.05) ->
     }
 
 
-def _save(root: Path, pipeline_class: str, in_channels: int, vae_std: float = 0.05):
+def save_tiny_sd(
+    root: Path,
+    pipeline_class: str = "StableDiffusionPipeline",
+    in_channels: int = 4,
+    vae_std: float = 0.05,
+):
+    """``(pipeline, folder)``: the tiny random SD pipeline saved under ``root`` (seed 0)."""
     import diffusers
 
     torch.manual_seed(0)
@@ -111,18 +117,20 @@ def _save(root: Path, pipeline_class: str, in_channels: int, vae_std: float = 0.
 def make_tiny_sd():
     """``make(root, *, vae_std=0.05) -> (StableDiffusionPipeline, folder)``, saved under root."""
     pytest.importorskip("diffusers")
-    return lambda root, *, vae_std=0.05: _save(root, "StableDiffusionPipeline", 4, vae_std)
+    return lambda root, *, vae_std=0.05: save_tiny_sd(root, "StableDiffusionPipeline", 4, vae_std)
 
 
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
     """``(StableDiffusionPipeline, folder)`` on random tiny weights."""
     pytest.importorskip("diffusers")
-    return _save(tmp_path_factory.mktemp("tiny_sd"), "StableDiffusionPipeline", 4)
+    return save_tiny_sd(tmp_path_factory.mktemp("tiny_sd"), "StableDiffusionPipeline", 4)
 
 
 @pytest.fixture(scope="session")
 def tiny_sd_inpaint(tmp_path_factory):
     """``(StableDiffusionInpaintPipeline, folder)``: a 9-channel inpainting UNet."""
     pytest.importorskip("diffusers")
-    return _save(tmp_path_factory.mktemp("tiny_sd_inpaint"), "StableDiffusionInpaintPipeline", 9)
+    return save_tiny_sd(
+        tmp_path_factory.mktemp("tiny_sd_inpaint"), "StableDiffusionInpaintPipeline", 9
+    )

@@ -79,7 +79,9 @@ class GanGenerator:
     def __repr__(self) -> str:
         c = getattr(self.net, "config", None)
         nf = f"nf={c.nf}, " if c is not None else "deployed, "
-        return f"GanGenerator({nf}z_dim={self.z_dim}, cond_dim={self.cond_dim}, {self.image_size}px)"
+        return (
+            f"GanGenerator({nf}z_dim={self.z_dim}, cond_dim={self.cond_dim}, {self.image_size}px)"
+        )
 
 
 def deployed(modules, *, z_dim: int, cond_dim: int, image_size: int) -> GanGenerator:

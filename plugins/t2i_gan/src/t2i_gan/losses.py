@@ -40,20 +40,22 @@ def ma_gp(
     weight: float = GP_WEIGHT,
     power: float = GP_POWER,
     scale: float = 1.0,
+    sentence_weight: float = 1.0,
 ) -> torch.Tensor:
-    """MA-GP: ``weight * mean(||cat(grad_image, grad_sentence)||^power)``.
+    """MA-GP: ``weight * mean(||cat(grad_image, sentence_weight * grad_sentence)||^power)``.
 
     ``image`` and ``sentence`` must require grad and ``scores`` depend on both.
     ``scale``: the loss scaler's factor when ``scores`` is scaled (fp16); the gradients are
-    divided by it before the norm. Returns a graph-connected scalar (create_graph=True).
+    divided by it before the norm. ``sentence_weight``: the sentence gradient's share of the
+    norm (1: DF-GAN; 0: the penalty on the image gradient alone). Returns a graph-connected
+    scalar (create_graph=True).
     """
+    inputs = (image, sentence) if sentence_weight else (image,)
     grads = torch.autograd.grad(
-        outputs=scores.sum() * scale,
-        inputs=(image, sentence),
-        create_graph=True,
-        retain_graph=True,
+        outputs=scores.sum() * scale, inputs=inputs, create_graph=True, retain_graph=True
     )
     wide = [g.to(torch.promote_types(g.dtype, torch.float32)) for g in grads]  # bf16 -> fp32
-    flat = torch.cat([g.reshape(g.shape[0], -1) / scale for g in wide], dim=1)
+    factors = (1.0, sentence_weight)
+    flat = torch.cat([g.reshape(g.shape[0], -1) * (f / scale) for g, f in zip(wide, factors)], 1)
     norm = flat.pow(2).sum(dim=1).sqrt()
     return weight * norm.pow(power).mean()

@@ -34,8 +34,10 @@ def _device(config: TrainConfig) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _check(images: int, nf: int, d_lr_ratio: float, eval_every: int, pair_fraction: float):
+def _check(images: int, nf: int, d_lr_ratio: float, eval_every: int, pair_fraction: float, gp):
     rules = (
+        (gp[0] >= 0, f"--gp-weight must be >= 0, got {gp[0]}"),
+        (gp[1] >= 0, f"--gp-sentence-weight must be >= 0, got {gp[1]}"),
         (images >= 2, f"--images must be >= 2, got {images}"),
         (nf >= 1, f"--nf must be >= 1, got {nf}"),
         (d_lr_ratio > 0, f"--d-lr-ratio must be > 0, got {d_lr_ratio}"),
@@ -73,6 +75,13 @@ class GanTrainer(Trainer):
         TrainerOption(
             "--no-projection", is_flag=True, help="No projection term in the discriminator."
         ),
+        TrainerOption("--gp-weight", float, 2.0, help="MA-GP's weight (DF-GAN: 2)."),
+        TrainerOption(
+            "--gp-sentence-weight",
+            float,
+            1.0,
+            help="The sentence gradient's share of MA-GP's norm (1: DF-GAN; 0: image only).",
+        ),
     )
     defaults: ClassVar[dict[str, Any]] = {
         "steps": 20_000,
@@ -97,7 +106,8 @@ class GanTrainer(Trainer):
             options.update(TINY, images=min(options["images"], 64))
         vectors = options["vectors"]
         n, nf, ratio = options["images"], options["nf"], options["d_lr_ratio"]
-        _check(n, nf, ratio, options["eval_every"], options["pair_fraction"])
+        gp = (options["gp_weight"], options["gp_sentence_weight"])
+        _check(n, nf, ratio, options["eval_every"], options["pair_fraction"], gp)
         device, out = _device(config), Path(out)
         torch.manual_seed(config.seed)
         record = {"trainer": "gan", **{k: v for k, v in options.items() if k != "vectors"}}
@@ -111,7 +121,9 @@ class GanTrainer(Trainer):
             cond_norm=norm,
             projection=not options["no_projection"],
         )
-        model = GanTrainable(gan_config, d_lr_ratio=ratio, training=record)
+        model = GanTrainable(
+            gan_config, d_lr_ratio=ratio, gp_weight=gp[0], gp_sentence_weight=gp[1], training=record
+        )
         images, sentences = training_set(
             n, 64, pair_fraction=options["pair_fraction"], vectors=vectors, device=device
         )

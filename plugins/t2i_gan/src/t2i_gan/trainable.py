@@ -21,7 +21,7 @@ from torch import nn
 from t2i.checkpoints import save_safetensors
 from t2i.training.stepping import StepTools
 from t2i_gan.checkpoint import FAMILY
-from t2i_gan.losses import hinge_fake, hinge_real, ma_gp, mismatched
+from t2i_gan.losses import GP_WEIGHT, hinge_fake, hinge_real, ma_gp, mismatched
 from t2i_gan.models import GanConfig, NetC, NetD, NetG
 
 BETAS = (0.0, 0.9)
@@ -32,10 +32,17 @@ class GanTrainable(nn.Module):
     (B, 3, S, S), sentence vectors (B, cond_dim))``."""
 
     def __init__(
-        self, config: GanConfig, *, d_lr_ratio: float = 4.0, training: dict | None = None
+        self,
+        config: GanConfig,
+        *,
+        d_lr_ratio: float = 4.0,
+        gp_weight: float = GP_WEIGHT,
+        gp_sentence_weight: float = 1.0,
+        training: dict | None = None,
     ) -> None:
         super().__init__()
         self.config, self.d_lr_ratio = config, float(d_lr_ratio)
+        self.gp_weight, self.gp_sentence_weight = float(gp_weight), float(gp_sentence_weight)
         self.netG, self.netD, self.netC = NetG(config), NetD(config), NetC(config)
         self.training_record = dict(training or {})
 
@@ -80,7 +87,14 @@ class GanTrainable(nn.Module):
             d_mis = hinge_fake(self.netC(real_features, mismatched(sentence)))
             d_fake = hinge_fake(self.netC(self.netD(fake.detach()), sentence))
         scale = float(tools.scaler.get_scale()) if tools.scaler.is_enabled() else 1.0
-        gp = ma_gp(images, sent, pred_real.float(), scale=scale)
+        gp = ma_gp(
+            images,
+            sent,
+            pred_real.float(),
+            weight=self.gp_weight,
+            scale=scale,
+            sentence_weight=self.gp_sentence_weight,
+        )
         total = d_real.float() + (d_fake.float() + d_mis.float()) / 2 + gp
         return {"d_loss": total, "d_real": d_real, "d_fake": d_fake, "d_mis": d_mis, "gp": gp}
 
