@@ -186,3 +186,26 @@ def test_serve_help_documents_the_models_folder():
     plugin.t2i_register_commands(group)
     out = CliRunner().invoke(group, ["serve", "--help"]).output
     assert "--ckpt-dir" in out and "T2I_MODELS_DIR" in out and "--allow-pickle" in out
+
+
+def test_model_info_builds_the_recipe_with_the_checkpoint(server):
+    """``/t2i/v1/model-info`` (what the page asks when a checkpoint is picked): the recipe is
+    built with ``checkpoint=`` (dalle-shapes without one has no shipped weights here)."""
+    entries = requests.get(f"{server.url}/sdapi/v1/sd-models", timeout=30).json()
+    dalle = next(e for e in entries if e["filename"].endswith("tiny-dalle"))
+    r = requests.get(f"{server.url}/t2i/v1/model-info", params={"name": dalle["title"]})
+    assert r.status_code == 200, r.text
+    info = r.json()
+    assert "error" not in info and info["family"] == "tokens"
+    assert (info["name"], info["recipe"]) == (dalle["title"], "dalle-shapes")
+    assert info["checkpoint"] == dalle and "top_k" in info["fields"]
+    assert (
+        requests.get(f"{server.url}/t2i/v1/model-info", params={"name": "toy-gan"}).json()["family"]
+        == "generator"
+    )
+    state = server.state
+    keys = [k for k in state._info if k[0] == "dalle-shapes" and len(k) == 3]
+    assert keys == [("dalle-shapes", dalle["filename"], dalle["sha256"])]
+    bad = requests.get(f"{server.url}/t2i/v1/model-info", params={"name": "old.ckpt"})
+    assert bad.status_code == 422 and "--allow-pickle" in bad.json()["detail"]
+    assert bad.json()["field"] == "name"

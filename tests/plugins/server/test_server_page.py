@@ -9,6 +9,7 @@ import pytest
 import requests
 from PIL import Image
 from server_live import live_server, toy_manager
+from server_models import tiny_dalle_folder, tiny_sd_file
 
 from t2i import Engine
 from t2i.infotext import parse_infotext
@@ -39,8 +40,8 @@ def server():
         yield live
 
 
-@pytest.fixture
-def page(browser, server):
+def open_page(browser, server):
+    """The page of ``server``, loaded; yields it, then checks it raised no script error."""
     page = browser.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -49,6 +50,11 @@ def page(browser, server):
     yield page
     page.close()
     assert errors == []
+
+
+@pytest.fixture
+def page(browser, server):
+    yield from open_page(browser, server)
 
 
 def newest_image(page, count=1):
@@ -184,3 +190,88 @@ def test_xyz_plot_live_preview_and_interrupt(page, server):
         raise AssertionError(status) from exc
     assert not page.is_disabled("#generate")
     assert int(page.inner_text("#status").split(": ")[1].split()[0]) < 8
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A models folder (``--ckpt-dir``) of a tiny DALL-E folder and a tiny SD single file, its
+    CLIP vocabulary in ``$T2I_CLIP_TOKENIZER``."""
+    pytest.importorskip("t2i_ldm")
+    pytest.importorskip("t2i_dalle")
+    base = tmp_path_factory.mktemp("page-models")
+    root = base / "models"
+    tiny_sd_file(root / "sd" / "tiny-sd.safetensors", base / "clip")
+    tiny_dalle_folder(root / "tiny-dalle")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("T2I_CLIP_TOKENIZER", str(base / "clip"))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def folder_server(models):
+    from t2i_dalle import plugin as dalle
+
+    from t2i.testing import make_manager, toy_plugin
+    from t2i_ldm import plugin as ldm
+
+    manager = make_manager(toy_plugin, ldm, dalle)
+    with live_server(manager, recipe="toy-diffusion", models_dir=models) as live:
+        yield live
+
+
+@pytest.fixture
+def folder_page(browser, folder_server):
+    yield from open_page(browser, folder_server)
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "settings"),
+    [
+        ("tiny-dalle", "autoregressive", {}),
+        ("sd/tiny-sd.safetensors", "diffusion",
+         {"steps": 2, "width": 16, "height": 16, "sampler_name": "Euler"}),
+    ],
+)  # fmt: skip
+def test_a_models_folder_checkpoint_generates_as_the_api(
+    folder_page, folder_server, name, family, settings
+):
+    page, url = folder_page, folder_server.url
+    entries = requests.get(f"{url}/sdapi/v1/sd-models", timeout=30).json()
+    ckpt = next(e for e in entries if e["title"].startswith(f"{name} ["))
+    title = ckpt["title"]
+    listed = page.eval_on_selector_all("#recipe option", "os => os.map(o => o.value)")
+    assert title in listed and "toy-diffusion" in listed  # recipes, then the folder
+    page.select_option("#recipe", value=title)
+    page.wait_for_function(
+        "(t) => document.querySelector('#recipe').dataset.applied === t", arg=title
+    )
+    described = page.evaluate("(t) => state.recipes[t]", title)
+    assert "error" not in described, described.get("error")  # built WITH the checkpoint
+    assert described["recipe"] == ckpt["recipe"] and described["checkpoint"]["hash"] == ckpt["hash"]
+    assert page.inner_text("#family") == family
+    assert page.is_visible("#steps") == (family == "diffusion")
+    page.fill("#prompt", "a red cube")
+    page.fill("#seed", "21")
+    for field in ("steps", "width", "height"):
+        if field in settings:
+            page.fill(f"#{field}", str(settings[field]))
+    if "sampler_name" in settings:
+        page.select_option("#sampler", label=settings["sampler_name"])
+    page.click("#generate")
+    shown = requests.get(url + newest_image(page), timeout=30).content
+    api = requests.post(
+        f"{url}/sdapi/v1/txt2img",
+        json={"prompt": "a red cube", "seed": 21, **settings,
+              "override_settings": {"sd_model_checkpoint": title}},
+        timeout=120,
+    ).json()  # fmt: skip
+    assert base64.b64decode(api["images"][0]) == shown  # the same PNG, infotext included
+    info = parse_infotext(Image.open(io.BytesIO(shown)).info["parameters"])
+    assert info["Model hash"] == ckpt["hash"] and info["Seed"] == "21"
+    page.select_option("#recipe", value="toy-diffusion")
+    page.wait_for_function("document.querySelector('#recipe').dataset.applied === 'toy-diffusion'")
+    page.locator("#gallery .reuse").first.click()  # "reuse settings" picks the checkpoint again
+    page.wait_for_function(
+        "(t) => document.querySelector('#recipe').dataset.applied === t", arg=title
+    )
+    assert page.input_value("#seed") == "21"

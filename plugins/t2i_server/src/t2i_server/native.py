@@ -2,6 +2,8 @@
 
 - ``GET /t2i/v1/recipes``: every recipe with its family, request fields and defaults, and the
   models folder's checkpoints (a checkpoint's title works as a job's ``recipe``);
+- ``GET /t2i/v1/model-info?name=TITLE``: the same description of one recipe or checkpoint
+  (a checkpoint's recipe built with it: its fields, defaults and family);
 - ``POST /t2i/v1/jobs``: ``{"recipe": NAME, "options": {...}, "prompt": ..., "request":
   {field: value}}`` or ``{"graph": GRAPH_JSON, ...}`` (the engine's own graph format, as
   ``t2i graph show --format json`` writes it); ``"xyz": ["cfg_scale=3,5", ...]`` makes it
@@ -83,6 +85,20 @@ def recipes(request: Request):
     out = [server.recipe_info(e.name) for e in server.registry.entries("recipe")]
     checkpoints = [c.as_a1111() for c in server.models.checkpoints]
     return {"current": server.current, "recipes": out, "checkpoints": checkpoints}
+
+
+@router.get("/model-info")
+def model_info(name: str, request: Request):
+    """One model's description (as ``/recipes`` gives a recipe's): a recipe, or a models-folder
+    checkpoint's title, its recipe built with ``checkpoint=`` it (so what it reads from the
+    checkpoint, such as sizes, is there; the page asks when a checkpoint is picked, so listing
+    a folder of big checkpoints loads none of them). A name that is no model is a 422."""
+    try:
+        return _server(request).model_info(name, "name")
+    except RequestError as exc:
+        return JSONResponse(
+            {"error": "RequestError", "field": exc.field, "detail": str(exc)}, status_code=422
+        )
 
 
 @router.post("/jobs", status_code=202)

@@ -4,6 +4,7 @@ selected model, and how a request becomes a :class:`~t2i_server.jobs.Job`."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,7 +41,8 @@ class Server:
         self.manager = manager
         self.cache = ModelCache(settings.max_models)
         self.worker = Worker(self.cache)
-        self._info: dict[str, dict[str, Any]] = {}
+        self._info: dict[tuple, dict[str, Any]] = {}
+        self._info_lock = threading.Lock()
         self.models = ModelsFolder(None)
         self.refresh_models()
         self.current = (
@@ -111,13 +113,42 @@ class Server:
             return selection.checkpoint.family
         return self.recipe_info(selection.recipe).get("family") or ""
 
-    def recipe_info(self, name: str) -> dict[str, Any]:
-        """A recipe's request fields, defaults and family, from its graph (no weights)."""
-        if name not in self._info:
-            self._info[name] = self._describe(name)
-        return self._info[name]
+    def recipe_info(self, name: str, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+        """A recipe's request fields, defaults and family, from its graph (no sampling).
 
-    def _describe(self, name: str) -> dict[str, Any]:
+        With ``checkpoint`` (a models-folder entry), the recipe is built with that
+        checkpoint's options, as a job on it would be: a recipe such as ``dalle-shapes``
+        reads its sizes from the folder, and ``ldm`` cannot build without one. Cached by
+        (recipe, checkpoint path, checkpoint hash), so a rescanned, changed file is described
+        anew."""
+        key = (name,) if checkpoint is None else (name, str(checkpoint.path), checkpoint.sha256)
+        with self._info_lock:  # one build per model, though routes run in threads
+            if key not in self._info:
+                self._info[key] = self._describe(name, checkpoint)
+            return self._info[key]
+
+    def model_info(self, name: str, field: str = "model") -> dict[str, Any]:
+        """:meth:`recipe_info` of the model called ``name`` (a recipe or a checkpoint's
+        title, see :meth:`select`); a checkpoint's ``name`` is its title, with ``recipe``
+        and ``checkpoint`` (its ``/sdapi/v1/sd-models`` entry) beside it.
+
+        Raises:
+            RequestError: naming ``field``, as :meth:`select`.
+        """
+        chosen = self.select(name, field)
+        if chosen.checkpoint is None:
+            return self.recipe_info(chosen.recipe)
+        info = self.recipe_info(chosen.recipe, chosen.checkpoint)
+        return {
+            **info,
+            "name": chosen.title,
+            "recipe": chosen.recipe,
+            "checkpoint": chosen.checkpoint.as_a1111(),
+            "default": False,
+            "aliases": [],
+        }
+
+    def _describe(self, name: str, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
         entry = self.registry.get("recipe", name)
         info: dict[str, Any] = {
             "name": entry.name,
@@ -127,7 +158,7 @@ class Server:
             "aliases": list(entry.aliases),
         }
         try:
-            recipe = entry.create()
+            recipe = entry.create(**(checkpoint.options() if checkpoint else {}))
         except Exception as exc:  # a recipe that needs options (a checkpoint) to build
             return {**info, "error": f"{type(exc).__name__}: {exc}", "fields": [], "family": ""}
         contracts = set()

@@ -1,7 +1,10 @@
 // t2i web page: plain JS on the native API (/t2i/v1) and the A1111 routes (/sdapi/v1).
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { recipes: {}, samplers: [], schedulers: [], initImage: null, pngInfo: null };
+// recipes: name (or a checkpoint's title) -> its description (fields, defaults, family);
+// checkpoints: title -> its /sdapi/v1/sd-models entry, described when first picked.
+const state = { recipes: {}, checkpoints: {}, samplers: [], schedulers: [], initImage: null,
+  pngInfo: null };
 const AXES = ["", "seed", "steps", "cfg_scale", "sampler", "schedule", "size", "strength",
   "recipe", "prompt_sr", "negative_prompt", "eta", "top_k", "top_p", "temperature"];
 const NUMERIC = ["steps", "width", "height", "cfg_scale", "batch_size", "seed", "top_k",
@@ -29,11 +32,26 @@ async function init() {
     api("/t2i/v1/recipes"), api("/sdapi/v1/samplers"), api("/sdapi/v1/schedulers")]);
   state.samplers = samplers;
   state.schedulers = schedulers;
+  const group = (label) => {
+    const g = document.createElement("optgroup");
+    g.label = label;
+    $("recipe").append(g);
+    return g;
+  };
+  const recipeGroup = group("Recipes");
   for (const r of recipes.recipes) {
     state.recipes[r.name] = r;
     const opt = new Option(r.name + (r.error ? " (needs options)" : ""), r.name);
     opt.title = r.description || "";
-    $("recipe").add(opt);
+    recipeGroup.append(opt);
+  }
+  const checkpoints = recipes.checkpoints || [];
+  const folderGroup = checkpoints.length ? group("Models folder") : null;
+  for (const c of checkpoints) {
+    state.checkpoints[c.title] = c;
+    const opt = new Option(c.title, c.title);
+    opt.title = `${c.format}: ${c.filename} (recipe ${c.recipe})`;
+    folderGroup.append(opt);
   }
   $("recipe").value = recipes.current;
   for (const s of schedulers) $("schedule").add(new Option(s.label, s.name));
@@ -61,8 +79,26 @@ function addAxisRow(name) {
   $("axes").append(row);
 }
 
-function applyRecipe() {
-  const r = state.recipes[$("recipe").value];
+// The description of the picked model: a recipe's came with the page, a checkpoint's is asked
+// for when it is first picked (its recipe built with it; listing loads no checkpoint).
+async function describe(name) {
+  if (!state.recipes[name] && state.checkpoints[name]) {
+    try {
+      state.recipes[name] = await api(`/t2i/v1/model-info?name=${encodeURIComponent(name)}`);
+    } catch (e) {
+      state.recipes[name] = { name, fields: [], family: "", error: e.message };
+    }
+  }
+  return state.recipes[name];
+}
+
+async function applyRecipe() {
+  const name = $("recipe").value;
+  $("recipe").dataset.applied = "";
+  $("generate").disabled = true;
+  const r = await describe(name);
+  if (name !== $("recipe").value) return;  // another model was picked meanwhile
+  $("generate").disabled = false;
   if (!r) return;
   const fields = new Set(r.fields || []);
   $("family").textContent = r.family_label || r.family || "";
@@ -88,6 +124,7 @@ function applyRecipe() {
   if (d.sampler) selectSampler(d.sampler);
   $("schedule").value = d.schedule || "automatic";
   if (r.error) showError(`${r.name}: ${r.error}`); else showError("");
+  $("recipe").dataset.applied = name;
 }
 
 function selectSampler(name) {
@@ -216,9 +253,18 @@ async function reuseInfotext(text) {
   applyParameters(parsed.parameters);
 }
 
-function applyParameters(p) {
+// The model an infotext names: a checkpoint by its Model hash, else a recipe by its name.
+function modelOf(p) {
+  const hash = p["Model hash"];
+  const ckpt = hash && Object.values(state.checkpoints).find((c) => c.hash === hash);
+  if (ckpt) return ckpt.title;
+  return p.Model && state.recipes[p.Model] && !state.checkpoints[p.Model] ? p.Model : null;
+}
+
+async function applyParameters(p) {
   if (!p) return;
-  if (p.Model && state.recipes[p.Model]) { $("recipe").value = p.Model; applyRecipe(); }
+  const model = modelOf(p);
+  if (model) { $("recipe").value = model; await applyRecipe(); }
   if (p.Prompt !== undefined) $("prompt").value = p.Prompt;
   if (p["Negative prompt"] !== undefined) $("negative").value = p["Negative prompt"];
   const map = { Steps: "steps", "CFG scale": "cfg_scale", Seed: "seed", "Size-1": "width",
