@@ -6,7 +6,7 @@
 #     image gradient only (--gp-sentence-weight 0), 4b DF-GAN's conditioning as run 2 had it
 #     (--no-cond-norm); both at D's 4x learning-rate ratio, then `t2i eval gan-shapes`.
 # Usage (there, from a code snapshot folder whose parent is the repo copy):
-#   OUT=... MINILM=../.minilm16 WHL=../.whl MINUTES=9.3 bash benchmarks/imagen_cfg_gan_device.sh
+#   OUT=... MINILM=../.minilm16 WHL=../.whl MINUTES=9.3 [GAN_B=0: run 4a only] bash benchmarks/imagen_cfg_gan_device.sh
 # Back in $OUT: gan4a/ gan4b/ (netG|netD|netC.safetensors, model.json) and results.tgz (evals,
 #   curves, logs).
 set -uo pipefail
@@ -60,12 +60,13 @@ gan_job() {  # name flags...
 }
 imagen_job > "$R/imagen_job.log" 2>&1 & imagen_pid=$!
 gan_job gan4a --gp-sentence-weight 0 & a_pid=$!
-gan_job gan4b --no-cond-norm & b_pid=$!
+b_pid=
+[ "${GAN_B:-1}" = 1 ] && { gan_job gan4b --no-cond-norm & b_pid=$!; }
 wait "$imagen_pid"; echo "imagen done after $(( $(date +%s) - start )) s"
-wait "$a_pid" "$b_pid"; echo "gan done after $(( $(date +%s) - start )) s"
+wait "$a_pid" $b_pid; echo "gan done after $(( $(date +%s) - start )) s"
 tar -czf "$OUT/results.tgz" -C "$R" .
 cat "$R/imagen_job.log"
 for f in "$R"/imagen_cfg*.log "$R"/gan4*.eval.log; do echo "== $f"; tail -4 "$f"; done
-for n in gan4a gan4b; do grep -h "gan.probe" "$R/$n.train.log" | tail -3; done
+for n in gan4a gan4b; do grep -h "gan.probe" "$R/$n.train.log" 2>/dev/null | tail -3; done
 ls -la "$OUT" "$OUT"/gan4a
 echo "wall $(( $(date +%s) - start )) s"
