@@ -22,6 +22,7 @@ import os
 import pickle
 import pickletools
 import struct
+import threading
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -503,6 +504,44 @@ def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
     while len(shape) > 1 and shape[-1] == 1:
         shape = shape[:-1]
     return shape
+
+
+_INITIALISERS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+    "sparse_",
+)  # fmt: skip
+
+
+def empty_module(factory: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> nn.Module:
+    """``factory(*args, **kwargs)`` built on the ``meta`` device with ``torch.nn.init``'s
+    initialisers switched off: no random initialisation is computed for weights that
+    :func:`load_into` then replaces, and none runs on ``meta`` tensors (which would import
+    ``torch._dynamo``, seconds on a small CPU). Buffers that are not in the state dict
+    (non-persistent) stay on ``meta``: the caller makes them again.
+
+    The initialisers are switched off process-wide while ``factory`` runs (as transformers'
+    ``no_init_weights`` does), under a lock; build other modules in other threads meanwhile
+    only if they load their weights too.
+    """
+    init = torch.nn.init
+    with _EMPTY_LOCK:
+        saved = {name: getattr(init, name) for name in _INITIALISERS}
+        for name in _INITIALISERS:
+            setattr(init, name, _no_init)
+        try:
+            with torch.device("meta"):
+                return factory(*args, **kwargs)
+        finally:
+            for name, fn in saved.items():
+                setattr(init, name, fn)
+
+
+def _no_init(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
+
+
+_EMPTY_LOCK = threading.Lock()
 
 
 def load_into(

@@ -232,3 +232,20 @@ def test_an_integer_buffer_takes_a_float_counter(tmp_path):
     state["steps"] = torch.tensor(7.0)  # some files store counters as floats
     model = load_into(Tiny(), open_checkpoint(save_safetensors(state, tmp_path / "f.safetensors")))
     assert model.steps.dtype == torch.int64 and int(model.steps) == 7
+
+
+def test_empty_module_runs_no_initialiser_and_load_into_fills_it(tmp_path, monkeypatch):
+    from t2i.checkpoints import empty_module
+
+    calls = []
+    monkeypatch.setattr(torch.nn.init, "kaiming_uniform_", lambda t, *a, **k: calls.append(t))
+    recorder = torch.nn.init.kaiming_uniform_
+    model = empty_module(lambda: nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)))
+    assert calls == [] and torch.nn.init.kaiming_uniform_ is recorder  # off, then back on
+    assert all(p.is_meta for p in model.parameters())
+    state = {"0.weight": torch.ones(4, 3), "0.bias": torch.zeros(4),
+             "1.weight": torch.ones(4), "1.bias": torch.zeros(4)}  # fmt: skip
+    save_file(state, tmp_path / "m.safetensors")
+    load_into(model, open_checkpoint(tmp_path / "m.safetensors"))
+    assert not any(p.is_meta for p in model.parameters())
+    assert torch.equal(model(torch.ones(1, 3)), torch.zeros(1, 4))

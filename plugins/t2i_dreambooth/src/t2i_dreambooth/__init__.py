@@ -18,6 +18,15 @@ Python API::
 """
 
 from t2i_dreambooth.options import DreamBoothOptions, DreamBoothOptionsError
-from t2i_dreambooth.run import dreambooth
 
 __all__ = ["DreamBoothOptions", "DreamBoothOptionsError", "dreambooth"]
+
+
+def __getattr__(name: str):
+    # ``dreambooth`` (torch, the engine) is imported when first used, so that discovering the
+    # plugin (every ``t2i`` command mounts ``t2i dreambooth``) imports no model library.
+    if name == "dreambooth":
+        from t2i_dreambooth.run import dreambooth
+
+        return dreambooth
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

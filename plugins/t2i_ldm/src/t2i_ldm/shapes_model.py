@@ -25,15 +25,18 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import torch
-from transformers import CLIPTextConfig  # the model class is imported where it is built
 
-from t2i.checkpoints import CheckpointError
+from t2i.checkpoints import CheckpointError, empty_module
+from t2i_ldm.clip_text import ClipTextConfig
 from t2i_ldm.config import NoiseScheduleConfig, UNetConfig, VAEConfig
 from t2i_ldm.tokenizer import ClipTokenizer, openai_clip_vocab
+
+if TYPE_CHECKING:  # training builds transformers' model; generating runs t2i_ldm.clip_text
+    from transformers import CLIPTextConfig
 
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "ldm-shapes"
 """The shipped model (safetensors, each file under 16 MiB)."""
@@ -134,6 +137,8 @@ def load_tokenizer(folder: str | os.PathLike) -> ClipTokenizer:
 
 def text_config(vocab_size: int, *, tiny: bool = False) -> CLIPTextConfig:
     """A small CLIP text tower (SD1 conventions: quick GELU, 77 positions)."""
+    from transformers import CLIPTextConfig
+
     width, layers, heads = (32, 1, 2) if tiny else (TEXT_WIDTH, TEXT_LAYERS, TEXT_HEADS)
     return CLIPTextConfig(
         vocab_size=vocab_size,
@@ -206,7 +211,14 @@ class ShapesModelSpec:
         return self.text.get("kind", "clip")
 
     def text_config(self) -> CLIPTextConfig:
+        """transformers' config of the text model (what training builds)."""
+        from transformers import CLIPTextConfig
+
         return CLIPTextConfig(**{k: v for k, v in self.text.items() if k != "kind"})
+
+    def clip_text_config(self) -> ClipTextConfig:
+        """The same as :class:`t2i_ldm.clip_text.ClipTextConfig` (what generating runs)."""
+        return ClipTextConfig.from_dict({k: v for k, v in self.text.items() if k != "kind"})
 
 
 def config_dict(config: Any) -> dict[str, Any]:
@@ -226,6 +238,8 @@ def _folder(checkpoint: str | os.PathLike | None) -> Path:
 
 
 def _load_module(module: torch.nn.Module, file: Path) -> torch.nn.Module:
+    """Load ``file`` into ``module`` (built by :func:`~t2i.checkpoints.empty_module`: its
+    tensors are replaced, so no random initialisation is computed to be overwritten)."""
     from t2i.checkpoints import load_into, open_checkpoint
 
     load_into(
@@ -258,11 +272,11 @@ def create_text_encoder(*, checkpoint: str | os.PathLike | None = None, **option
         conditioner = MiniLmConditioner.from_folder(find_minilm(), spec.text["width"])
         _load_module(conditioner.adapter, folder / ADAPTER_FILE)
         return MiniLmTextEncoder(conditioner, **options)
-    from transformers import CLIPTextModel
-
+    from t2i_ldm.clip_text import ClipTextModel
     from t2i_ldm.text_encoder import ClipTextEncoder
 
-    model = _load_module(CLIPTextModel(spec.text_config()), folder / "text_encoder.safetensors")
+    model = _load_module(empty_module(ClipTextModel, spec.clip_text_config()),
+                         folder / "text_encoder.safetensors")  # fmt: skip
     return ClipTextEncoder(model, **options)
 
 
@@ -273,7 +287,7 @@ def create_denoiser(*, checkpoint: str | os.PathLike | None = None):
 
     folder = _folder(checkpoint)
     spec = ShapesModelSpec.read(folder)
-    unet = _load_module(UNetModel(spec.unet_config()), folder / "unet.safetensors")
+    unet = _load_module(empty_module(UNetModel, spec.unet_config()), folder / "unet.safetensors")
     return LdmDenoiser(unet, spec.prediction_type, NoiseScheduleConfig())
 
 
@@ -283,7 +297,7 @@ def create_decoder(*, checkpoint: str | os.PathLike | None = None):
 
     folder = _folder(checkpoint)
     spec = ShapesModelSpec.read(folder)
-    vae = _load_module(AutoencoderKL(spec.vae_config()), folder / "vae.safetensors")
+    vae = _load_module(empty_module(AutoencoderKL, spec.vae_config()), folder / "vae.safetensors")
     return LdmDecoder(vae)
 
 

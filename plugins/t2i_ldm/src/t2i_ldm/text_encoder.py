@@ -30,16 +30,18 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from t2i.checkpoints import CheckpointError, checked_shape
 from t2i.contracts import ExportSpec
 from t2i.payloads import Conditioning, Tokens
-from t2i_ldm import openclip
 from t2i_ldm.embeddings import EmbeddingLibrary
+
+if TYPE_CHECKING:  # imported where used: ldm-shapes runs t2i_ldm.clip_text, not transformers
+    from transformers import CLIPTextConfig, CLIPTextModel
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +72,8 @@ def clip_text_config(name: str) -> CLIPTextConfig:
         eos_token_id=49407,
         layer_norm_eps=1e-5,
     )
+    from transformers import CLIPTextConfig
+
     key = name.strip().lower().replace("-", "_")
     if key == "clip_l":
         return CLIPTextConfig(
@@ -146,6 +150,8 @@ def infer_clip_text_config(
     Heads and activation cannot be read from shapes: ``head_dim`` (64 in every CLIP) and
     ``hidden_act`` ("quick_gelu" for OpenAI CLIP, "gelu" for OpenCLIP) are given.
     """
+    from transformers import CLIPTextConfig
+
     try:
         vocab_size, width = _shape(weights, "text_model.embeddings.token_embedding.weight", 2)
         context = _shape(weights, "text_model.embeddings.position_embedding.weight", 2)[0]
@@ -191,6 +197,8 @@ def build_clip_text_model(
     Raises:
         TextEncoderWeightsError: missing, unexpected or mis-shaped keys, all listed.
     """
+    from transformers import CLIPTextModel
+
     weights = {k: v for k, v in weights.items() if k not in _IGNORED_BUFFERS}
     with torch.device("meta"):
         model = CLIPTextModel(config)
@@ -316,6 +324,8 @@ class ClipTextEncoder:
         Raises:
             TextEncoderWeightsError: the keys do not fit; every offending key is named.
         """
+        from t2i_ldm import openclip
+
         if openclip.is_openclip_text_state_dict(state_dict):
             weights, inferred = openclip.convert_openclip_text(state_dict, head_dim=head_dim)
             weights = dict(weights)
@@ -341,6 +351,7 @@ class ClipTextEncoder:
     def from_folder(cls, path: str | os.PathLike, **options) -> ClipTextEncoder:
         """Load a diffusers ``text_encoder/`` folder: ``config.json`` + ``model.safetensors``."""
         from safetensors.torch import load_file
+        from transformers import CLIPTextConfig
 
         path = Path(path)
         files = sorted(path.glob("*.safetensors"))

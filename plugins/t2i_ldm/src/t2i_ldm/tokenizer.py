@@ -1,6 +1,8 @@
 """CLIP BPE tokenizer with the Stable Diffusion web UI's prompt handling.
 
-The byte-level BPE itself is transformers' ``CLIPTokenizer`` (backed by ``tokenizers``). This
+The byte-level BPE itself is ``tokenizers``' pipeline of transformers' ``CLIPTokenizer``
+(:mod:`t2i_ldm.clip_bpe` builds it for in-memory vocabularies without importing transformers;
+folders load through ``CLIPTokenizer.from_pretrained``). This
 module adds what Stable Diffusion front ends do around it (AUTOMATIC1111,
 ``modules/sd_hijack_clip.py``, documented behaviour; independent implementation):
 
@@ -32,16 +34,19 @@ import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import structlog
 import torch
-from transformers import CLIPTokenizer
-from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from t2i.payloads import Tokens
 from t2i.prompts import is_break, parse_prompt_attention
+from t2i_ldm.clip_bpe import ClipBpe, bytes_to_unicode
 from t2i_ldm.embeddings import EmbeddingLibrary
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 log = structlog.get_logger(__name__)
 
@@ -158,7 +163,7 @@ class ClipTokenizer:
 
     def __init__(
         self,
-        backend: CLIPTokenizer,
+        backend: CLIPTokenizer | ClipBpe,
         *,
         pad_id: int | None = None,
         parse_emphasis: bool = True,
@@ -235,8 +240,7 @@ class ClipTokenizer:
         cls, vocab: dict[str, int], merges: Sequence[tuple[str, str]], **options
     ) -> ClipTokenizer:
         """Build from an in-memory vocabulary and merges list (``options`` as in ``__init__``)."""
-        backend = CLIPTokenizer(vocab=dict(vocab), merges=[tuple(m) for m in merges])
-        return cls(backend, **options)
+        return cls(ClipBpe(vocab, merges), **options)
 
     @classmethod
     def from_bpe_file(
@@ -282,6 +286,8 @@ class ClipTokenizer:
                 f"{path} is not a CLIP tokenizer folder: missing {', '.join(missing)} "
                 "(point at the checkpoint's 'tokenizer' subfolder)"
             )
+        from transformers import CLIPTokenizer
+
         backend = CLIPTokenizer.from_pretrained(str(path), local_files_only=True)
         if "pad_id" not in options:
             pad = backend.pad_token_id
