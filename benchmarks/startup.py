@@ -5,17 +5,30 @@ Measures, as separate processes (the way a shell runs them), the median wall tim
 ``t2i generate PROMPT`` up to the first model call (the text encoder; the process stops
 there), plus the heaviest imports of that last one (``python -X importtime``).
 
-    python benchmarks/startup.py [--runs 5]
+    python benchmarks/startup.py [--runs 5] [--baseline REV]
+
+``--baseline REV`` measures the tree of git revision REV in the same run (``git archive`` into
+a temporary folder, put first on ``PYTHONPATH`` so it shadows the editable install; the
+installed plugins' entry points then load REV's code), alternating baseline and current run by
+run, and prints the ratio current / baseline. Every process may write bytecode (a user's
+second run; ``PYTHONDONTWRITEBYTECODE`` is dropped), and each case runs once untimed first.
+The load average before and after is printed: the machine may be shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
 FIRST_CALL = """
 import sys, time
 start = time.perf_counter()
@@ -29,21 +42,54 @@ main(["generate", "a large green circle in the center", "--seed", "3", "-o", "/t
 """
 
 
-def _timed(cmd: list[str]) -> float:
+def environment(pythonpath: list[Path] | None) -> dict[str, str]:
+    """This process's environment without t2i settings or the no-bytecode switch; with
+    ``pythonpath`` first on the path (a baseline tree), else none."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("T2I_") and k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")
+    }
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
+    return env
+
+
+def baseline_tree(rev: str, folder: Path) -> list[Path]:
+    """REV's files under ``folder``; the ``PYTHONPATH`` that makes Python import them."""
+    archive = subprocess.run(["git", "archive", rev], cwd=REPO, capture_output=True, check=True)
+    tree = folder / "tree"
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(tree, filter="data")
+    packages = folder / "packages"  # the core's import names (the editable install maps them)
+    packages.mkdir()
+    (packages / "t2i").symlink_to(tree / "core")
+    (packages / "t2i_kernels").symlink_to(tree / "kernels")
+    return [packages, *sorted((tree / "plugins").glob("*/src"))]
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run(cmd, capture_output=True, check=False)
+    subprocess.run(cmd, capture_output=True, check=False, env=env, cwd=tempfile.gettempdir())
     return time.perf_counter() - started
 
 
-def _first_call() -> float:
-    out = subprocess.run([sys.executable, "-c", FIRST_CALL], capture_output=True, text=True)
-    line = next(x for x in out.stdout.splitlines() if x.startswith("FIRST_MODEL_CALL"))
+def _first_call(env: dict[str, str]) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL], capture_output=True, text=True, env=env
+    )
+    line = next((x for x in out.stdout.splitlines() if x.startswith("FIRST_MODEL_CALL")), None)
+    if line is None:
+        raise RuntimeError(f"the generate run failed:\n{out.stderr[-3000:]}")
     return float(line.split()[1])
 
 
-def _heaviest_imports(n: int = 8) -> list[tuple[float, str]]:
+def _heaviest_imports(env: dict[str, str], n: int = 8) -> list[tuple[float, str]]:
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", FIRST_CALL], capture_output=True, text=True
+        [sys.executable, "-X", "importtime", "-c", FIRST_CALL],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     rows = []
     for line in out.stderr.splitlines():
@@ -58,24 +104,38 @@ def _heaviest_imports(n: int = 8) -> list[tuple[float, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--baseline", metavar="REV", help="also measure git revision REV")
     args = parser.parse_args()
     t2i = [sys.executable, "-m", "t2i.cli.main"]
     cases = {
         "t2i --help": [*t2i, "--help"],
         "t2i recipes": [*t2i, "recipes"],
         "t2i generate (usage error)": [*t2i, "generate"],
+        "t2i generate: until the first model call": None,
     }
-    for label, cmd in cases.items():
-        times = [_timed(cmd) for _ in range(args.runs)]
-        print(f"{label:<40} median {statistics.median(times):.3f} s  (min {min(times):.3f})")
-    firsts = [_first_call() for _ in range(args.runs)]
-    print(
-        f"{'t2i generate: until the first model call':<40} median "
-        f"{statistics.median(firsts):.3f} s  (min {min(firsts):.3f})"
-    )
-    print("heaviest top-level imports before the first model call (cumulative s):")
-    for seconds, name in _heaviest_imports():
-        print(f"  {seconds:7.3f}  {name}")
+    with tempfile.TemporaryDirectory(prefix="t2i-startup-") as scratch:
+        envs = {"current": environment(None)}
+        if args.baseline:
+            envs = {"baseline": environment(baseline_tree(args.baseline, Path(scratch))), **envs}
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if args.baseline:
+            print(f"baseline: {args.baseline}; current: the working tree; median of {args.runs}")
+        for label, cmd in cases.items():
+            times: dict[str, list[float]] = {name: [] for name in envs}
+            for i in range(args.runs + 1):  # run 0 warms up (bytecode, file cache)
+                for name, env in envs.items():
+                    seconds = _first_call(env) if cmd is None else _timed(cmd, env)
+                    if i:
+                        times[name].append(seconds)
+            medians = {name: statistics.median(t) for name, t in times.items()}
+            parts = [f"{name} {medians[name]:.3f} s (min {min(times[name]):.3f})" for name in envs]
+            if args.baseline:
+                parts.append(f"ratio {medians['current'] / medians['baseline']:.2f}")
+            print(f"{label:<42} " + "  ".join(parts))
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print("heaviest top-level imports before the first model call (cumulative s, current):")
+        for seconds, name in _heaviest_imports(envs["current"]):
+            print(f"  {seconds:7.3f}  {name}")
 
 
 if __name__ == "__main__":

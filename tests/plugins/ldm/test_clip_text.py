@@ -92,3 +92,25 @@ def test_config_refuses_what_it_does_not_read():
     with pytest.raises(ValueError, match="multiple"):
         ClipTextConfig.from_dict({**SMALL, "num_attention_heads": 5})
     assert isinstance(ClipTextModel(ClipTextConfig.from_dict(SMALL)), torch.nn.Module)
+
+
+def test_gradient_checkpointing_recomputes_with_the_same_gradients(monkeypatch):
+    """``encoder.gradient_checkpointing`` (the flag DreamBooth's ``--gradient-checkpointing``
+    turns on, as on transformers' model) recomputes each layer; gradients do not change."""
+    import torch.utils.checkpoint as checkpointing
+
+    calls = []
+    real = checkpointing.checkpoint
+    monkeypatch.setattr(
+        checkpointing, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    _, ours = pair()
+    ours.train().requires_grad_(True)
+    grads = []
+    for flag in (False, True):
+        ours.zero_grad()
+        ours.encoder.gradient_checkpointing = flag
+        ours(token_ids(2)).last_hidden_state.square().mean().backward()
+        grads.append(ours.encoder.layers[0].mlp.fc1.weight.grad.clone())
+    assert len(calls) == SMALL["num_hidden_layers"]  # only with the flag, once per layer
+    assert torch.allclose(grads[0], grads[1])

@@ -171,6 +171,8 @@ class ClipEncoder(nn.Module):
         self.layers = nn.ModuleList(
             ClipEncoderLayer(config) for _ in range(config.num_hidden_layers)
         )
+        self.gradient_checkpointing = False
+        """Recompute each layer in the backward pass (training; as transformers' flag)."""
 
 
 @attrs.frozen
@@ -208,8 +210,16 @@ class ClipTextModel(nn.Module):
         input_ids = input_ids.view(-1, input_ids.shape[-1])  # (B, T)
         x = self.embeddings(input_ids)  # (B, T, C)
         states = [x] if output_hidden_states else None
+        recompute = (
+            self.encoder.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        )
         for layer in self.encoder.layers:
-            x = layer(x)
+            if recompute:
+                from torch.utils.checkpoint import checkpoint
+
+                x = checkpoint(layer, x, use_reentrant=False)
+            else:
+                x = layer(x)
             if states is not None:
                 states.append(x)
         last = self.final_layer_norm(x)
