@@ -5,7 +5,30 @@ from __future__ import annotations
 import logging
 import sys
 
-import structlog
+
+def _import_structlog():
+    """structlog, imported (when nothing imported it yet) without ``rich``.
+
+    When rich is installed, ``structlog.dev`` and ``structlog.tracebacks`` import it for rich
+    exception rendering, and ``rich.traceback`` imports pygments' lexer table: about 0.1 s of
+    every ``t2i`` command's start-up (issue 23.5) for a feature t2i never uses (its processors
+    render exceptions to text, ``format_exc_info``, before the renderer). So rich is hidden
+    while structlog loads, then shown again: later ``import rich`` works as usual. A program
+    that wants structlog's rich tracebacks imports structlog (or rich) before t2i.
+    """
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        import structlog
+
+        return structlog
+    sys.modules["rich"] = None  # type: ignore[assignment]  # "import rich" raises ImportError
+    try:
+        import structlog
+    finally:
+        del sys.modules["rich"]
+    return structlog
+
+
+structlog = _import_structlog()
 
 LEVELS = {
     "debug": logging.DEBUG,

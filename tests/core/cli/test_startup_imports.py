@@ -20,7 +20,8 @@ MODEL_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "sympy"
 NOT_FOR_LDM_SHAPES = ("transformers", "sympy", "triton", "onnx", "onnxruntime", "peft",
                       "diffusers", "accelerate", "open_clip", "fastapi", "uvicorn",
                       "torch._dynamo", "torch.distributed.tensor",
-                      "torch.fx.experimental.symbolic_shapes")  # fmt: skip
+                      "torch.fx.experimental.symbolic_shapes",
+                      "rich", "pygments")  # fmt: skip  # (structlog's rich tracebacks: t2i.logs)
 
 RUN = """
 import json, sys
