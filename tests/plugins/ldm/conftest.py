@@ -134,3 +134,133 @@ def tiny_sd_inpaint(tmp_path_factory):
     return save_tiny_sd(
         tmp_path_factory.mktemp("tiny_sd_inpaint"), "StableDiffusionInpaintPipeline", 9
     )
+
+
+def _tiny_clip(vocab: dict, *, projection: bool = False, act: str = "quick_gelu"):
+    import transformers
+
+    config = transformers.CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        hidden_act=act,
+        projection_dim=32,
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"] if not projection else 0,
+    )
+    cls = transformers.CLIPTextModelWithProjection if projection else transformers.CLIPTextModel
+    return cls(config).eval()
+
+
+def tiny_sdxl_parts(root: Path, *, refiner: bool = False, vae_std: float = 0.1) -> dict:
+    """Random tiny SDXL components in diffusers' classes: CLIP-L and bigG of width 32 each
+    (bigG with a projection, OpenCLIP's GELU, padding "!"), a two-level UNet with no
+    attention at the first level, transformer depth 2 at the second, ``text_time``
+    micro-conditioning (6 numbers, the refiner 5, 8 wide), a factor-2 VAE (0.13025)."""
+    import diffusers
+    import transformers
+
+    from t2i_ldm.shapes_model import vocabulary_merges
+    from t2i_ldm.tokenizer import openai_clip_vocab
+
+    merges = vocabulary_merges([WORDS])
+    vocab = openai_clip_vocab(merges)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    (root / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    files = (str(root / "vocab.json"), str(root / "merges.txt"))
+    tokenizer = transformers.CLIPTokenizer(*files, model_max_length=77)
+    tokenizer_2 = transformers.CLIPTokenizer(*files, model_max_length=77, pad_token="!")
+    text_2 = _tiny_clip(vocab, projection=True, act="gelu")
+    context = 32 if refiner else 64
+    unet = _randomize(
+        diffusers.UNet2DConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 2),
+            projection_class_embeddings_input_dim=32 + (5 if refiner else 6) * 8,
+            cross_attention_dim=context,
+            norm_num_groups=8,
+            sample_size=16,
+        )
+    )
+    vae = _randomize(
+        diffusers.AutoencoderKL(
+            block_out_channels=(32, 64),
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            layers_per_block=1,
+            norm_num_groups=8,
+            latent_channels=4,
+            scaling_factor=0.13025,
+            force_upcast=True,
+        ),
+        std=vae_std,
+    )
+    scheduler = diffusers.EulerDiscreteScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        timestep_spacing="linspace",
+    )
+    parts = {"vae": vae, "unet": unet, "scheduler": scheduler}
+    parts.update(text_encoder_2=text_2, tokenizer_2=tokenizer_2)
+    if refiner:
+        return {**parts, "text_encoder": None, "tokenizer": None}
+    return {**parts, "text_encoder": _tiny_clip(vocab), "tokenizer": tokenizer}
+
+
+def save_tiny_sdxl(root: Path, *, refiner: bool = False):
+    """``(pipeline, folder, single_file)``: a tiny random SDXL base (``StableDiffusionXL
+    Pipeline``) or refiner (``StableDiffusionXLImg2ImgPipeline``) saved under ``root`` as a
+    diffusers folder and as an A1111-layout single file (seed 0)."""
+    import diffusers
+
+    from t2i_ldm.recipes import load_models
+    from t2i_ldm.sdxl import save_sdxl_single_file
+
+    torch.manual_seed(1 if refiner else 0)
+    parts = tiny_sdxl_parts(root / "tok_src", refiner=refiner)
+    if refiner:
+        pipe = diffusers.StableDiffusionXLImg2ImgPipeline(
+            **parts, requires_aesthetics_score=True, force_zeros_for_empty_prompt=False
+        )
+    else:
+        pipe = diffusers.StableDiffusionXLPipeline(**parts)
+    pipe.set_progress_bar_config(disable=True)
+    folder = root / "pipeline"
+    pipe.save_pretrained(folder, safe_serialization=True)
+    models = load_models(folder)
+    single = save_sdxl_single_file(
+        root / "model.safetensors",
+        models.unet,
+        models.vae,
+        clip_l=parts["text_encoder"],
+        clip_g=parts["text_encoder_2"].text_model,
+        projection=parts["text_encoder_2"].text_projection,
+    )
+    return pipe, folder, single
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory):
+    """``(StableDiffusionXLPipeline, folder, single_file)`` on random tiny weights."""
+    pytest.importorskip("diffusers")
+    return save_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_refiner(tmp_path_factory):
+    """``(StableDiffusionXLImg2ImgPipeline, folder, single_file)``: a tiny random refiner."""
+    pytest.importorskip("diffusers")
+    return save_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl_refiner"), refiner=True)

@@ -172,17 +172,24 @@ def _infer_unet_config(unet: CheckpointReader, base: UNetConfig) -> UNetConfig:
             path=unet.path,
             fix="the file is corrupt or not an SD 1.x/2.x checkpoint",
         )
-    depth = len(
-        {k.split(".")[3] for k in keys if k.startswith("middle_block.1.transformer_blocks.")}
-    )
-    mult, attn = [], []
+
+    def depth_of(prefix: str) -> int:
+        return len({k[len(prefix) :].split(".")[0] for k in keys if k.startswith(prefix)})
+
+    middle = depth_of("middle_block.1.transformer_blocks.")
+    mult, attn, depths = [], [], []
     idx = 1
     for level in range(levels):
         key = f"input_blocks.{idx}.0.out_layers.3.weight"
         mult.append(_multiple(_dims(unet, key, 4, part)[0], mc, key, unet, part))
         if f"input_blocks.{idx}.1.norm.weight" in unet:
             attn.append(2**level)
+            depths.append(depth_of(f"input_blocks.{idx}.1.transformer_blocks."))
+        else:  # unused at this level; the last level's is the middle block's (SDXL refiner)
+            depths.append(middle)
         idx += n_res + 1
+    depths[-1] = middle
+    adm = _dims(unet, "label_emb.0.0.weight", 2, part)[1] if "label_emb.0.0.weight" in unet else 0
     return _evolved(
         base,
         part,
@@ -193,7 +200,8 @@ def _infer_unet_config(unet: CheckpointReader, base: UNetConfig) -> UNetConfig:
         channel_mult=tuple(mult),
         num_res_blocks=n_res,
         attention_resolutions=tuple(attn),
-        transformer_depth=depth,
+        transformer_depth=depths[0] if len(set(depths)) == 1 else tuple(depths),
+        adm_in_channels=adm,
         context_dim=ctx,
         use_linear_projection=linear,
     )
@@ -267,7 +275,8 @@ def _meta_config(metadata: dict[str, Any], key: str, cls: type, path: str | None
         raise CheckpointError(
             f"metadata {key!r} holds an invalid {cls.__name__}: {exc}", path=path, fix=fix
         ) from None
-    blocks = (config.num_res_blocks, getattr(config, "transformer_depth", 1))
+    depth = getattr(config, "transformer_depth", 1)
+    blocks = (config.num_res_blocks, *(depth if isinstance(depth, tuple) else (depth,)))
     if len(config.channel_mult) > _MAX_LEVELS or max(blocks) > _MAX_BLOCKS:
         raise CheckpointError(
             f"metadata {key!r} asks for {len(config.channel_mult)} levels of "
@@ -324,7 +333,7 @@ def detect_variant(
     if not any(k.startswith(UNET_PREFIX) for k in keys):
         hint = ""
         if any(k.startswith("conditioner.embedders") for k in keys):
-            hint = " (it looks like SDXL, which this plugin does not load)"
+            hint = " (it is SDXL: t2i_ldm.loader.load_ldm and the ldm recipe load it)"
         elif any(k.startswith(("down_blocks.", "unet.")) for k in keys):
             hint = " (it looks like diffusers naming: load the diffusers folder instead)"
         raise CheckpointError(
@@ -490,7 +499,8 @@ def load_single_file(
     unet_config: UNetConfig | None = None,
     vae_config: VAEConfig | None = None,
 ) -> LdmModels:
-    """Load a CompVis/A1111 single-file SD 1.x/2.x checkpoint, streaming tensor by tensor.
+    """Load a CompVis/A1111 single-file SD 1.x/2.x checkpoint, streaming tensor by tensor;
+    an SDXL file (``conditioner.embedders.*`` keys) goes to :mod:`t2i_ldm.sdxl`.
 
     Args:
         path: ``.safetensors`` (or ``.ckpt``/``.pt`` with ``allow_pickle``).
@@ -506,6 +516,18 @@ def load_single_file(
     """
     path = Path(path)
     reader = open_checkpoint(path, allow_pickle=allow_pickle)
+    from t2i_ldm import sdxl
+
+    if sdxl.is_sdxl(reader.keys()):  # the variant follows from the keys, before any load
+        return sdxl.load_sdxl_reader(
+            reader,
+            dtype=dtype,
+            device=device,
+            prediction_type=prediction_type,
+            use_ema=use_ema,
+            unet_config=unet_config,
+            vae_config=vae_config,
+        )
     parts = split_checkpoint(
         reader,
         prediction_type=prediction_type,

@@ -63,13 +63,22 @@ class UNetConfig:
             exclusive with ``head_dim``.
         head_dim: channels per head (SD2: 64, giving 5/10/20/20 heads); exclusive with
             ``num_heads``. (diffusers calls the head *count* ``attention_head_dim``.)
-        transformer_depth: transformer blocks per spatial transformer.
+        transformer_depth: transformer blocks per spatial transformer, one int for every
+            level or one per level (SDXL: (1, 2, 10) with no attention at level 0); the
+            middle block takes the last level's.
         context_dim: width of the cross-attention context (SD1: 768, SD2: 1024).
         use_linear_projection: ``proj_in``/``proj_out`` are Linear (SD2) instead of 1x1 conv.
         upcast_attention: compute attention in float32 whatever the model dtype (SD2.1 needs
             it in fp16; the LDM code does it by default with ``ATTN_PRECISION=fp32``).
         norm_groups: GroupNorm groups (32).
         dropout: dropout in residual blocks (0 for inference).
+        adm_in_channels: width of the vector the ``label_emb`` MLP adds to the timestep
+            embedding (CompVis ``adm_in_channels``; diffusers
+            ``projection_class_embeddings_input_dim``): SDXL's pooled text plus the Fourier
+            features of its micro-conditioning (base 2816 = 1280 + 6 * 256, refiner 2560 =
+            1280 + 5 * 256); 0 (SD 1.x/2.x) for none.
+        micro_embed_dim: Fourier width per micro-conditioning number (diffusers
+            ``addition_time_embed_dim``, SDXL: 256).
         context_pooling_heads: heads of an attention pooling of the context whose result is
             added to the timestep embedding, as Imagen (and GLIDE, with the last token) do, so
             every residual block sees the whole prompt; 0 (SD) for none.
@@ -85,13 +94,15 @@ class UNetConfig:
     attention_resolutions: tuple[int, ...] = attrs.field(default=(1, 2, 4), converter=_sorted_tuple)
     num_heads: int | tuple[int, ...] | None = attrs.field(default=8, converter=_optional_heads)
     head_dim: int | None = attrs.field(default=None, validator=_optional_positive)
-    transformer_depth: int = attrs.field(default=1, validator=_positive)
+    transformer_depth: int | tuple[int, ...] = attrs.field(default=1, converter=_optional_heads)
     context_dim: int = attrs.field(default=768, validator=_positive)
     use_linear_projection: bool = False
     upcast_attention: bool = False
     norm_groups: int = attrs.field(default=32, validator=_positive)
     dropout: float = 0.0
     context_pooling_heads: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    adm_in_channels: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    micro_embed_dim: int = attrs.field(default=256, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if not self.channel_mult:
@@ -106,11 +117,16 @@ class UNetConfig:
                 f"context_pooling_heads={self.context_pooling_heads} does not divide "
                 f"context_dim={self.context_dim}"
             )
-        if isinstance(self.num_heads, tuple) and len(self.num_heads) != len(self.channel_mult):
-            raise ValueError(
-                f"num_heads has {len(self.num_heads)} entries but there are "
-                f"{len(self.channel_mult)} levels; give one per level or a single int"
-            )
+        for name in ("num_heads", "transformer_depth"):
+            value = getattr(self, name)
+            if isinstance(value, tuple) and len(value) != len(self.channel_mult):
+                raise ValueError(
+                    f"{name} has {len(value)} entries but there are "
+                    f"{len(self.channel_mult)} levels; give one per level or a single int"
+                )
+        depths = self.transformer_depth
+        if any(d < 1 for d in (depths if isinstance(depths, tuple) else (depths,))):
+            raise ValueError(f"every transformer_depth entry must be >= 1, got {depths}")
         if self.model_channels % self.norm_groups:  # the stem and the output norm
             raise ValueError(
                 f"model_channels={self.model_channels} is not divisible by norm_groups="
@@ -150,6 +166,16 @@ class UNetConfig:
     def has_attention(self, level: int) -> bool:
         return 2**level in self.attention_resolutions
 
+    def depth_at(self, level: int) -> int:
+        """Transformer blocks per spatial transformer of ``level``."""
+        d = self.transformer_depth
+        return d[level] if isinstance(d, tuple) else int(d)
+
+    @property
+    def middle_depth(self) -> int:
+        """Transformer blocks of the middle block (the last level's, as SDXL and diffusers)."""
+        return self.depth_at(self.num_levels - 1)
+
     def heads_at(self, level: int) -> int:
         """Number of attention heads of ``level`` (the middle block uses the last level's)."""
         if self.head_dim is not None:
@@ -173,7 +199,11 @@ class VAEConfig:
         z_channels: latent channels (4); the encoder emits mean and log-variance (``double_z``).
         embed_dim: channels after ``quant_conv`` (4; equal to ``z_channels`` in SD).
         norm_groups: GroupNorm groups (32), eps 1e-6.
-        scaling_factor: latents are multiplied by this after encoding (0.18215 for SD).
+        scaling_factor: latents are multiplied by this after encoding (0.18215 for SD,
+            0.13025 for SDXL).
+        force_upcast: decode (and encode) in float32 even when the model is half precision,
+            as diffusers' ``force_upcast`` does for SDXL's VAE, whose fp16 activations
+            overflow into NaN (black images).
     """
 
     in_channels: int = attrs.field(default=3, validator=_positive)
@@ -187,6 +217,7 @@ class VAEConfig:
     embed_dim: int = attrs.field(default=4, validator=_positive)
     norm_groups: int = attrs.field(default=32, validator=_positive)
     scaling_factor: float = 0.18215
+    force_upcast: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not self.channel_mult:
@@ -241,8 +272,9 @@ class LdmConfig:
         vae: the VAE configuration.
         prediction_type: "epsilon" or "v_prediction" (SD2 768-v).
         text_encoder: which text encoder the variant expects ("clip_l" for SD1,
-            "openclip_h" for SD2); the text encoder helper owns the model itself.
-        resolution: native image size in pixels (512 or 768).
+            "openclip_h" for SD2, "clip_l+openclip_g" for SDXL base, "openclip_g" for the
+            SDXL refiner); the text encoder helper owns the model itself.
+        resolution: native image size in pixels (512, 768; SDXL 1024).
         schedule: the discrete noise schedule.
     """
 
@@ -275,6 +307,36 @@ SD_VAE = VAEConfig()
 SD1 = LdmConfig("sd1", SD1_UNET, SD_VAE, "epsilon", "clip_l", 512)
 SD2_512_EPS = LdmConfig("sd2-512-eps", SD2_UNET, SD_VAE, "epsilon", "openclip_h", 512)
 SD2_768_V = LdmConfig("sd2-768-v", SD2_UNET, SD_VAE, "v_prediction", "openclip_h", 768)
+
+SDXL_UNET = UNetConfig(
+    channel_mult=(1, 2, 4),
+    attention_resolutions=(2, 4),
+    num_heads=None,
+    head_dim=64,
+    transformer_depth=(1, 2, 10),
+    context_dim=2048,
+    use_linear_projection=True,
+    adm_in_channels=2816,
+)
+"""SDXL base UNet (``sd_xl_base.yaml``): 3 levels, no attention at the first, depth 2 / 10,
+head dim 64, context 2048 (CLIP-L 768 + OpenCLIP bigG 1280), label_emb on 2816."""
+
+SDXL_REFINER_UNET = UNetConfig(
+    model_channels=384,
+    channel_mult=(1, 2, 4, 4),
+    attention_resolutions=(2, 4),
+    num_heads=None,
+    head_dim=64,
+    transformer_depth=4,
+    context_dim=1280,
+    use_linear_projection=True,
+    adm_in_channels=2560,
+)
+"""SDXL refiner UNet (``sd_xl_refiner.yaml``): 384 channels, attention at levels 1 and 2
+(depth 4, also the middle block), context 1280 (bigG only), label_emb on 2560."""
+
+SDXL_VAE = VAEConfig(scaling_factor=0.13025, force_upcast=True)
+"""SDXL's KL-f8 autoencoder: SD's shapes, scaling 0.13025, decoded in float32."""
 
 TINY_UNET = UNetConfig(
     model_channels=32,
@@ -310,6 +372,8 @@ PRESETS: dict[str, LdmConfig] = {
         SD1,
         SD2_512_EPS,
         SD2_768_V,
+        LdmConfig("sdxl", SDXL_UNET, SDXL_VAE, "epsilon", "clip_l+openclip_g", 1024),
+        LdmConfig("sdxl-refiner", SDXL_REFINER_UNET, SDXL_VAE, "epsilon", "openclip_g", 1024),
         LdmConfig("tiny-sd1", TINY_UNET, TINY_VAE, "epsilon", "clip_l", 64),
         LdmConfig("tiny-sd2-v", TINY_UNET_SD2, TINY_VAE, "v_prediction", "openclip_h", 64),
     )

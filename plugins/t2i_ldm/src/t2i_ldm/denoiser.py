@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import attrs
 import torch
 
 from t2i.contracts import ExportSpec
@@ -25,18 +26,88 @@ _NOT_IN_DIFFUSERS = ("context_pool.",)
 """UNet submodules of this plugin that diffusers' UNet2DConditionModel lacks."""
 
 
+@attrs.frozen
+class MicroConditioning:
+    """SDXL's micro-conditioning numbers (Podell et al. 2023, arXiv 2307.01952, section 2.2).
+
+    The base model embeds ``(original_h, original_w, crop_top, crop_left, target_h,
+    target_w)``, the refiner ``(original_h, original_w, crop_top, crop_left,
+    aesthetic_score)``. Sizes default to the image being made (latent size times
+    ``factor``), as A1111 and diffusers do.
+
+    Attributes:
+        factor: pixels per latent cell (the VAE's, 8).
+        original_size: ``(h, w)``, or None for the image size.
+        crop_top_left: ``(top, left)`` (A1111's ``sdxl_crop_top`` / ``sdxl_crop_left``: 0).
+        target_size: ``(h, w)``, or None for the image size.
+        aesthetic_score: the refiner's score for the prompt (A1111 and diffusers: 6.0).
+        negative_aesthetic_score: the refiner's score for the negative prompt (2.5); a
+            conditioning carries it in ``micro`` when the graph sets one.
+    """
+
+    factor: int = 8
+    original_size: tuple[int, int] | None = None
+    crop_top_left: tuple[int, int] = (0, 0)
+    target_size: tuple[int, int] | None = None
+    aesthetic_score: float = 6.0
+    negative_aesthetic_score: float = 2.5
+
+    def values(self, shape: tuple[int, ...], count: int, *, negative: bool = False) -> list:
+        """The ``count`` (6: base, 5: refiner) numbers for a ``(B, C, h, w)`` latent."""
+        size = (shape[2] * self.factor, shape[3] * self.factor)
+        head = [*(self.original_size or size), *self.crop_top_left]
+        if count == 6:
+            return [*head, *(self.target_size or size)]
+        if count == 5:
+            score = self.negative_aesthetic_score if negative else self.aesthetic_score
+            return [*head, score]
+        raise ValueError(
+            f"an SDXL UNet embeds 6 (base) or 5 (refiner) micro-conditioning numbers; this "
+            f"one's label_emb width asks for {count}: the text encoder does not match the UNet"
+        )
+
+
 class UNetPredictor:
     """``(x_in, t, cond) -> prediction`` for :class:`DiscreteDenoiser`: calls the UNet with
-    ``cond.embeds`` as cross-attention context (SD ignores the padding mask)."""
+    ``cond.embeds`` as cross-attention context (SD ignores the padding mask); an SDXL UNet
+    also gets ``cond.pooled`` and the :class:`MicroConditioning` numbers (``label_emb``)."""
 
-    def __init__(self, unet: UNetModel) -> None:
+    def __init__(self, unet: UNetModel, micro: MicroConditioning | None = None) -> None:
         self.unet = unet
+        self.micro = micro or MicroConditioning()
 
     def __call__(
         self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning | torch.Tensor
     ) -> torch.Tensor:
         context = cond.embeds if isinstance(cond, Conditioning) else cond
-        return self.unet(x, t, context.to(x.device))
+        y = self.vector(x, cond) if self.unet.config.adm_in_channels else None
+        return self.unet(x, t, context.to(x.device), y)
+
+    def vector(self, x: torch.Tensor, cond: Conditioning | torch.Tensor) -> torch.Tensor:
+        """SDXL's ``(B, adm_in_channels)`` label_emb input for latents ``x``."""
+        from t2i_ldm.unet import sdxl_vector
+
+        pooled = cond.pooled if isinstance(cond, Conditioning) else None
+        if pooled is None:
+            raise ValueError(
+                "an SDXL UNet needs the pooled text embedding (Conditioning.pooled): use the "
+                "checkpoint's SDXL text encoder"
+            )
+        cfg = self.unet.config
+        rest = cfg.adm_in_channels - pooled.shape[-1]
+        if rest <= 0 or rest % cfg.micro_embed_dim:
+            raise ValueError(
+                f"pooled text of width {pooled.shape[-1]} does not fit this UNet's label_emb "
+                f"({cfg.adm_in_channels} = pooled + n * {cfg.micro_embed_dim}): the text "
+                "encoder does not match the UNet"
+            )
+        b = x.shape[0]
+        pooled = pooled.to(x.device).expand(b, -1) if pooled.shape[0] == 1 else pooled
+        micro = getattr(cond, "micro", None)
+        if micro is None:
+            numbers = self.micro.values(tuple(x.shape), rest // cfg.micro_embed_dim)
+            micro = torch.tensor([numbers], dtype=torch.float32).expand(b, -1)
+        return sdxl_vector(pooled.to(x.device), micro.to(x.device), cfg.micro_embed_dim)
 
 
 class LdmDenoiser(DiscreteDenoiser):
@@ -47,6 +118,7 @@ class LdmDenoiser(DiscreteDenoiser):
         prediction_type: "epsilon" (SD1, SD2-512) or "v_prediction" (SD2-768-v).
         schedule: the trained noise schedule (SD default: scaled_linear, 1000 steps).
         quantize: round timesteps to trained ones (k-diffusion ``quantize``).
+        micro: SDXL's size / crop / aesthetic numbers (:class:`MicroConditioning`).
 
     Attributes:
         sigma_min, sigma_max, sigmas: the trained sigma range and ascending table
@@ -60,10 +132,14 @@ class LdmDenoiser(DiscreteDenoiser):
         schedule: NoiseScheduleConfig | None = None,
         *,
         quantize: bool = False,
+        micro: MicroConditioning | None = None,
     ) -> None:
         schedule = schedule or NoiseScheduleConfig()
         super().__init__(
-            UNetPredictor(unet), schedule.alphas_cumprod(), prediction_type, quantize=quantize
+            UNetPredictor(unet, micro),
+            schedule.alphas_cumprod(),
+            prediction_type,
+            quantize=quantize,
         )
         self.unet = unet
         self.schedule = schedule

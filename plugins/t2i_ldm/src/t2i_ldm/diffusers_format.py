@@ -49,7 +49,6 @@ _UNET_FIXED = {
     "dual_cross_attention": False,
     "only_cross_attention": False,
     "class_embed_type": None,
-    "addition_embed_type": None,
     "encoder_hid_dim": None,
     "time_cond_proj_dim": None,
     "num_class_embeds": None,
@@ -170,9 +169,9 @@ def unet_config_from_diffusers(cfg: dict[str, Any]) -> UNetConfig:
     heads_key = "num_attention_heads" if cfg.get("num_attention_heads") else "attention_head_dim"
     heads = _per_level(cfg, heads_key, 8, n)
     layers = set(_per_level(cfg, "layers_per_block", 2, n))
-    depth = set(_per_level(cfg, "transformer_layers_per_block", 1, n))
-    if len(layers) != 1 or len(depth) != 1:
-        raise CheckpointError("per-block layers_per_block / transformer depth are not supported")
+    depths = _per_level(cfg, "transformer_layers_per_block", 1, n)
+    if len(layers) != 1:
+        raise CheckpointError("per-block layers_per_block is not supported")
     head_dims = {w // h for w, h in zip(widths, heads)}
     if len(set(heads)) == 1:
         head_kw: dict[str, Any] = {"num_heads": heads[0]}
@@ -192,13 +191,32 @@ def unet_config_from_diffusers(cfg: dict[str, Any]) -> UNetConfig:
         channel_mult=tuple(w // mc for w in widths),
         num_res_blocks=layers.pop(),
         attention_resolutions=tuple(2**i for i, a in enumerate(attn) if a),
-        transformer_depth=depth.pop(),
+        transformer_depth=depths[0] if len(set(depths)) == 1 else tuple(depths),
+        **_addition_embedding(cfg),
         context_dim=ctx.pop(),
         use_linear_projection=bool(cfg.get("use_linear_projection", False)),
         upcast_attention=bool(cfg.get("upcast_attention", False)),
         norm_groups=_int(cfg, "norm_num_groups", 32, "UNet"),
         **head_kw,
     )
+
+
+def _addition_embedding(cfg: dict[str, Any]) -> dict[str, int]:
+    """``adm_in_channels`` / ``micro_embed_dim`` of an SDXL UNet (``addition_embed_type=
+    "text_time"``: pooled text + the Fourier features of the size / crop numbers)."""
+    kind = cfg.get("addition_embed_type")
+    if kind is None:
+        return {}
+    if kind != "text_time":
+        raise CheckpointError(
+            f"unsupported diffusers UNet option addition_embed_type={kind!r} (t2i_ldm "
+            "implements None, SD 1.x/2.x, and 'text_time', SDXL)",
+            fix="this model is not an SD 1.x/2.x/XL variant; use its own family's loader",
+        )
+    return {
+        "adm_in_channels": _int(cfg, "projection_class_embeddings_input_dim", 2816, "UNet"),
+        "micro_embed_dim": _int(cfg, "addition_time_embed_dim", 256, "UNet"),
+    }
 
 
 def _config(cls: type, what: str, **fields: Any) -> Any:
@@ -413,7 +431,8 @@ def load_diffusers_folder(
     allow_pickle: bool = False,
     variant: str | None = None,
 ) -> LdmModels:
-    """Load a diffusers ``StableDiffusionPipeline`` folder.
+    """Load a diffusers ``StableDiffusionPipeline`` folder (an SDXL one, with
+    ``text_encoder_2/``, goes to :func:`t2i_ldm.sdxl.load_sdxl_diffusers_folder`).
 
     Returns:
         :class:`~t2i_ldm.checkpoint.LdmModels` with the UNet and VAE loaded, the raw
@@ -423,6 +442,17 @@ def load_diffusers_folder(
     """
     folder = Path(folder)
     index = _read_json(folder / "model_index.json")
+    from t2i_ldm import sdxl
+
+    if sdxl.is_sdxl_folder(folder):
+        return sdxl.load_sdxl_diffusers_folder(
+            folder,
+            dtype=dtype,
+            device=device,
+            prediction_type=prediction_type,
+            allow_pickle=allow_pickle,
+            variant=variant,
+        )
     for part in ("unet", "vae"):
         if not (folder / part).is_dir():
             raise CheckpointError(

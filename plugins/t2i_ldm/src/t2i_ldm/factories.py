@@ -20,12 +20,29 @@ def create_unet_denoiser(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     allow_pickle: bool = False,
+    crop_top: int = 0,
+    crop_left: int = 0,
+    aesthetic_score: float = 6.0,
+    negative_aesthetic_score: float = 2.5,
     **options: Any,
 ):
-    """SD UNet as a Karras denoiser (epsilon or v-prediction, SD discrete schedule)."""
+    """SD UNet as a Karras denoiser (epsilon or v-prediction, SD discrete schedule).
+
+    SDXL's micro-conditioning (used only by SDXL UNets): ``crop_top`` / ``crop_left``
+    (A1111's ``sdxl_crop_top`` / ``_left``), the refiner's ``aesthetic_score`` (6.0) and
+    ``negative_aesthetic_score`` (2.5); sizes are the image's.
+    """
     from t2i_ldm.config import get_preset
-    from t2i_ldm.denoiser import LdmDenoiser
+    from t2i_ldm.denoiser import LdmDenoiser, MicroConditioning
     from t2i_ldm.unet import UNetModel
+
+    def micro(factor: int) -> MicroConditioning:
+        return MicroConditioning(
+            factor=factor,
+            crop_top_left=(int(crop_top), int(crop_left)),
+            aesthetic_score=float(aesthetic_score),
+            negative_aesthetic_score=float(negative_aesthetic_score),
+        )
 
     if checkpoint is not None:
         from t2i_ldm.recipes import load_models
@@ -38,10 +55,13 @@ def create_unet_denoiser(
             **options,
         )
         cfg = models.config
-        return LdmDenoiser(models.unet, cfg.prediction_type, cfg.schedule)
+        factor = models.vae.config.factor if models.vae is not None else cfg.vae.factor
+        return LdmDenoiser(models.unet, cfg.prediction_type, cfg.schedule, micro=micro(factor))
     cfg = get_preset(variant)
     unet = UNetModel(cfg.unet).to(device=device, dtype=dtype).eval()
-    return LdmDenoiser(unet, prediction_type or cfg.prediction_type, cfg.schedule)
+    return LdmDenoiser(
+        unet, prediction_type or cfg.prediction_type, cfg.schedule, micro=micro(cfg.vae.factor)
+    )
 
 
 def create_vae_decoder(

@@ -46,6 +46,11 @@ def _unet_prefixes(config: UNetConfig) -> list[tuple[str, str, dict[str, str] | 
         ("middle_block.1.", "mid_block.attentions.0.", None),
         ("middle_block.2.", "mid_block.resnets.1.", _UNET_RESNET),
     ]
+    if c.adm_in_channels:  # SDXL's label_emb is diffusers' add_embedding
+        out += [
+            ("label_emb.0.0.", "add_embedding.linear_1.", None),
+            ("label_emb.0.2.", "add_embedding.linear_2.", None),
+        ]
     idx = 1
     for level in range(c.num_levels):
         for layer in range(c.num_res_blocks):

@@ -184,6 +184,12 @@ def create_clip_text_encoder(
     from t2i_ldm.text_encoder import ClipTextEncoder
 
     models = load_models(checkpoint, dtype=dtype, **load)
+    library = embedding_library(embeddings_dir, load.get("allow_pickle", False))
+    if models.text_encoder_format == "sdxl":
+        return _sdxl_text_encoder(
+            models, checkpoint, dtype, head_dim, clip_skip=clip_skip, emphasis=emphasis,
+            embeddings=library,
+        )  # fmt: skip
     reader = models.text_encoder
     if reader is None:
         raise CheckpointError(
@@ -205,7 +211,21 @@ def create_clip_text_encoder(
             clip_skip=clip_skip,
             emphasis=emphasis,
             head_dim=head_dim,
-            embeddings=embedding_library(embeddings_dir, load.get("allow_pickle", False)),
+            embeddings=library,
+        )
+    except CheckpointError as exc:
+        raise exc.located(checkpoint) from exc
+
+
+def _sdxl_text_encoder(models, checkpoint, dtype, head_dim, **options):
+    """SDXL's CLIP-L + OpenCLIP bigG (:func:`t2i_ldm.sdxl_text.sdxl_text_encoder`)."""
+    from t2i_ldm.sdxl_text import sdxl_text_encoder
+
+    raw = (models.extras.get("text_encoder_config"), models.extras.get("text_encoder_2_config"))
+    configs = tuple(_text_config(c, checkpoint) if c else None for c in raw)
+    try:
+        return sdxl_text_encoder(
+            models, configs=configs, head_dim=head_dim, dtype=_dtype(dtype), **options
         )
     except CheckpointError as exc:
         raise exc.located(checkpoint) from exc

@@ -47,6 +47,25 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
     return emb
 
 
+def sdxl_vector(pooled: torch.Tensor, micro: torch.Tensor, dim: int) -> torch.Tensor:
+    """SDXL's ``label_emb`` input: the pooled text, then each micro-conditioning number's
+    sinusoidal embedding (Podell et al. 2023, arXiv 2307.01952, section 2.2; sgm's
+    ``ConcatTimestepEmbedderND``, diffusers' ``add_time_proj``).
+
+    Args:
+        pooled: ``(B, P)`` OpenCLIP bigG pooled, projected text embedding.
+        micro: ``(B, K)`` numbers: base ``(orig_h, orig_w, crop_top, crop_left, target_h,
+            target_w)``, refiner ``(orig_h, orig_w, crop_top, crop_left, aesthetic_score)``.
+        dim: embedding width per number (256).
+
+    Returns:
+        ``(B, P + K * dim)`` float32.
+    """
+    b, k = micro.shape
+    fourier = timestep_embedding(micro.reshape(-1), dim).reshape(b, k * dim)  # (B, K*dim)
+    return torch.cat([pooled.float(), fourier.to(pooled.device)], dim=-1)
+
+
 class TimestepBlock(nn.Module):
     """A block whose forward also takes the timestep embedding."""
 
@@ -305,11 +324,16 @@ class UNetModel(nn.Module):
             else None
         )
 
-        def transformer(ch: int, level: int) -> SpatialTransformer:
+        if c.adm_in_channels:  # SDXL: pooled text + micro-conditioning (CompVis label_emb)
+            self.label_emb = nn.Sequential(
+                nn.Sequential(nn.Linear(c.adm_in_channels, ted), nn.SiLU(), nn.Linear(ted, ted))
+            )
+
+        def transformer(ch: int, level: int, depth: int | None = None) -> SpatialTransformer:
             return SpatialTransformer(
                 ch,
                 c.heads_at(level),
-                c.transformer_depth,
+                c.depth_at(level) if depth is None else depth,
                 c.context_dim,
                 linear=c.use_linear_projection,
                 upcast=c.upcast_attention,
@@ -337,7 +361,7 @@ class UNetModel(nn.Module):
                 skip_channels.append(ch)
 
         self.middle_block = TimestepEmbedSequential(
-            res(ch, ch), transformer(ch, c.num_levels - 1), res(ch, ch)
+            res(ch, ch), transformer(ch, c.num_levels - 1, c.middle_depth), res(ch, ch)
         )
 
         self.output_blocks = nn.ModuleList()
@@ -365,13 +389,33 @@ class UNetModel(nn.Module):
     def device(self) -> torch.device:
         return self.out[2].weight.device
 
+    def _add_label(self, emb: torch.Tensor, y: torch.Tensor | None, b: int) -> torch.Tensor:
+        width = self.config.adm_in_channels
+        if not width:
+            if y is not None:
+                raise ValueError("this UNet has no label_emb: it takes no vector y")
+            return emb
+        if y is None or y.ndim != 2 or y.shape[1] != width:
+            got = None if y is None else tuple(y.shape)
+            raise ValueError(
+                f"this UNet (SDXL-style) needs y of shape (B, {width}): pooled text plus "
+                f"micro-conditioning; got {got}"
+            )
+        if y.shape[0] != b:
+            y = y.expand(b, -1) if y.shape[0] == 1 else y
+        return emb + self.label_emb(y.to(emb.device, emb.dtype))
+
     def _run(self, block: TimestepEmbedSequential, h, emb, context) -> torch.Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(block, h, emb, context, use_reentrant=False)
         return block(h, emb, context)
 
     def forward(
-        self, x: torch.Tensor, timesteps: torch.Tensor | float, context: torch.Tensor
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor | float,
+        context: torch.Tensor,
+        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the model output for noisy latents.
 
@@ -380,6 +424,8 @@ class UNetModel(nn.Module):
                 ``config.downsample_factor``.
             timesteps: ``(B,)`` or scalar discrete (possibly fractional) timesteps in [0, T).
             context: ``(B, T, context_dim)`` text-encoder states.
+            y: ``(B, adm_in_channels)`` vector for ``label_emb`` (SDXL: :func:`sdxl_vector`),
+                required exactly when the config has ``adm_in_channels``.
 
         Returns:
             ``(B, out_channels, H, W)`` in the dtype of ``x``.
@@ -416,6 +462,7 @@ class UNetModel(nn.Module):
         context = context.to(dtype)
         if self.context_pool is not None:
             emb = emb + self.context_pool(context)
+        emb = self._add_label(emb, y, b)
         h = x.to(dtype)
         skips = []
         for block in self.input_blocks:

@@ -271,9 +271,16 @@ class LdmDecoder:
         )
         return ExportSpec(vae_exports(self.vae, self.scaling_factor), deployment=deployment)
 
+    def _upcast(self) -> None:
+        """SDXL's VAE overflows in fp16 (NaN, black images): with ``force_upcast`` it works in
+        float32, as diffusers' ``force_upcast`` (and A1111's 32-bit VAE fallback) do."""
+        if self.vae.config.force_upcast and self.vae.dtype == torch.float16:
+            self.vae.float()
+
     @torch.no_grad()
     def decode(self, latent: Latent) -> Image:
         """Scaled latents ``(B, 4, h, w)`` -> :class:`~t2i.payloads.Image` in [0, 1]."""
+        self._upcast()
         x = self.vae.decode(latent.samples / self.scaling_factor)
         return Image(((x.float() + 1.0) / 2.0).clamp(0.0, 1.0))
 
@@ -288,6 +295,7 @@ class LdmDecoder:
             sample: draw from the posterior (A1111 img2img does) instead of its mean.
             generator: randomness for ``sample``.
         """
+        self._upcast()
         posterior = self.vae.encode(image.pixels * 2.0 - 1.0)
         z = posterior.sample(generator) if sample else posterior.mode()
         return Latent(z * self.scaling_factor)
