@@ -330,6 +330,15 @@ def detect_variant(
         CheckpointError: not a Stable Diffusion 1.x/2.x checkpoint.
     """
     keys = reader.keys()
+    from t2i_ldm.sdxl import is_sdxl
+
+    if is_sdxl(keys):
+        raise CheckpointError(
+            "an SDXL checkpoint, not SD 1.x/2.x (it is SDXL: t2i_ldm.loader.load_ldm, "
+            "load_single_file and the ldm recipe load it through t2i_ldm.sdxl)",
+            path=reader.path,
+            fix="load it with t2i_ldm.sdxl.load_sdxl_reader or load_single_file",
+        )
     if not any(k.startswith(UNET_PREFIX) for k in keys):
         hint = ""
         if any(k.startswith("conditioner.embedders") for k in keys):
