@@ -3,7 +3,8 @@
 Measures, as separate processes (the way a shell runs them), the median wall time of
 ``t2i --help``, ``t2i recipes``, a usage error (``t2i generate`` without a prompt) and
 ``t2i generate PROMPT`` up to the first model call (the text encoder; the process stops
-there), plus the heaviest imports of that last one (``python -X importtime``).
+there; timed inside the process from its first line), ``import torch`` alone timed the same
+way (the floor under it), and the heaviest imports of the generate run (``-X importtime``).
 
     python benchmarks/startup.py [--runs 5] [--baseline REV]
 
@@ -32,14 +33,25 @@ REPO = Path(__file__).resolve().parent.parent
 FIRST_CALL = """
 import sys, time
 start = time.perf_counter()
+from t2i.cli.main import main
 import t2i.graph.nodes as nodes
 def stop(self, ctx, **values):
     print(f"FIRST_MODEL_CALL {time.perf_counter() - start:.3f}", flush=True)
     raise SystemExit(0)
 nodes.EncodeText.execute = stop
-from t2i.cli.main import main
 main(["generate", "a large green circle in the center", "--seed", "3", "-o", "/tmp/startup.png"])
 """
+"""``t2i generate`` until the first model call. It imports ``t2i.cli.main`` first, as the
+``t2i`` console script does (before 2026-12-02 it imported the nodes, hence torch, first)."""
+
+
+TORCH_ALONE = """
+import time
+start = time.perf_counter()
+import torch
+print(f"FIRST_MODEL_CALL {time.perf_counter() - start:.3f}", flush=True)
+"""
+"""``import torch`` alone, timed the same way: the floor under the generate case."""
 
 
 def environment(pythonpath: list[Path] | None) -> dict[str, str]:
@@ -74,10 +86,8 @@ def _timed(cmd: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def _first_call(env: dict[str, str]) -> float:
-    out = subprocess.run(
-        [sys.executable, "-c", FIRST_CALL], capture_output=True, text=True, env=env
-    )
+def _first_call(env: dict[str, str], code: str = FIRST_CALL) -> float:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     line = next((x for x in out.stdout.splitlines() if x.startswith("FIRST_MODEL_CALL")), None)
     if line is None:
         raise RuntimeError(f"the generate run failed:\n{out.stderr[-3000:]}")
@@ -111,7 +121,8 @@ def main() -> None:
         "t2i --help": [*t2i, "--help"],
         "t2i recipes": [*t2i, "recipes"],
         "t2i generate (usage error)": [*t2i, "generate"],
-        "t2i generate: until the first model call": None,
+        "t2i generate: until the first model call": FIRST_CALL,
+        "import torch alone (the floor)": TORCH_ALONE,
     }
     with tempfile.TemporaryDirectory(prefix="t2i-startup-") as scratch:
         envs = {"current": environment(None)}
@@ -124,7 +135,10 @@ def main() -> None:
             times: dict[str, list[float]] = {name: [] for name in envs}
             for i in range(args.runs + 1):  # run 0 warms up (bytecode, file cache)
                 for name, env in envs.items():
-                    seconds = _first_call(env) if cmd is None else _timed(cmd, env)
+                    if isinstance(cmd, str):
+                        seconds = _first_call(env, cmd)
+                    else:
+                        seconds = _timed(cmd, env)
                     if i:
                         times[name].append(seconds)
             medians = {name: statistics.median(t) for name, t in times.items()}
