@@ -16,6 +16,7 @@ full copies of the weights never coexist. A file that does not fit raises
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -598,28 +599,46 @@ def load_into(
             mistyped=mistyped,
             fix=fix or "use a checkpoint of this model family/variant, or the matching config",
         )
-    for dst, src in key_map.items():
-        old = targets[dst]
-        target_device = (
-            device
-            if device is not None
-            else (torch.device("cpu") if old.device.type == "meta" else old.device)
-        )
-        target_dtype = dtype if dtype is not None else old.dtype
-        t = reader.get(src, dtype=target_dtype, device=target_device)
-        if not old.is_floating_point():  # an integer buffer (a counter): cast, as torch does
-            t = t.to(old.dtype)
-        elif not t.is_floating_point():  # a dtype the header hid
-            raise CheckpointError(
-                f"checkpoint does not fit the {what}",
-                path=reader.path,
-                mistyped=[(src, str(t.dtype), str(old.dtype))],
-                fix=fix or "use a checkpoint of this model family/variant",
+    with _one_thread():
+        for dst, src in key_map.items():
+            old = targets[dst]
+            target_device = (
+                device
+                if device is not None
+                else (torch.device("cpu") if old.device.type == "meta" else old.device)
             )
-        if t.shape != old.shape:
-            t = t.reshape(old.shape)  # (C, C) <-> (C, C, 1, 1)
-        _assign(module, dst, t, old)
+            target_dtype = dtype if dtype is not None else old.dtype
+            t = reader.get(src, dtype=target_dtype, device=target_device)
+            if not old.is_floating_point():  # an integer buffer (a counter): cast, as torch does
+                t = t.to(old.dtype)
+            elif not t.is_floating_point():  # a dtype the header hid
+                raise CheckpointError(
+                    f"checkpoint does not fit the {what}",
+                    path=reader.path,
+                    mistyped=[(src, str(t.dtype), str(old.dtype))],
+                    fix=fix or "use a checkpoint of this model family/variant",
+                )
+            if t.shape != old.shape:
+                t = t.reshape(old.shape)  # (C, C) <-> (C, C, 1, 1)
+            _assign(module, dst, t, old)
     return module
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Load on one CPU thread: copying and casting tensor by tensor is memory-bound work that
+    torch's thread pool does not speed up, and on a busy machine every parallel copy waits at a
+    barrier for a descheduled worker (ldm-shapes' UNet + VAE: 0.2-0.5 s on two threads, 0.16-0.23
+    s on one, at load average 1.4; the same when the machine is idle)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _fit(

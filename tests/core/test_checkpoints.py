@@ -249,3 +249,21 @@ def test_empty_module_runs_no_initialiser_and_load_into_fills_it(tmp_path, monke
     load_into(model, open_checkpoint(tmp_path / "m.safetensors"))
     assert not any(p.is_meta for p in model.parameters())
     assert torch.equal(model(torch.ones(1, 3)), torch.zeros(1, 4))
+
+
+def test_load_into_reads_on_one_thread_and_restores_the_count(monkeypatch):
+    """Loading is memory-bound: one thread (no barrier waits on a busy machine), then the
+    caller's thread count again."""
+    seen = []
+    reader = CheckpointReader.from_state_dict(_state())
+    real_get = reader.get
+    monkeypatch.setattr(
+        reader, "get", lambda *a, **k: seen.append(torch.get_num_threads()) or real_get(*a, **k)
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        load_into(Tiny(), reader)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
