@@ -119,6 +119,9 @@ class DiffusionJob:
             prediction of the clean sample (``x0``, shape ``shape``), for live previews.
         variation: A1111's variation seeds for the initial noise
             (:class:`t2i.payloads.SeedVariation`), or None.
+        add_noise: noise ``init`` to ``sigmas[0]`` (img2img); False: ``init`` already is at
+            ``sigmas[0]``, the partial sample of an earlier stage that this job continues
+            (SDXL's refiner; ComfyUI's ``KSamplerAdvanced(add_noise="disable")``).
     """
 
     model: Any
@@ -134,6 +137,7 @@ class DiffusionJob:
     callback: Callable[[int, int], None] | None = None
     preview: Callable[[int, int, torch.Tensor], None] | None = None
     variation: SeedVariation | None = None
+    add_noise: bool = True
 
 
 @runtime_checkable

@@ -129,6 +129,9 @@ class Conditioning:
             with it instead of zeros: A1111's rule for a prompt and a negative prompt of
             different chunk counts (``pad_cond_uncond``), for models without an attention
             mask (Stable Diffusion's cross-attention attends to every position).
+        micro: ``(B, K)`` numbers a denoiser embeds beside the text for this conditioning
+            (SDXL's refiner: the aesthetic score, 6.0 for the prompt and 2.5 for the
+            negative), or None for the denoiser's defaults.
     """
 
     embeds: torch.Tensor = attrs.field(validator=_tensor)
@@ -139,6 +142,7 @@ class Conditioning:
         validator=attrs.validators.optional(attrs.validators.instance_of(ImageCondition)),
     )
     pad_chunk: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
+    micro: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
 
     @property
     def batch_size(self) -> int:
@@ -154,7 +158,9 @@ class Conditioning:
         if self.batch_size == batch:
             return attrs.evolve(self, image=image)
         e = lambda t: _expand(t, batch)  # noqa: E731
-        return Conditioning(e(self.embeds), e(self.pooled), e(self.mask), image, self.pad_chunk)
+        return Conditioning(
+            e(self.embeds), e(self.pooled), e(self.mask), image, self.pad_chunk, e(self.micro)
+        )
 
     def with_image(self, image: ImageCondition | None) -> Conditioning:
         """This conditioning with ``image`` attached (a cascade's super-resolution stage)."""
@@ -164,7 +170,7 @@ class Conditioning:
         image = None if self.image is None else self.image.to(device, dtype)
         m = lambda t: _move(t, device, dtype)  # noqa: E731
         return Conditioning(
-            m(self.embeds), m(self.pooled), m(self.mask), image, m(self.pad_chunk)
+            m(self.embeds), m(self.pooled), m(self.mask), image, m(self.pad_chunk), m(self.micro)
         )
 
     def padded_to(self, length: int) -> Conditioning | None:
@@ -217,12 +223,16 @@ class Conditioning:
             raise ValueError("cannot concatenate conditionings with and without an image")
         chunks = [c.pad_chunk for c in items]
         same = all(p is not None and p.shape == chunks[0].shape for p in chunks)
+        micro = [c.micro for c in items]
+        if any(m is not None for m in micro) and not all(m is not None for m in micro):
+            raise ValueError("cannot concatenate conditionings with and without micro numbers")
         return Conditioning(
             torch.cat(embeds),
             torch.cat(pooled) if has_pooled else None,
             torch.cat(masks) if any_mask else None,
             ImageCondition.cat(images) if images[0] is not None else None,
             chunks[0] if same else None,
+            torch.cat(micro) if micro[0] is not None else None,
         )
 
 

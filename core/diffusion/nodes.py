@@ -62,9 +62,10 @@ class SampleDiffusion(NodeType):
         Param("sampler", str, "euler", "registered diffusion sampler (canonical name)"),
         Param("eta", (float, type(None)), None, "stochasticity (DDIM eta, ancestral noise)"),
         Param("noise_device", str, "cpu", choices=("cpu", "device")),
+        Param("add_noise", bool, True, "noise init to the first sigma (False: a later stage)"),
     )
 
-    def execute(self, ctx, *, guided, sigmas, latent, init, sampler, eta, noise_device):
+    def execute(self, ctx, *, guided, sigmas, latent, init, sampler, eta, noise_device, add_noise):
         sampler_obj = ctx.registry.create("sampler", sampler)
         require_contract(sampler_obj, "sampler", sampler, DIFFUSION)
         require_contract(guided.guidance, "guidance", guided.name, DIFFUSION)
@@ -85,6 +86,7 @@ class SampleDiffusion(NodeType):
             callback=ctx.step,
             preview=ctx.preview if getattr(ctx, "on_preview", None) is not None else None,
             variation=latent.variation,
+            add_noise=add_noise,
         )
         with torch.inference_mode():
             return {"samples": sampler_obj.sample(job)}
@@ -104,6 +106,48 @@ def _check_step_fits(model, cond, sigmas, shape, ctx, dtype) -> None:
         fix="lower the size or the batch size (or run on a device with more memory)",
         key=(id(getattr(model, "model", model)), type(model).__name__),  # the denoiser
     )
+
+
+class SplitSigmas(NodeType):
+    description = (
+        "Split sigmas where a second model takes over (A1111's refiner switch): 'high' runs "
+        "the first stage, 'low' (from the same sigma) the second, from the first's sample."
+    )
+    inputs = (Port("model", "DENOISER"), Port("sigmas", "SIGMAS"))
+    outputs = (Port("high", "SIGMAS"), Port("low", "SIGMAS"))
+    params = (
+        Param(
+            "switch_at",
+            float,
+            0.8,
+            "fraction of the model's training timesteps done when the second model takes over",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+    )
+
+    def execute(self, ctx, *, model, sigmas, switch_at):
+        k = switch_index(model, sigmas.sigmas, switch_at)
+        high, low = sigmas.sigmas[: k + 1], sigmas.sigmas[k:]
+        return {"high": Sigmas(high, steps=sigmas.steps), "low": Sigmas(low, steps=sigmas.steps)}
+
+
+def switch_index(model, sigmas: torch.Tensor, switch_at: float) -> int:
+    """The first step whose sigma's nearest training timestep ``t`` has ``(T - 1 - t) / T >=
+    switch_at`` (A1111's ``apply_refiner``, switching by sigma); a model without a discrete
+    sigma table switches after ``round(steps * switch_at)`` steps. ``len(sigmas) - 1`` (the
+    last, 0) when no step qualifies."""
+    steps = len(sigmas) - 1
+    table = getattr(model, "sigmas", None)
+    if not isinstance(table, torch.Tensor) or table.ndim != 1 or len(table) < 2:
+        return min(steps, max(0, round(steps * switch_at)))
+    table = table.detach().double().cpu()
+    n = len(table)
+    for i, sigma in enumerate(sigmas[:-1].detach().double().cpu()):
+        t = int(torch.argmin((table - sigma).abs()))
+        if (n - 1 - t) / n >= switch_at:
+            return i
+    return steps
 
 
 class LowResCondition(NodeType):

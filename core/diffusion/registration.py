@@ -200,6 +200,7 @@ NODE_ENTRIES: tuple[tuple[str, str, str], ...] = (
     ("Sigmas", "SigmasNode", "a schedule's sigmas for a model and a step count"),
     ("SampleDiffusion", "SampleDiffusion", "run a diffusion sampler over the sigmas"),
     ("LowResCondition", "LowResCondition", "a cascade stage's output -> the next's condition"),
+    ("SplitSigmas", "SplitSigmas", "sigmas split where a second model takes over (refiner)"),
 )
 
 

@@ -104,9 +104,11 @@ class DiffusionSampler:
             init = job.init.samples.to(job.device, job.dtype)
             if len(sigmas) < 2:  # strength so low that no step runs
                 return Latent(init, seeds=job.seeds)
-            x = init + first * float(sigmas[0])
+            x = init + first * float(sigmas[0]) if job.add_noise else init
         else:
             x = first * float(sigmas[0])
+            if len(sigmas) < 2:  # a first stage that hands over before its first step
+                return Latent(x, seeds=job.seeds)
         opts = dict(self.options)
         if self.eta_option is not None and job.eta is not None:
             opts[self.eta_option] = job.eta

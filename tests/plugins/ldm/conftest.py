@@ -156,11 +156,15 @@ def _tiny_clip(vocab: dict, *, projection: bool = False, act: str = "quick_gelu"
     return cls(config).eval()
 
 
-def tiny_sdxl_parts(root: Path, *, refiner: bool = False, vae_std: float = 0.1) -> dict:
+def tiny_sdxl_parts(
+    root: Path, *, refiner: bool = False, vae_std: float = 0.1, unet_std: float = 0.3
+) -> dict:
     """Random tiny SDXL components in diffusers' classes: CLIP-L and bigG of width 32 each
     (bigG with a projection, OpenCLIP's GELU, padding "!"), a two-level UNet with no
     attention at the first level, transformer depth 2 at the second, ``text_time``
-    micro-conditioning (6 numbers, the refiner 5, 8 wide), a factor-2 VAE (0.13025)."""
+    micro-conditioning (6 numbers, the refiner 5, 8 wide), a factor-2 VAE (0.13025).
+    ``unet_std`` 0.3 makes the UNet's prediction move the image (at 0.05 the first noise
+    dominates, and a refiner stage would not show)."""
     import diffusers
     import transformers
 
@@ -192,7 +196,8 @@ def tiny_sdxl_parts(root: Path, *, refiner: bool = False, vae_std: float = 0.1) 
             cross_attention_dim=context,
             norm_num_groups=8,
             sample_size=16,
-        )
+        ),
+        std=unet_std,
     )
     vae = _randomize(
         diffusers.AutoencoderKL(

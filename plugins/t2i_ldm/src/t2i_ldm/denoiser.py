@@ -103,10 +103,21 @@ class UNetPredictor:
             )
         b = x.shape[0]
         pooled = pooled.to(x.device).expand(b, -1) if pooled.shape[0] == 1 else pooled
-        micro = getattr(cond, "micro", None)
-        if micro is None:
-            numbers = self.micro.values(tuple(x.shape), rest // cfg.micro_embed_dim)
-            micro = torch.tensor([numbers], dtype=torch.float32).expand(b, -1)
+        count = rest // cfg.micro_embed_dim
+        numbers = self.micro.values(tuple(x.shape), count)
+        micro = torch.tensor([numbers], dtype=torch.float32).expand(b, -1)  # (B, K)
+        own = getattr(cond, "micro", None)  # the conditioning's: (B, K), or the score (B, 1)
+        if own is not None:
+            own = own.to(torch.float32).expand(b, -1) if own.shape[0] == 1 else own.float()
+            if own.shape[-1] == count:
+                micro = own
+            elif own.shape[-1] == 1 and count == 5:
+                micro = torch.cat([micro[:, :4], own.cpu()], dim=1)
+            else:
+                raise ValueError(
+                    f"conditioning micro numbers of shape {tuple(own.shape)} do not fit this "
+                    f"UNet's {count}"
+                )
         return sdxl_vector(pooled.to(x.device), micro.to(x.device), cfg.micro_embed_dim)
 
 

@@ -62,10 +62,18 @@ def t2i_register_decoders(register) -> None:
 
 
 @hookimpl
+def t2i_register_nodes(register) -> None:
+    register(
+        "Ldm.SetAestheticScore",
+        _at("refiner", "SetAestheticScore", "SDXL refiner: a conditioning's aesthetic score"),
+    )
+
+
+@hookimpl
 def t2i_register_recipes(register) -> None:
     register(
         "ldm",
-        _at("recipes", "ldm_recipe", "Stable Diffusion 1.x / 2.x from a checkpoint"),
+        _at("recipes", "ldm_recipe", "Stable Diffusion 1.x / 2.x / XL from a checkpoint"),
         aliases=("sd", "stable-diffusion"),
     )
     register(

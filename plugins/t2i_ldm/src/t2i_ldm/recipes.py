@@ -55,6 +55,11 @@ def _check_recipe_options(**options: Any) -> None:
         "text_head_dim": (positive_int, "an integer >= 1"),
         "embeddings_dir": (lambda v: v is None or isinstance(v, (str, os.PathLike)), "a folder"),
         "hires": (lambda v: isinstance(v, bool), "true or false"),
+        "refiner": (lambda v: v is None or isinstance(v, (str, os.PathLike)), "a file or folder"),
+        "refiner_switch_at": (
+            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
+            "a number in [0, 1]",
+        ),
     }
     for name, value in options.items():
         ok, allowed = rules[name]
@@ -283,8 +288,14 @@ def ldm_recipe(
     text_head_dim: int = 64,
     embeddings_dir: str | os.PathLike | None = None,
     hires: bool = False,
+    refiner: str | os.PathLike | None = None,
+    refiner_switch_at: float = 0.8,
 ):
-    """Recipe ``ldm``: Stable Diffusion 1.x / 2.x from a checkpoint file or diffusers folder.
+    """Recipe ``ldm``: Stable Diffusion 1.x / 2.x / XL from a checkpoint file or diffusers folder.
+
+    SDXL checkpoints (A1111 ``conditioner.embedders.*`` single files, diffusers SDXL folders)
+    are detected from their keys. ``refiner`` (an SDXL refiner checkpoint) finishes the
+    sampling from ``refiner_switch_at`` on, as A1111's Refiner (:mod:`t2i_ldm.refiner`).
 
     Options: ``tokenizer`` (vocabulary for single files), ``prediction_type`` (override the
     detected one), ``clip_skip``, ``emphasis`` ("original", "no_norm", "ignore"), ``dtype``,
@@ -310,6 +321,8 @@ def ldm_recipe(
         text_head_dim=text_head_dim,
         embeddings_dir=embeddings_dir,
         hires=hires,
+        refiner=refiner,
+        refiner_switch_at=refiner_switch_at,
     )
     checkpoint = str(checkpoint)
     embedding_library(embeddings_dir, allow_pickle)  # fail early (a file that cannot load)
@@ -332,7 +345,7 @@ def ldm_recipe(
         "use_ema": use_ema,
         **({"prediction_type": prediction_type} if prediction_type else {}),
     }
-    return diffusion_recipe(
+    recipe = diffusion_recipe(
         tokenizer="ldm.clip_tokenizer",
         text_encoder="ldm.clip_text_encoder",
         denoiser="ldm.unet",
@@ -355,9 +368,20 @@ def ldm_recipe(
             "sampler": "dpmpp_2m",  # its default schedule ("Automatic") is Karras
         },
         size_multiple=8,
-        description="Stable Diffusion 1.x/2.x from a checkpoint (single file or diffusers folder)",
+        description="Stable Diffusion 1.x/2.x/XL from a checkpoint (single file or diffusers "
+        "folder)",
         model_name=Path(checkpoint).stem,
         model_hash=short_hash(checkpoint) if Path(checkpoint).is_file() else "",
         infotext={"Clip skip": clip_skip if clip_skip > 1 else None},
         hires=hires,
     )
+    if refiner is None:
+        return recipe
+    from t2i_ldm.refiner import check_refiner, with_refiner
+
+    if hires:
+        from t2i.engine import EngineError
+
+        raise EngineError("recipe 'ldm': refiner= with hires=true is not supported yet")
+    check_refiner(refiner, models, dtype=dtype, allow_pickle=allow_pickle)
+    return with_refiner(recipe, refiner=str(refiner), switch_at=float(refiner_switch_at))
