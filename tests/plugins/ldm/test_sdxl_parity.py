@@ -159,3 +159,40 @@ def test_empty_negative_as_diffusers_zeros(tiny_sdxl):
     expected = _reference(pipe, PROMPT, None, 7)
     got, _ = _ours(folder, PROMPT, "", 7)
     assert np.abs(got - expected).max() <= 2
+
+
+def test_vae_decodes_in_fp32_under_fp16(tiny_sdxl):
+    """SDXL's VAE (force_upcast) works in float32 when the model is half precision, as
+    diffusers' force_upcast does (fp16 activations overflow into black images)."""
+    from t2i.payloads import Latent
+    from t2i_ldm.vae import LdmDecoder
+
+    _, folder, _ = tiny_sdxl
+    vae = load_models(folder).vae
+    assert vae.config.force_upcast and vae.config.scaling_factor == 0.13025
+    decoder = LdmDecoder(vae).to(dtype=torch.float16)
+    assert vae.dtype == torch.float16
+    image = decoder.decode(Latent(torch.randn(1, 4, 8, 8, dtype=torch.float16)))
+    assert vae.dtype == torch.float32 and torch.isfinite(image.pixels).all()
+
+
+def test_conditioning_micro_sets_the_refiners_score(tiny_sdxl_refiner):
+    """Conditioning.micro (B, 1) replaces the refiner's aesthetic score for its rows."""
+    from t2i.payloads import Conditioning
+
+    _, folder, _ = tiny_sdxl_refiner
+    unet = load_models(folder).unet
+    predictor = UNetPredictor(unet, MicroConditioning(factor=2))
+    x = torch.zeros(2, 4, 8, 8)
+    cond = Conditioning(torch.zeros(2, 77, 32), pooled=torch.ones(2, 32))
+    scored = Conditioning(
+        torch.zeros(2, 77, 32), pooled=torch.ones(2, 32), micro=torch.tensor([[6.0], [2.5]])
+    )
+    expected = sdxl_vector(torch.ones(2, 32), torch.tensor([[16.0, 16, 0, 0, 6.0]] * 2), 8)
+    assert torch.equal(predictor.vector(x, cond), expected)
+    got = predictor.vector(x, scored)
+    assert torch.equal(got[0], expected[0]) and not torch.equal(got[1], expected[1])
+    both = Conditioning.cat([scored, scored])
+    assert both.micro.shape == (4, 1)
+    with pytest.raises(ValueError, match="micro"):
+        Conditioning.cat([cond, scored])

@@ -165,6 +165,12 @@ class LdmDenoiser(DiscreteDenoiser):
         denoiser makes inside its Karras wrapper (Optimum's layout, see :mod:`t2i_ldm.export`)."""
         from t2i_ldm.export import denoiser_deployment, unet_export
 
+        if self.unet.config.adm_in_channels:
+            raise ValueError(
+                "ONNX export of an SDXL UNet (its pooled-text and micro-conditioning inputs) is "
+                "not implemented yet; SD 1.x/2.x UNets export"
+            )
+
         return ExportSpec((unet_export(self.unet),), deployment=denoiser_deployment(self))
 
     def trainable_modules(self) -> dict[str, torch.nn.Module]:

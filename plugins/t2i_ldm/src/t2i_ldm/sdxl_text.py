@@ -27,7 +27,6 @@ from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from t2i.checkpoints import CheckpointError
-from t2i.contracts import ExportSpec
 from t2i.payloads import Conditioning, Tokens
 from t2i_ldm import openclip
 from t2i_ldm.embeddings import EmbeddingLibrary
@@ -134,9 +133,6 @@ class SdxlTextEncoder:
     def trainable_modules(self) -> dict[str, nn.Module]:
         """What fine-tuning updates (:mod:`t2i.lora`): both towers."""
         return dict(self.towers)
-
-    def export_spec(self) -> ExportSpec:
-        raise NotImplementedError("ONNX export of SDXL's text encoders is not implemented yet")
 
     def __call__(self, tokens: Tokens) -> Conditioning:
         with torch.no_grad():
