@@ -196,3 +196,46 @@ def test_conditioning_micro_sets_the_refiners_score(tiny_sdxl_refiner):
     assert both.micro.shape == (4, 1)
     with pytest.raises(ValueError, match="micro"):
         Conditioning.cat([cond, scored])
+
+
+def test_clip_skip_as_diffusers(tiny_sdxl):
+    """Our clip_skip 2 (A1111's numbering) is diffusers' SDXL clip_skip=1."""
+    pipe, folder, _ = tiny_sdxl
+    tokenizer = create_clip_tokenizer(checkpoint=folder)
+    encoder = create_clip_text_encoder(checkpoint=folder, clip_skip=2)
+    with torch.no_grad():
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            PROMPT, device="cpu", negative_prompt=NEGATIVE, clip_skip=1
+        )
+    ours = encoder(tokenizer([PROMPT]))
+    assert _rel(ours.embeds, embeds) < 1e-5 and _rel(ours.pooled, pooled) < 1e-5
+
+
+def test_sdxl_embedding_pairs(tiny_sdxl, tmp_path):
+    """An SDXL textual-inversion file (clip_l + clip_g) reaches both towers by its name."""
+    from safetensors.torch import save_file
+
+    _, folder, _ = tiny_sdxl
+    g = torch.Generator().manual_seed(3)
+    pair = {"clip_l": torch.randn(2, 32, generator=g), "clip_g": torch.randn(2, 32, generator=g)}
+    save_file(pair, str(tmp_path / "xlstyle.safetensors"))
+    emb = {"embeddings_dir": tmp_path}
+    tokenizer = create_clip_tokenizer(checkpoint=folder, **emb)
+    encoder = create_clip_text_encoder(checkpoint=folder, **emb)
+    with_it = encoder(tokenizer(["a red cube in xlstyle"]))
+    plain = create_clip_text_encoder(checkpoint=folder)(
+        create_clip_tokenizer(checkpoint=folder)(["a red cube in"])
+    )
+    assert with_it.embeds.shape == plain.embeds.shape == (1, 77, 64)
+    assert _rel(with_it.embeds[:, :4], plain.embeds[:, :4]) < 1e-6  # causal: before it
+    assert _rel(with_it.embeds, plain.embeds) > 1e-3
+
+
+@pytest.mark.slow
+def test_sdxl_hires_fix_runs(tiny_sdxl):
+    """Hires fix on SDXL: the second pass's micro-conditioning is the hires size."""
+    _, folder, _ = tiny_sdxl
+    pipe = Engine.build("ldm", plugins=make_manager(plugin), checkpoint=str(folder), hires=True)
+    result = pipe(PROMPT, steps=3, seed=1, width=32, height=32, hr_scale=2.0)
+    assert result.images[0].size == (64, 64)
+    assert "Hires upscale: 2" in result.infotexts[0]
