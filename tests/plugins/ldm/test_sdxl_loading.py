@@ -187,3 +187,33 @@ def test_reader_of_a_state_dict_is_detected():
     state = {"conditioner.embedders.0.model.token_embedding.weight": torch.zeros(4, 4)}
     with pytest.raises(CheckpointError, match="not a Stable Diffusion checkpoint"):
         detect_sdxl(CheckpointReader.from_state_dict(state))
+
+
+@pytest.mark.parametrize(
+    ("preset", "text_keys", "name"),
+    [
+        (SDXL_UNET, (CLIP_L_PREFIX + "text_model.final_layer_norm.weight", BASE_G_PREFIX), "sdxl"),
+        (SDXL_REFINER_UNET, (REFINER_G_PREFIX,), "sdxl-refiner"),
+    ],
+    ids=["base", "refiner"],
+)
+def test_full_size_files_are_detected_from_their_shapes(preset, text_keys, name):
+    """A file without our metadata (a real sd_xl_*_1.0.safetensors): the variant and the
+    UNet's structure come from the keys and shapes alone (checked on meta tensors)."""
+    unet = build_on_meta(UNetModel, preset)
+    state = {"model.diffusion_model." + k: v for k, v in unet.state_dict().items()}
+    for key in text_keys:
+        state[key if key.endswith("weight") else key + "token_embedding.weight"] = torch.empty(
+            1, 1, device="meta"
+        )
+    variant = detect_sdxl(CheckpointReader.from_state_dict(state))
+    cfg = variant.config.unet
+    assert variant.config.name == name and variant.config.resolution == 1024
+    assert variant.config.vae.scaling_factor == 0.13025
+    rebuilt = build_on_meta(UNetModel, cfg)
+    shapes = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+    assert [cfg.depth_at(i) for i in range(cfg.num_levels) if cfg.has_attention(i)] == [
+        preset.depth_at(i) for i in range(preset.num_levels) if preset.has_attention(i)
+    ]
+    assert cfg.middle_depth == preset.middle_depth and cfg.adm_in_channels == preset.adm_in_channels
