@@ -377,11 +377,8 @@ def ldm_recipe(
     )
     if refiner is None:
         return recipe
-    from t2i_ldm.refiner import check_refiner, with_refiner
+    from t2i_ldm.refiner import attach_refiner
 
-    if hires:
-        from t2i.engine import EngineError
-
-        raise EngineError("recipe 'ldm': refiner= with hires=true is not supported yet")
-    check_refiner(refiner, models, dtype=dtype, allow_pickle=allow_pickle)
-    return with_refiner(recipe, refiner=str(refiner), switch_at=float(refiner_switch_at))
+    return attach_refiner(
+        recipe, models, refiner, refiner_switch_at, hires=hires, dtype=dtype, pickle=allow_pickle
+    )

@@ -162,3 +162,15 @@ def with_refiner(recipe, *, refiner: str, switch_at: float):
         changes["img2img_bindings"] = refiner_bindings(dict(recipe.img2img_bindings))
     changes["infotext"] = {**recipe.infotext, INFOTEXT[0]: title, INFOTEXT[1]: switch_at}
     return attrs.evolve(recipe, **changes)
+
+
+def attach_refiner(
+    recipe, models: Any, refiner, switch_at: float, *, hires: bool, dtype: Any, pickle: bool
+):
+    """The ``ldm`` recipe's ``refiner=`` option: check the pair, then :func:`with_refiner`."""
+    if hires:
+        from t2i.engine import EngineError
+
+        raise EngineError("recipe 'ldm': refiner= with hires=true is not supported yet")
+    check_refiner(refiner, models, dtype=dtype, allow_pickle=pickle)
+    return with_refiner(recipe, refiner=str(refiner), switch_at=float(switch_at))
