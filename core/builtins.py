@@ -26,6 +26,8 @@ CORE_NODES: tuple[tuple[str, str], ...] = (
     ("SaveImage", "write each image as PNG"),
     ("UpscaleLatent", "resize a sample in its own space (hires fix: the latent upscalers)"),
     ("UpscaleImage", "resize pixels (hires fix: Lanczos and the other PIL filters)"),
+    ("PrepareInpaint", "init image + mask -> the image to encode and the MASK (A1111's)"),
+    ("PasteInpaint", "generated image pasted back into the init image through the MASK"),
 )
 """The graph's shape-agnostic nodes (:mod:`t2i.graph.nodes`), registered by import path."""
 

@@ -39,6 +39,7 @@ from t2i.request import (
     check_guidance_options,
     check_sampler_options,
     decode_init_image,
+    decode_mask,
     options_problem,
 )
 from t2i.result import GenerationResult, infotext_for
@@ -582,6 +583,10 @@ class Pipeline:
         self._prompt_loras(request.prompt)  # a tag naming no file fails here
         if request.init_image is not None:
             request = attrs.evolve(request, init_image=decode_init_image(request.init_image))
+        if request.mask is not None:
+            if "mask" not in self._bindings(True):
+                raise RequestError("mask", f"recipe {self.recipe.name!r} does not inpaint")
+            request = attrs.evolve(request, mask=decode_mask(request.mask, request.init_image))
         resolved = self._resolve(
             {"sampler": request.sampler, "schedule": request.schedule, "guidance": request.guidance}
         )
@@ -709,13 +714,14 @@ class Pipeline:
             results = self.executor.run(
                 graph,
                 params=params,
-                outputs=[self.recipe.output.node],
+                outputs=[self.recipe.output_for(img2img).node],
                 on_node=on_node,
                 on_step=progress,
                 cancel=self.cancel_event,
                 on_preview=preview,
             )
-            image = results[self.recipe.output.node][self.recipe.output.output]
+            out = self.recipe.output_for(img2img)
+            image = results[out.node][out.output]
             batch_images = image.to_pil()
             rows = range(len(batch_images))
             batch_seeds = [(seed + (0 if fixed_seed else i)) % SEED_RANGE for i in rows]
@@ -833,6 +839,7 @@ class Pipeline:
 
         params = attrs.asdict(request, recurse=False)
         params["init_image"] = None if request.init_image is None else "<image>"
+        params["mask"] = None if request.mask is None else "<image>"
         params["seed"] = base_seed
         if request.uses_variation and base_subseed is not None:
             params["subseed"] = base_subseed

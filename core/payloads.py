@@ -268,11 +268,16 @@ class Latent:
         samples: ``(B, C, H, W)`` tensor (``(B, D)`` for a GAN's ``z``).
         seeds: the seed of each row, when the latent was drawn from seeds.
         variation: variation seeds of the batch's noise (A1111's subseeds), or None.
+        mask: an img2img start sample's inpainting mask at the sample's size, ``(1 or B, 1,
+            H, W)`` of 0 / 1 (1 = resample, 0 = keep these samples), or None (ComfyUI's
+            ``noise_mask``): the diffusion sampler blends its prediction with the start
+            sample outside it after every step (A1111's rule).
     """
 
     samples: torch.Tensor = attrs.field(validator=_tensor)
     seeds: tuple[int, ...] = attrs.field(default=(), converter=tuple)
     variation: SeedVariation | None = None
+    mask: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
 
 
 @attrs.frozen(eq=False)
@@ -300,6 +305,27 @@ class Image:
             images = [images]
         arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
         return Image(torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0)
+
+
+@attrs.frozen(eq=False)
+class Mask:
+    """An inpainting mask, processed as A1111 does (:func:`t2i.masking.prepare`), and how the
+    generated image goes back into the init image.
+
+    Attributes:
+        pixels: ``(1, 1, H, W)`` in [0, 1] at the sampled image's size (the crop's, for "only
+            masked"), blurred: 1 = repaint, 0 = keep.
+        base: the image the result is pasted into (``Image``, the init image's size for "only
+            masked", else the request's).
+        overlay: ``(1, 1, H0, W0)`` in [0, 1] at the base's size: how much of the generated
+            image each pixel takes in the paste-back.
+        box: ``(x1, y1, x2, y2)``, the region of ``base`` the sampled image fills, or None.
+    """
+
+    pixels: torch.Tensor = attrs.field(validator=_tensor)
+    base: Image
+    overlay: torch.Tensor = attrs.field(validator=_tensor)
+    box: tuple[int, int, int, int] | None = None
 
 
 @attrs.frozen(eq=False)
@@ -356,6 +382,7 @@ SOCKET_TYPES: dict[str, type | None] = {
     "CONDITIONING": Conditioning,
     "LATENT": Latent,
     "IMAGE": Image,
+    "MASK": Mask,
     "IMAGE_CONDITION": ImageCondition,
     "SIGMAS": Sigmas,
     "GUIDED_MODEL": GuidedModel,

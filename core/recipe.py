@@ -59,6 +59,7 @@ class Recipe:
         defaults: request defaults of this recipe (steps, cfg_scale, width, sampler ...).
         img2img_graph: the graph used when a request has an ``init_image``, or None.
         img2img_bindings: bindings of that graph (default: ``bindings``).
+        img2img_output: the img2img graph's final ``IMAGE`` (default: ``output``).
         size_multiple: width and height must be multiples of this.
         description: one line for ``t2i recipes``.
         model_name: shown as ``Model`` in the PNG infotext.
@@ -77,6 +78,7 @@ class Recipe:
     img2img_bindings: dict[str, tuple[Binding, ...]] | None = attrs.field(
         default=None, converter=attrs.converters.optional(_freeze_bindings)
     )
+    img2img_output: OutputRef | None = None
     size_multiple: int = 8
     name: str = ""
     description: str = ""
@@ -85,6 +87,10 @@ class Recipe:
     infotext: dict[str, Any] = attrs.Factory(dict)
     infotext_fields: dict[str, str] = attrs.Factory(dict)
     requires_init_image: bool = False
+
+    def output_for(self, img2img: bool) -> OutputRef:
+        """The node output holding the final image of the txt2img or the img2img graph."""
+        return (self.img2img_output or self.output) if img2img else self.output
 
     def graph_dict(self, *, img2img: bool = False) -> dict[str, Any]:
         """The txt2img (or img2img) graph as JSON data whose ``meta`` carries everything
@@ -100,7 +106,7 @@ class Recipe:
             "format": GRAPH_FORMAT,
             "format_version": GRAPH_FORMAT_VERSION,
             "name": self.name,
-            "output": self.output.to_json(),
+            "output": self.output_for(img2img).to_json(),
             "bindings": {f: [list(t) for t in targets] for f, targets in bindings.items()},
             "defaults": dict(self.defaults),
             "size_multiple": self.size_multiple,
@@ -166,7 +172,9 @@ def diffusion_recipe(
 
     ``Tokenize(prompt / negative) -> EncodeText -> Guide``, ``Sigmas(denoiser)`` and
     ``EmptyLatent(decoder)`` feed ``SampleDiffusion -> Decode``, with ``LoadImage ->
-    EncodeImage -> SampleDiffusion.init`` in the img2img graph. Any family whose
+    PrepareInpaint -> EncodeImage -> MaskLatent -> SampleDiffusion.init`` and ``Decode ->
+    PasteInpaint`` in the img2img graph (inpainting when the request has a ``mask``; without
+    one these nodes only resize the init image). Any family whose
     components follow the diffusion contract can use it (latent or pixel diffusion).
     """
 
@@ -203,8 +211,16 @@ def diffusion_recipe(
         links = {}
         if img2img:
             img = g.add("init_image", "LoadImage", image=None)
-            init = g.add("encode_image", "EncodeImage", decoder=dec["decoder"], image=img["image"])
-            links["init"] = init["latent"]
+            prep = g.add("inpaint", "PrepareInpaint", image=img["image"])
+            init = g.add("encode_image", "EncodeImage", decoder=dec["decoder"], image=prep["image"])
+            masked = g.add(
+                "mask_latent",
+                "MaskLatent",
+                latent=init["latent"],
+                mask=prep["mask"],
+                noise=empty["latent"],
+            )
+            links["init"] = masked["latent"]
         sigmas = g.add("sigmas", "Sigmas", model=model["model"])
         guide = g.add(
             "guide",
@@ -225,6 +241,8 @@ def diffusion_recipe(
         if hires and not img2img:
             last = add_hires_pass(g, tok["tokenizer"], enc["text_encoder"], model, dec, last)
         g.add("decode", "Decode", decoder=dec["decoder"], samples=last)
+        if img2img:
+            g.add("paste", "PasteInpaint", image=g["decode"]["image"], mask=g["inpaint"]["mask"])
         return g
 
     bindings: dict[str, Any] = {
@@ -248,8 +266,9 @@ def diffusion_recipe(
         **bindings,
         "init_image": ("init_image", "image"),
         "strength": ("sigmas", "strength"),
-        "width": (("empty_latent", "width"), ("init_image", "width")),
-        "height": (("empty_latent", "height"), ("init_image", "height")),
+        "width": (("empty_latent", "width"), ("inpaint", "width")),
+        "height": (("empty_latent", "height"), ("inpaint", "height")),
+        **INPAINT_BINDINGS,
     }
     return Recipe(
         graph=build(False),
@@ -258,6 +277,7 @@ def diffusion_recipe(
         defaults=dict(defaults or {}),
         img2img_graph=build(True),
         img2img_bindings=img2img_bindings,
+        img2img_output=OutputRef("paste", "image"),
         size_multiple=size_multiple,
         description=description,
         model_name=model_name,
@@ -265,6 +285,18 @@ def diffusion_recipe(
         infotext=dict(infotext or {}),
         infotext_fields=dict(HIRES_INFOTEXT) if hires else {},
     )
+
+
+INPAINT_BINDINGS: dict[str, Any] = {
+    "mask": ("inpaint", "mask"),
+    "mask_blur": ("inpaint", "mask_blur"),
+    "inpainting_mask_invert": ("inpaint", "invert"),
+    "inpaint_full_res": ("inpaint", "only_masked"),
+    "inpaint_full_res_padding": ("inpaint", "padding"),
+    "inpainting_fill": (("inpaint", "fill"), ("mask_latent", "fill")),
+}
+"""Request fields of A1111's inpainting, bound to the img2img graph's ``PrepareInpaint``
+(``inpaint``) and ``MaskLatent`` (``mask_latent``) nodes."""
 
 
 HIRES_INFOTEXT = {

@@ -129,6 +129,21 @@ def _image_or_path(_inst, attribute, value):
     )
 
 
+INPAINT_FILLS = ("fill", "original", "latent noise", "latent nothing")
+"""A1111's "Masked content" (``inpainting_fill`` 0-3), as :data:`t2i.masking.FILL_MODES`."""
+
+
+def _fill_index(value: Any) -> Any:
+    """``inpainting_fill`` by name ("latent noise") -> its index; anything else unchanged."""
+    if isinstance(value, str) and value.strip().lower() in INPAINT_FILLS:
+        return INPAINT_FILLS.index(value.strip().lower())
+    return value
+
+
+def _bool(_inst, attribute, value):
+    _check(isinstance(value, bool), attribute.name, f"must be true or false, got {_short(value)}")
+
+
 @attrs.frozen
 class GenerationRequest:
     """One call of a pipeline. Fields a recipe does not bind are rejected by the pipeline.
@@ -138,6 +153,11 @@ class GenerationRequest:
     Variation seeds (A1111): with ``subseed_strength > 0`` every image keeps ``seed`` and
     image ``k`` of the whole run uses variation seed ``subseed + k`` (-1: random);
     ``seed_resize_from_w/h`` (pixels; <= 0 off) draw the seed noise at that size.
+    Inpainting (A1111's img2img fields): ``mask`` (the init image's size; white = repaint, or
+    an RGBA image's painted alpha), ``mask_blur``, ``inpainting_mask_invert`` (1: inpaint
+    the unmasked area), ``inpainting_fill`` (0 fill, 1 original, 2 latent noise, 3 latent
+    nothing; or the name), ``inpaint_full_res`` ("only masked") with
+    ``inpaint_full_res_padding``.
     """
 
     prompt: str = attrs.field(default="", validator=_str)
@@ -162,6 +182,18 @@ class GenerationRequest:
     subseed_strength: float = attrs.field(default=0.0, validator=_float_range(0.0, 1.0))
     seed_resize_from_w: int = attrs.field(default=0, validator=_int_range(-1, 8192))
     seed_resize_from_h: int = attrs.field(default=0, validator=_int_range(-1, 8192))
+    mask: Any = attrs.field(default=None, validator=_image_or_path)
+    mask_blur: int = attrs.field(default=4, validator=_int_range(0, 256))
+    inpainting_mask_invert: int = attrs.field(
+        default=0,
+        converter=lambda v: int(v) if isinstance(v, bool) else v,
+        validator=_int_range(0, 1),
+    )
+    inpainting_fill: int = attrs.field(
+        default=1, converter=_fill_index, validator=_int_range(0, len(INPAINT_FILLS) - 1)
+    )
+    inpaint_full_res: bool = attrs.field(default=False, validator=_bool)
+    inpaint_full_res_padding: int = attrs.field(default=32, validator=_int_range(0, 8192))
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def resolved_seed(self) -> int:
@@ -217,6 +249,44 @@ def decode_init_image(value: Any) -> Any:
         ) from None
     _check(min(rgb.size) >= 1, "init_image", f"has no pixels (size {rgb.size})")
     return rgb
+
+
+def decode_mask(value: Any, init_image: Any) -> Any:
+    """The inpainting mask as an ``L`` image of 0 / 255 (A1111's ``create_binary_mask``: an
+    RGBA image with transparency gives its alpha, thresholded), checked against the decoded
+    init image's size.
+
+    Raises:
+        RequestError: (``mask``) undecodable, no init image, or another size than it.
+    """
+    from PIL import Image as PILImage
+
+    _check(init_image is not None, "mask", "inpainting needs an init image: give init_image")
+    try:
+        image = PILImage.open(value) if isinstance(value, (str, os.PathLike)) else value
+        image.load()
+        if image.mode == "RGBA" and image.getextrema()[-1] != (255, 255):
+            mask = image.split()[-1].point(lambda v: 255 if v > 128 else 0)
+        else:
+            mask = image.convert("L")
+    except PILImage.DecompressionBombError as exc:
+        raise RequestError("mask", f"is too large to decode safely ({exc})") from None
+    except _IMAGE_ERRORS as exc:
+        where = f"{os.fspath(value)}: " if isinstance(value, (str, os.PathLike)) else ""
+        raise RequestError(
+            "mask",
+            f"{where}cannot be decoded as an image ({type(exc).__name__}: {exc}); "
+            "give a PNG, JPEG or WebP file",
+        ) from None
+    w, h = mask.size
+    iw, ih = init_image.size
+    _check(
+        (w, h) == (iw, ih),
+        "mask",
+        f"is {w}x{h} but the init image is {iw}x{ih}; give a mask of the init image's size "
+        f"(resize it to {iw}x{ih}: white = repaint, black = keep)",
+    )
+    return mask
 
 
 def options_problem(factory: Callable[..., Any], options: Any) -> str | None:

@@ -41,6 +41,27 @@ class GenerationResult:
         return save_images(self.images, self.infotexts, self.seeds, path, overwrite=overwrite)
 
 
+FILL_LABELS = ("fill", "original", "latent noise", "latent nothing")
+
+
+def inpaint_infotext(request: Any) -> dict[str, Any]:
+    """The keys A1111 writes for an inpaint (``Mask blur`` when blurred, ``Mask mode`` when
+    inverted, ``Masked content`` unless "original", ``Inpaint area`` / ``Masked area padding``
+    for "only masked"); none without a mask."""
+    if getattr(request, "mask", None) is None:
+        return {}
+    only = request.inpaint_full_res and request.mask.getbbox() is not None
+    return {
+        "Mask blur": request.mask_blur or None,
+        "Mask mode": "Inpaint not masked" if request.inpainting_mask_invert else None,
+        "Masked content": None
+        if request.inpainting_fill == 1
+        else FILL_LABELS[request.inpainting_fill],
+        "Inpaint area": "Only masked" if only else None,
+        "Masked area padding": request.inpaint_full_res_padding if only else None,
+    }
+
+
 def infotext_for(
     request: Any,
     seed: int,
@@ -72,6 +93,7 @@ def infotext_for(
         "Variation seed strength": strength if strength > 0 else None,
         "Seed resize from": f"{resize[0]}x{resize[1]}" if resize is not None else None,
         "Denoising strength": request.strength if request.init_image is not None else None,
+        **inpaint_infotext(request),
         **dict(extras or {}),
         "RNG": "CPU" if request.noise_device == "cpu" else "GPU",
         "Guidance": request.guidance if request.guidance != "cfg" else None,

@@ -5,7 +5,9 @@
 - ``SampleDiffusion``: a ``GUIDED_MODEL`` (from the graph's ``Guide`` node), the sigmas
   and the batch's shape and seeds -> the sample, with a registered diffusion sampler;
 - ``LowResCondition``: a cascade stage's output -> the ``IMAGE_CONDITION`` the next
-  (super-resolution) stage's ``Guide`` attaches to its conditioning.
+  (super-resolution) stage's ``Guide`` attaches to its conditioning;
+- ``MaskLatent``: an img2img start sample + an inpainting ``MASK`` -> the start sample with
+  its mask at the sample's size (``Latent.mask``) and A1111's latent "masked content".
 
 A cascade is two diffusion samplings joined by a ``LowResCondition`` edge.
 """
@@ -17,7 +19,7 @@ import torch
 from t2i.contracts import DIFFUSION, DiffusionJob, require_contract
 from t2i.diffusion.sampler import img2img_sigmas
 from t2i.graph.node import NodeType, Param, Port
-from t2i.payloads import ImageCondition, Latent, Sigmas
+from t2i.payloads import ImageCondition, Latent, Mask, Sigmas
 
 
 class SigmasNode(NodeType):
@@ -167,3 +169,53 @@ class LowResCondition(NodeType):
         x = samples.samples
         level = torch.full((x.shape[0],), float(noise_level), device=x.device, dtype=x.dtype)
         return {"image_condition": ImageCondition(x, level, seeds=samples.seeds)}
+
+
+class MaskLatent(NodeType):
+    description = (
+        "Inpainting: the img2img start sample gets the MASK at its size (bicubic, rounded: "
+        "A1111's latent mask), so the sampler keeps it outside the mask; 'latent noise' / "
+        "'latent nothing' replace the masked cells with the seeds' noise / zeros."
+    )
+    inputs = (
+        Port("latent", "LATENT", description="the encoded init image"),
+        Port("mask", "MASK", optional=True),
+        Port("noise", "LATENT", optional=True, description="the batch's seeds (latent noise)"),
+    )
+    outputs = (Port("latent", "LATENT"),)
+    params = (
+        Param(
+            "fill",
+            (int, str),
+            1,
+            "masked content: 0 fill, 1 original, 2 latent noise, 3 latent nothing",
+        ),
+        Param("blend", bool, True, "blend the prediction with the start sample every step (A1111)"),
+    )
+
+    def execute(self, ctx, *, latent: Latent, mask: Mask | None, noise, fill, blend):
+        if mask is None:
+            return {"latent": latent}
+        from t2i.graph.nodes import mask_image
+        from t2i.masking import fill_mode, latent_mask
+
+        fill = fill_mode(fill)
+        x = latent.samples
+        h, w = x.shape[-2:]
+        m = torch.from_numpy(latent_mask(mask_image(mask.pixels), w, h))[None, None]
+        m = m.to(x.device, x.dtype)
+        seeds = latent.seeds
+        if noise is not None and noise.seeds:
+            seeds = noise.seeds
+            if x.shape[0] == 1 and len(seeds) > 1:
+                x = x.expand(len(seeds), *x.shape[1:])
+        if fill == 2:  # latent noise: the seeds' first noise (A1111: their create_random_tensors)
+            from t2i.noise import BatchNoise
+
+            if len(seeds) != x.shape[0]:
+                raise ValueError("'latent noise' needs the batch's seeds: link MaskLatent.noise")
+            drawn = BatchNoise(tuple(x.shape), seeds, device=x.device, dtype=x.dtype).next()
+            x = x * (1 - m) + drawn * m
+        elif fill == 3:  # latent nothing
+            x = x * (1 - m)
+        return {"latent": Latent(x, seeds=seeds, mask=m if blend else None)}

@@ -201,10 +201,11 @@ NODE_ENTRIES: tuple[tuple[str, str, str], ...] = (
     ("SampleDiffusion", "SampleDiffusion", "run a diffusion sampler over the sigmas"),
     ("LowResCondition", "LowResCondition", "a cascade stage's output -> the next's condition"),
     ("SplitSigmas", "SplitSigmas", "sigmas split where a second model takes over (refiner)"),
+    ("MaskLatent", "MaskLatent", "an img2img start sample + inpainting mask (A1111's)"),
 )
 
 
 def register_nodes(register: Callable[..., Any]) -> None:
-    """Register ``Sigmas``, ``SampleDiffusion`` and ``LowResCondition``."""
+    """Register ``Sigmas``, ``SampleDiffusion``, ``LowResCondition`` and ``MaskLatent``."""
     for name, cls, description in NODE_ENTRIES:
         register(name, lazy(f"t2i.diffusion.nodes:{cls}"), description=description)

@@ -9,6 +9,10 @@ were made by the ``Guide`` and ``Sigmas`` nodes, so a sampler never looks anythi
 img2img follows diffusers' convention (``sigmas[steps - int(steps * strength):]``, cut by
 :func:`img2img_sigmas`): ``int(steps * strength)`` steps run, starting from ``init + noise *
 sigma_start``. A1111 runs one step more (``sigmas[steps - t_enc - 1:]``).
+
+Inpainting: an init with a ``mask`` (``Latent.mask``, 1 = resample) gets A1111's blend for
+k-diffusion samplers (``CFGDenoiser``, ``mask_before_denoising=False``): after every model
+call the prediction is ``denoised * mask + init * (1 - mask)``, and so is the final sample.
 """
 
 from __future__ import annotations
@@ -109,12 +113,17 @@ class DiffusionSampler:
             x = first * float(sigmas[0])
             if len(sigmas) < 2:  # a first stage that hands over before its first step
                 return Latent(x, seeds=job.seeds)
+        model, keep = job.model, None
+        if job.init is not None and job.init.mask is not None:
+            mask = job.init.mask.to(job.device, job.dtype)
+            keep = init * (1 - mask)
+            model = _blended(job.model, mask, keep)
         opts = dict(self.options)
         if self.eta_option is not None and job.eta is not None:
             opts[self.eta_option] = job.eta
         log.debug("sample", sampler=self.name, steps=len(sigmas) - 1, batch=job.shape[0])
         x = self.fn(
-            job.model,
+            model,
             x,
             sigmas,
             cond=job.cond,
@@ -122,7 +131,19 @@ class DiffusionSampler:
             noise_sampler=noise.sampler,
             **opts,
         )
+        if keep is not None:
+            x = x * mask + keep
         return Latent(x, seeds=job.seeds)
+
+
+def _blended(model: Any, mask: torch.Tensor, keep: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """``model`` whose prediction keeps the init sample outside ``mask``: ``D(x) * mask +
+    keep`` with ``keep = init * (1 - mask)`` (A1111's ``apply_blend``)."""
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor, cond: Any = None, **kw: Any) -> torch.Tensor:
+        return model(x, sigma, cond, **kw) * mask + keep
+
+    return denoise
 
 
 def _step_callback(

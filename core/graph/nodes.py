@@ -19,7 +19,7 @@ import torch
 
 from t2i.files import write_atomically
 from t2i.graph.node import REQUIRED, ExecutionContext, NodeType, Param, Port
-from t2i.payloads import GuidedModel, Image, Latent, SeedVariation
+from t2i.payloads import GuidedModel, Image, Latent, Mask, SeedVariation
 
 
 def _place(component: Any, ctx: ExecutionContext) -> Any:
@@ -277,6 +277,106 @@ class LoadImage(NodeType):
         return {"image": Image.from_pil(image)}
 
 
+def _mask_tensor(mask: Any) -> torch.Tensor:
+    """An ``L`` image -> ``(1, 1, H, W)`` float in [0, 1]."""
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)[None, None]
+
+
+def mask_image(mask: torch.Tensor) -> Any:
+    """A ``(1, 1, H, W)`` mask in [0, 1] -> an ``L`` image (the inverse of ``_mask_tensor``)."""
+    from PIL import Image as PILImage
+
+    a = (mask[0, 0].detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return PILImage.fromarray(a, mode="L")
+
+
+class PrepareInpaint(NodeType):
+    description = (
+        "img2img's init image at the request size, and with a mask A1111's inpainting "
+        "preparation: invert, blur, 'only masked' crop (+ padding) scaled to the request "
+        "size, 'masked content: fill' -> the image to encode and the MASK (None: no mask)."
+    )
+    inputs = (Port("image", "IMAGE", description="the init image at its own size"),)
+    outputs = (Port("image", "IMAGE"), Port("mask", "MASK"))
+    params = (
+        Param("mask", object, None, "an L image or a path, the init image's size; 255 = repaint"),
+        Param("width", int, 0, "request width (0: the image's)"),
+        Param("height", int, 0, "request height (0: the image's)"),
+        Param("mask_blur", int, 4, "Gaussian blur of the mask (sigma, pixels)", minimum=0),
+        Param("invert", int, 0, "1: inpaint the unmasked area", choices=(0, 1)),
+        Param("only_masked", bool, False, "inpaint the masked area's box at the request size"),
+        Param("padding", int, 32, "'only masked' padding, pixels", minimum=0),
+        Param(
+            "fill",
+            (int, str),
+            1,
+            "masked content: 0 fill, 1 original, 2 latent noise, 3 latent nothing",
+        ),
+    )
+
+    def execute(
+        self, ctx, *, image, mask, width, height, mask_blur, invert, only_masked, padding, fill
+    ):
+        from PIL import Image as PILImage
+
+        from t2i import masking
+
+        pil = image.to_pil()[0]
+        width, height = width or pil.width, height or pil.height
+        prepared = None
+        if mask is not None:
+            if isinstance(mask, (str, os.PathLike)):
+                mask = masking.binary_mask(PILImage.open(mask))
+            prepared = masking.prepare(
+                pil,
+                mask,
+                width,
+                height,
+                blur=mask_blur,
+                invert=bool(invert),
+                only_masked=only_masked,
+                padding=padding,
+                fill=masking.fill_mode(fill),
+            )
+        if prepared is None:
+            if pil.size != (width, height):
+                pil = masking.resize(pil, width, height)
+            return {
+                "image": Image(Image.from_pil(pil).pixels.to(image.pixels.device)),
+                "mask": None,
+            }
+        out = Mask(
+            pixels=_mask_tensor(prepared["mask"]),
+            base=Image.from_pil(prepared["base"]),
+            overlay=_mask_tensor(prepared["overlay"]),
+            box=prepared["box"],
+        )
+        pixels = Image.from_pil(prepared["image"]).pixels.to(image.pixels.device)
+        return {"image": Image(pixels), "mask": out}
+
+
+class PasteInpaint(NodeType):
+    description = (
+        "Put generated images back into the init image through the MASK (A1111's overlay: "
+        "scaled into the 'only masked' box, the init image kept where the mask is 0)."
+    )
+    inputs = (Port("image", "IMAGE"), Port("mask", "MASK", optional=True))
+    outputs = (Port("image", "IMAGE"),)
+    params = (Param("overlay", bool, True, "paste onto the init image (A1111's overlay_inpaint)"),)
+
+    def execute(self, ctx, *, image, mask, overlay):
+        if mask is None or not overlay:
+            return {"image": image}
+        from t2i import masking
+
+        base = mask.base.to_pil()[0]
+        weights = mask_image(mask.overlay)
+        pasted = [masking.paste_back(p, base, weights, mask.box) for p in image.to_pil()]
+        return {"image": Image(Image.from_pil(pasted).pixels.to(image.pixels.device))}
+
+
 class SaveImage(NodeType):
     description = "Write each image as PNG (atomically: a temporary file renamed into place)."
     inputs = (Port("image", "IMAGE"),)
@@ -344,7 +444,9 @@ class UpscaleLatent(NodeType):
             )
         else:
             if decoder is None or not hasattr(decoder, "encode"):
-                raise ValueError(f"hr_upscaler {upscaler!r} works in pixels: it needs a decoder with an encoder")
+                raise ValueError(
+                    f"hr_upscaler {upscaler!r} works in pixels: it needs a decoder with an encoder"
+                )
             x = self._in_pixels(decoder, samples, (w, h), upscaler)
         return {"samples": Latent(x, seeds=samples.seeds, variation=samples.variation)}
 

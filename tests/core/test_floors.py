@@ -38,6 +38,7 @@ FLOORS: tuple[str | set[str], ...] = (
         "t2i.infotext",
         "t2i.prompts",
         "t2i.outputs",
+        "t2i.masking",
     },
     {"t2i.files", "t2i.version", "t2i.kinds"},
 )
