@@ -125,9 +125,11 @@ def create_clip_tokenizer(
     tokenizer: str | os.PathLike | None = None,
     embeddings_dir: str | os.PathLike | None = None,
     allow_pickle: bool = False,
+    dtype: Any = None,
     **options: Any,
 ):
-    """CLIP BPE tokenizer of a checkpoint: ``tokenizer=`` (a ``tokenizer/`` folder or OpenAI's
+    """CLIP BPE tokenizer of a checkpoint (``dtype``, ``allow_pickle``: the other components',
+    so the checkpoint is read once): ``tokenizer=`` (a ``tokenizer/`` folder or OpenAI's
     ``bpe_simple_vocab_16e6.txt(.gz)``), else ``$T2I_CLIP_TOKENIZER``, else the checkpoint's
     diffusers ``tokenizer/`` folder, else CLIP's merges list (:func:`find_bpe_file`; the
     plugin ships one, so single-file SD checkpoints need no download). ``embeddings_dir``:
@@ -143,7 +145,7 @@ def create_clip_tokenizer(
     source = tokenizer or os.environ.get(TOKENIZER_ENV)
     sd2 = False
     if checkpoint is not None:
-        models = load_models(checkpoint)
+        models = load_models(checkpoint, dtype=dtype, allow_pickle=allow_pickle)  # cached once
         sd2 = models.text_encoder_format == "open_clip"
         if source is None:
             source = models.extras.get("tokenizer_dir")
@@ -339,7 +341,8 @@ def ldm_recipe(
     )  # fail early, and warm
     resolution = models.config.resolution
     tok = {"checkpoint": checkpoint, **({"tokenizer": str(tokenizer)} if tokenizer else {})}
-    tok.update({**emb, **({"allow_pickle": True} if emb and allow_pickle else {})})
+    tok.update({**emb, **({"allow_pickle": True} if allow_pickle else {})})
+    tok.update({"dtype": dtype} if dtype else {})
     model_opts = {
         **load,
         "use_ema": use_ema,

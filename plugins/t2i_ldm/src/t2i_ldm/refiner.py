@@ -139,18 +139,17 @@ def refiner_bindings(bindings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def with_refiner(recipe, *, refiner: str, switch_at: float):
+def with_refiner(recipe, *, refiner: str, switch_at: float, decode: bool = True):
     """``recipe`` (the ``ldm`` recipe of an SDXL base) with the refiner as its second stage,
-    in txt2img and img2img, and A1111's ``Refiner`` / ``Refiner switch at`` infotext."""
+    in txt2img and img2img, and A1111's ``Refiner`` / ``Refiner switch at`` infotext;
+    ``decode``: the refiner's VAE decodes (it has one)."""
     import attrs
 
     from t2i.files import short_hash
-    from t2i_ldm.recipes import load_models
 
     graphs = {"graph": recipe.graph.copy()}
     if recipe.img2img_graph is not None:
         graphs["img2img_graph"] = recipe.img2img_graph.copy()
-    decode = load_models(refiner).vae is not None
     for graph in graphs.values():
         add_refiner_stage(graph, refiner=refiner, switch_at=switch_at, decode_with_refiner=decode)
     name = Path(refiner).stem
@@ -172,5 +171,7 @@ def attach_refiner(
         from t2i.engine import EngineError
 
         raise EngineError("recipe 'ldm': refiner= with hires=true is not supported yet")
-    check_refiner(refiner, models, dtype=dtype, allow_pickle=pickle)
-    return with_refiner(recipe, refiner=str(refiner), switch_at=float(switch_at))
+    ref = check_refiner(refiner, models, dtype=dtype, allow_pickle=pickle, use_ema=False)
+    return with_refiner(
+        recipe, refiner=str(refiner), switch_at=float(switch_at), decode=ref.vae is not None
+    )
