@@ -231,7 +231,6 @@ def test_sdxl_embedding_pairs(tiny_sdxl, tmp_path):
     assert _rel(with_it.embeds, plain.embeds) > 1e-3
 
 
-@pytest.mark.slow
 def test_sdxl_hires_fix_runs(tiny_sdxl):
     """Hires fix on SDXL: the second pass's micro-conditioning is the hires size."""
     _, folder, _ = tiny_sdxl

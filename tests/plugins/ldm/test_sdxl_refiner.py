@@ -54,7 +54,6 @@ def _run(pipe, seed, steps=10):
     )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("source", ["diffusers_folder", "single_file"])
 def test_base_and_refiner_as_diffusers(tiny_sdxl, tiny_sdxl_refiner, source):
     base, folder, single = tiny_sdxl
