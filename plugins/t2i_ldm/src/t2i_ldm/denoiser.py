@@ -81,7 +81,9 @@ class UNetPredictor:
     ) -> torch.Tensor:
         context = cond.embeds if isinstance(cond, Conditioning) else cond
         y = self.vector(x, cond) if self.unet.config.adm_in_channels else None
-        return self.unet(x, t, context.to(x.device), y)
+        from t2i_ldm.inpaint import concat_image_condition  # an inpainting UNet's 5 channels
+
+        return self.unet(concat_image_condition(self.unet, x, cond), t, context.to(x.device), y)
 
     def vector(self, x: torch.Tensor, cond: Conditioning | torch.Tensor) -> torch.Tensor:
         """SDXL's ``(B, adm_in_channels)`` label_emb input for latents ``x``."""

@@ -67,6 +67,10 @@ def t2i_register_nodes(register) -> None:
         "Ldm.SetAestheticScore",
         _at("refiner", "SetAestheticScore", "SDXL refiner: a conditioning's aesthetic score"),
     )
+    register(
+        "Ldm.InpaintCondition",
+        _at("inpaint", "InpaintCondition", "an inpainting UNet's mask + masked-image latent"),
+    )
 
 
 @hookimpl

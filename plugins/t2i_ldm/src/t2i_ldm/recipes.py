@@ -378,6 +378,10 @@ def ldm_recipe(
         infotext={"Clip skip": clip_skip if clip_skip > 1 else None},
         hires=hires,
     )
+    if models.config.unet.in_channels > models.config.unet.out_channels:  # SD inpainting
+        from t2i_ldm.inpaint import attach_inpaint_condition
+
+        recipe = attach_inpaint_condition(recipe)
     if refiner is None:
         return recipe
     from t2i_ldm.refiner import attach_refiner
