@@ -339,6 +339,7 @@ def _request_options(command):
             help="img2img: start from this image.",
         ),
         click.option("--strength", type=float, default=None, help="img2img denoising strength."),
+        *_INPAINT_OPTIONS,
         click.option("--device", default=None, help="cpu, cuda, cuda:1 ..."),
         click.option(
             "--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None
@@ -347,6 +348,46 @@ def _request_options(command):
     for option in reversed(options):
         command = option(command)
     return command
+
+
+_INPAINT_OPTIONS = (
+    click.option(
+        "--mask",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="Inpaint: repaint the white of this mask (the init image's size).",
+    ),
+    click.option("--mask-blur", type=int, default=None, help="Mask blur in pixels (4)."),
+    click.option(
+        "--inpaint-not-masked",
+        "inpainting_mask_invert",
+        is_flag=True,
+        default=None,
+        help="Repaint what the mask leaves black.",
+    ),
+    click.option(
+        "--masked-content",
+        "inpainting_fill",
+        type=click.Choice(["fill", "original", "latent noise", "latent nothing"]),
+        default=None,
+        help="What the masked area starts from (original).",
+    ),
+    click.option(
+        "--only-masked",
+        "inpaint_full_res",
+        is_flag=True,
+        default=None,
+        help="Inpaint the masked area's box at the request's size, pasted back.",
+    ),
+    click.option(
+        "--only-masked-padding",
+        "inpaint_full_res_padding",
+        type=int,
+        default=None,
+        help="Pixels around the masked area for --only-masked (32).",
+    ),
+)
+"""A1111's inpainting controls (request fields ``mask``, ``mask_blur`` ...)."""
 
 
 def _with_init_image(fields: dict) -> dict:

@@ -69,6 +69,13 @@ class Img2ImgRequest(Txt2ImgRequest):
     denoising_strength: float | None = 0.75
     resize_mode: int = 0
     include_init_images: bool = False
+    # inpainting, with A1111's API defaults (StableDiffusionProcessingImg2Img)
+    mask: str | None = None
+    mask_blur: int = 4
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
 
 
 class PngInfoRequest(BaseModel):
@@ -114,7 +121,31 @@ def _fields(server: Server, body: Txt2ImgRequest, model: Selection, img2img: boo
         fields["init_image"] = decode_image("init_images", body.init_images[0])
         if body.denoising_strength is not None:
             fields["strength"] = body.denoising_strength
+        if body.mask:
+            fields["mask"] = _decode_mask(body.mask)
+            fields.update({k: getattr(body, k) for k in INPAINT_FIELDS})
     return fields
+
+
+def _decode_mask(text: str) -> Any:
+    """The base64 ``mask``, checked as an image; an RGBA one keeps its alpha (a painted
+    mask: A1111 reads the alpha)."""
+    import io
+
+    from PIL import Image
+
+    rgb = decode_image("mask", text)
+    raw = Image.open(io.BytesIO(decode_base64("mask", text)))
+    return raw if raw.mode == "RGBA" else rgb
+
+
+INPAINT_FIELDS = (
+    "mask_blur",
+    "inpainting_fill",
+    "inpaint_full_res",
+    "inpaint_full_res_padding",
+    "inpainting_mask_invert",
+)
 
 
 def _script(body: Txt2ImgRequest) -> tuple[str, list[str]]:
@@ -204,6 +235,8 @@ def _response(server: Server, job: Job, body: Txt2ImgRequest) -> dict[str, Any]:
     }
     parameters = body.model_dump()
     parameters.pop("init_images", None)
+    if parameters.get("mask"):
+        parameters["mask"] = None  # as A1111: the images are not echoed
     return {"images": images, "parameters": parameters, "info": json.dumps(info)}
 
 
