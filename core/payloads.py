@@ -63,7 +63,9 @@ def _expand(t: torch.Tensor | None, batch: int) -> torch.Tensor | None:
 
 @attrs.frozen(eq=False)
 class ImageCondition:
-    """A cascade's low-resolution image, given to a super-resolution denoiser.
+    """A cascade's low-resolution image, given to a super-resolution denoiser (or any image
+    a denoiser is conditioned on by concatenation: an SD inpainting UNet's mask + masked-image
+    latent, ``t2i_ldm.inpaint``).
 
     Imagen (Saharia et al. 2022, section 2.5) and DeepFloyd IF condition each
     super-resolution stage on the previous stage's output, noised at an augmentation
