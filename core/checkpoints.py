@@ -629,9 +629,13 @@ def _one_thread():
     """Load on one CPU thread: copying and casting tensor by tensor is memory-bound work that
     torch's thread pool does not speed up, and on a busy machine every parallel copy waits at a
     barrier for a descheduled worker (ldm-shapes' UNet + VAE: 0.2-0.5 s on two threads, 0.16-0.23
-    s on one, at load average 1.4; the same when the machine is idle)."""
+    s on one, at load average 1.4; the same when the machine is idle).
+
+    Only in the main thread (the command's loads): torch's thread count is process-wide in some
+    OpenMP set-ups and per thread in others, so a single writer keeps it consistent; loads in
+    other threads (a server's worker) keep the pool as it is."""
     threads = torch.get_num_threads()
-    if threads == 1:
+    if threads == 1 or threading.current_thread() is not threading.main_thread():
         yield
         return
     torch.set_num_threads(1)

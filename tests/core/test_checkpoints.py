@@ -267,3 +267,25 @@ def test_load_into_reads_on_one_thread_and_restores_the_count(monkeypatch):
         assert set(seen) == {1} and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_loads_in_other_threads_leave_the_thread_count_alone():
+    import threading
+
+    from t2i.checkpoints import _one_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+
+    def load():
+        with _one_thread():
+            seen.append(torch.get_num_threads())
+
+    try:
+        worker = threading.Thread(target=load)
+        worker.start()
+        worker.join(10)
+        assert seen == [2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
