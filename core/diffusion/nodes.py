@@ -173,9 +173,10 @@ class LowResCondition(NodeType):
 
 class MaskLatent(NodeType):
     description = (
-        "Inpainting: the img2img start sample gets the MASK at its size (bicubic, rounded: "
-        "A1111's latent mask), so the sampler keeps it outside the mask; 'latent noise' / "
-        "'latent nothing' replace the masked cells with the seeds' noise / zeros."
+        "img2img's start sample, one row per seed of the batch; with a MASK (inpainting) it "
+        "gets the mask at its size (bicubic, rounded: A1111's latent mask), so the sampler "
+        "keeps it outside the mask; 'latent noise' / 'latent nothing' replace the masked "
+        "cells with the seeds' noise / zeros."
     )
     inputs = (
         Port("latent", "LATENT", description="the encoded init image"),
@@ -194,21 +195,20 @@ class MaskLatent(NodeType):
     )
 
     def execute(self, ctx, *, latent: Latent, mask: Mask | None, noise, fill, blend):
+        x, seeds = latent.samples, latent.seeds
+        if noise is not None and noise.seeds:
+            seeds = noise.seeds  # one init image for a batch: every row starts from it
+            if x.shape[0] == 1 and len(seeds) > 1:
+                x = x.expand(len(seeds), *x.shape[1:])
         if mask is None:
-            return {"latent": latent}
+            return {"latent": Latent(x, seeds=seeds)}
         from t2i.graph.nodes import mask_image
         from t2i.masking import fill_mode, latent_mask
 
         fill = fill_mode(fill)
-        x = latent.samples
         h, w = x.shape[-2:]
         m = torch.from_numpy(latent_mask(mask_image(mask.pixels), w, h))[None, None]
         m = m.to(x.device, x.dtype)
-        seeds = latent.seeds
-        if noise is not None and noise.seeds:
-            seeds = noise.seeds
-            if x.shape[0] == 1 and len(seeds) > 1:
-                x = x.expand(len(seeds), *x.shape[1:])
         if fill == 2:  # latent noise: the seeds' first noise (A1111: their create_random_tensors)
             from t2i.noise import BatchNoise
 

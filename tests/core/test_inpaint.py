@@ -171,3 +171,14 @@ def test_a_recipe_without_an_img2img_graph_refuses_a_mask():
     gan = Engine.build("toy-gan", plugins=make_manager(toy_plugin))
     with pytest.raises(RequestError, match=r"init_image|mask"):
         gan("x", init_image=Image.new("RGB", (8, 8)), mask=Image.new("L", (8, 8)))
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_a_batch_starts_every_row_from_the_init_image(pipe, init, mask):
+    """Row i of a batch is the single run of seed + i (inpainting and plain img2img)."""
+    fields = {"mask": _mask(), "mask_blur": 0, "inpainting_fill": 2} if mask else {}
+    batch = _run(pipe, init, batch_size=2, seed=3, **fields)
+    single = _run(pipe, init, seed=4, **fields)
+    assert batch.seeds == [3, 4]
+    assert np.abs(_pixels(batch, 0) - _pixels(batch, 1)).max() > 0
+    assert (_pixels(batch, 1) == _pixels(single)).all()
