@@ -143,6 +143,17 @@ def test_inpainting_checkpoint_with_a1111_steps_keeps_the_outside(tiny_sd_inpain
     assert txt2img.images[0].size == (SIZE, SIZE)
     plain = pipe(PROMPT, init_image=init, steps=3, seed=1, width=SIZE, height=SIZE)
     assert plain.images[0].size == (SIZE, SIZE)
+    batch = _run(pipe, 5, init_image=init, mask=mask, mask_blur=0, batch_size=2)
+    assert np.abs(_pixels(batch) - np.asarray(batch.images[1]).astype(np.int16)).max() > 0
+
+
+def test_inpainting_checkpoint_hires_pass_gets_its_own_condition(tiny_sd_inpaint):
+    _, folder = tiny_sd_inpaint
+    pipe = Engine.build("ldm", plugins=make_manager(plugin), checkpoint=str(folder), hires=True)
+    link = pipe.recipe.graph["guide_hr"].inputs["image_condition"]
+    assert pipe.recipe.graph[link.node].inputs["latent"].node == "hires_upscale"
+    out = pipe(PROMPT, steps=2, seed=1, width=16, height=16, hr_scale=2)
+    assert out.images[0].size == (32, 32)
 
 
 def _a1111_reference(ref_pipe, init, mask, seed, fill, steps=6, strength=0.75, scale=6.0):
