@@ -110,7 +110,8 @@ class DiffusionJob:
         sigmas: the descending schedule to run, ending with 0 (already cut for img2img).
         shape: ``(B, C, H, W)`` of the sample.
         seeds: one seed per batch row; all randomness is drawn from them.
-        init: img2img start sample, or None to start from noise.
+        init: img2img start sample, or None to start from noise; its ``mask`` (inpainting)
+            keeps it outside the mask (the sampler blends after every step).
         eta: stochasticity for samplers that have it (DDIM eta, ancestral s_noise), or None.
         device, dtype: where the model runs.
         noise_device: "cpu" (default; the same image on any device) or "device".

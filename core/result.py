@@ -50,7 +50,12 @@ def inpaint_infotext(request: Any) -> dict[str, Any]:
     for "only masked"); none without a mask."""
     if getattr(request, "mask", None) is None:
         return {}
-    only = request.inpaint_full_res and request.mask.getbbox() is not None
+    mask = request.mask
+    if request.inpainting_mask_invert:
+        from PIL import ImageOps
+
+        mask = ImageOps.invert(mask.convert("L"))
+    only = request.inpaint_full_res and mask.getbbox() is not None  # blank: plain img2img
     return {
         "Mask blur": request.mask_blur or None,
         "Mask mode": "Inpaint not masked" if request.inpainting_mask_invert else None,

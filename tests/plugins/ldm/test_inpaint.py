@@ -143,8 +143,45 @@ def test_inpainting_checkpoint_with_a1111_steps_keeps_the_outside(tiny_sd_inpain
     assert txt2img.images[0].size == (SIZE, SIZE)
     plain = pipe(PROMPT, init_image=init, steps=3, seed=1, width=SIZE, height=SIZE)
     assert plain.images[0].size == (SIZE, SIZE)
+    assert "Conditional mask weight: 1.0" in out.infotexts[0]  # A1111 writes it
+    half = _run(pipe, 5, init_image=init, mask=mask, mask_blur=0, inpainting_mask_weight=0.5)
+    assert "Conditional mask weight: 0.5" in half.infotexts[0]
     batch = _run(pipe, 5, init_image=init, mask=mask, mask_blur=0, batch_size=2)
     assert np.abs(_pixels(batch) - np.asarray(batch.images[1]).astype(np.int16)).max() > 0
+
+
+def test_inpaint_condition_channels(tiny_sd_inpaint):
+    """mask (rounded, nearest to the latent) + the latent of the init greyed by the weight."""
+    from t2i.graph.node import ExecutionContext
+    from t2i.payloads import Image as Pixels
+    from t2i.payloads import Latent, Mask
+    from t2i_ldm.inpaint import InpaintCondition
+
+    _, folder = tiny_sd_inpaint
+    pipe = _ours(folder)
+    decoder = pipe.manager.registry.create("decoder", "ldm.vae", checkpoint=str(folder))
+    image = Pixels.from_pil(_init())
+    soft = torch.from_numpy(np.asarray(_mask(), dtype=np.float32) / 255)[None, None] * 0.6
+    mask = Mask(pixels=soft, base=image, overlay=soft)
+    latent = Latent(torch.zeros(1, 4, SIZE // 2, SIZE // 2))
+    ctx = ExecutionContext(registry=None)
+
+    def condition(weight, mask=mask, image=image):
+        node = InpaintCondition()
+        out = node.execute(
+            ctx, decoder=decoder, latent=latent, image=image, mask=mask, mask_weight=weight
+        )
+        return out["image_condition"].image
+
+    full, none = condition(1.0), condition(0.0)
+    assert full.shape == (1, 5, SIZE // 2, SIZE // 2)
+    expected_mask = torch.zeros(SIZE // 2, SIZE // 2)
+    expected_mask[2:10, 4:12] = 1.0  # the box (8, 4, 24, 20) at half size; 0.6 rounds to 1
+    assert torch.equal(full[0, 0], expected_mask)
+    assert torch.allclose(none[:, 1:], decoder.encode(image).samples)  # weight 0: the init
+    grey = decoder.encode(Pixels(torch.full((1, 3, SIZE, SIZE), 0.5))).samples
+    assert torch.allclose(condition(1.0, mask=None, image=None)[:, 1:], grey)  # txt2img
+    assert (condition(1.0, mask=None, image=None)[:, 0] == 1).all()
 
 
 def test_inpainting_checkpoint_hires_pass_gets_its_own_condition(tiny_sd_inpaint):

@@ -96,10 +96,19 @@ class InpaintCondition(NodeType):
         return {"image_condition": ImageCondition(concat, level)}
 
 
+MASK_WEIGHT_FIELD = "inpainting_mask_weight"
+"""The request field of A1111's "Inpainting conditioning mask strength" setting; its
+infotext key is ``Conditional mask weight``, written for every image of an inpainting model."""
+
+
 def attach_inpaint_condition(recipe: Any) -> Any:
     """The ``ldm`` recipe for an inpainting checkpoint: every ``Guide`` gets an
     ``Ldm.InpaintCondition`` (img2img: of the prepared init image and mask; txt2img and the
-    hires pass: of a grey image, at the size that pass samples)."""
+    hires pass: of a grey image, at the size that pass samples), and the request field
+    ``inpainting_mask_weight`` sets their ``mask_weight``."""
+    import attrs
+
+    targets: dict[bool, list[tuple[str, str]]] = {False: [], True: []}
     for img2img, graph in ((False, recipe.graph), (True, recipe.img2img_graph)):
         if graph is None:
             continue
@@ -112,4 +121,11 @@ def attach_inpaint_condition(recipe: Any) -> Any:
                 links |= {"image": graph["inpaint"]["image"], "mask": graph["inpaint"]["mask"]}
             node = graph.add(f"inpaint_condition_{guide}", "Ldm.InpaintCondition", **links)
             graph.connect(node["image_condition"], guide, "image_condition")
-    return recipe
+            targets[img2img].append((node.id, "mask_weight"))
+    bindings = {**recipe.bindings, MASK_WEIGHT_FIELD: tuple(targets[False])}
+    img2img_bindings = recipe.img2img_bindings or recipe.bindings
+    img2img_bindings = {**img2img_bindings, MASK_WEIGHT_FIELD: tuple(targets[True])}
+    fields = {**recipe.infotext_fields, MASK_WEIGHT_FIELD: "Conditional mask weight"}
+    return attrs.evolve(
+        recipe, bindings=bindings, img2img_bindings=img2img_bindings, infotext_fields=fields
+    )
