@@ -209,7 +209,9 @@ class MaskLatent(NodeType):
         h, w = x.shape[-2:]
         m = torch.from_numpy(latent_mask(mask_image(mask.pixels), w, h))[None, None]
         m = m.to(x.device, x.dtype)
-        if fill == 2:  # latent noise: the seeds' first noise (A1111: their create_random_tensors)
+        # latent noise: the seeds' first noise (A1111's create_random_tensors of the seeds;
+        # A1111 takes the first batch's seeds for every batch of a run, here each batch's own)
+        if fill == 2:
             from t2i.noise import BatchNoise
 
             if len(seeds) != x.shape[0]:
