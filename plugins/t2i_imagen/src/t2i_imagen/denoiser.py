@@ -160,7 +160,10 @@ class ImagenDenoiser(DiscreteDenoiser):
             }
         elif isinstance(self.model, IFPredictor):
             network = "if_unet"
-            predictor = {"super_resolution": bool(cfg.super_resolution), "channels": self.model.channels}
+            predictor = {
+                "super_resolution": bool(cfg.super_resolution),
+                "channels": self.model.channels,
+            }
         else:
             return None
         options = {

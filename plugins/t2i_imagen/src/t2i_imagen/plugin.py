@@ -63,7 +63,11 @@ def t2i_register_nodes(register) -> None:
 def t2i_register_recipes(register) -> None:
     register(
         "imagen",
-        _at("recipes", "imagen_recipe", "DeepFloyd IF cascade (stage I -> II) from folders"),
+        _at(
+            "recipes",
+            "imagen_recipe",
+            "DeepFloyd IF cascade (stage I -> II) from folders; none: embedded imagen-shapes",
+        ),
         aliases=("deepfloyd-if", "if"),
     )
     register(

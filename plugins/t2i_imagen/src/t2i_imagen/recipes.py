@@ -245,7 +245,18 @@ def imagen_recipe(
     """Recipe ``imagen``: DeepFloyd IF stage I (``checkpoint``) -> stage II
     (``sr_checkpoint``), T5 from ``t5`` (a folder with ``text_encoder/`` and ``tokenizer/``;
     default: the stage I folder). ``variant="fp16"`` reads the fp16 files; ``dtype`` casts;
-    the ``sr_*`` options and ``noise_level`` set the SR stage's defaults."""
+    the ``sr_*`` options and ``noise_level`` set the SR stage's defaults. Without any folder
+    (``Engine.build("imagen", guidance="dynamic")``) it is the embedded ``imagen-shapes``."""
+    if (checkpoint, sr_checkpoint, t5, variant, dtype) == (None,) * 5:
+        return imagen_shapes_recipe(
+            guidance=guidance,
+            noise_level=noise_level,
+            sr_steps=sr_steps,
+            sr_cfg_scale=sr_cfg_scale,
+            sr_sampler=sr_sampler,
+            sr_schedule=sr_schedule,
+            sr_guidance=sr_guidance,
+        )
     sr_options = {
         "noise_level": noise_level,
         "sr_steps": sr_steps,
