@@ -570,12 +570,15 @@ def _grid_path(output: Path) -> Path:
 
 
 def _mount_commands() -> None:
-    """The shapes benchmark's commands, ``t2i train`` and every plugin's commands."""
+    """The shapes benchmark's commands (``eval``, ``compare``), ``t2i train`` and every
+    plugin's commands."""
+    from t2i.cli.compare import compare_command
     from t2i.cli.shapes import data, eval_command
     from t2i.training.cli import train_group
 
     cli.add_command(data)
     cli.add_command(eval_command, "eval")
+    cli.add_command(compare_command, "compare")
     cli.add_command(train_group(_manager))
     _manager().register_commands(cli)
 
