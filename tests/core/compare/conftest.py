@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from t2i.plugins import set_plugin_manager
