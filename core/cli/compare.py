@@ -61,14 +61,15 @@ def compare_command(recipes: tuple[str, ...], out: Path, overwrite: bool,
     """
     from t2i.compare.recipes import RecipeChoiceError, resolve_recipes
     from t2i.compare.report import OutputExistsError, check_out_dir, write_comparison
-    from t2i.compare.run import CompareSettings, run_all
+    from t2i.compare.run import CompareSettings, check_device, run_all
     from t2i.plugins import get_plugin_manager
 
     manager = get_plugin_manager()
     try:
         specs = resolve_recipes(manager, recipes, checkpoints)
         check_out_dir(out, overwrite)
-    except (RecipeChoiceError, OutputExistsError) as exc:
+        check_device(options["device"])
+    except (RecipeChoiceError, OutputExistsError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     settings = CompareSettings(step_counts=_counts(step_counts), **options)
     click.echo(f"comparing {', '.join(s.name for s in specs)}", err=True)

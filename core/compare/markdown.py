@@ -17,8 +17,12 @@ def _iv(d: dict[str, Any] | None) -> str:
     return f"{d['value']:.3f} [{d['low']:.2f}, {d['high']:.2f}]"
 
 
-def _num(value: Any, fmt: str = ".2f", scale: float = 1.0) -> str:
-    return "unknown" if value is None else format(value / scale, fmt)
+def _num(value: Any, fmt: str = ".2f", scale: int = 1, missing: str = "unknown") -> str:
+    """``value`` formatted (divided by ``scale``); ``missing`` for None (not recorded, or a
+    figure undefined at these counts: diversity with one seed)."""
+    if value is None:
+        return missing
+    return format(value / scale if scale != 1 else value, fmt)
 
 
 def _main_table(report: dict[str, Any]) -> list[str]:
@@ -32,7 +36,7 @@ def _main_table(report: dict[str, Any]) -> list[str]:
         cells = [
             f"`{r['recipe']}`", r["plugin"], r["shape"],
             *(_iv(r["alignment"].get(f)) for f in ALIGNMENT),
-            _num(r["frechet_distance"]), _num(r["diversity"]),
+            _num(r["frechet_distance"], missing="-"), _num(r["diversity"], missing="-"),
             _num(ips.get("1")), _num(ips.get(b)), _num(r["cold_start_seconds"]),
             f"{r['parameters']:,}", _num(r["weights_bytes"], ".1f", MiB),
             _num(r["peak_memory_bytes"], ".0f", MiB), _num(t["gpu_seconds"], ".0f"),
@@ -80,6 +84,11 @@ def _figures(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _devices(report: dict[str, Any]) -> str:
+    used = sorted({r["device"] for r in report["recipes"]})
+    return ", ".join(used) or report["settings"]["device"] or "default"
+
+
 def _notes(report: dict[str, Any]) -> list[str]:
     lines = []
     methods = sorted({r["memory_method"] for r in report["recipes"]})
@@ -97,6 +106,8 @@ def _notes(report: dict[str, Any]) -> list[str]:
             )
     for recipe, why in report["sweeps_not_run"].items():
         lines.append(f"- `{recipe}`: no sweep, {why}")
+    if report["settings"]["n_seeds"] < 2:
+        lines.append("- diversity needs two seeds or more (`-`: undefined with --seeds 1)")
     return lines
 
 
@@ -108,7 +119,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"prompt set `{report['prompt_set_version']}`, {s['n_prompts']} prompts x "
         f"{s['n_seeds']} seeds (from {s['seed']}), {s['size']} px, device "
-        f"`{s['device'] or 'default'}`; intervals: {report['interval']}.",
+        f"`{_devices(report)}`; intervals: {report['interval']}.",
         "",
         *_main_table(report),
         "",

@@ -51,13 +51,14 @@ class MemoryProbe:
     """Peak memory of what runs between :meth:`start` and :meth:`peak_bytes`."""
 
     def __init__(self, device: str | torch.device | None) -> None:
-        self.cuda = torch.device(device or "cpu").type == "cuda"
+        self.device = torch.device(device or "cpu")
+        self.cuda = self.device.type == "cuda" and torch.cuda.is_available()
         self.method = ""
         self._base: int | None = None
 
     def start(self) -> None:
         if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(self.device)
             self.method = "torch.cuda.max_memory_allocated"
             return
         try:
@@ -70,7 +71,7 @@ class MemoryProbe:
 
     def peak_bytes(self) -> int | None:
         if self.cuda:
-            return int(torch.cuda.max_memory_allocated())
+            return int(torch.cuda.max_memory_allocated(self.device))
         if self._base is None:
             return None
         if self.method.startswith("peak RSS growth (VmHWM"):

@@ -96,6 +96,7 @@ def run_to_dict(run: RecipeRun) -> dict[str, Any]:
         "checkpoint": run.checkpoint,
         "plugin": run.plugin,
         "shape": run.shape,
+        "device": run.device,
         "alignment": {f: run.intervals[f].to_dict() for f in ALIGNMENT if f in run.intervals},
         "attributes": {f: run.intervals[f].to_dict() for f in ATTRIBUTES if f in run.intervals},
         "per_attribute": r.per_attribute,

@@ -85,6 +85,7 @@ class RecipeRun:
     checkpoint: str | None
     plugin: str
     shape: str
+    device: str
     report: EvalReport
     per_prompt: dict[str, list[float]]
     intervals: dict[str, Interval]
@@ -98,6 +99,20 @@ class RecipeRun:
     sweeps: dict[str, list[tuple[Any, Interval]]] = attrs.Factory(dict)
     sample_images: list[Image.Image] = attrs.field(factory=list, repr=False)
     diversity_images: list[Image.Image] = attrs.field(factory=list, repr=False)
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a device that is no device name or is not here (before any recipe runs)."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"--device {device!r} is not a device name: use cpu, cuda, cuda:1"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: CUDA is not available here; use --device cpu")
 
 
 def pipeline_shape(pipe: Any) -> str:
@@ -264,12 +279,14 @@ def run_recipe(
         sweeps = _sweeps(pipe, shape, generate, prompts, seeds, judge, settings)
     peak = probe.peak_bytes()
     folder = weights_path(entry.name, entry.factory, spec.checkpoint)
+    device = str(pipe.device)
     del pipe, generate
     return RecipeRun(
         recipe=spec.name,
         checkpoint=spec.checkpoint,
         plugin=entry.plugin,
         shape=shape,
+        device=device,
         report=report,
         per_prompt=table,
         intervals=intervals,

@@ -35,6 +35,7 @@ def test_compare_writes_the_report_and_figures_and_skips_the_unbuildable(manager
     assert {"value", "low", "high", "n"} <= set(first["alignment"]["overall"])
     assert set(first["images_per_second"]) == {"1", "2"}
     assert first["parameters"] > 0 and first["cold_start_seconds"] > 0
+    assert first["device"] == "cpu" and first["diversity"] is None  # one seed: undefined
     assert first["training"]["gpu_seconds"] is None  # nothing recorded: "unknown"
     assert [p["value"] for p in first["sweeps"]["steps"]] == [1, 2]
     md = (out / "report.md").read_text()
@@ -67,3 +68,11 @@ def test_a_non_empty_out_folder_is_refused_without_overwrite(manager, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "report.md").is_file() and (tmp_path / "old.txt").is_file()
+
+
+def test_a_device_that_is_not_here_is_a_usage_error(manager, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(compare_command, ["--out", str(tmp_path / "o"), "--device", "cuda"])
+    assert result.exit_code == 2 and "CUDA is not available" in result.output
