@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from t2i.cli.compare import compare_command
@@ -17,7 +18,8 @@ def test_default_recipes_are_the_shapes_defaults_of_every_plugin(manager):
     assert sorted(default_recipes(manager)) == ["broken-shapes", "toy-gan-shapes", "toy-shapes"]
 
 
-def test_compare_writes_the_report_and_figures_and_skips_the_unbuildable(manager, tmp_path):
+@pytest.mark.slow
+def test_compare_runs_every_shapes_default_and_skips_the_unbuildable(manager, tmp_path):
     out = tmp_path / "cmp"
     result = CliRunner().invoke(compare_command, ["--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
@@ -43,13 +45,25 @@ def test_compare_writes_the_report_and_figures_and_skips_the_unbuildable(manager
     assert "unknown" in md
 
 
-def test_compare_names_recipes_and_checkpoints(manager, tmp_path):
-    args = ["toy-shapes", "--checkpoint", "broken-shapes=/nowhere", "--no-sweeps"]
-    result = CliRunner().invoke(compare_command, [*args, "--out", str(tmp_path / "o"), *TINY])
+def test_compare_one_recipe_writes_report_and_figures_and_a_skip(manager, tmp_path):
+    out = tmp_path / "o"
+    args = ["toy-shapes", "broken-shapes", "--checkpoint", "toy-gan-shapes=/nowhere"]
+    result = CliRunner().invoke(compare_command, [*args, "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert "broken-shapes: skipped (CheckpointError: " in result.output
+    report = json.loads((out / "report.json").read_text())
     assert [r["recipe"] for r in report["recipes"]] == ["toy-shapes"]
-    assert report["skipped"][0]["checkpoint"] == "/nowhere"  # its factory takes no checkpoint
+    skipped = {s["recipe"]: s for s in report["skipped"]}
+    assert "no trained weights shipped" in skipped["broken-shapes"]["reason"]
+    assert skipped["toy-gan-shapes"]["checkpoint"] == "/nowhere"  # takes no checkpoint
+    assert "unknown override 'checkpoint'" in skipped["toy-gan-shapes"]["reason"]
+    assert {p.name for p in out.iterdir()} == {
+        "report.md", "report.json", "alignment-vs-speed.png", "attributes.png",
+        "samples-toy-shapes.png", "diversity-toy-shapes.png", "sweep-steps.png",
+    }  # fmt: skip
+    md = (out / "report.md").read_text()
+    assert "| `toy-shapes` | third_party | diffusion |" in md
+    assert "](alignment-vs-speed.png)" in md and "[sample grid](samples-toy-shapes.png)" in md
 
 
 def test_a_bad_recipe_name_is_a_usage_error(manager, tmp_path):
