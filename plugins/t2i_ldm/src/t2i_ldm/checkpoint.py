@@ -611,6 +611,20 @@ def save_single_file(
     lets :func:`load_single_file` rebuild non-SD shapes (tiny or custom models) exactly.
     """
     state = single_file_state(unet, vae, text_encoder, text_encoder_format)
+    return save_with_configs(path, state, unet, vae, prediction_type, name, dtype)
+
+
+def save_with_configs(
+    path: str | os.PathLike,
+    state: dict[str, torch.Tensor],
+    unet: UNetModel,
+    vae: AutoencoderKL | None,
+    prediction_type: str | None,
+    name: str | None,
+    dtype: torch.dtype | None,
+) -> Path:
+    """Write ``state`` (cast to ``dtype``) with our UNet / VAE configs, the prediction type
+    and the name in the safetensors metadata (what :func:`load_single_file` reads back)."""
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     meta = {META_UNET: _config_json(unet.config)}

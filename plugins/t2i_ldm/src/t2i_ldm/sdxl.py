@@ -31,7 +31,6 @@ import structlog
 import torch
 
 from t2i.checkpoints import CheckpointError, CheckpointReader, load_into, open_checkpoint
-from t2i.checkpoints import save_safetensors as _save_safetensors
 from t2i_ldm.checkpoint import (
     DDPM_BUFFERS,
     META_PREDICTION,
@@ -41,13 +40,13 @@ from t2i_ldm.checkpoint import (
     VAE_PREFIX,
     LdmModels,
     Variant,
-    _config_json,
     _dims,
     _infer_unet_config,
     _infer_vae_config,
     _meta_config,
     build_on_meta,
     prefixed_view,
+    save_with_configs,
 )
 from t2i_ldm.config import (
     PREDICTION_TYPES,
@@ -279,16 +278,7 @@ def save_sdxl_single_file(
     """Write an A1111-layout SDXL ``.safetensors`` (``text``: ``clip_l``, ``clip_g``,
     ``projection``) with our configs in its metadata, so tiny or custom shapes load exactly."""
     state = sdxl_single_file_state(unet, vae, **text)
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    meta = {META_UNET: _config_json(unet.config)}
-    if vae is not None:
-        meta[META_VAE] = _config_json(vae.config)
-    if prediction_type is not None:
-        meta[META_PREDICTION] = prediction_type
-    if name is not None:
-        meta["t2i_ldm.name"] = name
-    return _save_safetensors(state, path, metadata=meta)
+    return save_with_configs(path, state, unet, vae, prediction_type, name, dtype)
 
 
 # -- diffusers folders -----------------------------------------------------------------------
