@@ -202,7 +202,16 @@ def sweep_fields(pipe: Any, shape: str, settings: CompareSettings) -> dict[str, 
     return out
 
 
-def _sweeps(pipe, shape, generate, prompts, seeds, judge, settings):
+def _sweeps(
+    pipe: Any,
+    shape: str,
+    generate: Generator,
+    prompts: Sequence[EvalPrompt],
+    seeds: list[int],
+    judge: ShapesJudge,
+    settings: CompareSettings,
+) -> dict[str, list[tuple[Any, Interval]]]:
+    """Overall alignment (with its interval) at each value of each field to sweep."""
     out: dict[str, list[tuple[Any, Interval]]] = {}
     for field, values in sweep_fields(pipe, shape, settings).items():
         points = []

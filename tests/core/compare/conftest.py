@@ -16,16 +16,17 @@ def _unbuildable():
 
 
 class ThirdParty:
-    """A third party's plugin: two shapes defaults on the toy components, one unbuildable."""
+    """A third party's plugin: three shapes defaults on the toy components, one unbuildable."""
 
     @hookimpl
     def t2i_register_recipes(self, register):
         register("toy-shapes", toy_plugin.diffusion_toy_recipe, default=True)
         register("toy-gan-shapes", toy_plugin.gan_recipe)
+        register("toy-ar-shapes", toy_plugin.autoregressive_recipe)
         register("broken-shapes", _unbuildable)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def manager():
     m = make_manager(toy_plugin)
     m.register_plugin(ThirdParty(), "third_party")

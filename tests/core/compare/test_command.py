@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from t2i.cli.compare import compare_command
+from t2i.compare.markdown import to_markdown
 from t2i.compare.recipes import default_recipes
 
 TINY = ["--prompts", "2", "--seeds", "1", "--batch-size", "2", "--step-counts", "1,2",
@@ -15,7 +16,9 @@ TINY = ["--prompts", "2", "--seeds", "1", "--batch-size", "2", "--step-counts", 
 
 
 def test_default_recipes_are_the_shapes_defaults_of_every_plugin(manager):
-    assert sorted(default_recipes(manager)) == ["broken-shapes", "toy-gan-shapes", "toy-shapes"]
+    assert sorted(default_recipes(manager)) == [
+        "broken-shapes", "toy-ar-shapes", "toy-gan-shapes", "toy-shapes",
+    ]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -25,11 +28,14 @@ def test_compare_runs_every_shapes_default_and_skips_the_unbuildable(manager, tm
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
     assert {"report.md", "report.json", "alignment-vs-speed.png", "attributes.png"} <= names
-    for recipe in ("toy-shapes", "toy-gan-shapes"):
+    for recipe in ("toy-shapes", "toy-gan-shapes", "toy-ar-shapes"):
         assert {f"samples-{recipe}.png", f"diversity-{recipe}.png"} <= names
-    assert {"sweep-steps.png", "sweep-cfg_scale.png"} <= names  # diffusion steps; GAN psi
+    sweeps = {"sweep-steps.png", "sweep-cfg_scale.png", "sweep-temperature.png", "sweep-top_k.png"}
+    assert sweeps <= names  # diffusion steps, GAN psi, token sampler fields
     report = json.loads((out / "report.json").read_text())
-    assert sorted(r["recipe"] for r in report["recipes"]) == ["toy-gan-shapes", "toy-shapes"]
+    ran = sorted(r["recipe"] for r in report["recipes"])
+    assert ran == ["toy-ar-shapes", "toy-gan-shapes", "toy-shapes"]
+    assert len(report["differences"]) == 3 * 10  # 3 pairs x (3 alignment + 7 attributes)
     assert report["skipped"][0]["recipe"] == "broken-shapes"
     assert "no trained weights shipped" in report["skipped"][0]["reason"]
     first = next(r for r in report["recipes"] if r["recipe"] == "toy-shapes")
@@ -45,25 +51,49 @@ def test_compare_runs_every_shapes_default_and_skips_the_unbuildable(manager, tm
     assert "unknown" in md
 
 
-def test_compare_one_recipe_writes_report_and_figures_and_a_skip(manager, tmp_path):
-    out = tmp_path / "o"
+@pytest.fixture(scope="module")
+def one_recipe(manager, tmp_path_factory):
+    """``t2i compare toy-shapes broken-shapes --checkpoint toy-gan-shapes=/nowhere``, once."""
+    out = tmp_path_factory.mktemp("cmp") / "o"
     args = ["toy-shapes", "broken-shapes", "--checkpoint", "toy-gan-shapes=/nowhere"]
     result = CliRunner().invoke(compare_command, [*args, "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
-    assert "broken-shapes: skipped (CheckpointError: " in result.output
-    report = json.loads((out / "report.json").read_text())
-    assert [r["recipe"] for r in report["recipes"]] == ["toy-shapes"]
-    skipped = {s["recipe"]: s for s in report["skipped"]}
-    assert "no trained weights shipped" in skipped["broken-shapes"]["reason"]
-    assert skipped["toy-gan-shapes"]["checkpoint"] == "/nowhere"  # takes no checkpoint
-    assert "unknown override 'checkpoint'" in skipped["toy-gan-shapes"]["reason"]
+    return out, result.output
+
+
+def test_compare_one_recipe_writes_report_and_figures(one_recipe):
+    out, _ = one_recipe
     assert {p.name for p in out.iterdir()} == {
         "report.md", "report.json", "alignment-vs-speed.png", "attributes.png",
         "samples-toy-shapes.png", "diversity-toy-shapes.png", "sweep-steps.png",
     }  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert [r["recipe"] for r in report["recipes"]] == ["toy-shapes"]
     md = (out / "report.md").read_text()
     assert "| `toy-shapes` | third_party | diffusion |" in md
     assert "](alignment-vs-speed.png)" in md and "[sample grid](samples-toy-shapes.png)" in md
+
+
+def test_compare_lists_unbuildable_recipes_as_skipped_with_the_reason(one_recipe):
+    out, output = one_recipe
+    assert "broken-shapes: skipped (CheckpointError: " in output
+    skipped = {s["recipe"]: s for s in json.loads((out / "report.json").read_text())["skipped"]}
+    assert "no trained weights shipped" in skipped["broken-shapes"]["reason"]
+    assert skipped["toy-gan-shapes"]["checkpoint"] == "/nowhere"  # takes no checkpoint
+    assert "unknown override 'checkpoint'" in skipped["toy-gan-shapes"]["reason"]
+    assert "- `broken-shapes`: CheckpointError: " in (out / "report.md").read_text()
+
+
+def test_report_md_lists_the_significant_differences(one_recipe):
+    report = json.loads((one_recipe[0] / "report.json").read_text())
+    iv = {"value": 0.5, "low": 0.2, "high": 0.8, "n": 8}
+    report["differences"] = [
+        {"figure": "pair", "a": "x", "b": "y", "difference": iv, "significant": True},
+        {"figure": "overall", "a": "x", "b": "y", "difference": iv, "significant": False},
+    ]
+    md = to_markdown(report)
+    assert "1 of 2 paired differences are significant" in md
+    assert "- pair: `x` - `y` = 0.500 [0.20, 0.80]" in md and "- overall:" not in md
 
 
 def test_a_bad_recipe_name_is_a_usage_error(manager, tmp_path):
