@@ -13,17 +13,7 @@
 # Back in $OUT (7 files): base/sr.safetensors + imagen-shapes.json (imagen_device.sh),
 #   gan/netG|netD|netC.safetensors, results.tgz (GAN model.json, curves, evals, logs, IF check).
 set -uo pipefail
-start=$(date +%s)
-MINUTES=${MINUTES:-9.3}
-: "${OUT:?set OUT}"
-left() { python3 -c "print(round($MINUTES - ($(date +%s) - $start) / 60 - $1, 2))"; }
-export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 T2I_KERNELS=ref
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${WHL:-.whl}"/*.whl
-export PYTHONPATH=/tmp/site
-python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/t2i_imagen -e plugins/t2i_gan \
-  > /tmp/install.log 2>&1 || { tail /tmp/install.log; exit 1; }
-python3 benchmarks/minilm_travel.py unpack "${MINILM:-.minilm16}" /tmp/minilm > /tmp/minilm.log 2>&1
-export T2I_MINILM_PATH=/tmp/minilm
+source "$(dirname "$0")/device_setup.sh"
 R=/tmp/results; mkdir -p "$R" "$OUT/gan"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/gpu.txt"
 
