@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from t2i.compare.scores import ALIGNMENT, ATTRIBUTES
+from t2i.compare.stats import MIN_PROMPTS
 
 MiB = 2**20
 
@@ -56,14 +57,19 @@ def _attribute_table(report: dict[str, Any]) -> list[str]:
 
 
 def _differences(report: dict[str, Any]) -> list[str]:
-    sig = [d for d in report["differences"] if d["significant"]]
-    if not report["differences"]:
+    diffs = report["differences"]
+    if not diffs:
         return ["Fewer than two recipes ran: no differences to test."]
-    lines = [f"{len(sig)} of {len(report['differences'])} paired differences are significant "
+    tested = [d for d in diffs if d.get("testable", True)]
+    sig = [d for d in tested if d["significant"]]
+    lines = [f"{len(sig)} of {len(tested)} paired differences tested are significant "
              "(the 95% interval of `a - b` over prompts excludes 0):", ""]  # fmt: skip
     lines += [
         f"- {d['figure']}: `{d['a']}` - `{d['b']}` = {_iv(d['difference'])}" for d in sig
     ] or ["- none"]
+    if len(tested) < len(diffs):
+        lines += ["", f"{len(diffs) - len(tested)} differences rest on fewer than "
+                  f"{MIN_PROMPTS} prompts and are not tested (raise --prompts)."]  # fmt: skip
     return lines
 
 

@@ -4,7 +4,8 @@ Every recipe is scored on the same prompts and seeds, so a figure (alignment ove
 pair, one attribute) is a mean of per-prompt values, and a difference between two recipes is
 *paired* by prompt. Intervals are percentile bootstrap intervals (Efron & Tibshirani 1993,
 ch. 13): prompts are resampled with replacement ``n_boot`` times from a fixed seed. A
-difference is significant when the interval of the paired difference excludes 0.
+difference is significant when the interval of the paired difference excludes 0 and it rests
+on at least :data:`MIN_PROMPTS` prompts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import numpy as np
 N_BOOT = 2000
 LEVEL = 0.95
 SEED = 0
+MIN_PROMPTS = 8
+"""Fewest prompts a difference is tested on: the percentile bootstrap of a mean over a handful
+of prompts is too narrow (with two prompts that agree, its interval has width 0)."""
 
 
 @attrs.frozen
@@ -30,7 +34,7 @@ class Interval:
     n: int
 
     def excludes_zero(self) -> bool:
-        return self.n >= 2 and (self.low > 0 or self.high < 0)
+        return self.n >= 1 and (self.low > 0 or self.high < 0)
 
     def to_dict(self) -> dict[str, float | int]:
         return attrs.asdict(self)
@@ -82,8 +86,12 @@ class Difference:
     interval: Interval
 
     @property
+    def testable(self) -> bool:
+        return self.interval.n >= MIN_PROMPTS
+
+    @property
     def significant(self) -> bool:
-        return self.interval.excludes_zero()
+        return self.testable and self.interval.excludes_zero()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -91,6 +99,7 @@ class Difference:
             "a": self.a,
             "b": self.b,
             "difference": self.interval.to_dict(),
+            "testable": self.testable,
             "significant": self.significant,
         }
 

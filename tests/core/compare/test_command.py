@@ -90,9 +90,12 @@ def test_report_md_lists_the_significant_differences(one_recipe):
     report["differences"] = [
         {"figure": "pair", "a": "x", "b": "y", "difference": iv, "significant": True},
         {"figure": "overall", "a": "x", "b": "y", "difference": iv, "significant": False},
-    ]
+        {"figure": "size", "a": "x", "b": "y", "difference": iv, "significant": False,
+         "testable": False},
+    ]  # fmt: skip
     md = to_markdown(report)
-    assert "1 of 2 paired differences are significant" in md
+    assert "1 of 2 paired differences tested are significant" in md
+    assert "1 differences rest on fewer than 8 prompts and are not tested" in md
     assert "- pair: `x` - `y` = 0.500 [0.20, 0.80]" in md and "- overall:" not in md
 
 

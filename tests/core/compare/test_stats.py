@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from t2i.compare.stats import (
+    MIN_PROMPTS,
     Difference,
     Interval,
     bootstrap_interval,
@@ -55,8 +56,10 @@ def test_significance_rule_is_the_difference_interval_excluding_zero():
     assert Difference("overall", "a", "b", d).significant
     same = paired_difference(a, a[::-1])  # the same mean: the interval straddles 0
     assert same.low < 0 < same.high and not Difference("overall", "a", "b", same).significant
-    assert not Interval(0.5, 0.5, 0.5, 1).excludes_zero()  # one prompt: never significant
     assert Interval(-0.3, -0.4, -0.1, 5).excludes_zero()
+    few = Difference("pair", "a", "b", Interval(0.5, 0.5, 0.5, MIN_PROMPTS - 1))
+    assert few.interval.excludes_zero() and not few.testable and not few.significant
+    assert Difference("pair", "a", "b", Interval(0.5, 0.5, 0.5, MIN_PROMPTS)).significant
 
 
 def test_paired_difference_is_paired_by_prompt():
@@ -70,9 +73,9 @@ def test_paired_difference_is_paired_by_prompt():
 
 def test_pairwise_differences_cover_every_pair_and_shared_figure():
     per_prompt = {
-        "x": {"overall": [1.0, 1.0], "pair": [1.0, 1.0]},
-        "y": {"overall": [0.0, 0.0]},
-        "z": {"overall": [1.0, 0.0]},
+        "x": {"overall": [1.0] * 8, "pair": [1.0] * 8},
+        "y": {"overall": [0.0] * 8},
+        "z": {"overall": [1.0, 0.0] * 4},
     }
     diffs = pairwise_differences(per_prompt, ["overall", "pair"], n_boot=200)
     assert [(d.a, d.b, d.figure) for d in diffs] == [
