@@ -70,6 +70,20 @@ def test_batches_and_batch_count(api):
     assert len({im.tobytes() for im in result.images}) == 4
 
 
+def test_variation_seeds_across_batches_follow_the_web_ui(api, toy_server):
+    """With subseed_strength > 0 every image keeps the seed and image k of the whole run
+    gets variation seed subseed + k, across the batches the server runs one by one."""
+    fields = dict(seed=10, subseed=40, subseed_strength=0.5, width=8, height=8, steps=3)
+    result = api.txt2img(prompt="x", batch_size=2, n_iter=2, sampler_name="Euler", **fields)
+    assert result.info["all_seeds"] == [10, 10, 10, 10]
+    assert result.info["all_subseeds"] == [40, 41, 42, 43]
+    pipe = Engine.build("toy-diffusion", plugins=toy_server.state.manager)
+    alone = pipe("x", batch_size=4, sampler="Euler", eta=1.0, **fields)
+    assert [im.convert("RGB").tobytes() for im in result.images] == [
+        im.tobytes() for im in alone.images
+    ]
+
+
 def test_img2img(api, toy_server):
     init = Image.new("RGB", (16, 16), (200, 30, 30))
     result = api.img2img(images=[init], prompt="a cube", seed=5, denoising_strength=0.5)

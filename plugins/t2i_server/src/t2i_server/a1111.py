@@ -33,7 +33,9 @@ from t2i_server.memory import memory_report
 from t2i_server.state import Selection, Server
 
 router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
-DIFFUSION_ONLY = ("sampler", "schedule", "steps", "cfg_scale", "eta")
+VARIATION_FIELDS = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
+"""A1111's variation-seed fields (the initial noise: diffusion recipes only)."""
+DIFFUSION_ONLY = ("sampler", "schedule", "steps", "cfg_scale", "eta", *VARIATION_FIELDS)
 
 
 class Txt2ImgRequest(BaseModel):
@@ -53,6 +55,10 @@ class Txt2ImgRequest(BaseModel):
     height: int | None = None
     batch_size: int = 1
     n_iter: int = 1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
     eta: float | None = None
     denoising_strength: float | None = None
     override_settings: dict[str, Any] | None = None
@@ -102,6 +108,11 @@ def _fields(server: Server, body: Txt2ImgRequest, model: Selection, img2img: boo
     for ours, theirs in (("steps", "steps"), ("cfg_scale", "cfg_scale"), ("eta", "eta")):
         if getattr(body, theirs) is not None:
             fields[ours] = getattr(body, theirs)
+    if body.subseed_strength > 0:
+        fields.update(subseed=body.subseed, subseed_strength=body.subseed_strength)
+    if body.seed_resize_from_w > 0 and body.seed_resize_from_h > 0:
+        fields.update(seed_resize_from_w=body.seed_resize_from_w)
+        fields.update(seed_resize_from_h=body.seed_resize_from_h)
     if body.width is not None:
         fields["width"] = body.width
     if body.height is not None:
@@ -203,9 +214,11 @@ def _response(server: Server, job: Job, body: Txt2ImgRequest) -> dict[str, Any]:
         "all_negative_prompts": [body.negative_prompt] * len(job.images),
         "seed": job.seeds[0] if job.seeds else body.seed,
         "all_seeds": list(job.seeds),
-        "subseed": -1,
-        "all_subseeds": [-1] * len(job.images),
-        "subseed_strength": 0,
+        "subseed": job.subseeds[0] if job.subseeds else -1,
+        "all_subseeds": list(job.subseeds) or [-1] * len(job.images),
+        "subseed_strength": body.subseed_strength,
+        "seed_resize_from_w": body.seed_resize_from_w,
+        "seed_resize_from_h": body.seed_resize_from_h,
         "width": params.get("width", body.width),
         "height": params.get("height", body.height),
         "sampler_name": parsed.get("Sampler"),
@@ -218,8 +231,6 @@ def _response(server: Server, job: Job, body: Txt2ImgRequest) -> dict[str, Any]:
         "sd_model_hash": parsed.get("Model hash"),
         "sd_vae_name": None,
         "sd_vae_hash": None,
-        "seed_resize_from_w": -1,
-        "seed_resize_from_h": -1,
         "denoising_strength": params.get("strength")
         if getattr(body, "init_images", None)
         else None,

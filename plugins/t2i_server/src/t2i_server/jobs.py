@@ -78,6 +78,7 @@ class Job:
     batches: int = 1
     images: list[Any] = attrs.Factory(list)
     seeds: list[int] = attrs.Factory(list)
+    subseeds: list[int] = attrs.Factory(list)
     prompts: list[str] = attrs.Factory(list)
     infotexts: list[str] = attrs.Factory(list)
     grid: Any = None
@@ -323,13 +324,14 @@ class Worker:
         request = pipe.make_request(job.prompt, **job.fields)  # every check, before any work
         base = request.resolved_seed()
         job.batches = request.batch_count
+        variation = request.subseed_strength > 0
+        sub = request.resolved_subseed() if variation else None
         for b in range(request.batch_count):
             if job.interrupted:
                 break
             job.batch, job.step, job.skipped = b, 0, False
             job.touch()
-            seed = (base + b * request.batch_size) % SEED_RANGE
-            fields = {**job.fields, "seed": seed, "batch_count": 1}
+            fields = {**job.fields, **_batch_seeds(base, sub, b * request.batch_size)}
             try:
                 result = pipe(job.prompt, **fields, **hooks)
             except Cancelled:
@@ -337,6 +339,10 @@ class Worker:
                     break
                 continue  # skipped: the next batch
             self._collect(job, result)
+            if variation:
+                job.subseeds += [
+                    (fields["subseed"] + i) % SEED_RANGE for i in range(len(result.images))
+                ]
         job.metadata.setdefault("seed", base)
 
     def _collect(self, job: Job, result: Any) -> None:
@@ -458,3 +464,12 @@ def _job_error(exc: Exception) -> JobError:
     if isinstance(exc, input_errors):
         return JobError(422, str(exc), None, type(exc).__name__)
     return JobError(500, f"{type(exc).__name__}: {exc}", None, type(exc).__name__)
+
+
+def _batch_seeds(seed: int, subseed: int | None, offset: int) -> dict[str, int]:
+    """The fields of one batch of a run split into ``batch_count`` calls, by the web UI's rule:
+    image ``k`` of the run has seed ``seed + k``, or, with variation seeds (``subseed`` given),
+    seed ``seed`` for every image and variation seed ``subseed + k``."""
+    if subseed is None:
+        return {"seed": (seed + offset) % SEED_RANGE, "batch_count": 1}
+    return {"seed": seed, "subseed": (subseed + offset) % SEED_RANGE, "batch_count": 1}
