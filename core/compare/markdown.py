@@ -100,6 +100,8 @@ def _notes(report: dict[str, Any]) -> list[str]:
     methods = sorted({r["memory_method"] for r in report["recipes"]})
     if methods:
         lines.append(f"- peak memory: {'; '.join(methods)}")
+    lines.append("- cold start: `Engine.build` + the first image, in this process (a plugin's "
+                 "modules are imported by the first recipe that needs them)")  # fmt: skip
     lines.append("- training compute: from the run records of the model folder's JSON "
                  "(`unknown`: not recorded)")  # fmt: skip
     for r in report["recipes"]:

@@ -263,8 +263,8 @@ def _parameters(pipe: Any) -> int:
 def run_recipe(
     spec: RecipeSpec, settings: CompareSettings, judge: ShapesJudge, manager: Any
 ) -> RecipeRun | Skipped:
-    """Measure one recipe (see the module docstring); :class:`Skipped` if it cannot start."""
-    entry = manager.registry.get("recipe", spec.name)
+    """Measure one recipe (see the module docstring); :class:`Skipped` with the reason if it
+    cannot build, or fails while measured (one broken recipe never ends the comparison)."""
     probe = MemoryProbe(settings.device)
     probe.start()
     try:
@@ -272,6 +272,23 @@ def run_recipe(
     except Exception as exc:  # any failure to build is this recipe's, reported, not fatal
         log.warning("compare.skipped", recipe=spec.name, error=str(exc))
         return Skipped(spec.name, spec.checkpoint, f"{type(exc).__name__}: {exc}")
+    try:
+        return _measure(spec, pipe, cold, probe, settings, judge, manager)
+    except Exception as exc:
+        log.exception("compare.failed", recipe=spec.name)
+        reason = f"failed while measured: {type(exc).__name__}: {exc}"
+        return Skipped(spec.name, spec.checkpoint, reason)
+
+
+def _measure(
+    spec: RecipeSpec,
+    pipe: Any,
+    cold: float,
+    probe: MemoryProbe,
+    settings: CompareSettings,
+    judge: ShapesJudge,
+    manager: Any,
+) -> RecipeRun:
     shape = pipeline_shape(pipe)
     generate = Generator(pipe, _request(pipe, shape, settings), 1)
     prompts = prompt_set(settings.n_prompts)
@@ -286,16 +303,14 @@ def run_recipe(
     sweeps = {}
     if settings.sweeps:
         sweeps = _sweeps(pipe, shape, generate, prompts, seeds, judge, settings)
-    peak = probe.peak_bytes()
+    entry = manager.registry.get("recipe", spec.name)
     folder = weights_path(entry.name, entry.factory, spec.checkpoint)
-    device = str(pipe.device)
-    del pipe, generate
     return RecipeRun(
         recipe=spec.name,
         checkpoint=spec.checkpoint,
         plugin=entry.plugin,
         shape=shape,
-        device=device,
+        device=str(pipe.device),
         report=report,
         per_prompt=table,
         intervals=intervals,
@@ -303,7 +318,7 @@ def run_recipe(
         cold_start_seconds=cold,
         weights=str(folder) if folder else None,
         weights_bytes=file_bytes(folder),
-        peak_memory_bytes=peak,
+        peak_memory_bytes=probe.peak_bytes(),
         memory_method=probe.method,
         training=training_compute(folder),
         sweeps=sweeps,

@@ -65,3 +65,16 @@ def test_without_matplotlib_the_report_says_so(monkeypatch, tmp_path):
     assert available()
     monkeypatch.setattr(figures, "available", lambda: False)
     assert "matplotlib is not installed" in write_figures([], tmp_path, "2")["note"]
+
+
+def test_a_recipe_failing_while_measured_is_skipped_not_fatal(manager, monkeypatch):
+    import t2i.compare.run as run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("judge exploded")
+
+    monkeypatch.setattr(run, "_score", broken)
+    settings = CompareSettings(n_prompts=2, n_seeds=1, batch_size=1)
+    out = run.run_recipe(RecipeSpec("toy-shapes"), settings, None, manager)
+    assert isinstance(out, run.Skipped)
+    assert out.reason == "failed while measured: RuntimeError: judge exploded"
