@@ -8,7 +8,8 @@ elsewhere ``resource.getrusage``'s ``ru_maxrss`` growth, which undercounts a rec
 peaks below an earlier one. :attr:`MemoryProbe.method` says which.
 
 Weights: the ``checkpoint`` given, else the folder ``weights/<recipe>`` inside the package
-that registered the recipe (where every embedded default of this project lives). Training
+that registered the recipe (where every embedded default of this project lives); its size is
+that of its weight files (safetensors, pickles, ONNX). Training
 compute: every ``*.json`` there is searched for run records (a dict with ``steps`` and
 ``batch_size``, or ``images_seen`` / ``gpu_seconds``): images seen are ``steps * batch_size``
 summed, GPU-seconds the ``minutes`` (or ``seconds``) of runs whose ``device`` is CUDA (times
@@ -105,13 +106,19 @@ def weights_path(recipe: str, factory: Any, checkpoint: str | None) -> Path | No
     return None
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".npz")
+
+
 def file_bytes(path: Path | None) -> int | None:
-    """Size of a file, or of every file under a folder; None when there is none."""
+    """Size of a file, or of the weight files under a folder (:data:`WEIGHT_SUFFIXES`; every
+    file when none has one of them); None when there is none."""
     if path is None or not path.exists():
         return None
     if path.is_file():
         return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    files = [f for f in path.rglob("*") if f.is_file()]
+    weights = [f for f in files if f.suffix.lower() in WEIGHT_SUFFIXES]
+    return sum(f.stat().st_size for f in weights or files)
 
 
 @attrs.define

@@ -49,7 +49,10 @@ def test_weights_path_is_the_checkpoint_or_the_packages_weights_folder(tmp_path)
     ckpt.write_bytes(b"x" * 10)
     assert weights_path("r", object(), str(ckpt)) == ckpt and file_bytes(ckpt) == 10
     assert weights_path("toy-shapes", lambda: None, None) is None  # no weights folder
-    assert file_bytes(tmp_path) == 10 and file_bytes(None) is None
+    (tmp_path / "model.json").write_text("{}")
+    assert file_bytes(tmp_path) == 10 and file_bytes(None) is None  # the weight files only
+    (ckpt).unlink()
+    assert file_bytes(tmp_path) == 2  # no weight file: every file
 
 
 def test_memory_probe_on_cpu_sees_an_allocation():
