@@ -57,7 +57,8 @@ def compare_command(recipes: tuple[str, ...], out: Path, overwrite: bool,
     """Compare RECIPE ... (default: every installed shapes default) on the shapes benchmark.
 
     RECIPE=PATH builds a recipe with checkpoint=PATH. A recipe that cannot build (weights
-    not installed) is listed in the report as skipped, with the reason.
+    not installed) is listed in the report as skipped, with the reason; the exit code is 1
+    when none could be measured.
     """
     from t2i.compare.recipes import RecipeChoiceError, resolve_recipes
     from t2i.compare.report import OutputExistsError, check_out_dir, write_comparison
@@ -81,3 +82,6 @@ def compare_command(recipes: tuple[str, ...], out: Path, overwrite: bool,
     for s in skipped:
         click.echo(f"{s.recipe}: skipped ({s.reason})")
     click.echo(f"report: {out / 'report.md'}")
+    if not runs:
+        click.echo("no recipe could be measured (see the skipped ones above)", err=True)
+        raise SystemExit(1)

@@ -123,3 +123,10 @@ def test_a_device_that_is_not_here_is_a_usage_error(manager, tmp_path, monkeypat
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     result = CliRunner().invoke(compare_command, ["--out", str(tmp_path / "o"), "--device", "cuda"])
     assert result.exit_code == 2 and "CUDA is not available" in result.output
+
+
+def test_nothing_measured_still_writes_the_report_and_exits_1(manager, tmp_path):
+    result = CliRunner().invoke(compare_command, ["broken-shapes", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "no recipe could be measured" in result.output
+    assert "- `broken-shapes`: CheckpointError: " in (tmp_path / "o" / "report.md").read_text()
