@@ -28,7 +28,7 @@ def models(tmp_path_factory):
     sd = tiny_sd_file(root / "sd" / "tiny-sd.safetensors", base / "clip")
     tiny_dalle_folder(root / "tiny-dalle")
     diffusers_folder(root / "sd-diffusers", "StableDiffusionPipeline")
-    diffusers_folder(root / "xl", "StableDiffusionXLPipeline")
+    diffusers_folder(root / "sd3", "StableDiffusion3Pipeline")
     data = sd.read_bytes()
     (root / "broken").mkdir()
     (root / "broken" / "truncated.safetensors").write_bytes(data[: len(data) // 2])
@@ -67,11 +67,11 @@ def test_scan_lists_each_layout_and_skips_bad_files_with_a_log_line(models):
     assert by_name["sd-diffusers"].recipe == "ldm"
     assert by_name["old.ckpt"].layout.pickle and by_name["old.ckpt"].options()["allow_pickle"]
     skipped = {k.split("/models/")[-1]: v for k, v in found.skipped.items()}
-    assert sorted(skipped) == ["broken/truncated.safetensors", "garbage.ckpt",
-                               "unknown.safetensors", "xl"]  # fmt: skip
+    assert sorted(skipped) == ["broken/truncated.safetensors", "garbage.ckpt", "sd3",
+                               "unknown.safetensors"]  # fmt: skip
     assert "truncated" in skipped["broken/truncated.safetensors"]
     assert "unknown layout" in skipped["unknown.safetensors"]
-    assert "StableDiffusionXLPipeline" in skipped["xl"]
+    assert "StableDiffusion3Pipeline" in skipped["sd3"]
     lines = [e for e in logs if e["event"] == "checkpoint_skipped"]
     assert len(lines) == 4 and all(e["reason"] for e in lines)
 
@@ -209,3 +209,30 @@ def test_model_info_builds_the_recipe_with_the_checkpoint(server):
     bad = requests.get(f"{server.url}/t2i/v1/model-info", params={"name": "old.ckpt"})
     assert bad.status_code == 422 and "--allow-pickle" in bad.json()["detail"]
     assert bad.json()["field"] == "name"
+
+
+@pytest.mark.parametrize(
+    "class_name",
+    [
+        "StableDiffusionXLPipeline",
+        "StableDiffusionXLImg2ImgPipeline",
+        "StableDiffusionInpaintPipeline",
+    ],
+)
+def test_sdxl_and_inpainting_folders_go_to_the_ldm_recipe(tmp_path, class_name):
+    layout = identify(diffusers_folder(tmp_path / class_name, class_name))
+    assert layout.recipe == "ldm" and class_name in layout.kind
+
+
+def test_sdxl_single_file_is_named_as_such(tmp_path):
+    import torch
+
+    from t2i.checkpoints import save_safetensors
+
+    keys = [
+        "model.diffusion_model.label_emb.0.0.weight",
+        "conditioner.embedders.1.model.ln_final.weight",
+    ]
+    save_safetensors({k: torch.zeros(2) for k in keys}, tmp_path / "xl.safetensors")
+    layout = identify(tmp_path / "xl.safetensors")
+    assert layout.recipe == "ldm" and layout.kind == "Stable Diffusion XL single file"

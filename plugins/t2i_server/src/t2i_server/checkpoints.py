@@ -45,6 +45,8 @@ MAX_HEADER = 100 * 1024 * 1024
 MAX_PICKLE_OPS = 5_000_000
 """Opcodes of a ``.ckpt`` pickle read before giving up on finding its keys."""
 SD_PREFIX = "model.diffusion_model."
+SDXL_TEXT_PREFIX = "conditioner.embedders."
+"""SDXL single files (A1111 / ComfyUI layout) keep both text towers under this prefix."""
 FAMILIES = {"ldm": "diffusion", "imagen": "diffusion", "ldm-shapes": "diffusion",
             "imagen-shapes": "diffusion", "gan-shapes": "generator", "dalle-shapes": "tokens",
             "dalle-mini": "tokens"}  # fmt: skip
@@ -255,7 +257,9 @@ def identify(path: Path) -> Layout:
         return _identify_folder(path)
     keys, pickled = file_keys(path)
     if any(k.startswith(SD_PREFIX) for k in keys):
-        return Layout("ldm", "Stable Diffusion single file", path, pickle=pickled)
+        xl = any(k.startswith(SDXL_TEXT_PREFIX) for k in keys)
+        kind = "Stable Diffusion XL single file" if xl else "Stable Diffusion single file"
+        return Layout("ldm", kind, path, pickle=pickled)
     sample = ", ".join(sorted(keys)[:3]) or "none"
     raise UnusableCheckpoint(f"unknown layout (keys like {sample}): no recipe runs it")
 
@@ -279,7 +283,13 @@ def _identify_folder(path: Path) -> Layout:
     return Layout("dalle-mini", "min-dalle folder", _weights(path, "decoder.pt"))
 
 
-DIFFUSERS = {"StableDiffusionPipeline": "ldm", "IFPipeline": "imagen"}
+DIFFUSERS = {
+    "StableDiffusionPipeline": "ldm",
+    "StableDiffusionInpaintPipeline": "ldm",
+    "StableDiffusionXLPipeline": "ldm",
+    "StableDiffusionXLImg2ImgPipeline": "ldm",
+    "IFPipeline": "imagen",
+}
 """Diffusers pipeline classes (``model_index.json`` ``_class_name``) -> the recipe."""
 
 
