@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from t2i.compare import figures
-from t2i.compare.run import CompareSettings, RecipeRun, Skipped
+from t2i.compare.run import DIVERSITY_PROMPT, CompareSettings, RecipeRun, Skipped
 from t2i.compare.scores import ALIGNMENT, ATTRIBUTES, FIGURES
 from t2i.compare.stats import Difference, pairwise_differences
 from t2i.shapes.evaluate import PROMPT_SET_VERSION, prompt_set
@@ -46,12 +46,13 @@ def _recipe_figures(run: RecipeRun, out: Path) -> dict[str, str]:
     grid_prompts = prompt_set(len(run.sample_images))
     samples = figures.image_grid(
         run.sample_images, [p.text for p in grid_prompts],
-        f"{run.recipe}: 8 prompts, seed {run.report.seeds[0]}",
+        f"{run.recipe}: {len(grid_prompts)} prompts, seed {run.report.seeds[0]}",
         out / f"samples-{_slug(run.recipe)}.png",
     )  # fmt: skip
     seeds = [f"seed {run.report.seeds[0] + i}" for i in range(len(run.diversity_images))]
     diverse = figures.image_grid(
-        run.diversity_images, seeds, f"{run.recipe}: {prompt_set(2)[1].text!r}, 8 seeds",
+        run.diversity_images, seeds,
+        f"{run.recipe}: {prompt_set(DIVERSITY_PROMPT + 1)[-1].text!r}, {len(seeds)} seeds",
         out / f"diversity-{_slug(run.recipe)}.png",
     )  # fmt: skip
     return {"samples": samples.name, "diversity": diverse.name}
