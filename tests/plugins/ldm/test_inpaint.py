@@ -289,3 +289,15 @@ def test_a_mask_of_another_size_is_refused_before_any_model_work(tiny_sd):
     _, folder = tiny_sd
     with pytest.raises(RequestError, match="mask: is 16x16 but the init image is 32x32"):
         _run(_ours(folder), 1, init_image=_init(), mask=Image.new("L", (16, 16)))
+
+
+def test_an_inpainting_unet_says_it_has_no_onnx_export(tiny_sd_inpaint):
+    """A 9-channel UNet's export spec refuses with the reason and the fix (the ONNX
+    deployment feeds the 4-channel latent only)."""
+    from t2i_ldm.denoiser import LdmDenoiser
+    from t2i_ldm.recipes import load_models
+
+    _, folder = tiny_sd_inpaint
+    denoiser = LdmDenoiser(load_models(folder).unet)
+    with pytest.raises(ValueError, match=r"inpainting UNet \(9-channel input.*torch runtime"):
+        denoiser.export_spec()

@@ -172,6 +172,12 @@ class LdmDenoiser(DiscreteDenoiser):
                 "ONNX export of an SDXL UNet (its pooled-text and micro-conditioning inputs) is "
                 "not implemented yet; SD 1.x/2.x UNets export"
             )
+        if self.unet.config.in_channels != self.unet.config.out_channels:
+            raise ValueError(
+                f"ONNX export of an inpainting UNet ({self.unet.config.in_channels}-channel input: "
+                "the latent + mask + masked-image latent) is not implemented yet; export the "
+                "ordinary checkpoint, or run the inpainting one with the torch runtime"
+            )
 
         return ExportSpec((unet_export(self.unet),), deployment=denoiser_deployment(self))
 
