@@ -225,6 +225,34 @@ _IMAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxErr
 """What Pillow raises on a file it cannot decode (``UnidentifiedImageError`` is an OSError)."""
 
 
+def _decoded(field: str, value: Any, convert: Callable[[Any], Any]) -> Any:
+    """``convert`` of the image ``value`` (a ``PIL.Image`` or a file path, opened and read
+    now); Pillow's decoding errors become a RequestError naming ``field`` and the fix."""
+    from PIL import Image as PILImage
+
+    try:
+        image = PILImage.open(value) if isinstance(value, (str, os.PathLike)) else value
+        image.load()
+        return convert(image)
+    except PILImage.DecompressionBombError as exc:
+        raise RequestError(field, f"is too large to decode safely ({exc})") from None
+    except _IMAGE_ERRORS as exc:
+        where = f"{os.fspath(value)}: " if isinstance(value, (str, os.PathLike)) else ""
+        raise RequestError(
+            field,
+            f"{where}cannot be decoded as an image ({type(exc).__name__}: {exc}); "
+            "give a PNG, JPEG or WebP file",
+        ) from None
+
+
+def _binary_mask(image: Any) -> Any:
+    """A1111's ``create_binary_mask``: an RGBA image with transparency gives its alpha,
+    thresholded at 128; anything else its ``L`` conversion."""
+    if image.mode == "RGBA" and image.getextrema()[-1] != (255, 255):
+        return image.split()[-1].point(lambda v: 255 if v > 128 else 0)
+    return image.convert("L")
+
+
 def decode_init_image(value: Any) -> Any:
     """The init image as a decoded RGB ``PIL.Image``; a file path is opened and read now.
 
@@ -232,21 +260,7 @@ def decode_init_image(value: Any) -> Any:
         RequestError: (``init_image``) not an image, unreadable, undecodable, or in a mode
             that has no RGB conversion.
     """
-    from PIL import Image as PILImage
-
-    try:
-        image = PILImage.open(value) if isinstance(value, (str, os.PathLike)) else value
-        image.load()
-        rgb = image.convert("RGB")
-    except PILImage.DecompressionBombError as exc:
-        raise RequestError("init_image", f"is too large to decode safely ({exc})") from None
-    except _IMAGE_ERRORS as exc:
-        where = f"{os.fspath(value)}: " if isinstance(value, (str, os.PathLike)) else ""
-        raise RequestError(
-            "init_image",
-            f"{where}cannot be decoded as an image ({type(exc).__name__}: {exc}); "
-            "give a PNG, JPEG or WebP file",
-        ) from None
+    rgb = _decoded("init_image", value, lambda image: image.convert("RGB"))
     _check(min(rgb.size) >= 1, "init_image", f"has no pixels (size {rgb.size})")
     return rgb
 
@@ -259,25 +273,8 @@ def decode_mask(value: Any, init_image: Any) -> Any:
     Raises:
         RequestError: (``mask``) undecodable, no init image, or another size than it.
     """
-    from PIL import Image as PILImage
-
     _check(init_image is not None, "mask", "inpainting needs an init image: give init_image")
-    try:
-        image = PILImage.open(value) if isinstance(value, (str, os.PathLike)) else value
-        image.load()
-        if image.mode == "RGBA" and image.getextrema()[-1] != (255, 255):
-            mask = image.split()[-1].point(lambda v: 255 if v > 128 else 0)
-        else:
-            mask = image.convert("L")
-    except PILImage.DecompressionBombError as exc:
-        raise RequestError("mask", f"is too large to decode safely ({exc})") from None
-    except _IMAGE_ERRORS as exc:
-        where = f"{os.fspath(value)}: " if isinstance(value, (str, os.PathLike)) else ""
-        raise RequestError(
-            "mask",
-            f"{where}cannot be decoded as an image ({type(exc).__name__}: {exc}); "
-            "give a PNG, JPEG or WebP file",
-        ) from None
+    mask = _decoded("mask", value, _binary_mask)
     w, h = mask.size
     iw, ih = init_image.size
     _check(
