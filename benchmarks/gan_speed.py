@@ -8,6 +8,10 @@ machine), gan-shapes is also timed as its generator alone (``z`` -> ``G`` -> pix
 precomputed sentence vector): ``gan-shapes (generator)``.
 
     python benchmarks/gan_speed.py --device cpu --out speed_cpu.json
+    python benchmarks/gan_speed.py --device cuda --dtypes float32,float16 --out speed_gpu.json
+
+``--dtypes``: each family at each weight dtype (``Engine.build(dtype=...)``); the ratio row
+of a dtype compares the two families at that dtype.
 """
 
 from __future__ import annotations
@@ -52,14 +56,15 @@ def engine_rate(recipe: str, device: str, batch: int, warmup: int, repeats: int,
     return batch / _time(call, device, warmup, repeats)
 
 
-def generator_rate(checkpoint, vectors, device: str, batch: int, warmup: int, repeats: int):
+def generator_rate(checkpoint, vectors, device: str, batch: int, warmup: int, repeats: int,
+                   dtype: str = "float32"):  # fmt: skip
     from t2i_gan.generator import PixelDecoder
     from t2i_gan.recipes import create_generator
 
     from t2i.payloads import Conditioning, Latent
     from t2i.single_pass.sampling import draw_z
 
-    gen = create_generator(checkpoint=checkpoint).to(device)
+    gen = create_generator(checkpoint=checkpoint).to(device, getattr(torch, dtype))
     data = torch.load(Path(vectors) / "eval.pt", weights_only=True)
     s = data["emb"][:1].float().to(device)
     cond = Conditioning(embeds=s[:, None], pooled=s).repeat_to(batch)
@@ -82,26 +87,33 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ldm-repeats", type=int, default=3)
+    parser.add_argument("--dtypes", default="float32", help="comma list, e.g. float32,float16")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     gan_build = {} if args.checkpoint is None else {"checkpoint": args.checkpoint}
     rows = {}
-    for batch in (int(b) for b in args.batches.split(",")):
-        row = {}
-        try:
-            row["gan-shapes"] = engine_rate(
-                "gan-shapes", args.device, batch, args.warmup, args.repeats, **gan_build
+    for dtype in args.dtypes.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            row = {}
+            try:
+                row["gan-shapes"] = engine_rate(
+                    "gan-shapes", args.device, batch, args.warmup, args.repeats, dtype=dtype,
+                    **gan_build,
+                )  # fmt: skip
+            except Exception as exc:  # MiniLM missing: report the generator alone
+                row["gan-shapes error"] = f"{type(exc).__name__}: {str(exc)[:120]}"
+            if args.vectors:
+                row["gan-shapes (generator)"] = generator_rate(
+                    args.checkpoint, args.vectors, args.device, batch, args.warmup, args.repeats,
+                    dtype,
+                )  # fmt: skip
+            row["ldm-shapes"] = engine_rate(
+                "ldm-shapes", args.device, batch, 1, args.ldm_repeats, dtype=dtype
             )
-        except Exception as exc:  # MiniLM missing: report the generator alone
-            row["gan-shapes error"] = f"{type(exc).__name__}: {str(exc)[:120]}"
-        if args.vectors:
-            row["gan-shapes (generator)"] = generator_rate(
-                args.checkpoint, args.vectors, args.device, batch, args.warmup, args.repeats
-            )
-        row["ldm-shapes"] = engine_rate("ldm-shapes", args.device, batch, 1, args.ldm_repeats)
-        gan = row.get("gan-shapes", row.get("gan-shapes (generator)"))
-        row["ratio"] = gan / row["ldm-shapes"] if gan else None
-        rows[str(batch)] = row
+            gan = row.get("gan-shapes", row.get("gan-shapes (generator)"))
+            row["ratio"] = gan / row["ldm-shapes"] if gan else None
+            rows[f"{dtype} batch {batch}"] = row
+            print(dtype, batch, row, flush=True)
     info = {
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "torch": torch.__version__,

@@ -32,6 +32,8 @@ class TrainableModel(Protocol):
     - ``save(folder)``: the export in the component's own format, the files its family's
       loader reads. :meth:`TrainResult.save <t2i.training.loop.TrainResult.save>` calls it
       with the EMA weights in place.
+    - optionally ``logged_metrics() -> dict[str, float]``: extra numbers of the last step
+      (a dVAE's codebook use ...), logged with the loss and kept in ``TrainResult.metrics``.
     """
 
     def trainable_parameters(self) -> Iterable[nn.Parameter]: ...

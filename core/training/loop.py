@@ -173,6 +173,12 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.path, self.step, self.signal_name = path, step, signal_name
 
 
+def _plain_metrics(model: nn.Module) -> dict[str, float] | None:
+    """A plain model's optional ``logged_metrics()`` (see :class:`TrainableModel`)."""
+    report = getattr(model, "logged_metrics", None)
+    return dict(report()) if callable(report) else None
+
+
 class StopRequest:
     """SIGINT / SIGTERM ask the loop to stop after the step in flight (which then saves).
 
@@ -364,6 +370,8 @@ class _Loop:
                     loss = extra["loss"].detach()
                 else:
                     loss = self._optimizer_step(self.data.next(split), lr)
+                    if self.step % cfg.log_every == cfg.log_every - 1:
+                        extra = _plain_metrics(self.model)
                 if self.ema is not None:
                     self.ema.update(self.step)
                 self.step += 1

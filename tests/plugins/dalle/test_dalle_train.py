@@ -5,7 +5,13 @@ import math
 
 import pytest
 import torch
-from t2i_dalle.trainables import DVAESchedule, kl_to_uniform, logit_laplace_nll
+from t2i_dalle.trainables import (
+    DVAESchedule,
+    DVAETrainable,
+    codebook_diversity,
+    kl_to_uniform,
+    logit_laplace_nll,
+)
 
 
 def test_temperature_anneals_cosine_and_kl_weight_ramps():
@@ -47,6 +53,34 @@ def test_kl_to_uniform_matches_torch_distributions():
     assert kl_to_uniform(torch.zeros(1, 16, 2, 2)).item() == pytest.approx(0.0, abs=1e-6)
     assert kl_to_uniform(torch.full((1, 16, 1, 1), -1e4).index_fill(1, torch.tensor([3]), 0.0)
                          ).item() == pytest.approx(math.log(16), rel=1e-5)  # fmt: skip
+
+
+def test_codebook_diversity_is_zero_for_even_use_and_one_for_collapse():
+    k = 16
+    even = torch.eye(k)[:, :, None, None].mul(50.0)  # each row certain of a different code
+    assert codebook_diversity(even).item() == pytest.approx(0.0, abs=1e-5)
+    collapsed = torch.zeros(8, k, 2, 2).index_fill(1, torch.tensor([5]), 50.0)
+    assert codebook_diversity(collapsed).item() == pytest.approx(1.0, abs=1e-4)
+    half = torch.eye(k)[: k // 2].repeat(2, 1)[:, :, None, None].mul(50.0)  # 8 of 16 codes
+    want = 1 - math.log(8) / math.log(16)
+    assert codebook_diversity(half).item() == pytest.approx(want, abs=1e-4)
+
+
+def test_diversity_weight_adds_the_term_and_the_step_reports_codebook_use():
+    from t2i_dalle.dvae import DVAEConfig
+
+    config = DVAEConfig(group_count=2, n_hid=8, n_blk_per_group=1, n_init=16, vocab_size=32)
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    losses = []
+    for weight in (0.0, 2.0):
+        torch.manual_seed(0)
+        model = DVAETrainable(config, DVAESchedule(diversity_weight=weight))
+        torch.manual_seed(1)
+        losses.append(model.loss(images))
+        metrics = model.logged_metrics()
+    assert set(metrics) == {"nll", "kl", "diversity", "codes_used", "tau"}
+    assert 1 <= metrics["codes_used"] <= 32 and 0.0 <= metrics["diversity"] <= 1.0
+    assert (losses[1] - losses[0]).item() == pytest.approx(2.0 * metrics["diversity"], rel=1e-4)
 
 
 def _run(out, stage, steps, **extra):

@@ -83,3 +83,15 @@ def test_the_shipped_model_generates_one_pass_seeded(gan_folder):
     b = pipe("a large red circle on the left", seed=4)
     assert len(a.images) == 2 and a.images[0].size == (64, 64)
     assert list(a.images[1].getdata()) == list(b.images[0].getdata())  # image i: seed + i
+
+
+@needs_minilm
+def test_a_half_precision_pipeline_gives_the_float32_image_within_rounding(gan_folder):
+    prompt = "a small blue square at the top"
+    full = Engine.build("gan-shapes", plugins=MANAGER, checkpoint=gan_folder)(prompt, seed=5)
+    half = Engine.build("gan-shapes", plugins=MANAGER, checkpoint=gan_folder, dtype="bfloat16")
+    a = torch.tensor(list(full.images[0].getdata()), dtype=torch.float32)
+    b = torch.tensor(list(half(prompt, seed=5).images[0].getdata()), dtype=torch.float32)
+    assert (a - b).abs().mean() < 4.0 and not torch.equal(a, b)  # rounded, not recomputed fp32
+    again = Engine.build("gan-shapes", plugins=MANAGER, checkpoint=gan_folder)(prompt, seed=5)
+    assert list(again.images[0].getdata()) == list(full.images[0].getdata())  # cache untouched

@@ -74,6 +74,12 @@ class DalleTrainer(Trainer):
             "--kl-weight", float, 6.6, help="Final weight of the KL to the uniform prior."
         ),
         TrainerOption("--kl-warmup", int, 500, help="Steps over which the KL weight rises."),
+        TrainerOption(
+            "--diversity-weight",
+            float,
+            0.0,
+            help="Weight of the codebook-use term (against collapse onto a few codes).",
+        ),
         TrainerOption("--width", int, 256, help="Transformer width."),
         TrainerOption("--depth", int, 8, help="Transformer layers."),
         TrainerOption("--heads", int, 4, help="Attention heads."),
@@ -121,7 +127,12 @@ class DalleTrainer(Trainer):
             n_init=2 * o["n_hid"], vocab_size=o["codebook"],
         )  # fmt: skip
         schedule = DVAESchedule(
-            1 / 16, o["anneal_steps"], o["kl_weight"], o["kl_warmup"], o["anneal_seconds"]
+            1 / 16,
+            o["anneal_steps"],
+            o["kl_weight"],
+            o["kl_warmup"],
+            o["anneal_seconds"],
+            o["diversity_weight"],
         )
         record = {"words": caption_words(), **{k: o[k] for k in ("images", "pair_fraction")}}
         model = DVAETrainable(dconfig, schedule, training=record)
@@ -131,12 +142,16 @@ class DalleTrainer(Trainer):
         with result.ema.applied() if result.ema is not None else _null():
             model.eval()
             err = model.reconstruction_error(images[:512])
+            codes = int(torch.unique(model.encoder.tokens(images[:2048].float() / 255)).numel())
         model.training_record.update(
             steps=result.step, batch_size=config.batch_size, lr=config.lr,
-            final_loss=result.loss, reconstruction_l1=round(err, 4),
+            final_loss=result.loss, reconstruction_l1=round(err, 4), codes_used=codes,
             schedule=attrs.asdict(schedule),
         )  # fmt: skip
-        log.info("dalle.vae", steps=result.step, loss=result.loss, reconstruction_l1=err)
+        log.info(
+            "dalle.vae", steps=result.step, loss=result.loss, reconstruction_l1=err,
+            codes_used=codes,
+        )  # fmt: skip
         return result.save(out / "model")
 
     def _prior(self, config, out: Path, images, captions, device, o) -> Path:

@@ -41,6 +41,8 @@ class DVAESchedule:
     kl_warmup: int = 500
     anneal_seconds: float | None = None
     """When set, the anneal also ends after this much training time (a time-boxed run)."""
+    diversity_weight: float = 0.0
+    """Weight of the codebook-use term (:func:`codebook_diversity`); 0 is the paper's loss."""
 
     def progress(self, step: int, seconds: float = 0.0) -> float:
         frac = step / max(1, self.anneal_steps)
@@ -75,6 +77,19 @@ def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     return kl.flatten(1).sum(1).mean()
 
 
+def codebook_diversity(logits: torch.Tensor) -> torch.Tensor:
+    """``1 - H(mean q) / ln K``: 0 when the batch uses every code equally, 1 when one code.
+
+    ``mean q`` is the encoder's softmax averaged over the batch's cells; the term is the
+    codebook-use penalty of Gumbel-softmax quantisers (wav2vec 2.0's diversity loss, Baevski
+    et al. 2020, eq. 4, in entropy form). The KL to the uniform prior acts on each cell and
+    lets the batch collapse onto a few codes; this term acts on their aggregate.
+    """
+    mean_q = F.softmax(logits.float(), 1).mean(dim=(0, *range(2, logits.dim())))
+    entropy = -(mean_q * torch.log(mean_q.clamp_min(1e-12))).sum()
+    return 1 - entropy / math.log(logits.shape[1])
+
+
 class DVAETrainable(nn.Module):
     """Stage 1: the dVAE; batches are uint8 images ``(B, 3, S, S)``."""
 
@@ -99,9 +114,26 @@ class DVAETrainable(nn.Module):
         soft = F.gumbel_softmax(logits.float(), tau=tau, dim=1).to(logits.dtype)
         nll = logit_laplace_nll(x, self.decoder(soft))
         kl = kl_to_uniform(logits) / x[0].numel()
+        loss = nll + beta * kl
+        diversity = codebook_diversity(logits)
+        if self.schedule.diversity_weight:
+            loss = loss + self.schedule.diversity_weight * diversity
         if self.training:
             self._tick()
-        return nll + beta * kl
+            self._metrics = (nll.detach(), kl.detach(), diversity.detach(), logits.detach())
+        return loss
+
+    def logged_metrics(self) -> dict[str, float]:
+        """The last step's NLL, KL, codebook-use term, codes used and temperature."""
+        if getattr(self, "_metrics", None) is None:
+            return {}
+        nll, kl, diversity, logits = self._metrics
+        step = int(self.step)
+        return {
+            "nll": float(nll), "kl": float(kl), "diversity": float(diversity),
+            "codes_used": int(torch.unique(logits.argmax(1)).numel()),
+            "tau": self.schedule.tau(step, float(self.seconds)),
+        }  # fmt: skip
 
     def _tick(self) -> None:
         """Advance the schedules' step and training-time counters (pauses over 5 s skipped)."""

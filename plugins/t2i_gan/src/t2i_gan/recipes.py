@@ -69,11 +69,15 @@ def create_generator(
     *, checkpoint: str | os.PathLike | None = None, allow_pickle: bool = False
 ) -> Any:
     """Factory of ``gan.generator``: the shipped ``gan-shapes`` generator, a ``t2i train
-    gan`` folder, or a DF-GAN ``.pth`` (``allow_pickle=True``)."""
+    gan`` folder, or a DF-GAN ``.pth`` (``allow_pickle=True``). Each pipeline gets its own
+    copy of the cached net, so ``Engine.build(dtype=..., device=...)`` moving it leaves the
+    cache (and every other pipeline) as loaded."""
+    import copy
+
     from t2i_gan.generator import GanGenerator
 
     loaded = load_cached(checkpoint or default_weights(), allow_pickle=allow_pickle)
-    return GanGenerator(loaded.netG)
+    return GanGenerator(copy.deepcopy(loaded.netG))
 
 
 def create_decoder() -> Any:
