@@ -39,6 +39,12 @@ class DalleTextEncoder:
             states = self.transformer.embed_text(tokens.ids.to(param.device))
         return Conditioning(states, None, tokens.mask)
 
+    def export_spec(self):
+        """``text_encoder``: ids -> text states (:mod:`t2i_dalle.export`)."""
+        from t2i_dalle.export import text_encoder_spec
+
+        return text_encoder_spec(self.transformer)
+
 
 class DalleTokenPredictor:
     """``(tokens, cond, cache) -> (logits over the codebook, cache)`` of the DALL-E transformer."""
@@ -54,6 +60,13 @@ class DalleTokenPredictor:
     def to(self, device=None, dtype=None) -> DalleTokenPredictor:
         self.transformer.to(device=device, dtype=dtype)
         return self
+
+    def export_spec(self):
+        """``transformer_prefill`` and ``transformer_decode``, the KV cache as explicit inputs
+        and outputs (:mod:`t2i_dalle.export`)."""
+        from t2i_dalle.export import predictor_spec
+
+        return predictor_spec(self.transformer)
 
     def __call__(
         self, tokens: torch.Tensor, cond: Conditioning | None, cache: KVCache | None
@@ -90,6 +103,12 @@ class DVAETokenDecoder:
                 f"a {h}x{w} token grid does not match this model's {self.grid}x{self.grid} "
                 f"(its images are {side}x{side} px): use width={side} height={side}"
             )
+
+    def export_spec(self):
+        """``dvae_decoder`` (code maps -> image) and ``dvae_encoder`` (image -> logits)."""
+        from t2i_dalle.export import dvae_spec
+
+        return dvae_spec(self.encoder, self.decoder, self.grid)
 
     def decode(self, latent: Latent) -> Image:
         samples = latent.samples

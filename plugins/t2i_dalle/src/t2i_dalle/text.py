@@ -78,6 +78,15 @@ class WordTokenizer:
 
         return torch.tensor([self.encode(t) for t in texts], dtype=torch.long)
 
+    def export_spec(self):
+        """No model: the vocabulary and text context travel in the export's manifest, and
+        :func:`t2i_dalle.deployed.word_tokenizer` rebuilds this tokenizer from them (so an
+        ONNX runtime reads no model folder for it)."""
+        from t2i.contracts import Deployment, ExportSpec
+
+        options = {"words": list(self.words), "text_len": self.text_len}
+        return ExportSpec((), deployment=Deployment("t2i_dalle.deployed:word_tokenizer", options))
+
     def __call__(self, texts: Sequence[str]):
         from t2i.payloads import Tokens
 
