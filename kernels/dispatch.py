@@ -16,6 +16,18 @@ implementation to run. The rule:
   compiler treats as an opaque call.
 * `triton` runs Triton or raises `KernelUnsupportedError` naming why it cannot. CPU tensors are
   allowed only with `TRITON_INTERPRET=1` (Triton's interpreter, used by the CPU tests).
+
+Under `torch.compile` the choice costs no graph break. Dynamo cannot trace `ContextVar.get`
+(the `use_kernels` variable), `functools.cache` or structlog, so while it traces, the parts of
+the rule that do not depend on the tensors -- the requested backend and the reasons that hold
+for every call (an exporter tracing, Triton missing) -- come from `_trace_time_state`, a
+function Dynamo runs once per call site at trace time and bakes into the graph as a constant
+(`torch._dynamo.assume_constant_result`); the tensor checks (device, dtype, shape) are traced
+as usual and guarded like any other shape or dtype test, and nothing is logged. The
+consequence: **a compiled graph keeps the backend in force when it was traced**. Entering or
+leaving a `use_kernels` block, or changing `$T2I_KERNELS`, does not recompile an already
+compiled model; compile under the backend you mean to run, or call `torch.compiler.reset()`
+after changing it.
 """
 
 from __future__ import annotations
@@ -124,6 +136,22 @@ def _device_problem(tensors: Sequence[torch.Tensor]) -> str | None:
     )
 
 
+def _static_reason() -> str | None:
+    """Why Triton cannot run any call right now (an exporter tracing, Triton missing), or None."""
+    reason = _exporting()
+    if reason is None and not triton_available():
+        reason = "Triton is not installed (`pip install triton`)"
+    return reason
+
+
+@torch._dynamo.assume_constant_result
+def _trace_time_state() -> tuple[str, str]:
+    """``(requested backend, static reason or "")``, evaluated eagerly when Dynamo traces a call
+    site and kept in the graph as a constant (see the module docstring)."""
+    requested = active_backend()
+    return requested, ("" if requested == "ref" else (_static_reason() or ""))
+
+
 def choose_backend(
     op: str,
     tensors: Sequence[torch.Tensor],
@@ -143,12 +171,16 @@ def choose_backend(
     Raises:
         KernelUnsupportedError: the Triton backend is forced and cannot run this call.
     """
-    requested = active_backend()
+    compiling = torch.compiler.is_compiling()
+    if compiling:
+        requested, static = _trace_time_state()
+        reason = static or None
+    else:
+        requested = active_backend()
     if requested == "ref":
         return "ref"
-    reason = _exporting()
-    if reason is None and not triton_available():
-        reason = "Triton is not installed (`pip install triton`)"
+    if not compiling:
+        reason = _static_reason()
     if reason is None:
         on_cuda = all(t.device.type == "cuda" for t in tensors)
         if requested == "auto" and not on_cuda:
@@ -159,7 +191,8 @@ def choose_backend(
     if reason is None and requested == "auto" and unprofitable is not None:
         slower = unprofitable()
         if slower is not None:
-            log.debug("kernel_unprofitable", op=op, reason=slower)
+            if not compiling:
+                log.debug("kernel_unprofitable", op=op, reason=slower)
             return "ref"
     if reason is None:
         return "triton"
@@ -168,5 +201,6 @@ def choose_backend(
             f"T2I_KERNELS=triton forces the Triton {op} kernel, but it cannot run here: {reason}. "
             "Use the 'auto' backend to fall back to the PyTorch reference."
         )
-    log.debug("kernel_fallback", op=op, reason=reason)
+    if not compiling:
+        log.debug("kernel_fallback", op=op, reason=reason)
     return "ref"

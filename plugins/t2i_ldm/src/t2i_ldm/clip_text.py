@@ -18,6 +18,7 @@ training a CLIP text model from scratch still uses transformers' class and its i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -175,9 +176,13 @@ class ClipEncoder(nn.Module):
         """Recompute each layer in the backward pass (training; as transformers' flag)."""
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True)
 class ClipTextOutput:
     """What transformers' ``BaseModelOutputWithPooling`` holds, by the same names.
+
+    A frozen dataclass rather than an attrs class: Dynamo traces a dataclass's ``__init__``,
+    while attrs' frozen ``__init__`` (``object.__setattr__``) is a graph break under
+    ``torch.compile``.
 
     ``hidden_states``: with ``output_hidden_states``, the embeddings then every layer's output
     (``num_hidden_layers + 1`` entries, before the final LayerNorm), else None.
