@@ -24,6 +24,12 @@ class MiniTextEncoder:
             states = self.encoder(ids)
         return Conditioning(states, None, ids.ne(TEXT_PAD))
 
+    def export_spec(self):
+        """``text_encoder``: ids -> encoder states (:mod:`t2i_dalle.mini.export`)."""
+        from t2i_dalle.mini.export import text_encoder_spec
+
+        return text_encoder_spec(self.encoder)
+
 
 class MiniTokenPredictor:
     """``(tokens, cond, cache) -> (logits over 2**14 image tokens, cache)``; bos ``2**14 - 1``."""
@@ -34,6 +40,13 @@ class MiniTokenPredictor:
 
     def __init__(self, decoder: Any) -> None:
         self.decoder = decoder
+
+    def export_spec(self):
+        """``decoder_prefill`` and ``decoder_decode``, the KV cache as explicit inputs and
+        outputs (:mod:`t2i_dalle.mini.export`)."""
+        from t2i_dalle.mini.export import predictor_spec
+
+        return predictor_spec(self.decoder)
 
     def __call__(
         self, tokens: torch.Tensor, cond: Conditioning | None, cache: KVCache | None
@@ -53,6 +66,12 @@ class MiniDetokenizer:
 
     def __init__(self, detokenizer: Any) -> None:
         self.detokenizer = detokenizer
+
+    def export_spec(self):
+        """``vqgan_decoder``: tokens (negative: undrawn) -> image (:mod:`t2i_dalle.mini.export`)."""
+        from t2i_dalle.mini.export import detokenizer_spec
+
+        return detokenizer_spec(self.detokenizer, self.grid)
 
     def decode(self, latent: Latent) -> Image:
         s = latent.samples

@@ -19,8 +19,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from t2i_dalle.mini.bart import TEXT_PAD
 from t2i_dalle.text import PromptTooLongError
+
+TEXT_PAD = 1
+"""The pad id (:data:`t2i_dalle.mini.bart.TEXT_PAD`; kept here so that the tokenizer imports
+no model code, as an ONNX deployment needs)."""
 
 WORD_START = chr(ord(" ") + 256)
 
@@ -83,6 +86,15 @@ class BPETokenizer:
         for i, r in enumerate(rows):
             out[i, : len(r)] = torch.tensor(r)
         return out
+
+    def export_spec(self):
+        """No model: the vocabulary and merges travel in the export's manifest
+        (:func:`t2i_dalle.mini.deployed.tokenizer` rebuilds this tokenizer from them)."""
+        from t2i.contracts import Deployment, ExportSpec
+
+        merges = [list(p) for p, _ in sorted(self.rank.items(), key=lambda item: item[1])]
+        options = {"vocab": self.vocab, "merges": merges, "text_len": self.text_len}
+        return ExportSpec((), deployment=Deployment("t2i_dalle.mini.deployed:tokenizer", options))
 
     def __call__(self, texts: Sequence[str]):
         from t2i.payloads import Tokens
