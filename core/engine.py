@@ -11,8 +11,10 @@ Example::
 from __future__ import annotations
 
 import inspect
+import os
 import threading
 import time
+import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,7 @@ class Engine:
         device: Any = None,
         dtype: Any = None,
         runtime: str | None = None,
+        compile: bool = False,  # noqa: A002 -- the one-word switch of the fast path
         **overrides: Any,
     ) -> Pipeline:
         """Build the registered recipe ``recipe`` with ``overrides``.
@@ -83,9 +86,19 @@ class Engine:
         ``t2i.runtimes``, e.g. ``"onnx"`` from the t2i_onnx plugin); overrides prefixed with
         its name are its options (``onnx_dir=DIR``). A runtime may name the recipe (and its
         options) itself, so ``recipe`` may then be None.
+
+        ``compile=True`` is the fast path (:meth:`Pipeline.compile`): the denoiser's and the
+        decoder's torch modules are loaded now and compiled with ``torch.compile`` (on CUDA
+        also channels-last, TF32 and CUDA graphs); the first image pays the compilation,
+        logged as ``compile_warmup``, and a later process reuses the compiled artifacts from
+        the cache folder (:func:`cache_dir`).
         """
         manager = plugins or get_plugin_manager()
         backend, runtime_options = None, {}
+        if compile and runtime not in (None, "torch"):
+            raise EngineError(
+                f"compile=True compiles torch modules; runtime {runtime!r} runs none: drop one"
+            )
         if runtime not in (None, "torch"):
             backend = load_runtime(runtime)
             prefix = f"{runtime}_"
@@ -120,6 +133,8 @@ class Engine:
         pipe.lora_dir = adapt.get("lora_dir")
         if backend is not None:
             backend.apply(pipe, **runtime_options)
+        if compile:
+            pipe.compile()
         return pipe
 
     @staticmethod
@@ -129,6 +144,7 @@ class Engine:
         plugins: PluginManager | None = None,
         device: Any = None,
         dtype: Any = None,
+        compile: bool = False,  # noqa: A002 -- as Engine.build's
         **defaults: Any,
     ) -> Pipeline:
         """A pipeline from a graph: a :class:`Graph`, its JSON dict, or a JSON file's path.
@@ -156,7 +172,10 @@ class Engine:
             recipe = Recipe.from_graph(graph, output)
         except (TypeError, ValueError) as exc:
             raise EngineError(f"graph meta: {exc}") from exc
-        return Pipeline(recipe, manager, defaults=defaults, device=device, dtype=dtype)
+        pipe = Pipeline(recipe, manager, defaults=defaults, device=device, dtype=dtype)
+        if compile:
+            pipe.compile()
+        return pipe
 
 
 RUNTIMES_GROUP = "t2i.runtimes"
@@ -457,6 +476,48 @@ class Pipeline:
                 if node.id not in provided:
                     provided.append(node.id)
         return provided
+
+    def compile(self, *, backend: str | None = None, mode: str | None = None) -> list[str]:
+        """The fast path (``Engine.build(..., compile=True)``): compile, in place, the torch
+        modules of every denoiser and decoder the graphs load (:func:`compile_component`).
+
+        ``backend`` / ``mode`` default to ``$T2I_COMPILE_BACKEND`` (else ``inductor``) and
+        ``$T2I_COMPILE_MODE`` (else ``reduce-overhead``, CUDA graphs, on CUDA with inductor;
+        Inductor's default elsewhere). Inductor's caches default to :func:`cache_dir`. On CUDA
+        it also turns TF32 on for float32 matmuls and convolutions (process-wide) and puts
+        convolutional modules in channels-last. Returns the compiled modules' names
+        (``"unet.forward"``, ``"vae.decode"``, ...).
+        """
+        backend = backend or os.environ.get(COMPILE_BACKEND_ENV, "").strip() or "inductor"
+        if mode is None:
+            mode = os.environ.get(COMPILE_MODE_ENV, "").strip() or None
+            if mode is None and backend == "inductor" and self.device.type == "cuda":
+                mode = "reduce-overhead"
+        if mode in ("default", "none"):
+            mode = None
+        cache = use_compile_cache()
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        compiled: list[str] = []
+        seen: set[int] = set()
+
+        def replace(node_id: str, kind: str, component: Any) -> Any:
+            if kind in COMPILED_KINDS:
+                compiled.extend(
+                    compile_component(
+                        component, backend=backend, mode=mode, channels_last=cuda, seen=seen
+                    )
+                )
+            return component
+
+        self.map_components(replace)
+        log.info(
+            "compile_enabled", modules=compiled, backend=backend, mode=mode or "default",
+            tf32=cuda, channels_last=cuda, cache_dir=cache,
+        )  # fmt: skip
+        return compiled
 
     def _bindings(self, img2img: bool):
         if img2img:
@@ -857,3 +918,166 @@ class Pipeline:
             "dtype": str(self.dtype) if self.dtype is not None else "float32",
             "seconds": round(elapsed, 4),
         }
+
+
+# -- the fast path: compiled modules ------------------------------------------------------
+
+COMPILE_BACKEND_ENV = "T2I_COMPILE_BACKEND"
+"""``torch.compile`` backend of :meth:`Pipeline.compile` (default ``inductor``); ``eager`` or
+``aot_eager`` trace with Dynamo but generate no code (fast to warm: tests, CPU CI)."""
+
+COMPILE_MODE_ENV = "T2I_COMPILE_MODE"
+"""``torch.compile`` mode (``reduce-overhead`` on CUDA with inductor, else the default;
+``default`` forces Inductor's default, e.g. to leave CUDA graphs off)."""
+
+CACHE_DIR_ENV = "T2I_CACHE_DIR"
+"""t2i's cache folder (default ``$XDG_CACHE_HOME/t2i``, else ``~/.cache/t2i``)."""
+
+COMPILED_KINDS = ("denoiser", "decoder")
+"""Component kinds :meth:`Pipeline.compile` compiles: the calls a generation repeats (each
+sampling step, each decode). Text encoders run once per prompt and are cached, so their
+compilation would cost more than it saves."""
+
+_NOT_INSIDE = (str, bytes, int, float, bool, type(None), torch.Tensor, torch.device, torch.dtype)
+_NOT_OBJECTS = (
+    type, types.ModuleType, types.FunctionType, types.MethodType, types.BuiltinFunctionType
+)
+
+
+def cache_dir() -> Path:
+    """t2i's cache folder: ``$T2I_CACHE_DIR``, else ``$XDG_CACHE_HOME/t2i``, else
+    ``~/.cache/t2i``."""
+    chosen = os.environ.get(CACHE_DIR_ENV)
+    if chosen:
+        return Path(chosen).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "t2i"
+
+
+def use_compile_cache() -> str:
+    """Point Inductor's on-disk caches (its FX graph and autograd caches, and Triton's kernels,
+    which Inductor keeps under its own folder) at ``cache_dir() / "inductor"`` unless
+    ``$TORCHINDUCTOR_CACHE_DIR`` already names another folder than torch's default (torch
+    writes its default there once anything asked it); returns the folder in use. A second
+    process then loads the compiled graphs instead of generating them again (warm start)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not folder or os.path.abspath(folder) == os.path.abspath(default_cache_dir()):
+        folder = str(cache_dir() / "inductor")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    return folder
+
+
+def held_modules(component: Any, *, depth: int = 3) -> dict[str, torch.nn.Module]:
+    """The outermost ``nn.Module`` s a component holds, by attribute path (``"unet"``,
+    ``"predictor.net"``): the component itself when it is a module (name ``""``), else its
+    attributes, looked through plain objects, lists, tuples and dicts up to ``depth`` levels.
+    Each module is listed once, under the first path found."""
+    found: dict[str, torch.nn.Module] = {}
+    seen: set[int] = set()
+
+    def visit(value: Any, path: str, level: int) -> None:
+        if id(value) in seen or isinstance(value, _NOT_INSIDE) or level > depth:
+            return
+        seen.add(id(value))
+        if isinstance(value, torch.nn.Module):
+            found[path] = value
+            return
+        if isinstance(value, Mapping):
+            items = [(str(k), v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = [(str(i), v) for i, v in enumerate(value)]
+        elif hasattr(value, "__dict__") and not isinstance(value, _NOT_OBJECTS):
+            items = list(vars(value).items())  # a plain object: a predictor, a wrapper
+        else:
+            return
+        for name, item in items:
+            if not name.startswith("__"):
+                visit(item, f"{path}.{name}" if path else name, level + 1)
+
+    visit(component, "", 0)
+    return found
+
+
+class _Compiled:
+    """A compiled call with the eager one beside it: the eager call runs on fake tensors (the
+    memory dry run of :mod:`t2i.memory`); the first real call is timed and logged as
+    ``compile_warmup``; with CUDA graphs each call starts a new graph step and returns copies
+    (the graph's outputs are overwritten by its next replay)."""
+
+    def __init__(self, name: str, compiled: Callable, eager: Callable, *, backend, mode) -> None:
+        self.name, self.compiled, self.eager = name, compiled, eager
+        self.backend, self.mode = backend, mode
+        self.cuda_graphs = mode is not None and "reduce-overhead" in mode
+        self.warm = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from torch._guards import detect_fake_mode
+        from torch.utils._pytree import tree_leaves, tree_map
+
+        if detect_fake_mode([a for a in tree_leaves((args, kwargs)) if torch.is_tensor(a)]):
+            return self.eager(*args, **kwargs)
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        if self.warm:
+            out = self.compiled(*args, **kwargs)
+        else:
+            from torch._dynamo.utils import counters
+
+            breaks = sum(counters["graph_break"].values())
+            start = time.perf_counter()
+            out = self.compiled(*args, **kwargs)
+            self.warm = True
+            log.info(
+                "compile_warmup",
+                module=self.name,
+                seconds=round(time.perf_counter() - start, 3),
+                backend=self.backend,
+                mode=self.mode or "default",
+                graph_breaks=sum(counters["graph_break"].values()) - breaks,
+            )
+        if self.cuda_graphs:
+            out = tree_map(lambda t: t.clone() if torch.is_tensor(t) else t, out)
+        return out
+
+
+def compile_component(
+    component: Any,
+    *,
+    backend: str = "inductor",
+    mode: str | None = None,
+    channels_last: bool = False,
+    seen: set[int] | None = None,
+) -> list[str]:
+    """Compile, in place, the torch modules a component holds (:func:`held_modules`).
+
+    Each module's ``forward`` is compiled as ``nn.Module.compile`` does (parameter names and
+    state-dict keys stay as they were), and so is every method the module names in a
+    ``compile_methods`` class attribute: the entry points its component calls other than
+    ``forward`` (the SD VAE's ``("decode", "encode")``). ``channels_last`` converts modules
+    holding 2-D convolutions. Modules in ``seen`` (ids) are skipped and added. Returns the
+    compiled calls' names.
+    """
+    seen = set() if seen is None else seen
+    names: list[str] = []
+    for path, module in held_modules(component).items():
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        label = path or type(module).__name__
+        if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
+            module.to(memory_format=torch.channels_last)
+        module.compile(backend=backend, mode=mode)
+        module._compiled_call_impl = _Compiled(
+            f"{label}.forward", module._compiled_call_impl, module._call_impl,
+            backend=backend, mode=mode,
+        )  # fmt: skip
+        names.append(f"{label}.forward")
+        for method in getattr(type(module), "compile_methods", ()):
+            eager = getattr(module, method)
+            call = torch.compile(eager, backend=backend, mode=mode)
+            wrapped = _Compiled(f"{label}.{method}", call, eager, backend=backend, mode=mode)
+            object.__setattr__(module, method, wrapped)  # shadows the class's method
+            names.append(f"{label}.{method}")
+    return names

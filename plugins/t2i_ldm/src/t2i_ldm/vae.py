@@ -200,6 +200,10 @@ class AutoencoderKL(nn.Module):
     Works on *unscaled* latents; :class:`LdmDecoder` applies ``scaling_factor``.
     """
 
+    compile_methods = ("decode", "encode")
+    """The calls :class:`LdmDecoder` makes, which ``Engine.build(compile=True)`` compiles
+    (``forward`` is only training's; see ``t2i.engine.compile_component``)."""
+
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
