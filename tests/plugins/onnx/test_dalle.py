@@ -115,6 +115,7 @@ def test_manifest_models_and_no_custom_ops(dalle_export, dalle_manager, pipes):
     assert decode["position"] == []
     assert custom_domains(out) == set()
     errors = example_parity(pipes[0], out, {}, TOLERANCE)
+    print("max abs error per model:", errors)
     assert set(errors) == MODELS
 
 
@@ -267,6 +268,194 @@ def test_an_onnx_generation_imports_no_model_code(dalle_export):
     out, manifest = dalle_export
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(out), json.dumps(FORBIDDEN)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "T2I_LOAD_PLUGINS": "dalle,onnx"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["imported"] == [] and found["torch_built"] == []
+    assert set(found["deployed"]) == set(manifest["components"])
+
+
+# -- DALL-E Mini ------------------------------------------------------------------------------
+MINI_MODELS = {"text_encoder", "decoder_prefill", "decoder_decode", "vqgan_decoder"}
+MINI_WORDS = ("a", "red", "circle", "blue", "square", "on", "the", "left", "avocado", "chair")
+
+
+@pytest.fixture(scope="module")
+def mini_folder(tmp_path_factory):
+    """A min-dalle-layout folder of random weights: a 2-layer BART (width 128; LayerNorm
+    affines and the head scaled away from their init, so that logits are peaked), the
+    full-size VQGAN, a BPE vocabulary over a few words (tests/plugins/dalle/test_dalle_mini.py
+    builds the same files with min-dalle's modules)."""
+    from t2i_dalle.mini.bart import BartConfig, BartDecoder, BartEncoder
+    from t2i_dalle.mini.vqgan import VQGANDetokenizer
+
+    vocab, merges = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}, []
+    for w in MINI_WORDS:
+        parts = ["Ġ", *w]
+        for p in parts:
+            vocab.setdefault(p, len(vocab))
+        while len(parts) > 1:
+            merges.append((parts[0], parts[1]))
+            parts = [parts[0] + parts[1], *parts[2:]]
+            vocab.setdefault(parts[0], len(vocab))
+    merges = list(dict.fromkeys(merges))
+    torch.manual_seed(0)
+    config = BartConfig(layers=2, heads=2, embed=128, glu=96, text_vocab=len(vocab), text_len=64)
+    enc, dec, det = BartEncoder(config), BartDecoder(config), VQGANDetokenizer()
+    with torch.no_grad():
+        for module in (enc, dec):
+            for name, p in module.named_parameters():
+                if "norm" in name or name.endswith("ln0.weight") or "_ln" in name:
+                    torch.nn.init.normal_(p, 1.0 if name.endswith("weight") else 0.0, 0.2)
+        dec.lm_head.weight.mul_(20.0)
+    folder = tmp_path_factory.mktemp("mini") / "model"
+    folder.mkdir()
+    for name, module in (("encoder", enc), ("decoder", dec), ("detoker", det)):
+        torch.save(module.state_dict(), folder / f"{name}.pt")
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mini_export(mini_folder, dalle_manager, tmp_path_factory):
+    from t2i_onnx.exporter import export_recipe
+
+    out = tmp_path_factory.mktemp("mini-onnx") / "mini"
+    options = {"checkpoint": str(mini_folder)}
+    return out, export_recipe("dalle-mini", out, options=options, plugins=dalle_manager)
+
+
+@pytest.fixture(scope="module")
+def mini_pipes(mini_folder, dalle_manager, mini_export):
+    torch_pipe = Engine.build("dalle-mini", plugins=dalle_manager, checkpoint=mini_folder)
+    onnx_pipe = Engine.build(runtime="onnx", plugins=dalle_manager, onnx_dir=mini_export[0])
+    return torch_pipe, onnx_pipe
+
+
+@pytest.mark.slow
+def test_mini_manifest_models_and_no_custom_ops(mini_export, mini_pipes):
+    from onnx_checks import custom_domains, example_parity
+
+    out, manifest = mini_export
+    assert set(manifest["models"]) == MINI_MODELS
+    components = manifest["components"]
+    assert set(components) == {"tokenizer", "text_encoder", "denoiser", "decoder"}
+    assert all(c["deployment"] for c in components.values())
+    decode = {v["name"]: v["shape"] for v in manifest["models"]["decoder_decode"]["inputs"]}
+    assert decode["past_key_values.1.decoder.key"] == [
+        "batch_size", 2, "past_sequence_length", 64]  # fmt: skip
+    assert decode["past_key_values.1.encoder.key"] == ["batch_size", 2, 64, 64]
+    outputs = [v["name"] for v in manifest["models"]["decoder_decode"]["outputs"]]
+    assert not [n for n in outputs if ".encoder." in n]  # the cross K/V are inputs only
+    assert custom_domains(out) == set()
+    # the VQGAN: ~30 random convs deep, fp32 ORT vs torch reach 1.4e-4 (0.04/255 of a pixel)
+    errors = example_parity(mini_pipes[0], out, {"vqgan_decoder": 5e-4}, TOLERANCE)
+    print("max abs error per model:", errors)
+    assert set(errors) == MINI_MODELS
+
+
+@pytest.mark.slow
+def test_mini_prefill_and_decode_match_torch_with_the_cache(mini_export, mini_folder):
+    """``decoder_prefill`` then decode steps (the ONNX cache fed back) vs the torch decoder's
+    own :class:`MaskedCache`, over padded text masks, batch 1 / 3 and prefixes of 1 / 4."""
+    from t2i_dalle.mini.bart import START_TOKEN
+    from t2i_dalle.mini.checkpoint import load_mini
+
+    out, _ = mini_export
+    dec = load_mini(mini_folder).decoder
+    c = dec.config
+    prefill, decode = _session(out, "decoder_prefill"), _session(out, "decoder_decode")
+    gen = torch.Generator().manual_seed(2)
+    worst = {"prefill": (0.0, 0.0), "decode": (0.0, 0.0)}
+    for batch, length in [(1, 1), (3, 4)]:
+        states = torch.randn(batch, c.text_len, c.embed, generator=gen)
+        mask = torch.ones(batch, c.text_len, dtype=torch.bool)
+        mask[-1, 10:] = False
+        tokens = torch.randint(0, 2**14, (batch, length), generator=gen)
+        tokens[:, 0] = START_TOKEN
+        with torch.no_grad():
+            logits, cache = dec(tokens, states, mask, None)
+        feed = {"encoder_hidden_states": states.numpy(), "text_mask": mask.numpy(),
+                "tokens": tokens.numpy()}  # fmt: skip
+        got = prefill.run(None, feed)
+        expected = [logits[:, -1, : 2**14]] + [
+            t for kv in zip(cache.keys, cache.values) for t in kv
+        ]
+        for g, e in zip(got, expected, strict=True):
+            worst["prefill"] = max(worst["prefill"], _err(g, e))
+        past = got[1:]
+        for _ in range(12):
+            token = torch.randint(0, 2**14, (batch, 1), generator=gen)
+            feed = {"token": token.numpy(), "position": np.array(cache.length, dtype=np.int64),
+                    "text_mask": mask.numpy()}  # fmt: skip
+            for i in range(c.layers):
+                for j, part in enumerate(("decoder.key", "decoder.value", "encoder.key",
+                                          "encoder.value")):  # fmt: skip
+                    feed[f"past_key_values.{i}.{part}"] = past[4 * i + j]
+            with torch.no_grad():
+                logits, cache = dec(token, None, None, cache)
+            got = decode.run(None, feed)
+            expected = [logits[:, -1, : 2**14]]
+            for i in range(c.layers):
+                expected += [cache.keys[2 * i], cache.values[2 * i]]
+            for g, e in zip(got, expected, strict=True):
+                assert g.shape == tuple(e.shape)
+                worst["decode"] = max(worst["decode"], _err(g, e))
+            for i in range(c.layers):
+                past[4 * i], past[4 * i + 1] = got[1 + 2 * i], got[2 + 2 * i]
+    print("max (abs, rel) error:", worst)
+    assert all(a <= TOLERANCE and r <= TOLERANCE for a, r in worst.values()), worst
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampling", [{"top_k": 16}, {"top_k": 1}])
+def test_mini_deployed_predictor_draws_the_torch_tokens(mini_folder, mini_export, sampling):
+    from t2i_dalle.mini import deployed
+    from t2i_dalle.mini.recipes import create_predictor, create_text_encoder, create_tokenizer
+    from t2i_onnx.runtime import OrtModule
+
+    out, manifest = mini_export
+    tok, enc = create_tokenizer(checkpoint=mini_folder), create_text_encoder(checkpoint=mini_folder)
+    cond, uncond = enc(tok(["a red circle", "a blue square on the left"])), enc(tok(["", ""]))
+    torch_predictor = create_predictor(checkpoint=mini_folder)
+    expected = _tokens(torch_predictor, cond, uncond, (5, 6), **sampling)
+    options = manifest["components"]["denoiser"]["deployment"]["options"]
+    modules = {n: OrtModule(_session(out, n)) for n in ("decoder_prefill", "decoder_decode")}
+    got = _tokens(deployed.token_predictor(modules, **options), cond, uncond, (5, 6), **sampling)
+    assert len(set(expected.flatten().tolist())) > 1
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.slow
+def test_mini_images_and_preview_match_torch(mini_pipes):
+    from onnx_checks import pixel_distance
+
+    from t2i.contracts import UNDRAWN
+    from t2i.payloads import Latent
+
+    torch_pipe, onnx_pipe = mini_pipes
+    assert onnx_pipe.onnx_torch_built == [] and onnx_pipe.onnx_torch_fallback == []
+    assert set(onnx_pipe.onnx_deployed) == {"tokenizer", "text_encoder", "denoiser", "decoder"}
+    expected = torch_pipe("a red circle", seed=3)
+    got = onnx_pipe("a red circle", seed=3)
+    assert pixel_distance(got.images, expected.images) <= 2
+    assert got.infotexts == expected.infotexts
+    grid = torch.randint(0, 2**14, (1, 1, 16, 16))
+    grid[:, :, 7:] = UNDRAWN
+    a, b = (_decoder(p).decode_preview(Latent(grid)).pixels for p in mini_pipes)
+    assert float((a - b).detach().abs().max()) <= 5e-4
+
+
+@pytest.mark.slow
+def test_an_onnx_mini_generation_imports_no_model_code(mini_export):
+    out, manifest = mini_export
+    forbidden = ("t2i_dalle.mini.bart", "t2i_dalle.mini.vqgan", "t2i_dalle.mini.export",
+                 "t2i_dalle.transformer", "t2i_dalle.dvae")  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(out), json.dumps(forbidden)],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1", "T2I_LOAD_PLUGINS": "dalle,onnx"},
     )  # fmt: skip
