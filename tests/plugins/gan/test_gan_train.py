@@ -132,3 +132,30 @@ def test_t2i_train_gan_probes_the_judge_and_draws_curves(tmp_path):
     rows = json.loads((tmp_path / "curves.json").read_text())
     assert {"single", "pair", "fd"} <= set(rows[-1]) and rows[-1]["step"] == 2
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+@needs_minilm
+@pytest.mark.slow
+def test_init_continues_from_a_model_folder_and_refuses_another_config(tmp_path):
+    from t2i_gan.checkpoint import load_gan
+
+    flags = [*_flags()[:-8], "--steps", "2", "--save-every", "5", "--log-every", "1"]
+    first = CliRunner().invoke(train_gan, [*flags, "--device", "cpu", "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    folder = tmp_path / "a" / "model"
+    shifted = tmp_path / "b"
+    second = CliRunner().invoke(
+        train_gan, [*flags, "--steps", "1", "--lr", "1e-12", "--device", "cpu", "--init", str(folder),
+                    "--out", str(shifted)],
+    )  # fmt: skip
+    assert second.exit_code == 0, second.output
+    before, after = load_gan(folder), load_gan(shifted / "model")
+    for part in ("netD", "netC"):  # lr ~0: the loaded nets come out as they went in
+        want, got = getattr(before, part).state_dict(), getattr(after, part).state_dict()
+        assert all(torch.allclose(want[k], got[k], atol=1e-3) for k in want), part
+    assert json.loads((shifted / "model" / "model.json").read_text())["training"]["init"]["steps"]
+    other = CliRunner().invoke(
+        train_gan, [*flags, "--no-projection", "--device", "cpu", "--init", str(folder),
+                    "--out", str(tmp_path / "c")],
+    )  # fmt: skip
+    assert other.exit_code != 0 and "differs from this run" in other.output

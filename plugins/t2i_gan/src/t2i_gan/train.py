@@ -49,6 +49,28 @@ def _check(images: int, nf: int, d_lr_ratio: float, eval_every: int, pair_fracti
             raise TrainOptionsError(message)
 
 
+def _load_init(model, config, folder: Path) -> dict[str, Any]:
+    """Copy a model folder's nets into ``model`` (``--init``); what it was, for the record."""
+    from t2i_gan.checkpoint import load_gan
+
+    loaded = load_gan(folder)
+    if loaded.config != config:
+        raise TrainOptionsError(
+            f"--init {folder}: its config {attrs.asdict(loaded.config)} differs from this run's "
+            f"{attrs.asdict(config)}; pass the same --nf / conditioning flags"
+        )
+    missing = [p for p in ("netD", "netC") if getattr(loaded, p) is None]
+    if missing:
+        raise TrainOptionsError(
+            f"--init {folder} has no {' or '.join(missing)}.safetensors: a GAN can only be "
+            "continued from a t2i train gan folder that kept its discriminator"
+        )
+    for part in ("netG", "netD", "netC"):
+        getattr(model, part).load_state_dict(getattr(loaded, part).state_dict())
+    log.info("gan.init", folder=str(folder), steps=loaded.training.get("steps"))
+    return {"folder": str(folder), "steps": loaded.training.get("steps")}
+
+
 class GanTrainer(Trainer):
     """Train the gan-shapes GAN (DF-GAN: hinge + matching-aware GP, EMA generator).
 
@@ -74,6 +96,12 @@ class GanTrainer(Trainer):
         ),
         TrainerOption(
             "--no-projection", is_flag=True, help="No projection term in the discriminator."
+        ),
+        TrainerOption(
+            "--init",
+            str,
+            help="Start from a model folder's netG/netD/netC (an earlier run's OUT/model; its "
+            "config must match); the optimisers start fresh.",
         ),
         TrainerOption("--gp-weight", float, 2.0, help="MA-GP's weight (DF-GAN: 2)."),
         TrainerOption(
@@ -110,6 +138,7 @@ class GanTrainer(Trainer):
         _check(n, nf, ratio, options["eval_every"], options["pair_fraction"], gp)
         device, out = _device(config), Path(out)
         torch.manual_seed(config.seed)
+        init = options.pop("init", None)
         record = {"trainer": "gan", **{k: v for k, v in options.items() if k != "vectors"}}
         norm = not options["no_cond_norm"]
         gan_config = GanConfig(
@@ -128,6 +157,8 @@ class GanTrainer(Trainer):
             n, 64, pair_fraction=options["pair_fraction"], vectors=vectors, device=device
         )
         model.fit_condition(sentences)
+        if init:
+            model.training_record["init"] = _load_init(model, gan_config, Path(init))
         data = RandomBatches(
             n, lambda idx: (images[idx], sentences[idx]), seed=config.seed, device=device
         )
