@@ -144,10 +144,8 @@ def test_init_continues_from_a_model_folder_and_refuses_another_config(tmp_path)
     assert first.exit_code == 0, first.output
     folder = tmp_path / "a" / "model"
     shifted = tmp_path / "b"
-    second = CliRunner().invoke(
-        train_gan, [*flags, "--steps", "1", "--lr", "1e-12", "--device", "cpu", "--init", str(folder),
-                    "--out", str(shifted)],
-    )  # fmt: skip
+    again = [*flags, "--steps", "1", "--lr", "1e-12", "--device", "cpu", "--init", str(folder)]
+    second = CliRunner().invoke(train_gan, [*again, "--out", str(shifted)])
     assert second.exit_code == 0, second.output
     before, after = load_gan(folder), load_gan(shifted / "model")
     for part in ("netD", "netC"):  # lr ~0: the loaded nets come out as they went in
