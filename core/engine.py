@@ -72,7 +72,7 @@ class Engine:
         device: Any = None,
         dtype: Any = None,
         runtime: str | None = None,
-        compile: bool = False,  # noqa: A002 -- the one-word switch of the fast path
+        compile: bool = False,
         **overrides: Any,
     ) -> Pipeline:
         """Build the registered recipe ``recipe`` with ``overrides``.
@@ -144,7 +144,7 @@ class Engine:
         plugins: PluginManager | None = None,
         device: Any = None,
         dtype: Any = None,
-        compile: bool = False,  # noqa: A002 -- as Engine.build's
+        compile: bool = False,
         **defaults: Any,
     ) -> Pipeline:
         """A pipeline from a graph: a :class:`Graph`, its JSON dict, or a JSON file's path.
@@ -940,7 +940,11 @@ compilation would cost more than it saves."""
 
 _NOT_INSIDE = (str, bytes, int, float, bool, type(None), torch.Tensor, torch.device, torch.dtype)
 _NOT_OBJECTS = (
-    type, types.ModuleType, types.FunctionType, types.MethodType, types.BuiltinFunctionType
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.MethodType,
+    types.BuiltinFunctionType,
 )
 
 
