@@ -111,3 +111,13 @@ def test_both_stages_train_resume_and_give_a_folder_the_recipe_runs(tmp_path):
     model = _run(tmp_path / "prior", "prior", 2, dvae=str(vae))
     pipe = Engine.build("dalle-shapes", plugins=make_manager(plugin), checkpoint=model)
     assert pipe("a red circle", seed=0).images[0].size == (64, 64)
+    # --init continues the prior from that folder (its dVAE too), a different config is refused
+    from t2i_dalle.checkpoint import load_dalle
+
+    again = _run(tmp_path / "again", "prior", 1, init=str(model))
+    spec = load_dalle(again).spec["training"]["prior"]
+    assert spec["init"] == {"folder": str(model), "steps": 2} and spec["steps"] == 1
+    from t2i.training import TrainOptionsError
+
+    with pytest.raises(TrainOptionsError, match="differs from this run"):
+        _run(tmp_path / "other", "prior", 1, init=str(model), text_len=16)

@@ -39,7 +39,11 @@ def _check(o: dict[str, Any]) -> None:
     rules = (
         (o["stage"] in ("vae", "prior"), f"--stage must be vae or prior, got {o['stage']!r}"),
         (o["images"] >= 2, f"--images must be >= 2, got {o['images']}"),
-        (o["stage"] != "prior" or o["dvae"], "--stage prior needs --dvae FOLDER (a vae run)"),
+        (
+            o["stage"] != "prior" or o["dvae"] or o["init"],
+            "--stage prior needs --dvae FOLDER (a vae run) or --init FOLDER (a prior run)",
+        ),
+        (o["stage"] == "prior" or not o["init"], "--init continues a --stage prior run only"),
         (o["groups"] >= 1, f"--groups must be >= 1, got {o['groups']}"),
         (o["codebook"] >= 2, f"--codebook must be >= 2, got {o['codebook']}"),
         (0 <= o["uncond_prob"] < 1, f"--uncond-prob must be in [0, 1), got {o['uncond_prob']}"),
@@ -61,6 +65,12 @@ class DalleTrainer(Trainer):
     options = (
         TrainerOption("--stage", str, "vae", help="vae (the dVAE) or prior (the transformer)."),
         TrainerOption("--dvae", str, help="--stage prior: the model folder of a vae run."),
+        TrainerOption(
+            "--init",
+            str,
+            help="--stage prior: continue from a full model folder's transformer (same config; "
+            "its dVAE is used unless --dvae is given); the optimiser starts fresh.",
+        ),
         TrainerOption("--images", int, 40_000, help="Benchmark renders to train on."),
         TrainerOption("--pair-fraction", float, 0.6, help="Share of two-object scenes."),
         TrainerOption("--workers", int, min(6, os.cpu_count() or 1), help="Render processes."),
@@ -163,7 +173,7 @@ class DalleTrainer(Trainer):
         from t2i_dalle.trainables import PriorTrainable
         from t2i_dalle.transformer import DalleTransformer, TransformerConfig
 
-        folder = Path(o["dvae"])
+        folder = Path(o["dvae"] or o["init"])
         loaded = load_dalle(folder, need_transformer=False)
         tokens = encode_tokens(loaded.encoder.to(device), images)
         grid = images.shape[-1] // loaded.encoder.config.factor
@@ -184,8 +194,11 @@ class DalleTrainer(Trainer):
             "prior": {"images": o["images"], "pair_fraction": o["pair_fraction"],
                       "codes_used": used, "uncond_prob": o["uncond_prob"]},
         }  # fmt: skip
+        transformer = DalleTransformer(tconfig)
+        if o["init"]:
+            spec["training"]["prior"]["init"] = _load_init(transformer, Path(o["init"]))
         model = PriorTrainable(
-            DalleTransformer(tconfig), uncond_ids=tok.ids([""])[0], uncond_prob=o["uncond_prob"],
+            transformer, uncond_ids=tok.ids([""])[0], uncond_prob=o["uncond_prob"],
             pad=PAD, folder_spec=spec, dvae_file=folder / DVAE_FILE,
         )  # fmt: skip
         data = RandomBatches(
@@ -197,6 +210,23 @@ class DalleTrainer(Trainer):
         )
         log.info("dalle.prior", steps=result.step, loss=result.loss)
         return result.save(out / "model")
+
+
+def _load_init(transformer, folder: Path) -> dict[str, Any]:
+    """Copy a model folder's transformer into ``transformer`` (``--init``)."""
+    from t2i_dalle.checkpoint import load_dalle
+
+    loaded = load_dalle(folder)
+    if loaded.transformer.config != transformer.config:
+        raise TrainOptionsError(
+            f"--init {folder}: its transformer {attrs.asdict(loaded.transformer.config)} differs "
+            f"from this run's {attrs.asdict(transformer.config)}; pass the same --width / "
+            "--depth / --heads / --text-len / --attn and its dVAE"
+        )
+    transformer.load_state_dict(loaded.transformer.state_dict())
+    steps = loaded.spec.get("training", {}).get("prior", {}).get("steps")
+    log.info("dalle.init", folder=str(folder), steps=steps)
+    return {"folder": str(folder), "steps": steps}
 
 
 def _renders(o: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:
