@@ -120,4 +120,4 @@ def test_both_stages_train_resume_and_give_a_folder_the_recipe_runs(tmp_path):
     from t2i.training import TrainOptionsError
 
     with pytest.raises(TrainOptionsError, match="differs from this run"):
-        _run(tmp_path / "other", "prior", 1, init=str(model), text_len=16)
+        _run(tmp_path / "other", "prior", 1, init=str(model), attn="row")
