@@ -24,6 +24,7 @@ import structlog
 import torch
 
 from t2i.contracts import MODEL_CONTRACTS, Exportable
+from t2i.kinds import TOKENS
 from t2i.diffusion.names import resolve_sampler_name
 from t2i.graph.errors import GraphValidationError
 from t2i.graph.executor import Executor
@@ -504,7 +505,7 @@ class Pipeline:
         seen: set[int] = set()
 
         def replace(node_id: str, kind: str, component: Any) -> Any:
-            if kind in COMPILED_KINDS:
+            if kind in COMPILED_KINDS and getattr(component, "model_contract", None) != TOKENS:
                 compiled.extend(
                     compile_component(
                         component, backend=backend, mode=mode, channels_last=cuda, seen=seen
@@ -936,7 +937,8 @@ CACHE_DIR_ENV = "T2I_CACHE_DIR"
 COMPILED_KINDS = ("denoiser", "decoder")
 """Component kinds :meth:`Pipeline.compile` compiles: the calls a generation repeats (each
 sampling step, each decode). Text encoders run once per prompt and are cached, so their
-compilation would cost more than it saves."""
+compilation would cost more than it saves. Token predictors (``model_contract`` ``tokens``)
+stay eager too: their KV cache gives each call a new shape."""
 
 _NOT_INSIDE = (str, bytes, int, float, bool, type(None), torch.Tensor, torch.device, torch.dtype)
 _NOT_OBJECTS = (

@@ -132,3 +132,10 @@ def test_cli_generate_compile(t2i_manager, eager_compile):
     (a,) = (out_dir / "plain").glob("*.png")
     (b,) = (out_dir / "fast").glob("*.png")
     assert Image.open(a).tobytes() == Image.open(b).tobytes()
+
+
+def test_token_predictors_stay_eager(t2i_manager, eager_compile):
+    # a KV-cached token loop gives every call a new shape: compiling it would only recompile
+    pipe = Engine.build("toy-autoregressive")
+    assert pipe.compile() == []
+    assert Engine.build("toy-gan").compile() == ["TinyGenerator.forward"]
