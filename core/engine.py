@@ -24,12 +24,12 @@ import structlog
 import torch
 
 from t2i.contracts import MODEL_CONTRACTS, Exportable
-from t2i.kinds import TOKENS
 from t2i.diffusion.names import resolve_sampler_name
 from t2i.graph.errors import GraphValidationError
 from t2i.graph.executor import Executor
 from t2i.graph.graph import Graph, OutputRef
 from t2i.graph.nodes import SEED_RANGE
+from t2i.kinds import TOKENS
 from t2i.plugins import get_plugin_manager
 from t2i.recipe import Recipe
 from t2i.registry.manager import PluginManager
