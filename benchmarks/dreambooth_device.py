@@ -12,7 +12,9 @@ script does (written here without accelerate, which only wraps these calls on on
 example script itself is not part of the diffusers wheel). Skipped when diffusers is absent.
 
 Writes ``$OUT/dreambooth_device.json``. Environment: ``STEPS`` (timed steps, default 30),
-``WARMUP`` (5), ``DEVICE`` (cuda), ``SIZE`` (512), ``MODES`` ("lora full").
+``WARMUP`` (5), ``DEVICE`` (cuda), ``SIZE`` (512), ``MODES`` ("lora full"), ``BASELINE`` (1; 0
+skips diffusers, e.g. for a second t2i pass with ``T2I_KERNELS=ref``), ``TAG`` (a suffix of the
+JSON's name).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ STEPS, WARMUP = int(os.environ.get("STEPS", 30)), int(os.environ.get("WARMUP", 5
 DEVICE, SIZE = os.environ.get("DEVICE", "cuda"), int(os.environ.get("SIZE", 512))
 MODES = os.environ.get("MODES", "lora full").split()
 TINY = os.environ.get("TINY") == "1"  # CPU check of the script: a tiny SD instead of SD1.5
+BASELINE = os.environ.get("BASELINE", "1") == "1"
+TAG = os.environ.get("TAG", "")
 
 
 def _peak_reset() -> None:
@@ -257,15 +261,17 @@ def main() -> None:
         "batch": "1 instance + 1 class row",
         "precision": "bf16 autocast",
         "gradient_checkpointing": True,
+        "kernels": os.environ.get("T2I_KERNELS", "auto"),
     }
     if DEVICE.startswith("cuda"):
         results["gpu"] = torch.cuda.get_device_name()
     for mode in MODES:
         results[f"t2i_{mode}"] = time_t2i(mode, checkpoint, work)
         print(mode, "t2i", results[f"t2i_{mode}"], file=sys.stderr, flush=True)
-        results[f"diffusers_{mode}"] = time_diffusers(mode, work)
-        print(mode, "diffusers", results[f"diffusers_{mode}"], file=sys.stderr, flush=True)
-        (OUT / "dreambooth_device.json").write_text(json.dumps(results, indent=1))
+        if BASELINE:
+            results[f"diffusers_{mode}"] = time_diffusers(mode, work)
+            print(mode, "diffusers", results[f"diffusers_{mode}"], file=sys.stderr, flush=True)
+        (OUT / f"dreambooth_device{TAG}.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
 
 

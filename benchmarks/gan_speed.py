@@ -10,6 +10,10 @@ precomputed sentence vector): ``gan-shapes (generator)``.
     python benchmarks/gan_speed.py --device cpu --out speed_cpu.json
     python benchmarks/gan_speed.py --device cuda --dtypes float32,float16 --out speed_gpu.json
 
+``--random-gan FOLDER``: write a random-weight gan-shapes folder (nf 32, the shipped
+architecture; speed does not depend on the weights) there and time that, so the weights need
+not travel to the GPU machine.
+
 ``--dtypes``: each family at each weight dtype (``Engine.build(dtype=...)``); the ratio row
 of a dtype compares the two families at that dtype.
 """
@@ -78,10 +82,23 @@ def generator_rate(checkpoint, vectors, device: str, batch: int, warmup: int, re
     return batch / _time(call, device, warmup, repeats)
 
 
+def random_gan(folder: str) -> str:
+    """A gan-shapes-architecture folder with random weights (netG/netD/netC + model.json)."""
+    from t2i_gan.models import GanConfig
+    from t2i_gan.text import SENTENCE_DIM
+    from t2i_gan.trainable import GanTrainable
+
+    torch.manual_seed(0)
+    config = GanConfig(nf=32, z_dim=100, cond_dim=SENTENCE_DIM, image_size=64, cond_norm=True)
+    GanTrainable(config, training={"trainer": "random (speed only)"}).save(Path(folder))
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--checkpoint", default=None, help="gan-shapes model folder")
+    parser.add_argument("--random-gan", default=None, help="write and time a random gan folder")
     parser.add_argument("--vectors", default=None, help="folder with eval.pt (generator mode)")
     parser.add_argument("--batches", default="1,64")
     parser.add_argument("--warmup", type=int, default=2)
@@ -90,6 +107,8 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32", help="comma list, e.g. float32,float16")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.random_gan:
+        args.checkpoint = random_gan(args.random_gan)
     gan_build = {} if args.checkpoint is None else {"checkpoint": args.checkpoint}
     rows = {}
     for dtype in args.dtypes.split(","):
