@@ -144,12 +144,17 @@ def _static_reason() -> str | None:
     return reason
 
 
-@torch._dynamo.assume_constant_result
 def _trace_time_state() -> tuple[str, str]:
     """``(requested backend, static reason or "")``, evaluated eagerly when Dynamo traces a call
     site and kept in the graph as a constant (see the module docstring)."""
     requested = active_backend()
     return requested, ("" if requested == "ref" else (_static_reason() or ""))
+
+
+# What `torch._dynamo.assume_constant_result` does, without importing torch._dynamo here: that
+# import costs ~1.5 s, and every `t2i` command imports this module (tests/kernels/test_dispatch.py
+# checks the decorator still means this attribute).
+_trace_time_state._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def choose_backend(

@@ -160,3 +160,22 @@ def test_auto_keeps_pytorch_where_triton_was_measured_slower(monkeypatch):
         assert choose_backend("attention", cuda, None, lambda: "slower") == "ref"
     with use_kernels("triton"):  # forcing still runs Triton
         assert choose_backend("gn", cuda, None, lambda: gn._eager_unprofitable(small)) == "triton"
+
+
+def test_importing_the_kernels_does_not_import_dynamo_and_the_constant_mark_holds():
+    """The dispatch marks its trace-time state constant for Dynamo by the attribute
+    `torch._dynamo.assume_constant_result` sets, so that importing t2i_kernels (every `t2i`
+    command does) does not pay for importing torch._dynamo."""
+    code = "import sys, t2i_kernels; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    import torch._dynamo
+
+    from t2i_kernels import dispatch
+
+    def probe():
+        return 1
+
+    marked = torch._dynamo.assume_constant_result(probe)
+    assert vars(marked) == {"_dynamo_marked_constant": True}
+    assert dispatch._trace_time_state._dynamo_marked_constant is True
