@@ -44,13 +44,7 @@ gan_job() {
     --batch-size 128 --lr "${GAN_LR:-2e-4}" --d-lr-ratio 4 --nf 32 --bf16 --eval-every 2000 \
     --eval-prompts 32 --log-every 200 --save-every 2000 --gp-sentence-weight 0 \
     > "$R/gan.train.log" 2>&1
-  mkdir -p "$OUT/gan"
-  cp "$run"/model/* "$OUT/gan/"
-  cp "$run"/curves.json "$R/gan.curves.json"; cp "$run"/curves.png "$R/gan.curves.png"
-  OMP_NUM_THREADS=4 timeout "$(python3 -c "print(max(30, int(($(left 0.1)) * 60)))")" \
-    t2i eval gan-shapes --checkpoint "$run/model" --device cuda --prompts 64 --seeds 4 \
-    --out /tmp/gan-eval > "$R/gan.eval.log" 2>&1
-  cp /tmp/gan-eval/report.json "$R/gan.eval.json" 2>/dev/null
+  gan_finish "$run" 0.1
 }
 dalle_job > "$R/dalle_job.log" 2>&1 & dalle_pid=$!
 gan_job & gan_pid=$!
