@@ -104,12 +104,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ldm-repeats", type=int, default=3)
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="both families through Engine.build(compile=True); warm-up untimed",
+    )
     parser.add_argument("--dtypes", default="float32", help="comma list, e.g. float32,float16")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.random_gan:
         args.checkpoint = random_gan(args.random_gan)
     gan_build = {} if args.checkpoint is None else {"checkpoint": args.checkpoint}
+    fast = {"compile": True} if args.compile else {}
     rows = {}
     for dtype in args.dtypes.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
@@ -117,7 +123,7 @@ def main() -> None:
             try:
                 row["gan-shapes"] = engine_rate(
                     "gan-shapes", args.device, batch, args.warmup, args.repeats, dtype=dtype,
-                    **gan_build,
+                    **gan_build, **fast,
                 )  # fmt: skip
             except Exception as exc:  # MiniLM missing: report the generator alone
                 row["gan-shapes error"] = f"{type(exc).__name__}: {str(exc)[:120]}"
@@ -127,7 +133,13 @@ def main() -> None:
                     dtype,
                 )  # fmt: skip
             row["ldm-shapes"] = engine_rate(
-                "ldm-shapes", args.device, batch, 1, args.ldm_repeats, dtype=dtype
+                "ldm-shapes",
+                args.device,
+                batch,
+                2 if fast else 1,
+                args.ldm_repeats,
+                dtype=dtype,
+                **fast,
             )
             gan = row.get("gan-shapes", row.get("gan-shapes (generator)"))
             row["ratio"] = gan / row["ldm-shapes"] if gan else None
@@ -137,6 +149,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "compile": bool(args.compile),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "images_per_second": rows,
     }
