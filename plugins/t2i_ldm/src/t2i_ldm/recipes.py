@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 
 from t2i.checkpoints import CheckpointError
@@ -22,6 +24,11 @@ TOKENIZER_ENV = "T2I_CLIP_TOKENIZER"
 
 
 DTYPES = ("float32", "float16", "bfloat16")
+EMPHASIS_MODES = ("original", "no_norm", "ignore")
+""":data:`t2i_ldm.text_encoder.EMPHASIS_MODES`, not imported from there: a recipe built for a
+deployment runtime imports no text-encoder module."""
+DEPLOYED_NODES = ("text_encoder", "denoiser", "decoder")
+"""Loader nodes that, all provided by a deployment runtime, spare the recipe the checkpoint."""
 
 
 def _dtype(value: Any) -> torch.dtype | None:
@@ -38,7 +45,6 @@ def _check_recipe_options(**options: Any) -> None:
     """Refuse a bad option of the ``ldm`` recipe before any file is read (EngineError)."""
     from t2i.engine import EngineError
     from t2i_ldm.config import PREDICTION_TYPES
-    from t2i_ldm.text_encoder import EMPHASIS_MODES
 
     def positive_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v >= 1
@@ -60,6 +66,7 @@ def _check_recipe_options(**options: Any) -> None:
             lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
             "a number in [0, 1]",
         ),
+        "deployed": (lambda v: v is None or isinstance(v, Mapping), "what a runtime passes"),
     }
     for name, value in options.items():
         ok, allowed = rules[name]
@@ -277,6 +284,71 @@ def _text_config(raw: dict[str, Any], checkpoint: str | os.PathLike):
     return config
 
 
+@attrs.frozen
+class CheckpointFacts:
+    """What the ``ldm`` recipe reads from its checkpoint: the native resolution, whether the
+    UNet inpaints (more input than output channels), the A1111 model hash, the tokenizer's
+    options, and the loaded models (None when a deployment runtime provides them all)."""
+
+    resolution: int
+    inpaint: bool
+    model_hash: str
+    tokenizer_options: dict[str, Any]
+    models: Any = None
+
+
+def checkpoint_facts(
+    checkpoint: str, tok: dict[str, Any], deployed: Mapping[str, Any] | None, **load: Any
+) -> CheckpointFacts:
+    """The checkpoint's :class:`CheckpointFacts`: loaded (and cached for the components), or,
+    when ``deployed`` (a runtime's export, :data:`t2i_onnx.runtime.DEPLOYED_OPTION`) provides
+    every model component, read from the export with no checkpoint file opened."""
+    from t2i.files import short_hash
+
+    if deployed is not None and set(DEPLOYED_NODES) <= set(deployed.get("provided", ())):
+        return _exported_facts(checkpoint, tok, deployed)
+    models = load_models(checkpoint, **load)  # fail early, and warm
+    if models.text_encoder_format == "open_clip":
+        tok = {**tok, "pad_id": 0}  # recorded, so an export's tokenizer pads as OpenCLIP does
+    return CheckpointFacts(
+        resolution=models.config.resolution,
+        inpaint=models.config.unet.in_channels > models.config.unet.out_channels,
+        model_hash=short_hash(checkpoint) if Path(checkpoint).is_file() else "",
+        tokenizer_options=tok,
+        models=models,
+    )
+
+
+def _exported_facts(
+    checkpoint: str, tok: dict[str, Any], deployed: Mapping[str, Any]
+) -> CheckpointFacts:
+    """:class:`CheckpointFacts` from an export's recorded graph: defaults (the resolution),
+    model hash, an ``Ldm.InpaintCondition`` node, the tokenizer node's ``pad_id``; the
+    tokenizer reads the vocabulary the export carries instead of the checkpoint."""
+    import structlog
+
+    graph = deployed["graph"]
+    meta, nodes = graph.get("meta", {}), graph.get("nodes", {})
+    recorded = nodes.get("tokenizer", {}).get("params", {}).get("options", {})
+    if recorded.get("checkpoint") not in (None, checkpoint):
+        structlog.get_logger(__name__).warning(
+            "ldm_deployed_checkpoint_differs", checkpoint=checkpoint,
+            exported=recorded.get("checkpoint"), runs="the export's models",
+        )  # fmt: skip
+    tok = {k: v for k, v in tok.items() if k not in ("checkpoint", "dtype")}
+    folder = deployed.get("tokenizers", {}).get("tokenizer")
+    if folder is not None:
+        tok["tokenizer"] = str(folder)
+    if "pad_id" in recorded:
+        tok["pad_id"] = recorded["pad_id"]
+    return CheckpointFacts(
+        resolution=int(meta.get("defaults", {}).get("width", 512)),
+        inpaint=any(n.get("type") == "Ldm.InpaintCondition" for n in nodes.values()),
+        model_hash=str(meta.get("model_hash", "")),
+        tokenizer_options=tok,
+    )
+
+
 def ldm_recipe(
     *,
     checkpoint: str | os.PathLike,
@@ -292,6 +364,7 @@ def ldm_recipe(
     hires: bool = False,
     refiner: str | os.PathLike | None = None,
     refiner_switch_at: float = 0.8,
+    deployed: Mapping[str, Any] | None = None,
 ):
     """Recipe ``ldm``: Stable Diffusion 1.x / 2.x / XL from a checkpoint file or diffusers folder.
 
@@ -306,9 +379,10 @@ def ldm_recipe(
     (textual-inversion embeddings used by file name in prompts; ``.pt`` files need
     ``allow_pickle``), ``hires`` (txt2img is A1111's two-pass hires fix: request fields
     ``hr_scale``, ``hr_upscaler``, ``hr_second_pass_steps``, ``denoising_strength``,
-    ``hr_sampler``, ``hr_prompt``, ``hr_negative_prompt``).
+    ``hr_sampler``, ``hr_prompt``, ``hr_negative_prompt``), ``deployed`` (set by a deployment
+    runtime, :func:`checkpoint_facts`: with every model component exported, the checkpoint
+    is not read; not with ``refiner``).
     """
-    from t2i.files import short_hash
     from t2i.recipe import diffusion_recipe
 
     _check_recipe_options(
@@ -325,6 +399,7 @@ def ldm_recipe(
         hires=hires,
         refiner=refiner,
         refiner_switch_at=refiner_switch_at,
+        deployed=deployed,
     )
     checkpoint = str(checkpoint)
     embedding_library(embeddings_dir, allow_pickle)  # fail early (a file that cannot load)
@@ -332,17 +407,18 @@ def ldm_recipe(
     load = {"checkpoint": checkpoint, "allow_pickle": allow_pickle}
     if dtype:
         load["dtype"] = dtype
-    models = load_models(
+    tok = {"checkpoint": checkpoint, **({"tokenizer": str(tokenizer)} if tokenizer else {})}
+    tok.update({**emb, **({"allow_pickle": True} if allow_pickle else {})})
+    tok.update({"dtype": dtype} if dtype else {})
+    facts = checkpoint_facts(
         checkpoint,
+        tok,
+        deployed if refiner is None else None,
         dtype=dtype,
         prediction_type=prediction_type,
         allow_pickle=allow_pickle,
         use_ema=use_ema,
-    )  # fail early, and warm
-    resolution = models.config.resolution
-    tok = {"checkpoint": checkpoint, **({"tokenizer": str(tokenizer)} if tokenizer else {})}
-    tok.update({**emb, **({"allow_pickle": True} if allow_pickle else {})})
-    tok.update({"dtype": dtype} if dtype else {})
+    )
     model_opts = {
         **load,
         "use_ema": use_ema,
@@ -353,7 +429,7 @@ def ldm_recipe(
         text_encoder="ldm.clip_text_encoder",
         denoiser="ldm.unet",
         decoder="ldm.vae",
-        tokenizer_options=tok,
+        tokenizer_options=facts.tokenizer_options,
         text_encoder_options={
             **load,
             "clip_skip": clip_skip,
@@ -364,8 +440,8 @@ def ldm_recipe(
         denoiser_options=model_opts,
         decoder_options=load,
         defaults={
-            "width": resolution,
-            "height": resolution,
+            "width": facts.resolution,
+            "height": facts.resolution,
             "steps": 20,
             "cfg_scale": 7.0,
             "sampler": "dpmpp_2m",  # its default schedule ("Automatic") is Karras
@@ -374,11 +450,11 @@ def ldm_recipe(
         description="Stable Diffusion 1.x/2.x/XL from a checkpoint (single file or diffusers "
         "folder)",
         model_name=Path(checkpoint).stem,
-        model_hash=short_hash(checkpoint) if Path(checkpoint).is_file() else "",
+        model_hash=facts.model_hash,
         infotext={"Clip skip": clip_skip if clip_skip > 1 else None},
         hires=hires,
     )
-    if models.config.unet.in_channels > models.config.unet.out_channels:  # SD inpainting
+    if facts.inpaint:  # SD inpainting
         from t2i_ldm.inpaint import attach_inpaint_condition
 
         recipe = attach_inpaint_condition(recipe)
@@ -387,5 +463,11 @@ def ldm_recipe(
     from t2i_ldm.refiner import attach_refiner
 
     return attach_refiner(
-        recipe, models, refiner, refiner_switch_at, hires=hires, dtype=dtype, pickle=allow_pickle
+        recipe,
+        facts.models,
+        refiner,
+        refiner_switch_at,
+        hires=hires,
+        dtype=dtype,
+        pickle=allow_pickle,
     )

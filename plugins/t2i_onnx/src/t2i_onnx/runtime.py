@@ -13,11 +13,16 @@ component method it stands for when the name says which (``vae_decoder`` -> ``de
 Execution providers: ``--device cpu`` -> ``CPUExecutionProvider``; ``cuda[:i]`` ->
 ``CUDAExecutionProvider`` (package ``onnxruntime-gpu``), inputs and outputs bound to the
 device (I/O binding). ``onnx_provider=NAME`` picks another provider.
+
+A recipe factory that takes the keyword :data:`DEPLOYED_OPTION` gets what the export recorded
+(:func:`deployed_info`), so it can build its graph without reading the model files whose
+components the runtime provides (the ``ldm`` recipe on an SD checkpoint does).
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -247,6 +252,42 @@ def swap_in_sessions(component: Any, models: dict[str, Any], sessions: dict[str,
     return new, fallback
 
 
+DEPLOYED_OPTION = "deployed"
+"""Recipe factory keyword the runtime fills with :func:`deployed_info` when the factory takes it."""
+
+
+def deployed_info(folder: str | Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a recipe factory gets as ``deployed=``: ``runtime``, ``dir`` (the export folder),
+    ``provided`` (loader nodes whose component a deployment rebuilds, so their loaders never
+    run), ``graph`` (the exported txt2img graph's JSON, its ``meta`` with the defaults and the
+    model hash) and ``tokenizers`` (tokenizer node -> the folder its files were saved in)."""
+    folder = Path(folder).resolve()
+    tokenizers = {}
+    for node, entry in manifest.get("tokenizers", {}).items():
+        files = entry.get("files") or []
+        if files:
+            tokenizers[node] = str(folder / Path(files[0]).parts[0])
+    components = manifest.get("components", {})
+    return {
+        "runtime": "onnx",
+        "dir": str(folder),
+        "provided": sorted(n for n, c in components.items() if c.get("deployment")),
+        "graph": manifest["graph"],
+        "tokenizers": tokenizers,
+    }
+
+
+def _factory_takes(recipe: str, keyword: str) -> bool:
+    """Whether the registered recipe ``recipe``'s factory has parameter ``keyword``."""
+    from t2i.plugins import get_plugin_manager
+
+    try:
+        factory = get_plugin_manager().registry.get("recipe", recipe).factory
+        return keyword in inspect.signature(factory).parameters
+    except Exception:  # an unknown recipe: Engine.build reports it
+        return False
+
+
 class OnnxRuntime:
     """The ``onnx`` runtime of :meth:`t2i.engine.Engine.build` (entry point ``t2i.runtimes``).
     Options: ``dir`` (the export folder), ``provider`` (an execution provider name),
@@ -263,7 +304,10 @@ class OnnxRuntime:
                 f"{dir} is an export of recipe {name!r}, not {recipe!r}: leave --recipe out "
                 f"or export {recipe!r}"
             )
-        return name, dict(manifest["recipe"]["options"])
+        options = dict(manifest["recipe"]["options"])
+        if _factory_takes(name, DEPLOYED_OPTION):
+            options[DEPLOYED_OPTION] = deployed_info(dir, manifest)
+        return name, options
 
     def apply(
         self, pipe: Any, dir: str | Path, provider: str | None = None, threads: int | None = None
