@@ -5,7 +5,8 @@ A deployment runtime (ONNX Runtime) calls :func:`denoiser` with the exported ``u
 the options :meth:`t2i_imagen.denoiser.ImagenDenoiser.export_spec` recorded. The Karras
 wrapper, the SR stage's noise augmentation and the IF output slicing are the torch stage's
 own (:mod:`t2i_imagen.denoiser`, :mod:`t2i_imagen.noise_aug`); this module imports no network
-code (``efficient_unet``, ``if_unet``).
+code (``efficient_unet``, ``if_unet``, ``t5``). :func:`t5_text_encoder` rebuilds IF's T5 text
+encoder around the exported ``text_encoder`` (``input_ids``, ``attention_mask``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import torch
 
-from t2i.payloads import Conditioning
+from t2i.payloads import Conditioning, Tokens
 from t2i_imagen.denoiser import ImagenDenoiser, low_res_input
 
 
@@ -82,3 +83,27 @@ def denoiser(
         text_width=text_width,
         quantize=quantize,
     )
+
+
+class DeployedT5TextEncoder:
+    """:class:`t2i.contracts.TextEncoder` over an exported T5 encoder: ``Tokens ->
+    Conditioning(embeds (B, 77, d_model), mask)`` as :class:`t2i_imagen.t5.T5TextEncoder`."""
+
+    def __init__(self, encoder: Callable, hidden_size: int) -> None:
+        self.encoder, self.hidden_size = encoder, hidden_size
+
+    def __call__(self, tokens: Tokens) -> Conditioning:
+        mask = tokens.mask
+        if mask is None:
+            mask = torch.ones_like(tokens.ids, dtype=torch.bool)
+        with torch.no_grad():
+            states = self.encoder(tokens.ids.to(torch.int64), mask.to(torch.int64))
+        return Conditioning(embeds=states, mask=mask.to(states.device))
+
+    def __repr__(self) -> str:
+        return f"DeployedT5TextEncoder(width={self.hidden_size})"
+
+
+def t5_text_encoder(modules: Mapping[str, Callable], *, hidden_size: int) -> DeployedT5TextEncoder:
+    """Factory of a ``T5TextEncoder``'s deployment (module ``text_encoder``)."""
+    return DeployedT5TextEncoder(modules["text_encoder"], int(hidden_size))

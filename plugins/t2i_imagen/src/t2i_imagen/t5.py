@@ -5,6 +5,10 @@ stripped, tokenized to exactly 77 tokens (IF was trained with 77; longer prompts
 with a warning), and encoded with its padding mask; the UNet reads all 77 states (IF's
 UNet takes no mask), so the conditioning carries the mask for models that want it.
 Frozen: eval mode, no gradients, weights never trained here.
+
+:meth:`T5TextEncoder.export_spec` exports the encoder as ``text_encoder`` (Optimum's T5
+encoder boundary: ``input_ids``, ``attention_mask`` -> ``last_hidden_state``, dynamic batch
+and sequence); :func:`t2i_imagen.deployed.t5_text_encoder` rebuilds the component around it.
 """
 
 from __future__ import annotations
@@ -56,6 +60,18 @@ class T5Tokenizer:
         return Tokens(ids=batch["input_ids"], mask=batch["attention_mask"].bool())
 
 
+class T5EncoderExport(torch.nn.Module):
+    """``(input_ids, attention_mask) -> last_hidden_state`` of a ``T5EncoderModel`` (int64
+    mask, 1 on tokens): the exported ``text_encoder``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)[0]
+
+
 class T5TextEncoder:
     """:class:`t2i.contracts.TextEncoder`: ``Tokens -> Conditioning(embeds (B, 77, d_model),
     mask)``, computed with the padding mask, without autograd."""
@@ -85,6 +101,31 @@ class T5TextEncoder:
     def to(self, device=None, dtype=None) -> T5TextEncoder:
         self.model.to(device=device)
         return self
+
+    def export_spec(self):
+        """The encoder as ``text_encoder`` on two 77-token rows (one padded), with its
+        deployment (:func:`t2i_imagen.deployed.t5_text_encoder`)."""
+        from t2i.contracts import Deployment, ExportedModule, ExportSpec
+
+        config = self.model.config
+        pad = int(config.pad_token_id or 0)
+        words = torch.arange(2, 7) % int(config.vocab_size)  # 5 and 3 tokens, then padding
+        ids = torch.full((2, MAX_LENGTH), pad, dtype=torch.int64)
+        ids[0, :5], ids[1, :3] = words, words[:3]
+        mask = (torch.arange(MAX_LENGTH) < torch.tensor([[5], [3]])).long()
+        axes = {0: "batch", 1: "sequence"}
+        module = ExportedModule(
+            "text_encoder",
+            T5EncoderExport(self.model),
+            (ids.to(self.device), mask.to(self.device)),
+            ("input_ids", "attention_mask"),
+            ("last_hidden_state",),
+            {"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
+        )
+        deployment = Deployment(
+            "t2i_imagen.deployed:t5_text_encoder", {"hidden_size": self.hidden_size}
+        )
+        return ExportSpec((module,), deployment=deployment)
 
     def __call__(self, tokens: Tokens) -> Conditioning:
         ids = tokens.ids.to(self.device)
