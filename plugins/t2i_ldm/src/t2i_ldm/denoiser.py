@@ -67,6 +67,26 @@ class MicroConditioning:
         )
 
 
+def micro_numbers(
+    micro: MicroConditioning, shape: tuple[int, ...], count: int, cond: object
+) -> torch.Tensor:
+    """SDXL's ``(B, count)`` float32 micro-conditioning numbers for a ``(B, C, h, w)`` latent:
+    ``micro``'s, or the conditioning's own ``micro`` (all ``count``, or the refiner's score)."""
+    b = shape[0]
+    numbers = torch.tensor([micro.values(shape, count)], dtype=torch.float32).expand(b, -1)
+    own = getattr(cond, "micro", None)  # the conditioning's: (B, K), or the score (B, 1)
+    if own is None:
+        return numbers
+    own = own.to(torch.float32).expand(b, -1) if own.shape[0] == 1 else own.float()
+    if own.shape[-1] == count:
+        return own
+    if own.shape[-1] == 1 and count == 5:
+        return torch.cat([numbers[:, :4], own.cpu()], dim=1)
+    raise ValueError(
+        f"conditioning micro numbers of shape {tuple(own.shape)} do not fit this UNet's {count}"
+    )
+
+
 class UNetPredictor:
     """``(x_in, t, cond) -> prediction`` for :class:`DiscreteDenoiser`: calls the UNet with
     ``cond.embeds`` as cross-attention context (SD ignores the padding mask); an SDXL UNet
@@ -105,21 +125,7 @@ class UNetPredictor:
             )
         b = x.shape[0]
         pooled = pooled.to(x.device).expand(b, -1) if pooled.shape[0] == 1 else pooled
-        count = rest // cfg.micro_embed_dim
-        numbers = self.micro.values(tuple(x.shape), count)
-        micro = torch.tensor([numbers], dtype=torch.float32).expand(b, -1)  # (B, K)
-        own = getattr(cond, "micro", None)  # the conditioning's: (B, K), or the score (B, 1)
-        if own is not None:
-            own = own.to(torch.float32).expand(b, -1) if own.shape[0] == 1 else own.float()
-            if own.shape[-1] == count:
-                micro = own
-            elif own.shape[-1] == 1 and count == 5:
-                micro = torch.cat([micro[:, :4], own.cpu()], dim=1)
-            else:
-                raise ValueError(
-                    f"conditioning micro numbers of shape {tuple(own.shape)} do not fit this "
-                    f"UNet's {count}"
-                )
+        micro = micro_numbers(self.micro, tuple(x.shape), rest // cfg.micro_embed_dim, cond)
         return sdxl_vector(pooled.to(x.device), micro.to(x.device), cfg.micro_embed_dim)
 
 
@@ -164,14 +170,10 @@ class LdmDenoiser(DiscreteDenoiser):
 
     def export_spec(self) -> ExportSpec:
         """``unet``: ``(sample, timestep, encoder_hidden_states) -> out_sample``, the call this
-        denoiser makes inside its Karras wrapper (Optimum's layout, see :mod:`t2i_ldm.export`)."""
+        denoiser makes inside its Karras wrapper (Optimum's layout, see :mod:`t2i_ldm.export`);
+        an SDXL UNet also takes ``text_embeds`` and ``time_ids`` (:mod:`t2i_ldm.sdxl_export`)."""
         from t2i_ldm.export import denoiser_deployment, unet_export
 
-        if self.unet.config.adm_in_channels:
-            raise ValueError(
-                "ONNX export of an SDXL UNet (its pooled-text and micro-conditioning inputs) is "
-                "not implemented yet; SD 1.x/2.x UNets export"
-            )
         if self.unet.config.in_channels != self.unet.config.out_channels:
             raise ValueError(
                 f"ONNX export of an inpainting UNet ({self.unet.config.in_channels}-channel input: "
@@ -179,6 +181,13 @@ class LdmDenoiser(DiscreteDenoiser):
                 "ordinary checkpoint, or run the inpainting one with the torch runtime"
             )
 
+        if self.unet.config.adm_in_channels:  # SDXL: + text_embeds, time_ids
+            from t2i_ldm.sdxl_export import micro_count, sdxl_denoiser_deployment, sdxl_unet_export
+
+            pooled, count = micro_count(self.unet)
+            export = sdxl_unet_export(self.unet, pooled, count)
+            deployment = sdxl_denoiser_deployment(self, pooled, count)
+            return ExportSpec((export,), deployment=deployment)
         return ExportSpec((unet_export(self.unet),), deployment=denoiser_deployment(self))
 
     def trainable_modules(self) -> dict[str, torch.nn.Module]:

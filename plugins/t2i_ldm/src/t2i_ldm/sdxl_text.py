@@ -27,6 +27,7 @@ from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from t2i.checkpoints import CheckpointError
+from t2i.contracts import ExportSpec
 from t2i.payloads import Conditioning, Tokens
 from t2i_ldm import openclip
 from t2i_ldm.embeddings import EmbeddingLibrary
@@ -129,6 +130,14 @@ class SdxlTextEncoder:
             model.to(device=device, dtype=dtype)
         self.projection.to(device=device, dtype=dtype)
         return self
+
+    def export_spec(self) -> ExportSpec:
+        """``text_encoder`` (CLIP-L; not the refiner's) and ``text_encoder_2`` (bigG): one
+        77-token chunk each, this encoder's ``clip_skip`` state and the pooled output, before
+        emphasis (Optimum's SDXL layout, see :mod:`t2i_ldm.sdxl_export`)."""
+        from t2i_ldm.sdxl_export import sdxl_text_deployment, sdxl_text_exports
+
+        return ExportSpec(sdxl_text_exports(self), deployment=sdxl_text_deployment(self))
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         """What fine-tuning updates (:mod:`t2i.lora`): both towers."""

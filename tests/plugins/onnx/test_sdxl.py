@@ -1,0 +1,141 @@
+"""ONNX export and ORT inference of SDXL (base and refiner) on random tiny weights (the ldm
+tests' ``save_tiny_sdxl``): Optimum's SDXL layout (``text_encoder``, ``text_encoder_2``,
+``unet`` with ``text_embeds`` + ``time_ids``, ``vae_decoder``, ``vae_encoder``); each model
+matches its torch module within Optimum's tolerances (UNet 1e-4, VAE 3e-4, CLIP 1e-3), the
+image is within 2/255 of the torch runtime's for Euler and DPM++ 2M, the graphs hold no
+custom ops, and an ORT generation in a fresh interpreter imports no model code."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from onnx_checks import custom_domains, example_parity, pixel_distance
+
+from t2i.engine import Engine
+
+pytest.importorskip("t2i_ldm", reason="the LDM plugin is not installed (-e plugins/t2i_ldm)")
+pytest.importorskip("diffusers", reason="the tiny SDXL is built with diffusers' classes")
+
+TOLERANCE = {"unet": 1e-4, "vae_decoder": 3e-4, "vae_encoder": 3e-4}
+TEXT_TOLERANCE = 1e-3
+SAMPLERS = ("Euler", "DPM++ 2M")
+MODELS = {"text_encoder", "text_encoder_2", "unet", "vae_decoder", "vae_encoder"}
+FIELDS = {"seed": 3, "steps": 3, "width": 16, "height": 16, "negative_prompt": "a dog"}
+FORBIDDEN = (
+    "t2i_ldm.unet",
+    "t2i_ldm.vae",
+    "t2i_ldm.text_encoder",
+    "t2i_ldm.openclip",
+    "t2i_ldm.sdxl_text",
+    "t2i_ldm.sdxl",
+    "t2i_ldm.checkpoint",
+)
+SCRIPT = """
+import json, sys
+from t2i.engine import Engine
+pipe = Engine.build(runtime="onnx", onnx_dir=sys.argv[1])
+pipe("a red cube", **json.loads(sys.argv[2]))
+names = sorted(m for m in sys.modules if m in json.loads(sys.argv[3])
+               or (m.startswith("transformers.models.") and ".modeling_" in m
+                   and not m.endswith(".modeling_auto")))
+print(json.dumps({"imported": names, "torch_built": pipe.onnx_torch_built,
+                  "deployed": pipe.onnx_deployed}))
+"""
+
+
+def _ldm_conftest():
+    path = Path(__file__).parents[1] / "ldm" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("ldm_tests_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def manager():
+    from t2i_onnx import plugin as onnx_plugin
+
+    from t2i.plugins import set_plugin_manager
+    from t2i.testing import make_manager
+    from t2i_ldm import plugin as ldm_plugin
+
+    previous = set_plugin_manager(make_manager(ldm_plugin, onnx_plugin))
+    yield
+    set_plugin_manager(previous)
+
+
+@pytest.fixture(scope="module")
+def sdxl_export(tmp_path_factory):
+    """``(options, export folder, manifest)`` of a tiny random SDXL base diffusers folder."""
+    from t2i_onnx.exporter import export_recipe
+
+    root = tmp_path_factory.mktemp("onnx-sdxl")
+    _pipe, folder, _single = _ldm_conftest().save_tiny_sdxl(root / "model")
+    options = {"checkpoint": str(folder)}
+    manifest = export_recipe("ldm", root / "export", options=options)
+    return options, root / "export", manifest
+
+
+@pytest.mark.slow
+def test_sdxl_models_match_torch(sdxl_export):
+    options, out, manifest = sdxl_export
+    assert set(manifest["models"]) == MODELS
+    unet = json.loads((out / "manifest.json").read_text())["models"]["unet"]
+    assert unet["module"] == "unet"
+    errors = example_parity(Engine.build("ldm", **options), out, TOLERANCE, TEXT_TOLERANCE)
+    print("max abs errors", errors)
+    assert set(errors) == MODELS
+    assert custom_domains(out) == set()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sdxl_image_matches_torch(sdxl_export, sampler):
+    options, out, _ = sdxl_export
+    fields = {**FIELDS, "sampler": sampler}
+    expected = Engine.build("ldm", **options)("a red cube", **fields)
+    pipe = Engine.build(runtime="onnx", onnx_dir=out)
+    assert pipe.onnx_torch_built == []
+    got = pipe("a red cube", **fields)
+    distance = pixel_distance(got.images, expected.images)
+    print(sampler, "pixel distance", distance)
+    assert distance <= 2
+    assert got.infotexts == expected.infotexts
+
+
+@pytest.mark.slow
+def test_sdxl_runtime_imports_no_model_code(sdxl_export):
+    _, out, manifest = sdxl_export
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(out), json.dumps(FIELDS), json.dumps(FORBIDDEN)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "T2I_LOAD_PLUGINS": "ldm,onnx"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert found["imported"] == [] and found["torch_built"] == []
+    assert set(found["deployed"]) == set(manifest["components"])
+
+
+def test_sdxl_unet_export_inputs_follow_optimum(sdxl_export):
+    options, _, _ = sdxl_export
+    pipe = Engine.build("ldm", **options)
+    from t2i_onnx.exporter import loaded_components
+
+    specs = {
+        c.node: c.component.export_spec()
+        for c in loaded_components(pipe)
+        if hasattr(c.component, "export_spec")
+    }
+    (unet,) = specs["denoiser"].modules
+    assert unet.input_names[3:] == ("text_embeds", "time_ids")
+    assert tuple(unet.example_inputs[4].shape) == (2, 6)
+    assert {m.name for m in specs["text_encoder"]} == {"text_encoder", "text_encoder_2"}
+    assert torch.is_floating_point(unet.example_inputs[1])
