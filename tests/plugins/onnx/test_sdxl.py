@@ -23,7 +23,8 @@ pytest.importorskip("diffusers", reason="the tiny SDXL is built with diffusers' 
 
 TOLERANCE = {"unet": 1e-4, "vae_decoder": 3e-4, "vae_encoder": 3e-4}
 TEXT_TOLERANCE = 1e-3
-SAMPLERS = ("Euler", "DPM++ 2M")
+SAMPLERS = (("Euler", "a dog"), ("DPM++ 2M", ""))
+"""Sampler and negative prompt (empty: SDXL's zeroed negative conditioning)."""
 MODELS = {"text_encoder", "text_encoder_2", "unet", "vae_decoder", "vae_encoder"}
 FIELDS = {"seed": 3, "steps": 3, "width": 16, "height": 16, "negative_prompt": "a dog"}
 FORBIDDEN = (
@@ -94,10 +95,10 @@ def test_sdxl_models_match_torch(sdxl_export):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler", SAMPLERS)
-def test_sdxl_image_matches_torch(sdxl_export, sampler):
+@pytest.mark.parametrize(("sampler", "negative"), SAMPLERS)
+def test_sdxl_image_matches_torch(sdxl_export, sampler, negative):
     options, out, _ = sdxl_export
-    fields = {**FIELDS, "sampler": sampler}
+    fields = {**FIELDS, "sampler": sampler, "negative_prompt": negative}
     expected = Engine.build("ldm", **options)("a red cube", **fields)
     pipe = Engine.build(runtime="onnx", onnx_dir=out)
     assert pipe.onnx_torch_built == []
@@ -139,3 +140,33 @@ def test_sdxl_unet_export_inputs_follow_optimum(sdxl_export):
     assert tuple(unet.example_inputs[4].shape) == (2, 6)
     assert {m.name for m in specs["text_encoder"]} == {"text_encoder", "text_encoder_2"}
     assert torch.is_floating_point(unet.example_inputs[1])
+
+
+@pytest.mark.slow
+def test_sdxl_refiner_export_and_image_match_torch(tmp_path):
+    """Base + refiner (A1111's Refiner): the refiner's ``text_encoder_2`` (bigG alone) and
+    ``unet`` (5 micro numbers, the aesthetic score) export beside the base's."""
+    from t2i_onnx.exporter import export_recipe
+
+    conftest = _ldm_conftest()
+    _, base, _ = conftest.save_tiny_sdxl(tmp_path / "base")
+    _, refiner, _ = conftest.save_tiny_sdxl(tmp_path / "refiner", refiner=True)
+    options = {"checkpoint": str(base), "refiner": str(refiner), "refiner_switch_at": 0.5}
+    out = tmp_path / "export"
+    manifest = export_recipe("ldm", out, options=options)
+    refined = {n for n in manifest["models"] if n not in MODELS}
+    assert {"text_encoder_2", "unet"} <= {manifest["models"][n]["module"] for n in refined}
+    assert not any(manifest["models"][n]["module"] == "text_encoder" for n in refined)
+    torch_pipe = Engine.build("ldm", **options)
+    errors = example_parity(torch_pipe, out, TOLERANCE, TEXT_TOLERANCE)
+    print("max abs errors", errors)
+    assert custom_domains(out) == set()
+    fields = {**FIELDS, "steps": 4, "sampler": "Euler"}
+    expected = torch_pipe("a red cube", **fields)
+    pipe = Engine.build(runtime="onnx", onnx_dir=out)
+    assert pipe.onnx_torch_built == []
+    got = pipe("a red cube", **fields)
+    distance = pixel_distance(got.images, expected.images)
+    print("refiner pixel distance", distance)
+    assert distance <= 2
+    assert got.infotexts == expected.infotexts
