@@ -3,7 +3,8 @@ tests' ``save_tiny_sdxl``): Optimum's SDXL layout (``text_encoder``, ``text_enco
 ``unet`` with ``text_embeds`` + ``time_ids``, ``vae_decoder``, ``vae_encoder``); each model
 matches its torch module within Optimum's tolerances (UNet 1e-4, VAE 3e-4, CLIP 1e-3), the
 image is within 2/255 of the torch runtime's for Euler and DPM++ 2M, the graphs hold no
-custom ops, and an ORT generation in a fresh interpreter imports no model code."""
+custom ops, and an ORT generation in a fresh interpreter imports no model code and reads no
+checkpoint."""
 
 import importlib.util
 import json
@@ -111,14 +112,20 @@ def test_sdxl_image_matches_torch(sdxl_export, sampler, negative):
 
 @pytest.mark.slow
 def test_sdxl_runtime_imports_no_model_code(sdxl_export):
-    _, out, manifest = sdxl_export
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(out), json.dumps(FIELDS), json.dumps(FORBIDDEN)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "T2I_LOAD_PLUGINS": "ldm,onnx"},
-    )
+    options, out, manifest = sdxl_export
+    checkpoint = Path(options["checkpoint"])
+    moved = checkpoint.with_name(checkpoint.name + ".away")
+    checkpoint.rename(moved)  # the runtime reads no checkpoint file
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", SCRIPT, str(out), json.dumps(FIELDS), json.dumps(FORBIDDEN)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "T2I_LOAD_PLUGINS": "ldm,onnx"},
+        )
+    finally:
+        moved.rename(checkpoint)
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert found["imported"] == [] and found["torch_built"] == []
