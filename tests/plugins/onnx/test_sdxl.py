@@ -24,8 +24,9 @@ pytest.importorskip("diffusers", reason="the tiny SDXL is built with diffusers' 
 
 TOLERANCE = {"unet": 1e-4, "vae_decoder": 3e-4, "vae_encoder": 3e-4}
 TEXT_TOLERANCE = 1e-3
-SAMPLERS = (("Euler", "a dog"), ("DPM++ 2M", ""))
-"""Sampler and negative prompt (empty: SDXL's zeroed negative conditioning)."""
+SAMPLERS = (("Euler", "a dog", (16, 16)), ("DPM++ 2M", "", (24, 32)))
+"""Sampler, negative prompt (empty: SDXL's zeroed negative conditioning) and (width, height)
+(24 x 32: other spatial sizes than the export's example, non-square)."""
 MODELS = {"text_encoder", "text_encoder_2", "unet", "vae_decoder", "vae_encoder"}
 FIELDS = {"seed": 3, "steps": 3, "width": 16, "height": 16, "negative_prompt": "a dog"}
 FORBIDDEN = (
@@ -96,10 +97,11 @@ def test_sdxl_models_match_torch(sdxl_export):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sampler", "negative"), SAMPLERS)
-def test_sdxl_image_matches_torch(sdxl_export, sampler, negative):
+@pytest.mark.parametrize(("sampler", "negative", "size"), SAMPLERS)
+def test_sdxl_image_matches_torch(sdxl_export, sampler, negative, size):
     options, out, _ = sdxl_export
     fields = {**FIELDS, "sampler": sampler, "negative_prompt": negative}
+    fields.update(width=size[0], height=size[1])
     expected = Engine.build("ldm", **options)("a red cube", **fields)
     pipe = Engine.build(runtime="onnx", onnx_dir=out)
     assert pipe.onnx_torch_built == []
