@@ -9,6 +9,9 @@
    ``--repeats`` after one warm-up; the image difference (max over pixels, 0..255) is reported.
 
 The export is made in ``--export-dir`` (default: a temporary folder) unless it exists.
+Any recipe with an export works (every family's default): a recipe whose denoiser exports no
+``unet`` (Imagen's stages, the GAN generator, DALL-E's transformer) gets the ``txt2img`` part
+only; ``--checkpoint`` passes ``checkpoint=`` to both builds and the export.
 
 Usage::
 
@@ -48,13 +51,15 @@ def _unet_inputs(pipe, device) -> tuple:
     for c in loaded_components(pipe):
         if c.kind == "denoiser":
             return {e.name: e for e in c.component.export_spec()}["unet"]
-    raise SystemExit("the recipe's denoiser exports no unet")
+    return None
 
 
-def unet_step(pipe, onnx_pipe, args, sync) -> dict:
+def unet_step(pipe, onnx_pipe, args, sync) -> dict | None:
     from t2i_onnx.runtime import OrtModule
 
     m = _unet_inputs(pipe, args.device)
+    if m is None:
+        return None  # no UNet in this family: txt2img only
     side = pipe.defaults.get("width", 64) // _latent_factor(pipe)
     sample, timestep, context = m.example_inputs
     gen = torch.Generator().manual_seed(0)
@@ -101,15 +106,20 @@ def txt2img(pipe, onnx_pipe, args, sync) -> dict:
     prompt = "a large red circle on the left"
     seeds = iter(range(100, 10_000))  # a new seed per call: no cached sample is reused
 
+    if pipe.defaults.get("steps") == 1 or pipe.recipe.graph.meta.get("kind") != "diffusion":
+        fields.pop("steps")  # one pass (GAN) or one token per position (DALL-E): no steps
+
+    rest = {k: v for k, v in fields.items() if k != "seed"}
+
     def run(p):
-        return lambda: p(prompt, steps=args.steps, seed=next(seeds))
+        return lambda: p(prompt, seed=next(seeds), **rest)
 
     t_torch = _median_seconds(run(pipe), args.repeats_full, 1, sync)
     t_ort = _median_seconds(run(onnx_pipe), args.repeats_full, 1, sync)
     a = np.asarray(pipe(prompt, **fields).images[0], dtype=int)
     b = np.asarray(onnx_pipe(prompt, **fields).images[0], dtype=int)
     return {
-        "steps": args.steps,
+        "steps": fields.get("steps"),
         "sampler": pipe.defaults.get("sampler"),
         "torch_s": round(t_torch, 4),
         "ort_s": round(t_ort, 4),
@@ -124,6 +134,7 @@ def main() -> None:
     p.add_argument("--recipe", default="ldm-shapes")
     p.add_argument("--device", default="cpu")
     p.add_argument("--export-dir", default=None)
+    p.add_argument("--checkpoint", default=None, help="checkpoint= of the recipe (both builds)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
@@ -138,10 +149,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     folder = Path(args.export_dir or tempfile.mkdtemp()) / args.recipe
+    options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
     if not folder.exists():
-        export_recipe(args.recipe, folder, progress=print)
+        export_recipe(args.recipe, folder, options=options, progress=print)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    pipe = Engine.build(args.recipe, device=args.device)
+    pipe = Engine.build(args.recipe, device=args.device, **options)
     onnx_pipe = Engine.build(
         runtime="onnx", onnx_dir=folder, onnx_threads=args.threads, device=args.device
     )
