@@ -50,7 +50,7 @@ def _unet_inputs(pipe, device) -> tuple:
 
     for c in loaded_components(pipe):
         if c.kind == "denoiser":
-            return {e.name: e for e in c.component.export_spec()}["unet"]
+            return {e.name: e for e in c.component.export_spec()}.get("unet")
     return None
 
 
