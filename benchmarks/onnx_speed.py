@@ -58,8 +58,8 @@ def unet_step(pipe, onnx_pipe, args, sync) -> dict | None:
     from t2i_onnx.runtime import OrtModule
 
     m = _unet_inputs(pipe, args.device)
-    if m is None:
-        return None  # no UNet in this family: txt2img only
+    if m is None or len(m.example_inputs) != 3:
+        return None  # no SD-style (sample, timestep, context) UNet: txt2img only
     side = pipe.defaults.get("width", 64) // _latent_factor(pipe)
     sample, timestep, context = m.example_inputs
     gen = torch.Generator().manual_seed(0)
