@@ -33,6 +33,14 @@ def _device_of(module: Any) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
+def check_chunk_ids(ids: torch.Tensor, chunk: int, vocab_size: int) -> None:
+    """Refuse token ids that are not ``(B, chunk * n)`` in ``[0, vocab_size)`` (ValueError)."""
+    if ids.ndim != 2 or ids.shape[1] == 0 or ids.shape[1] % chunk:
+        raise ValueError(f"tokens.ids must be (B, {chunk} * n), got {tuple(ids.shape)}")
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+        raise ValueError(f"token ids must be in [0, {vocab_size}): wrong tokenizer")
+
+
 class DeployedUNet:
     """``(x_in, t, cond) -> prediction``: the exported ``unet`` on ``cond.embeds``."""
 
@@ -122,10 +130,7 @@ class DeployedClipTextEncoder:
 
     def __call__(self, tokens: Tokens) -> Conditioning:
         ids, chunk = tokens.ids, self.chunk_length
-        if ids.ndim != 2 or ids.shape[1] == 0 or ids.shape[1] % chunk:
-            raise ValueError(f"tokens.ids must be (B, {chunk} * n), got {tuple(ids.shape)}")
-        if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
-            raise ValueError(f"token ids must be in [0, {self.vocab_size}): wrong tokenizer")
+        check_chunk_ids(ids, chunk, self.vocab_size)
         batch, n = ids.shape[0], ids.shape[1] // chunk
         with torch.no_grad():
             states, pooled = self.chunk(ids.reshape(batch * n, chunk).to(torch.int64))

@@ -25,7 +25,7 @@ from t2i.diffusion.sampling.denoisers import DiscreteDenoiser
 from t2i.payloads import Conditioning, Tokens
 from t2i_ldm.config import NoiseScheduleConfig
 from t2i_ldm.denoiser import MicroConditioning, micro_numbers
-from t2i_ldm.deployed import Module, _apply_emphasis, _device_of
+from t2i_ldm.deployed import Module, _apply_emphasis, _device_of, check_chunk_ids
 
 TOWER_MODULES = {"clip_l": "text_encoder", "clip_g": "text_encoder_2"}
 """Optimum's model name of each SDXL text tower (as :data:`t2i_ldm.sdxl_export.TOWER_MODULES`)."""
@@ -109,10 +109,7 @@ class DeployedSdxlTextEncoder:
     def encode(self, tokens: Tokens) -> Conditioning:
         """Encode ``tokens`` chunk by chunk (``SdxlTextEncoder.encode``)."""
         ids, chunk = tokens.ids, self.chunk_length
-        if ids.ndim != 2 or ids.shape[1] == 0 or ids.shape[1] % chunk:
-            raise ValueError(f"tokens.ids must be (B, {chunk} * n), got {tuple(ids.shape)}")
-        if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
-            raise ValueError(f"token ids must be in [0, {self.vocab_size}): wrong tokenizer")
+        check_chunk_ids(ids, chunk, self.vocab_size)
         batch, n = ids.shape[0], ids.shape[1] // chunk
         ids = ids.to(torch.int64)
         weights = None
