@@ -10,7 +10,9 @@
   ``module.`` prefix (DataParallel) is dropped. Every key of the three state dicts must fit.
 
 A file or folder of another family fails with a :class:`~t2i.checkpoints.CheckpointError`
-that says what it looks like, before any model is built.
+that says what it looks like, before any model is built. Word pooling weights
+(``word_pool.*``, ``GanConfig.word_queries`` > 0) load only into a config with as many
+queries: a folder whose ``model.json`` disagrees with its weights is refused, saying which.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from t2i_gan.models import GanConfig, NetC, NetD, NetG
 
 FAMILY = "gan"
 PARTS = ("netG", "netD", "netC")
+WORD_POOL = "word_pool."
+"""Key prefix of :class:`~t2i_gan.models.WordPooling` in ``netG`` and ``netC``."""
 _BUILD = {"netG": NetG, "netD": NetD, "netC": NetC}
 _OTHER_FAMILIES = (
     ("model.diffusion_model.", "a Stable Diffusion (ldm) checkpoint"),
@@ -61,9 +65,32 @@ def infer_config(netg: Mapping[str, torch.Tensor], netd: Mapping | None = None) 
         fuse_in = netg["GBlocks.0.fuse1.affine0.fc_gamma.linear1.weight"].shape[1]
     except KeyError as exc:
         raise CheckpointError(f"netG lacks DF-GAN's key {exc}", missing=[str(exc)]) from exc
+    if any(k.startswith(WORD_POOL) for k in netg):
+        raise CheckpointError(
+            "netG holds word pooling weights (word_pool.*), whose heads its shapes do not say",
+            fix="load its `t2i train gan` model folder (model.json records word_queries and "
+            "word_heads), not the bare netG file",
+        )
     nf, z_dim = fc.shape[0] // (8 * 16), fc.shape[1]
     return GanConfig(
         nf=nf, z_dim=z_dim, cond_dim=fuse_in - z_dim, image_size=2 ** (len(blocks) + 2)
+    )
+
+
+def _check_words(config: GanConfig, part: str, state: Mapping[str, Any], where: Path) -> None:
+    """Refuse word pooling weights for a config of other ``word_queries`` (and vice versa)."""
+    if part == "netD":
+        return
+    queries = state.get(f"{WORD_POOL}queries")
+    held = 0 if queries is None else int(queries.shape[0])
+    if held == config.word_queries:
+        return
+    what = f"word pooling weights of {held} queries" if held else "no word pooling weights"
+    raise CheckpointError(
+        f"{part} holds {what} (word_pool.*), but its config has word_queries={config.word_queries}",
+        path=where,
+        fix="load it with the config it was trained with (its own model.json; `t2i train gan "
+        f"--word-queries {held}` for --init)",
     )
 
 
@@ -72,6 +99,7 @@ def _load_parts(
 ) -> dict[str, torch.nn.Module]:
     modules = {}
     for part, state in states.items():
+        _check_words(config, part, state, where)
         module = _BUILD[part](config)
         load_into(module, state, dtype=torch.float32, what=f"{part} of {where}")
         modules[part] = module.eval()

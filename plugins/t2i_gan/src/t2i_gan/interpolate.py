@@ -48,7 +48,8 @@ def interpolate(
     if not 0 <= psi <= 1:
         raise ValueError(f"truncation psi must be in [0, 1], got {psi}")
     generator = create_generator(checkpoint=checkpoint)
-    cond = create_text_encoder()(create_tokenizer()([prompt])).repeat_to(frames)
+    encoder = create_text_encoder(words=generator.word_queries > 0)
+    cond = encoder(create_tokenizer()([prompt])).repeat_to(frames)
     za, zb = draw_z(tuple(seeds), generator.z_dim, device="cpu")
     z = slerp(za, zb, torch.linspace(0, 1, frames))
     if threshold is not None:

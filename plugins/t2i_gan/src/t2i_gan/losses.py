@@ -34,7 +34,7 @@ def mismatched(sentence: torch.Tensor) -> torch.Tensor:
 
 def ma_gp(
     image: torch.Tensor,
-    sentence: torch.Tensor,
+    sentence: torch.Tensor | tuple[torch.Tensor, ...],
     scores: torch.Tensor,
     *,
     weight: float = GP_WEIGHT,
@@ -44,18 +44,21 @@ def ma_gp(
 ) -> torch.Tensor:
     """MA-GP: ``weight * mean(||cat(grad_image, sentence_weight * grad_sentence)||^power)``.
 
-    ``image`` and ``sentence`` must require grad and ``scores`` depend on both.
+    ``image`` and ``sentence`` must require grad and ``scores`` depend on both; ``sentence``
+    may be a tuple of text inputs (a word pooling C's sentence vector and token states), whose
+    gradients all join the text part of the norm.
     ``scale``: the loss scaler's factor when ``scores`` is scaled (fp16); the gradients are
     divided by it before the norm. ``sentence_weight``: the sentence gradient's share of the
     norm (1: DF-GAN; 0: the penalty on the image gradient alone). Returns a graph-connected
     scalar (create_graph=True).
     """
-    inputs = (image, sentence) if sentence_weight else (image,)
+    texts = (sentence,) if torch.is_tensor(sentence) else tuple(sentence)
+    inputs = (image, *texts) if sentence_weight else (image,)
     grads = torch.autograd.grad(
         outputs=scores.sum() * scale, inputs=inputs, create_graph=True, retain_graph=True
     )
     wide = [g.to(torch.promote_types(g.dtype, torch.float32)) for g in grads]  # bf16 -> fp32
-    factors = (1.0, sentence_weight)
+    factors = (1.0, *(sentence_weight,) * len(texts))
     flat = torch.cat([g.reshape(g.shape[0], -1) * (f / scale) for g, f in zip(wide, factors)], 1)
     norm = flat.pow(2).sum(dim=1).sqrt()
     return weight * norm.pow(power).mean()

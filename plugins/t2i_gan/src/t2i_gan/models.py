@@ -11,6 +11,8 @@ sizes loads into them key for key (:mod:`t2i_gan.checkpoint`).
 - :class:`NetD`: ``conv_img`` then ``D_Block`` s down to ``(8 nf, 4, 4)`` image features;
   :class:`NetC` joins them with the sentence embedding into one score (the one-way
   discriminator).
+- :class:`WordPooling` (ours, ``GanConfig.word_queries`` > 0): G and C read a learned
+  attention pooling of MiniLM's per-token states instead of the mean-pooled sentence alone.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ class GanConfig:
     per coordinate with statistics of the training captions (:class:`SentenceNorm`, buffers
     ``cond_norm.*`` in ``netG`` and ``netC``), and ``projection`` adds the projection
     discriminator's term ``<pool(features), W s>`` to ``netC``'s score (Miyato & Koyama,
-    ICLR 2018), a direct text-image match D learns early."""
+    ICLR 2018), a direct text-image match D learns early. ``word_queries`` > 0 (ours too):
+    G and C each pool the text encoder's per-token states (width ``cond_dim``) with that many
+    learned queries of ``word_heads`` heads (:class:`WordPooling`, keys ``word_pool.*``); 0
+    is the sentence vector alone, as in DF-GAN."""
 
     nf: int = 32
     z_dim: int = 100
@@ -45,6 +50,8 @@ class GanConfig:
     cond_scale: float = 1.0
     cond_norm: bool = False
     projection: bool = False
+    word_queries: int = 0
+    word_heads: int = 6
 
     def __attrs_post_init__(self) -> None:
         size = self.image_size
@@ -53,6 +60,15 @@ class GanConfig:
         for name in ("nf", "z_dim", "cond_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.word_queries < 0:
+            raise ValueError(
+                f"word_queries must be >= 0 (0: no word pooling), got {self.word_queries}"
+            )
+        if self.word_queries and (self.word_heads < 1 or self.cond_dim % self.word_heads):
+            raise ValueError(
+                f"word_heads must be >= 1 and divide cond_dim {self.cond_dim}, "
+                f"got {self.word_heads}"
+            )
 
 
 def channel_pairs(nf: int, image_size: int, *, generator: bool) -> list[tuple[int, int]]:
@@ -98,6 +114,81 @@ def condition(config: GanConfig, norm: SentenceNorm | None, sentence: torch.Tens
     if norm is not None:
         sentence = norm(sentence)
     return sentence * config.cond_scale
+
+
+class WordPooling(nn.Module):
+    """``(states (B, T, D), mask (B, T), sentence (B, D)) -> (B, D)``: k learned queries attend
+    over the non-padded tokens (multi-head, softmax masked to ``mask``'s True positions), and
+    ``out`` maps ``cat(sentence, the k pooled words)`` to the conditioning vector.
+
+    AttnGAN's word features (Xu et al., CVPR 2018: attention over per-word states, not one
+    sentence vector) pooled as in the Set Transformer's PMA (Lee et al., ICML 2019: learned
+    seed queries, multi-head). A mean-pooled MiniLM vector is nearly a bag of words (``a red
+    circle left of a blue square`` ~ its colour swap); a query can pick one object's words.
+    ``out`` starts as ``sentence + W words`` (identity on the sentence block): the old signal
+    passes unchanged and the words add to it.
+    """
+
+    def __init__(self, dim: int, queries: int, heads: int) -> None:
+        super().__init__()
+        self.queries_n, self.heads = queries, heads
+        self.norm = nn.LayerNorm(dim)
+        self.queries = nn.Parameter(torch.randn(queries, dim))
+        self.to_k = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.out = nn.Linear((queries + 1) * dim, dim)
+        with torch.no_grad():
+            self.out.weight[:, :dim].copy_(torch.eye(dim))
+            self.out.bias.zero_()
+
+    def attend(self, states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The k pooled words ``(B, k, D)``; ``mask`` True = a real token (None: all)."""
+        b, t, c = states.shape
+        h, d = self.heads, c // self.heads
+        x = self.norm(states)
+        q = self.queries.to(x).view(self.queries_n, h, d).transpose(0, 1)  # (h, k, d)
+        k = self.to_k(x).view(b, t, h, d).transpose(1, 2)  # (B, h, T, d)
+        v = self.to_v(x).view(b, t, h, d).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) * d**-0.5  # (B, h, k, T)
+        if mask is not None:
+            keep = mask.to(torch.bool)[:, None, None, :]
+            scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+        weights = scores.softmax(dim=-1)
+        return (weights @ v).transpose(1, 2).reshape(b, self.queries_n, c)
+
+    def forward(
+        self, states: torch.Tensor, mask: torch.Tensor | None, sentence: torch.Tensor
+    ) -> torch.Tensor:
+        words = self.attend(states, mask).flatten(1)
+        return self.out(torch.cat((sentence, words.to(sentence)), dim=1))
+
+
+def word_pooling(config: GanConfig) -> WordPooling | None:
+    """The config's :class:`WordPooling`, or None when ``word_queries`` is 0."""
+    if not config.word_queries:
+        return None
+    return WordPooling(config.cond_dim, config.word_queries, config.word_heads)
+
+
+def text_condition(
+    config: GanConfig,
+    norm: SentenceNorm | None,
+    pool: WordPooling | None,
+    sentence: torch.Tensor,
+    words: torch.Tensor | None,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """The conditioning vector ``(B, cond_dim)``: :func:`condition` of the sentence, then
+    (word pooling models) :class:`WordPooling` of the token states with it."""
+    y = condition(config, norm, sentence)
+    if pool is None:
+        return y
+    if words is None:
+        raise ValueError(
+            f"this GAN pools words (word_queries={config.word_queries}): it needs the text "
+            "encoder's per-token states (B, T, cond_dim) and their mask beside the sentence"
+        )
+    return pool(words, mask, y)
 
 
 class Affine(nn.Module):
@@ -170,7 +261,9 @@ class G_Block(nn.Module):
 
 class NetG(nn.Module):
     """DF-GAN generator ``(z (B, z_dim), sentence (B, cond_dim)) -> image (B, 3, S, S)`` in
-    [-1, 1]; the fusion layers see ``cat(z, sentence)``."""
+    [-1, 1]; the fusion layers see ``cat(z, sentence)``. A word pooling model also takes the
+    token states ``words (B, T, cond_dim)`` and ``mask (B, T)``; its fusion sees
+    ``cat(z, word_pool(words, mask, sentence))``."""
 
     def __init__(self, config: GanConfig) -> None:
         super().__init__()
@@ -183,10 +276,18 @@ class NetG(nn.Module):
             nn.LeakyReLU(0.2), nn.Conv2d(pairs[-1][1], 3, 3, 1, 1), nn.Tanh()
         )
         self.cond_norm = SentenceNorm(config.cond_dim) if config.cond_norm else None
+        self.word_pool = word_pooling(config)
 
-    def forward(self, noise: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        noise: torch.Tensor,
+        sentence: torch.Tensor,
+        words: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         out = self.fc(noise).view(noise.shape[0], 8 * self.config.nf, 4, 4)
-        cond = torch.cat((noise, condition(self.config, self.cond_norm, sentence)), dim=1)
+        y = text_condition(self.config, self.cond_norm, self.word_pool, sentence, words, mask)
+        cond = torch.cat((noise, y), dim=1)
         for block in self.GBlocks:
             out = block(out, cond)
         return self.to_rgb(out)
@@ -236,7 +337,9 @@ class NetD(nn.Module):
 
 class NetC(nn.Module):
     """The one-way head: ``(features (B, 8 nf, 4, 4), sentence (B, cond_dim)) -> (B,)``;
-    with ``config.projection`` plus ``<mean-pooled features, proj(sentence)>``."""
+    with ``config.projection`` plus ``<mean-pooled features, proj(sentence)>``. A word pooling
+    model takes ``words`` / ``mask`` as :class:`NetG` does; its own pooling's vector replaces
+    the sentence in the join and the projection."""
 
     def __init__(self, config: GanConfig) -> None:
         super().__init__()
@@ -248,9 +351,16 @@ class NetC(nn.Module):
         )
         self.cond_norm = SentenceNorm(config.cond_dim) if config.cond_norm else None
         self.proj = nn.Linear(config.cond_dim, nf * 8, bias=False) if config.projection else None
+        self.word_pool = word_pooling(config)
 
-    def forward(self, features: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
-        y = condition(self.config, self.cond_norm, sentence)
+    def forward(
+        self,
+        features: torch.Tensor,
+        sentence: torch.Tensor,
+        words: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        y = text_condition(self.config, self.cond_norm, self.word_pool, sentence, words, mask)
         tiled = y.view(-1, self.cond_dim, 1, 1).expand(-1, -1, *features.shape[2:])
         score = self.joint_conv(torch.cat((features, tiled), 1)).view(-1)
         if self.proj is not None:

@@ -10,7 +10,8 @@ Graph (the core's single-pass shape)::
 The request's ``cfg_scale`` is truncation's ``psi`` (in [0, 1]); ``z`` is clamped to
 ``[-threshold, threshold]`` first (:data:`TRUNCATION_THRESHOLD`, DF-GAN samples a normal
 truncated at 2). Diffusion guidance (``cfg``, ``dynamic`` ...) is refused by the core at
-``Engine.build``.
+``Engine.build``. A word pooling checkpoint (``model.json``'s ``word_queries`` > 0) gets
+``gan.minilm_sentence`` with ``words=True``: the per-token states and mask reach the generator.
 """
 
 from __future__ import annotations
@@ -87,6 +88,21 @@ def create_decoder() -> Any:
     return PixelDecoder()
 
 
+def pools_words(weights: Path) -> bool:
+    """Whether the model folder ``weights`` holds a word pooling GAN (``word_queries`` > 0 in
+    its ``model.json``); a DF-GAN file never does."""
+    import json
+
+    spec = weights / "model.json"
+    if not spec.is_file():
+        return False
+    try:
+        config = json.loads(spec.read_text()).get("config") or {}
+    except (ValueError, AttributeError):  # not ours: the generator's loader says what it is
+        return False
+    return isinstance(config, dict) and int(config.get("word_queries") or 0) > 0
+
+
 def _check_options(checkpoint: Any, threshold: Any) -> None:
     from t2i.engine import EngineError
 
@@ -114,9 +130,11 @@ def gan_shapes_recipe(
     options = {} if checkpoint is None else {"checkpoint": str(checkpoint)}
     if allow_pickle:
         options["allow_pickle"] = True
+    weights = Path(checkpoint) if checkpoint is not None else default_weights()
+    words = {"options": {"words": True}} if pools_words(weights) else {}
     g = Graph(meta={"kind": "single_pass"})
     tok = g.add("tokenizer", "LoadTokenizer", name="gan.minilm_tokenizer")
-    enc = g.add("text_encoder", "LoadTextEncoder", name="gan.minilm_sentence")
+    enc = g.add("text_encoder", "LoadTextEncoder", name="gan.minilm_sentence", **words)
     t = g.add("tokenize_positive", "Tokenize", tokenizer=tok["tokenizer"], text="")
     c = g.add("encode_positive", "EncodeText", text_encoder=enc["text_encoder"], tokens=t["tokens"])
     model = g.add("denoiser", "LoadDenoiser", name="gan.generator", options=options)
@@ -134,7 +152,6 @@ def gan_shapes_recipe(
     )
     s = g.add("sample", "SampleOnce", guided=guide["guided"], latent=empty["latent"])
     g.add("decode", "Decode", decoder=dec["decoder"], samples=s["samples"])
-    weights = Path(checkpoint) if checkpoint is not None else default_weights()
     net_file = weights / "netG.safetensors" if weights.is_dir() else weights
     return Recipe(
         graph=g,

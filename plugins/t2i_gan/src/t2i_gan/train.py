@@ -34,8 +34,11 @@ def _device(config: TrainConfig) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _check(images: int, nf: int, d_lr_ratio: float, eval_every: int, pair_fraction: float, gp):
+def _check(images: int, nf: int, d_lr_ratio: float, eval_every: int, pair_fraction: float, gp,
+           word_queries: int = 0) -> None:  # fmt: skip
+    words = f"--word-queries must be >= 0 (0: the sentence vector alone), got {word_queries}"
     rules = (
+        (word_queries >= 0, words),
         (gp[0] >= 0, f"--gp-weight must be >= 0, got {gp[0]}"),
         (gp[1] >= 0, f"--gp-sentence-weight must be >= 0, got {gp[1]}"),
         (images >= 2, f"--images must be >= 2, got {images}"),
@@ -57,7 +60,7 @@ def _load_init(model, config, folder: Path) -> dict[str, Any]:
     if loaded.config != config:
         raise TrainOptionsError(
             f"--init {folder}: its config {attrs.asdict(loaded.config)} differs from this run's "
-            f"{attrs.asdict(config)}; pass the same --nf / conditioning flags"
+            f"{attrs.asdict(config)}; pass the same --nf / conditioning flags (--word-queries ...)"
         )
     missing = [p for p in ("netD", "netC") if getattr(loaded, p) is None]
     if missing:
@@ -103,6 +106,13 @@ class GanTrainer(Trainer):
             help="Start from a model folder's netG/netD/netC (an earlier run's OUT/model; its "
             "config must match); the optimisers start fresh.",
         ),
+        TrainerOption(
+            "--word-queries",
+            int,
+            0,
+            help="Learned queries of a word pooling over MiniLM's per-token states in G and C "
+            "(binds attributes to objects; 0: the mean-pooled sentence vector alone, DF-GAN's).",
+        ),
         TrainerOption("--gp-weight", float, 2.0, help="MA-GP's weight (DF-GAN: 2)."),
         TrainerOption(
             "--gp-sentence-weight",
@@ -135,7 +145,8 @@ class GanTrainer(Trainer):
         vectors = options["vectors"]
         n, nf, ratio = options["images"], options["nf"], options["d_lr_ratio"]
         gp = (options["gp_weight"], options["gp_sentence_weight"])
-        _check(n, nf, ratio, options["eval_every"], options["pair_fraction"], gp)
+        words = options["word_queries"]
+        _check(n, nf, ratio, options["eval_every"], options["pair_fraction"], gp, words)
         device, out = _device(config), Path(out)
         torch.manual_seed(config.seed)
         init = options.pop("init", None)
@@ -149,24 +160,28 @@ class GanTrainer(Trainer):
             cond_scale=1.0 if norm else math.sqrt(SENTENCE_DIM),
             cond_norm=norm,
             projection=not options["no_projection"],
+            word_queries=words,
         )
         model = GanTrainable(
             gan_config, d_lr_ratio=ratio, gp_weight=gp[0], gp_sentence_weight=gp[1], training=record
         )
-        images, sentences = training_set(
-            n, 64, pair_fraction=options["pair_fraction"], vectors=vectors, device=device
-        )
-        model.fit_condition(sentences)
+        images, text = training_set(
+            n, 64, pair_fraction=options["pair_fraction"], vectors=vectors, device=device,
+            words=words > 0,
+        )  # fmt: skip
+        model.fit_condition(text.sentences)
         if init:
             model.training_record["init"] = _load_init(model, gan_config, Path(init))
         data = RandomBatches(
-            n, lambda idx: (images[idx], sentences[idx]), seed=config.seed, device=device
+            n, lambda idx: (images[idx], *text.batch(idx)), seed=config.seed, device=device
         )
         probe = None
         if options["eval_every"]:
             from t2i_gan.probe import AlignmentProbe
 
-            probe = AlignmentProbe(options["eval_prompts"], vectors=vectors, device=device)
+            probe = AlignmentProbe(
+                options["eval_prompts"], vectors=vectors, device=device, words=words > 0
+            )
         result = self._legs(model, data, config, out, Curves(out), probe, options["eval_every"])
         model.training_record.update(steps=result.step, batch_size=config.batch_size, lr=config.lr)
         return result.save(out / "model")

@@ -5,6 +5,9 @@ discriminator step then one generator step (DF-GAN's ``train``): hinge loss with
 matching-aware term and MA-GP for D, ``-D(G(z, s), s)`` for G; Adam with betas (0, 0.9), the
 generator at ``--lr`` and the discriminator at ``--lr x d_lr_ratio`` (DF-GAN: 1e-4 / 4e-4).
 The loop's EMA averages the generator alone (``ema_parameters``), and ``save`` exports it.
+A word pooling config (``word_queries`` > 0) reads batches with the captions' per-token
+states and mask too; MA-GP's text gradient is then the one w.r.t. the sentence vector and
+the token states together.
 """
 
 from __future__ import annotations
@@ -26,10 +29,19 @@ from t2i_gan.models import GanConfig, NetC, NetD, NetG
 
 BETAS = (0.0, 0.9)
 
+Text = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+"""What G and C read of a caption: ``(sentence, words or None, mask or None)``."""
+
+
+def _mismatched(text: Text) -> Text:
+    """:func:`~t2i_gan.losses.mismatched` of every part of ``text`` alike."""
+    return tuple(None if t is None else mismatched(t) for t in text)  # type: ignore[return-value]
+
 
 class GanTrainable(nn.Module):
     """``netG`` / ``netD`` / ``netC`` trained adversarially; batches are ``(uint8 images
-    (B, 3, S, S), sentence vectors (B, cond_dim))``."""
+    (B, 3, S, S), sentence vectors (B, cond_dim))``, plus ``token states (B, T, cond_dim),
+    mask (B, T)`` for a word pooling config."""
 
     def __init__(
         self,
@@ -66,30 +78,41 @@ class GanTrainable(nn.Module):
             "netG": torch.optim.Adam(self.netG.parameters(), lr=lr, betas=BETAS),
         }
 
-    def _prepare(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        images, sentence = batch
+    def _prepare(self, batch: Any) -> tuple[torch.Tensor, Text]:
+        images, sentence, *words = batch
         device = self.netG.fc.weight.device
         images = images.to(device)
         if images.dtype == torch.uint8:
             images = images.float() / 127.5 - 1.0
-        return images, sentence.to(device).float()
+        if bool(words) != bool(self.config.word_queries):
+            raise ValueError(
+                f"a batch of {2 + len(words)} parts for word_queries={self.config.word_queries}: "
+                "(images, sentences) without word pooling, (images, sentences, token states, "
+                "mask) with it"
+            )
+        if not words:
+            return images, (sentence.to(device).float(), None, None)
+        states, mask = words
+        return images, (sentence.to(device).float(), states.to(device).float(), mask.to(device))
 
     def discriminator_loss(
-        self, images: torch.Tensor, sentence: torch.Tensor, fake: torch.Tensor, tools: StepTools
+        self, images: torch.Tensor, text: Text, fake: torch.Tensor, tools: StepTools
     ) -> dict[str, torch.Tensor]:
-        """DF-GAN's D loss: real + (fake + mismatched) / 2 + MA-GP."""
+        """DF-GAN's D loss: real + (fake + mismatched) / 2 + MA-GP (its text gradient: the
+        sentence's, and the token states' for word pooling)."""
         images = images.detach().requires_grad_(True)
-        sent = sentence.detach().requires_grad_(True)
+        sent = text[0].detach().requires_grad_(True)
+        words = None if text[1] is None else text[1].detach().requires_grad_(True)
         with tools.autocast():
             real_features = self.netD(images)
-            pred_real = self.netC(real_features, sent)
+            pred_real = self.netC(real_features, sent, words, text[2])
             d_real = hinge_real(pred_real)
-            d_mis = hinge_fake(self.netC(real_features, mismatched(sentence)))
-            d_fake = hinge_fake(self.netC(self.netD(fake.detach()), sentence))
+            d_mis = hinge_fake(self.netC(real_features, *_mismatched(text)))
+            d_fake = hinge_fake(self.netC(self.netD(fake.detach()), *text))
         scale = float(tools.scaler.get_scale()) if tools.scaler.is_enabled() else 1.0
         gp = ma_gp(
             images,
-            sent,
+            (sent,) if words is None else (sent, words),
             pred_real.float(),
             weight=self.gp_weight,
             scale=scale,
@@ -99,17 +122,17 @@ class GanTrainable(nn.Module):
         return {"d_loss": total, "d_real": d_real, "d_fake": d_fake, "d_mis": d_mis, "gp": gp}
 
     def train_step(self, batch: Any, tools: StepTools) -> Mapping[str, torch.Tensor]:
-        images, sentence = self._prepare(batch)
+        images, text = self._prepare(batch)
         z = torch.randn(images.shape[0], self.config.z_dim, device=images.device)
         with tools.autocast():
-            fake = self.netG(z, sentence)
-        d = self.discriminator_loss(images, sentence, fake, tools)
+            fake = self.netG(z, *text)
+        d = self.discriminator_loss(images, text, fake, tools)
         tools.optimize("netD", d["d_loss"])
         for p in (*self.netD.parameters(), *self.netC.parameters()):
             p.requires_grad_(False)
         try:
             with tools.autocast():
-                g_loss = -self.netC(self.netD(fake), sentence).float().mean()
+                g_loss = -self.netC(self.netD(fake), *text).float().mean()
             tools.optimize("netG", g_loss)
         finally:
             for p in (*self.netD.parameters(), *self.netC.parameters()):
@@ -124,9 +147,12 @@ class GanTrainable(nn.Module):
         for part in ("netG", "netD", "netC"):
             state = {k: v.half() for k, v in getattr(self, part).state_dict().items()}
             save_safetensors(state, folder / f"{part}.safetensors")
+        config = attrs.asdict(self.config)
+        if not self.config.word_queries:  # the sentence-vector model's model.json as before
+            config = {k: v for k, v in config.items() if not k.startswith("word_")}
         spec = {
             "family": FAMILY,
-            "config": attrs.asdict(self.config),
+            "config": config,
             "training": self.training_record,
         }
         (folder / "model.json").write_text(json.dumps(spec, indent=2) + "\n")
