@@ -56,6 +56,7 @@ def test_word_queries_0_is_dfgans_layout_and_bad_configs_are_refused(tiny_config
 def test_padding_tokens_do_not_change_the_pooled_vector():
     torch.manual_seed(0)
     pool = WordPooling(6, 3, 2).double()
+    torch.nn.init.normal_(pool.out.weight)  # a trained pooling: the words count
     sentence, words, mask = _text(dtype=torch.float64)
     out = pool(words, mask, sentence)
     noisy = words.clone()
@@ -66,10 +67,13 @@ def test_padding_tokens_do_not_change_the_pooled_vector():
     assert not torch.allclose(pool(words, torch.ones_like(mask), sentence)[0], out[0])
 
 
-def test_the_pooling_starts_as_the_sentence_plus_its_words():
+def test_a_new_pooling_gives_the_sentence_as_it_is():
+    """The words' block of ``out`` starts at 0 (a fresh pooling added to a trained GAN leaves
+    it as it was); the attention still sees the words from the first step on."""
     pool = WordPooling(6, 2, 3)
-    torch.testing.assert_close(pool.out.weight[:, :6], torch.eye(6), rtol=0, atol=0)
-    assert pool.out.weight[:, 6:].abs().sum() > 0 and pool.out.bias.abs().sum() == 0
+    sentence, words, mask = _text()
+    torch.testing.assert_close(pool(words, mask, sentence), sentence, rtol=0, atol=0)
+    assert pool.attend(words, mask).abs().sum() > 0
 
 
 def test_g_and_c_read_the_words_and_refuse_to_run_without_them():
@@ -80,9 +84,10 @@ def test_g_and_c_read_the_words_and_refuse_to_run_without_them():
     image = g(z, sentence, words, mask)
     assert image.shape == (3, 3, 32, 32)
     assert c(d(image), sentence, words, mask).shape == (3,)
-    for module in g.modules():  # DF-GAN's fusion starts as the identity: give the text a say
+    for module in g.modules():  # DF-GAN's fusion and the pooling start as the identity
         if hasattr(module, "reset_fusion"):
             torch.nn.init.normal_(module.fc_gamma.linear2.weight, std=0.5)
+    torch.nn.init.normal_(g.word_pool.out.weight)
     other = words.clone()
     other[1, 0] += 1.0
     image = g(z, sentence, words, mask)
@@ -316,3 +321,28 @@ def test_a_word_pooling_generator_exports_to_onnx_and_deploys(tmp_path):
     for a, b in zip(pipe(prompt, **fields).images, expected.images):
         diff = torch.tensor(list(a.getdata())) - torch.tensor(list(b.getdata()))
         assert diff.abs().max() <= 2
+
+
+@needs_minilm
+@pytest.mark.slow
+def test_init_adds_a_fresh_word_pooling_to_a_sentence_vector_gan(tmp_path):
+    flags = [
+        "--tiny", "--images", "16", "--batch-size", "4", "--eval-every", "0", "--device", "cpu",
+    ]  # fmt: skip
+    first = CliRunner().invoke(train_gan, [*flags, "--steps", "2", "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    folder = tmp_path / "a" / "model"
+    again = [*flags, "--steps", "1", "--lr", "1e-12", "--word-queries", "2", "--init", str(folder)]
+    second = CliRunner().invoke(train_gan, [*again, "--out", str(tmp_path / "b")])
+    assert second.exit_code == 0, second.output
+    before, after = load_gan(folder), load_gan(tmp_path / "b" / "model")
+    assert after.config == attrs.evolve(before.config, word_queries=2)
+    record = json.loads((tmp_path / "b" / "model" / "model.json").read_text())["training"]
+    assert record["init"]["word_pool"] == "fresh"
+    torch.manual_seed(0)
+    sentence, words, mask = _text(2, 5, 384)
+    z = torch.randn(2, 100)
+    with torch.no_grad():  # lr ~0 and a zero word block: the same GAN, now reading words
+        torch.testing.assert_close(
+            after.netG(z, sentence, words, mask), before.netG(z, sentence), atol=2e-3, rtol=0
+        )

@@ -125,8 +125,9 @@ class WordPooling(nn.Module):
     sentence vector) pooled as in the Set Transformer's PMA (Lee et al., ICML 2019: learned
     seed queries, multi-head). A mean-pooled MiniLM vector is nearly a bag of words (``a red
     circle left of a blue square`` ~ its colour swap); a query can pick one object's words.
-    ``out`` starts as ``sentence + W words`` (identity on the sentence block): the old signal
-    passes unchanged and the words add to it.
+    ``out`` starts as the identity on the sentence block and 0 on the words' (as the ldm
+    family's ``ContextPooling`` starts at 0): a new pooling leaves G and C as they were (and
+    ``--init`` can add it to a trained sentence-vector GAN) until training moves it.
     """
 
     def __init__(self, dim: int, queries: int, heads: int) -> None:
@@ -138,6 +139,7 @@ class WordPooling(nn.Module):
         self.to_v = nn.Linear(dim, dim)
         self.out = nn.Linear((queries + 1) * dim, dim)
         with torch.no_grad():
+            self.out.weight.zero_()
             self.out.weight[:, :dim].copy_(torch.eye(dim))
             self.out.bias.zero_()
 

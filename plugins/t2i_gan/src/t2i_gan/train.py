@@ -57,7 +57,8 @@ def _load_init(model, config, folder: Path) -> dict[str, Any]:
     from t2i_gan.checkpoint import load_gan
 
     loaded = load_gan(folder)
-    if loaded.config != config:
+    widened = _adds_words(loaded.config, config)
+    if loaded.config != config and not widened:
         raise TrainOptionsError(
             f"--init {folder}: its config {attrs.asdict(loaded.config)} differs from this run's "
             f"{attrs.asdict(config)}; pass the same --nf / conditioning flags (--word-queries ...)"
@@ -68,10 +69,20 @@ def _load_init(model, config, folder: Path) -> dict[str, Any]:
             f"--init {folder} has no {' or '.join(missing)}.safetensors: a GAN can only be "
             "continued from a t2i train gan folder that kept its discriminator"
         )
-    for part in ("netG", "netD", "netC"):
-        getattr(model, part).load_state_dict(getattr(loaded, part).state_dict())
-    log.info("gan.init", folder=str(folder), steps=loaded.training.get("steps"))
-    return {"folder": str(folder), "steps": loaded.training.get("steps")}
+    for part in ("netG", "netD", "netC"):  # widened: netG's and netC's word_pool.* stay fresh
+        state = getattr(loaded, part).state_dict()
+        getattr(model, part).load_state_dict(state, strict=not widened)
+    steps = loaded.training.get("steps")
+    log.info("gan.init", folder=str(folder), steps=steps, word_pool="fresh" if widened else None)
+    return {"folder": str(folder), "steps": steps, **({"word_pool": "fresh"} if widened else {})}
+
+
+def _adds_words(loaded, config) -> bool:
+    """Whether ``config`` is ``loaded``'s sentence-vector config plus word pooling: ``--init``
+    then loads every net but the fresh ``word_pool`` (whose word block starts at 0, so G and C
+    start as the loaded ones)."""
+    same = attrs.evolve(loaded, word_queries=config.word_queries, word_heads=config.word_heads)
+    return loaded.word_queries == 0 and config.word_queries > 0 and same == config
 
 
 class GanTrainer(Trainer):
@@ -104,7 +115,8 @@ class GanTrainer(Trainer):
             "--init",
             str,
             help="Start from a model folder's netG/netD/netC (an earlier run's OUT/model; its "
-            "config must match); the optimisers start fresh.",
+            "config must match, or lack only --word-queries: the word pooling then starts "
+            "fresh); the optimisers start fresh.",
         ),
         TrainerOption(
             "--word-queries",
