@@ -20,6 +20,7 @@ from t2i.payloads import Conditioning
 from t2i_ldm.config import NoiseScheduleConfig
 
 if TYPE_CHECKING:
+    from t2i_ldm.deepcache import DeepCache
     from t2i_ldm.unet import UNetModel
 
 _NOT_IN_DIFFUSERS = ("context_pool.",)
@@ -90,11 +91,18 @@ def micro_numbers(
 class UNetPredictor:
     """``(x_in, t, cond) -> prediction`` for :class:`DiscreteDenoiser`: calls the UNet with
     ``cond.embeds`` as cross-attention context (SD ignores the padding mask); an SDXL UNet
-    also gets ``cond.pooled`` and the :class:`MicroConditioning` numbers (``label_emb``)."""
+    also gets ``cond.pooled`` and the :class:`MicroConditioning` numbers (``label_emb``);
+    with a :class:`~t2i_ldm.deepcache.DeepCache` the UNet runs through it."""
 
-    def __init__(self, unet: UNetModel, micro: MicroConditioning | None = None) -> None:
+    def __init__(
+        self,
+        unet: UNetModel,
+        micro: MicroConditioning | None = None,
+        deepcache: DeepCache | None = None,
+    ) -> None:
         self.unet = unet
         self.micro = micro or MicroConditioning()
+        self.deepcache = deepcache
 
     def __call__(
         self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning | torch.Tensor
@@ -103,7 +111,10 @@ class UNetPredictor:
         y = self.vector(x, cond) if self.unet.config.adm_in_channels else None
         from t2i_ldm.inpaint import concat_image_condition  # an inpainting UNet's 5 channels
 
-        return self.unet(concat_image_condition(self.unet, x, cond), t, context.to(x.device), y)
+        x = concat_image_condition(self.unet, x, cond)
+        if self.deepcache is not None:
+            return self.deepcache(self.unet, x, t, context.to(x.device), y)
+        return self.unet(x, t, context.to(x.device), y)
 
     def vector(self, x: torch.Tensor, cond: Conditioning | torch.Tensor) -> torch.Tensor:
         """SDXL's ``(B, adm_in_channels)`` label_emb input for latents ``x``."""
@@ -138,6 +149,7 @@ class LdmDenoiser(DiscreteDenoiser):
         schedule: the trained noise schedule (SD default: scaled_linear, 1000 steps).
         quantize: round timesteps to trained ones (k-diffusion ``quantize``).
         micro: SDXL's size / crop / aesthetic numbers (:class:`MicroConditioning`).
+        deepcache: reuse deep UNet features across steps (:mod:`t2i_ldm.deepcache`, opt-in).
 
     Attributes:
         sigma_min, sigma_max, sigmas: the trained sigma range and ascending table
@@ -152,16 +164,23 @@ class LdmDenoiser(DiscreteDenoiser):
         *,
         quantize: bool = False,
         micro: MicroConditioning | None = None,
+        deepcache: DeepCache | None = None,
     ) -> None:
         schedule = schedule or NoiseScheduleConfig()
         super().__init__(
-            UNetPredictor(unet, micro),
+            UNetPredictor(unet, micro, deepcache),
             schedule.alphas_cumprod(),
             prediction_type,
             quantize=quantize,
         )
         self.unet = unet
         self.schedule = schedule
+        self.deepcache = deepcache
+
+    def reset_step_cache(self) -> None:
+        """Start a new sampling run: drop DeepCache's features (nothing when it is off)."""
+        if self.deepcache is not None:
+            self.deepcache.reset()
 
     def to(self, device=None, dtype=None) -> LdmDenoiser:
         """Move the UNet (the sigma tables follow the input's device on their own)."""

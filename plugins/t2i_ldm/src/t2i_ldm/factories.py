@@ -24,15 +24,21 @@ def create_unet_denoiser(
     crop_left: int = 0,
     aesthetic_score: float = 6.0,
     negative_aesthetic_score: float = 2.5,
+    deepcache: int | None = None,
+    deepcache_branch: int = 1,
     **options: Any,
 ):
     """SD UNet as a Karras denoiser (epsilon or v-prediction, SD discrete schedule).
+
+    ``deepcache``: a full UNet step every N steps, the shallow blocks of ``deepcache_branch``
+    on the cached features between (:mod:`t2i_ldm.deepcache`; None: off).
 
     SDXL's micro-conditioning (used only by SDXL UNets): ``crop_top`` / ``crop_left``
     (A1111's ``sdxl_crop_top`` / ``_left``), the refiner's ``aesthetic_score`` (6.0) and
     ``negative_aesthetic_score`` (2.5); sizes are the image's.
     """
     from t2i_ldm.config import get_preset
+    from t2i_ldm.deepcache import deepcache_for
     from t2i_ldm.denoiser import LdmDenoiser, MicroConditioning
     from t2i_ldm.unet import UNetModel
 
@@ -56,11 +62,18 @@ def create_unet_denoiser(
         )
         cfg = models.config
         factor = models.vae.config.factor if models.vae is not None else cfg.vae.factor
-        return LdmDenoiser(models.unet, cfg.prediction_type, cfg.schedule, micro=micro(factor))
+        cache = deepcache_for(models.unet, deepcache, deepcache_branch)
+        return LdmDenoiser(
+            models.unet, cfg.prediction_type, cfg.schedule, micro=micro(factor), deepcache=cache
+        )
     cfg = get_preset(variant)
     unet = UNetModel(cfg.unet).to(device=device, dtype=dtype).eval()
     return LdmDenoiser(
-        unet, prediction_type or cfg.prediction_type, cfg.schedule, micro=micro(cfg.vae.factor)
+        unet,
+        prediction_type or cfg.prediction_type,
+        cfg.schedule,
+        micro=micro(cfg.vae.factor),
+        deepcache=deepcache_for(unet, deepcache, deepcache_branch),
     )
 
 

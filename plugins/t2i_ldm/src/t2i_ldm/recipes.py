@@ -74,6 +74,30 @@ def _check_recipe_options(**options: Any) -> None:
             raise EngineError(f"recipe 'ldm': option {name}={value!r} is invalid; use {allowed}")
 
 
+def deepcache_options(
+    recipe: str, deepcache: Any, branch: Any, unet_config: Any = None
+) -> dict[str, Any]:
+    """The denoiser options of a recipe's ``deepcache`` / ``deepcache_branch`` (empty when off:
+    the plain graph); a bad value raises :class:`~t2i.engine.EngineError` naming it and the fix
+    (the branch checked against ``unet_config``'s depth when given)."""
+    from t2i.engine import EngineError
+    from t2i_ldm.deepcache import DEFAULT_BRANCH, check_deepcache, input_block_count
+
+    if deepcache is None:
+        if branch != DEFAULT_BRANCH:
+            raise EngineError(
+                f"recipe {recipe!r}: deepcache_branch={branch!r} needs deepcache=N (N >= 1)"
+            )
+        return {}
+    blocks = input_block_count(unet_config) if unet_config is not None else None
+    try:
+        check_deepcache(deepcache, branch, blocks)
+    except ValueError as exc:
+        raise EngineError(f"recipe {recipe!r}: {exc}") from None
+    out = {"deepcache": deepcache}
+    return out if branch == DEFAULT_BRANCH else {**out, "deepcache_branch": branch}
+
+
 @functools.lru_cache(maxsize=2)
 def _load_cached(
     path: str,
@@ -365,6 +389,8 @@ def ldm_recipe(
     refiner: str | os.PathLike | None = None,
     refiner_switch_at: float = 0.8,
     deployed: Mapping[str, Any] | None = None,
+    deepcache: int | None = None,
+    deepcache_branch: int = 1,
 ):
     """Recipe ``ldm``: Stable Diffusion 1.x / 2.x / XL from a checkpoint file or diffusers folder.
 
@@ -381,7 +407,9 @@ def ldm_recipe(
     ``hr_scale``, ``hr_upscaler``, ``hr_second_pass_steps``, ``denoising_strength``,
     ``hr_sampler``, ``hr_prompt``, ``hr_negative_prompt``), ``deployed`` (set by a deployment
     runtime, :func:`checkpoint_facts`: with every model component exported, the checkpoint
-    is not read; not with ``refiner``).
+    is not read; not with ``refiner``), ``deepcache`` (a full UNet step every N steps, the
+    shallow blocks of ``deepcache_branch`` reusing the deep features between:
+    :mod:`t2i_ldm.deepcache`; off by default; the base model only, not an exported UNet).
     """
     from t2i.recipe import diffusion_recipe
 
@@ -401,6 +429,7 @@ def ldm_recipe(
         refiner_switch_at=refiner_switch_at,
         deployed=deployed,
     )
+    deepcache_options("ldm", deepcache, deepcache_branch)  # before any file is read
     checkpoint = str(checkpoint)
     embedding_library(embeddings_dir, allow_pickle)  # fail early (a file that cannot load)
     emb = {"embeddings_dir": str(embeddings_dir)} if embeddings_dir is not None else {}
@@ -419,11 +448,20 @@ def ldm_recipe(
         allow_pickle=allow_pickle,
         use_ema=use_ema,
     )
+    unet_config = facts.models.config.unet if facts.models is not None else None
     model_opts = {
         **load,
         "use_ema": use_ema,
         **({"prediction_type": prediction_type} if prediction_type else {}),
+        **deepcache_options("ldm", deepcache, deepcache_branch, unet_config),
     }
+    if deepcache is not None and "denoiser" in (deployed or {}).get("provided", ()):
+        from t2i.engine import EngineError
+
+        raise EngineError(
+            "recipe 'ldm': deepcache runs the torch UNet's shallow blocks; the deployment "
+            "runtime's exported UNet has none: drop deepcache (or the runtime)"
+        )
     recipe = diffusion_recipe(
         tokenizer="ldm.clip_tokenizer",
         text_encoder="ldm.clip_text_encoder",

@@ -280,15 +280,23 @@ def create_text_encoder(*, checkpoint: str | os.PathLike | None = None, **option
     return ClipTextEncoder(model, **options)
 
 
-def create_denoiser(*, checkpoint: str | os.PathLike | None = None):
-    """The ldm-shapes UNet as a Karras denoiser (epsilon, SD's scaled_linear schedule)."""
+def create_denoiser(
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    deepcache: int | None = None,
+    deepcache_branch: int = 1,
+):
+    """The ldm-shapes UNet as a Karras denoiser (epsilon, SD's scaled_linear schedule);
+    ``deepcache`` / ``deepcache_branch``: :mod:`t2i_ldm.deepcache` (None: off)."""
+    from t2i_ldm.deepcache import deepcache_for
     from t2i_ldm.denoiser import LdmDenoiser
     from t2i_ldm.unet import UNetModel
 
     folder = _folder(checkpoint)
     spec = ShapesModelSpec.read(folder)
     unet = _load_module(empty_module(UNetModel, spec.unet_config()), folder / "unet.safetensors")
-    return LdmDenoiser(unet, spec.prediction_type, NoiseScheduleConfig())
+    cache = deepcache_for(unet, deepcache, deepcache_branch)
+    return LdmDenoiser(unet, spec.prediction_type, NoiseScheduleConfig(), deepcache=cache)
 
 
 def create_decoder(*, checkpoint: str | os.PathLike | None = None):
@@ -301,14 +309,26 @@ def create_decoder(*, checkpoint: str | os.PathLike | None = None):
     return LdmDecoder(vae)
 
 
-def ldm_shapes_recipe(*, checkpoint: str | os.PathLike | None = None):
-    """Recipe ``ldm-shapes``: the embedded default model (64x64, 25 steps)."""
+def ldm_shapes_recipe(
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    deepcache: int | None = None,
+    deepcache_branch: int = 1,
+):
+    """Recipe ``ldm-shapes``: the embedded default model (64x64, 25 steps). ``deepcache``: a
+    full UNet step every N steps, the shallow blocks of ``deepcache_branch`` on the cached deep
+    features between (:mod:`t2i_ldm.deepcache`; off by default)."""
     from t2i.files import short_hash
     from t2i.recipe import diffusion_recipe
+    from t2i_ldm.recipes import deepcache_options
 
     options = {} if checkpoint is None else {"checkpoint": str(checkpoint)}
     if checkpoint is not None:
         ShapesModelSpec.read(_folder(checkpoint))  # a malformed folder fails here, not in a node
+    unet_config = None if deepcache is None else ShapesModelSpec.read(_folder(checkpoint))
+    cache = deepcache_options(
+        "ldm-shapes", deepcache, deepcache_branch, unet_config and unet_config.unet_config()
+    )
     unet_file = _folder(checkpoint) / "unet.safetensors"
     return diffusion_recipe(
         tokenizer="ldm.shapes_tokenizer",
@@ -317,7 +337,7 @@ def ldm_shapes_recipe(*, checkpoint: str | os.PathLike | None = None):
         decoder="ldm.shapes_vae",
         tokenizer_options=options,
         text_encoder_options=options,
-        denoiser_options=options,
+        denoiser_options={**options, **cache},
         decoder_options=options,
         defaults={
             "width": 64,

@@ -416,7 +416,10 @@ class UNetModel(nn.Module):
         timesteps: torch.Tensor | float,
         context: torch.Tensor,
         y: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        *,
+        branch: int | None = None,
+        deep: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Predict the model output for noisy latents.
 
         Args:
@@ -426,10 +429,33 @@ class UNetModel(nn.Module):
             context: ``(B, T, context_dim)`` text-encoder states.
             y: ``(B, adm_in_channels)`` vector for ``label_emb`` (SDXL: :func:`sdxl_vector`),
                 required exactly when the config has ``adm_in_channels``.
+            branch: DeepCache's skip branch (:mod:`t2i_ldm.deepcache`); None (the default)
+                runs the plain UNet and returns the prediction alone.
+            deep: with ``branch``: the cached deep feature (the input of output block
+                ``len - 1 - branch``); None runs every block and returns that feature.
 
         Returns:
-            ``(B, out_channels, H, W)`` in the dtype of ``x``.
+            ``(B, out_channels, H, W)`` in the dtype of ``x``; with ``branch``,
+            ``(prediction, deep feature)``.
         """
+        h, emb, context = self._prepare(x, timesteps, context, y)
+        if branch is not None:
+            out, deep = self._deepcache_walk(h, emb, context, branch, deep)
+            return out.to(x.dtype), deep
+        skips = []
+        for block in self.input_blocks:
+            h = self._run(block, h, emb, context)
+            skips.append(h)
+        h = self._run(self.middle_block, h, emb, context)
+        for block in self.output_blocks:
+            h = torch.cat([h, skips.pop()], dim=1)  # (B, C + C_skip, H, W)
+            h = self._run(block, h, emb, context)
+        return self.out(h).to(x.dtype)
+
+    def _prepare(
+        self, x: torch.Tensor, timesteps, context: torch.Tensor, y: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Check the inputs; ``(h, emb, context)`` in the UNet's dtype for the blocks."""
         c = self.config
         if x.ndim != 4 or x.shape[1] != c.in_channels:
             raise ValueError(
@@ -463,13 +489,31 @@ class UNetModel(nn.Module):
         if self.context_pool is not None:
             emb = emb + self.context_pool(context)
         emb = self._add_label(emb, y, b)
-        h = x.to(dtype)
+        return x.to(dtype), emb, context
+
+    def _deepcache_walk(
+        self, h, emb, context, branch: int, deep: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """DeepCache's two passes (:mod:`t2i_ldm.deepcache`): with ``deep`` None every block
+        runs and the input of output block ``n - 1 - branch`` is returned as the feature to
+        cache; with ``deep`` only input blocks ``0..branch`` and output blocks ``n - 1 -
+        branch .. n - 1`` run, ``deep`` standing in for everything below them."""
+        n = len(self.output_blocks)
+        if isinstance(branch, bool) or not isinstance(branch, int) or not 0 <= branch < n:
+            raise ValueError(f"DeepCache branch must be an integer in [0, {n - 1}], got {branch!r}")
+        cut = n - 1 - branch  # the first output block a cached step runs
         skips = []
-        for block in self.input_blocks:
-            h = self._run(block, h, emb, context)
+        for i in range(len(self.input_blocks) if deep is None else branch + 1):
+            h = self._run(self.input_blocks[i], h, emb, context)
             skips.append(h)
-        h = self._run(self.middle_block, h, emb, context)
-        for block in self.output_blocks:
+        if deep is None:
+            h = self._run(self.middle_block, h, emb, context)
+            for i in range(cut):
+                h = torch.cat([h, skips.pop()], dim=1)
+                h = self._run(self.output_blocks[i], h, emb, context)
+            deep = h  # (B, C, h, w): what comes up from below the shallow blocks
+        h = deep
+        for i in range(cut, n):
             h = torch.cat([h, skips.pop()], dim=1)  # (B, C + C_skip, H, W)
-            h = self._run(block, h, emb, context)
-        return self.out(h).to(x.dtype)
+            h = self._run(self.output_blocks[i], h, emb, context)
+        return self.out(h), deep
