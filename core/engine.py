@@ -478,9 +478,13 @@ class Pipeline:
                     provided.append(node.id)
         return provided
 
-    def compile(self, *, backend: str | None = None, mode: str | None = None) -> list[str]:
+    def compile(
+        self, *, backend: str | None = None, mode: str | None = None, fuse: bool = True
+    ) -> list[str]:
         """The fast path (``Engine.build(..., compile=True)``): compile, in place, the torch
         modules of every denoiser and decoder the graphs load (:func:`compile_component`).
+        ``fuse`` (default on, on every device: it is lossless) first fuses what the modules
+        offer to fuse (``fuse_projections()``: the SD UNet's q/k/v matmuls).
 
         ``backend`` / ``mode`` default to ``$T2I_COMPILE_BACKEND`` (else ``inductor``) and
         ``$T2I_COMPILE_MODE`` (else ``reduce-overhead``, CUDA graphs, on CUDA with inductor;
@@ -508,7 +512,12 @@ class Pipeline:
             if kind in COMPILED_KINDS and getattr(component, "model_contract", None) != TOKENS:
                 compiled.extend(
                     compile_component(
-                        component, backend=backend, mode=mode, channels_last=cuda, seen=seen
+                        component,
+                        backend=backend,
+                        mode=mode,
+                        channels_last=cuda,
+                        seen=seen,
+                        fuse=fuse,
                     )
                 )
             return component
@@ -516,7 +525,7 @@ class Pipeline:
         self.map_components(replace)
         log.info(
             "compile_enabled", modules=compiled, backend=backend, mode=mode or "default",
-            tf32=cuda, channels_last=cuda, cache_dir=cache,
+            tf32=cuda, channels_last=cuda, fuse=fuse, cache_dir=cache,
         )  # fmt: skip
         return compiled
 
@@ -1055,6 +1064,7 @@ def compile_component(
     mode: str | None = None,
     channels_last: bool = False,
     seen: set[int] | None = None,
+    fuse: bool = False,
 ) -> list[str]:
     """Compile, in place, the torch modules a component holds (:func:`held_modules`).
 
@@ -1064,6 +1074,14 @@ def compile_component(
     ``forward`` (the SD VAE's ``("decode", "encode")``). ``channels_last`` converts modules
     holding 2-D convolutions. Modules in ``seen`` (ids) are skipped and added. Returns the
     compiled calls' names.
+
+    ``fuse``: first call ``fuse_projections()`` on each module that defines it, a duck-typed
+    protocol for lossless fusions of a family's layers (the SD UNet concatenates each
+    attention's q/k/v weights so one matmul reads them: :mod:`t2i_ldm.unet`). The method
+    fuses in place, returns how many layers it fused, keeps ``state_dict()`` as it was (the
+    fused weights are non-persistent), is idempotent, never lets a fused copy go stale (a
+    changed or LoRA-wrapped weight is re-fused or runs unfused) and has an inverse,
+    ``unfuse_projections()``. Each fusion is logged as ``projections_fused``.
     """
     seen = set() if seen is None else seen
     names: list[str] = []
@@ -1072,6 +1090,8 @@ def compile_component(
             continue
         seen.add(id(module))
         label = path or type(module).__name__
+        if fuse and callable(getattr(module, "fuse_projections", None)):
+            log.info("projections_fused", module=label, layers=int(module.fuse_projections()))
         if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in module.modules()):
             module.to(memory_format=torch.channels_last)
         module.compile(backend=backend, mode=mode)

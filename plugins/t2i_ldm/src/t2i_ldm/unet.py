@@ -108,7 +108,12 @@ class ResBlock(TimestepBlock):
 
 class CrossAttention(nn.Module):
     """Multi-head attention of ``x`` over ``context`` (itself when None). Keys ``to_q/k/v``,
-    ``to_out.0``; q/k/v have no bias, as in SD."""
+    ``to_out.0``; q/k/v have no bias, as in SD.
+
+    :meth:`fuse_projections` (the fast path's lossless step) concatenates the projection
+    weights into the non-persistent buffer ``fused_proj``: self-attention then runs one q|k|v
+    matmul, cross-attention q and one k|v matmul; the state dict stays as it was.
+    """
 
     def __init__(
         self, query_dim: int, context_dim: int, heads: int, head_dim: int, upcast: bool
@@ -120,17 +125,75 @@ class CrossAttention(nn.Module):
         self.to_k = nn.Linear(context_dim, inner, bias=False)
         self.to_v = nn.Linear(context_dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(0.0))
+        self.register_buffer("fused_proj", None, persistent=False)
+        self._fused_from: tuple | None = None  # _stamp() of the weights fused_proj holds
+
+    def _projections(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        return self.to_q, self.to_k, self.to_v
+
+    def _stamp(self) -> tuple:
+        """Which weights, at which in-place version: a copy, a new tensor or an in-place
+        update (a merged LoRA, a loaded state dict) changes it."""
+        return tuple((id(p), id(p.weight), p.weight._version) for p in self._projections())
+
+    def fuse_projections(self) -> bool:
+        """Concatenate the projection weights into ``fused_proj``: q|k|v when q and k read the
+        same width (a cross call uses its k|v rows), else k|v. Idempotent. Refused (False, and
+        any fusion undone) when a projection is not a plain bias-free ``nn.Linear``: a LoRA
+        wrapper (peft) adapts it, so a fused copy would bypass the adapter."""
+        layers = self._projections()
+        if any(type(p) is not nn.Linear or p.bias is not None for p in layers):
+            self.unfuse_projections()
+            return False
+        if self.fused_proj is not None and self._fused_from == self._stamp():
+            return True
+        if self.to_q.in_features != self.to_k.in_features:
+            layers = layers[1:]
+        with torch.inference_mode(False), torch.no_grad():
+            weight = torch.cat([p.weight for p in layers])  # (3I or 2I, in)
+        self.fused_proj = weight
+        self._fused_from = self._stamp()
+        return True
+
+    def unfuse_projections(self) -> bool:
+        """Drop the fused buffer (back to three matmuls); True when there was one."""
+        fused = self.fused_proj is not None
+        self.fused_proj, self._fused_from = None, None
+        return fused
+
+    def _fused(self) -> torch.Tensor | None:
+        """``fused_proj`` when it may stand in for the projections: never while they train (it
+        carries no gradient) or once one is wrapped; outside a compiled graph it is re-made
+        when a weight changed since it was fused."""
+        if self.fused_proj is None:
+            return None
+        layers = self._projections()
+        if any(type(p) is not nn.Linear for p in layers):
+            return None
+        if torch.is_grad_enabled() and any(p.weight.requires_grad for p in layers):
+            return None
+        if not torch.compiler.is_compiling() and self._fused_from != self._stamp():
+            if not self.fuse_projections():
+                return None
+        return self.fused_proj
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        context = x if context is None else context
+        fused = self._fused()
         b, s, _ = x.shape
         h = self.heads
 
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, t.shape[1], h, -1).transpose(1, 2)  # (B, H, S, D)
 
-        q, k, v = split(self.to_q(x)), split(self.to_k(context)), split(self.to_v(context))
-        out = attention(q, k, v, upcast=self.upcast)  # (B, H, S, D)
+        if fused is None:
+            context = x if context is None else context
+            q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        elif context is None:  # self-attention: fused is q|k|v
+            q, k, v = F.linear(x, fused).chunk(3, dim=-1)  # (B, S, I) each
+        else:
+            q = self.to_q(x)
+            k, v = F.linear(context, fused[-2 * q.shape[-1] :]).chunk(2, dim=-1)
+        out = attention(split(q), split(k), split(v), upcast=self.upcast)  # (B, H, S, D)
         out = out.transpose(1, 2).reshape(b, s, -1)  # (B, S, H*D)
         return self.to_out(out)
 
@@ -388,6 +451,15 @@ class UNetModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.out[2].weight.device
+
+    def fuse_projections(self) -> int:
+        """Fuse every attention's q/k/v projections (:meth:`CrossAttention.fuse_projections`,
+        lossless; what ``t2i.engine.compile_component`` calls); returns how many fused."""
+        return sum(m.fuse_projections() for m in self.modules() if isinstance(m, CrossAttention))
+
+    def unfuse_projections(self) -> int:
+        """Undo :meth:`fuse_projections`; returns how many attentions were fused."""
+        return sum(m.unfuse_projections() for m in self.modules() if isinstance(m, CrossAttention))
 
     def _add_label(self, emb: torch.Tensor, y: torch.Tensor | None, b: int) -> torch.Tensor:
         width = self.config.adm_in_channels
