@@ -15,11 +15,13 @@ python3 -m pip install -q --no-deps --no-build-isolation -e plugins/t2i_dalle > 
   || { tail /tmp/install2.log; exit 1; }
 R=/tmp/results; mkdir -p "$R" "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/gpu.txt"
-: "${GAN_INIT:?set GAN_INIT}" "${DALLE_INIT:?set DALLE_INIT}"
+: "${DALLE_INIT:?set DALLE_INIT}"
+# GAN_INIT empty: a fresh GAN; GAN_FLAGS: extra `t2i train gan` flags (e.g. --word-queries 4)
+GAN_ARGS=(${GAN_INIT:+--init "$GAN_INIT"} ${GAN_FLAGS:-})
 
 dalle_eval() {  # folder name
   OMP_NUM_THREADS=6 timeout "$(python3 -c "print(max(30, int(($(left 0.1)) * 60)))")" \
-    t2i eval dalle-shapes --checkpoint "$1" --device cuda --prompts 64 --seeds 4 --batch-size 16 \
+    t2i eval dalle-shapes --checkpoint "$1" --device cuda --prompts "${DALLE_PROMPTS:-64}" --seeds 4 --batch-size 16 \
     --out "/tmp/$2" > "$R/$2.log" 2>&1
   cp "/tmp/$2/report.json" "$R/$2.json" 2>/dev/null
 }
@@ -39,7 +41,7 @@ dalle_job() {
 }
 gan_job() {
   local run=/tmp/gan6
-  OMP_NUM_THREADS=4 t2i --log-level info train gan --init "$GAN_INIT" --out "$run" \
+  OMP_NUM_THREADS=4 t2i --log-level info train gan "${GAN_ARGS[@]}" --out "$run" \
     --images "${GAN_N:-36000}" --steps 1000000 --minutes "$(left "${GAN_TAIL:-0.8}")" \
     --batch-size 128 --lr "${GAN_LR:-2e-4}" --d-lr-ratio 4 --nf 32 --bf16 --eval-every 2000 \
     --eval-prompts 32 --log-every 200 --save-every 2000 --gp-sentence-weight 0 \
