@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ class Engine:
         dtype: Any = None,
         runtime: str | None = None,
         compile: bool = False,
+        fp8: bool = False,
         **overrides: Any,
     ) -> Pipeline:
         """Build the registered recipe ``recipe`` with ``overrides``.
@@ -93,13 +94,18 @@ class Engine:
         also channels-last, TF32 and CUDA graphs); the first image pays the compilation,
         logged as ``compile_warmup``, and a later process reuses the compiled artifacts from
         the cache folder (:func:`cache_dir`).
+
+        ``fp8=True`` (opt-in, lossy; eager or with ``compile=True``) converts the denoiser's
+        linear layers to FP8 (E4M3) weights and matmuls (:meth:`Pipeline.quantize_fp8`), on
+        Ada / Hopper GPUs or the CPU.
         """
         manager = plugins or get_plugin_manager()
         backend, runtime_options = None, {}
-        if compile and runtime not in (None, "torch"):
-            raise EngineError(
-                f"compile=True compiles torch modules; runtime {runtime!r} runs none: drop one"
-            )
+        for flag, on in (("compile", compile), ("fp8", fp8)):
+            if on and runtime not in (None, "torch"):
+                raise EngineError(
+                    f"{flag}=True changes torch modules; runtime {runtime!r} runs none: drop one"
+                )
         if runtime not in (None, "torch"):
             backend = load_runtime(runtime)
             prefix = f"{runtime}_"
@@ -134,6 +140,8 @@ class Engine:
         pipe.lora_dir = adapt.get("lora_dir")
         if backend is not None:
             backend.apply(pipe, **runtime_options)
+        if fp8:
+            pipe.quantize_fp8()
         if compile:
             pipe.compile()
         return pipe
@@ -146,6 +154,7 @@ class Engine:
         device: Any = None,
         dtype: Any = None,
         compile: bool = False,
+        fp8: bool = False,
         **defaults: Any,
     ) -> Pipeline:
         """A pipeline from a graph: a :class:`Graph`, its JSON dict, or a JSON file's path.
@@ -174,6 +183,8 @@ class Engine:
         except (TypeError, ValueError) as exc:
             raise EngineError(f"graph meta: {exc}") from exc
         pipe = Pipeline(recipe, manager, defaults=defaults, device=device, dtype=dtype)
+        if fp8:
+            pipe.quantize_fp8()
         if compile:
             pipe.compile()
         return pipe
@@ -528,6 +539,50 @@ class Pipeline:
             tf32=cuda, channels_last=cuda, fuse=fuse, cache_dir=cache,
         )  # fmt: skip
         return compiled
+
+    def quantize_fp8(
+        self, *, min_features: int | None = None, skip: Sequence[str] = ()
+    ) -> list[str]:
+        """FP8 (``Engine.build(..., fp8=True)``): the eligible ``nn.Linear`` layers of every
+        denoiser the graphs load (:data:`FP8_KINDS`) become :class:`t2i.fp8.Float8Linear`
+        (E4M3 weight, per-row scales, activations quantized at each call; lossy). Each
+        denoiser is replaced by a copy sharing its other tensors, so a loader's cached model
+        stays as it was (a per-prompt LoRA re-runs the loader and gets an unconverted copy).
+        ``min_features`` / ``skip``: :func:`t2i.fp8.convert_linears_to_fp8`. Logs
+        ``fp8_enabled``; returns the converted layers (``"unet.input_blocks.1.1..."``).
+
+        Raises:
+            EngineError: a device without FP8 (CUDA before Ada, another backend).
+        """
+        from t2i.fp8 import (
+            MIN_FEATURES,
+            convert_linears_to_fp8,
+            copy_sharing_tensors,
+            fp8_device_problem,
+        )
+
+        problem = fp8_device_problem(self.device)
+        if problem:
+            raise EngineError(problem)
+        width = MIN_FEATURES if min_features is None else min_features
+        converted: list[str] = []
+        done: dict[int, Any] = {}
+
+        def replace(node_id: str, kind: str, component: Any) -> Any:
+            modules = held_modules(component)
+            if kind not in FP8_KINDS or not modules:
+                return component
+            if id(component) not in done:
+                copied = copy_sharing_tensors(component, modules.values())
+                for path, module in held_modules(copied).items():
+                    names = convert_linears_to_fp8(module, min_features=width, skip=skip)
+                    converted.extend(f"{path}.{n}" if path else n for n in names)
+                done[id(component)] = copied
+            return done[id(component)]
+
+        self.map_components(replace)
+        log.info("fp8_enabled", layers=len(converted), kinds=list(FP8_KINDS), min_features=width)
+        return converted
 
     def _bindings(self, img2img: bool):
         if img2img:
@@ -948,6 +1003,10 @@ COMPILED_KINDS = ("denoiser", "decoder")
 sampling step, each decode). Text encoders run once per prompt and are cached, so their
 compilation would cost more than it saves. Token predictors (``model_contract`` ``tokens``)
 stay eager too: their KV cache gives each call a new shape."""
+
+FP8_KINDS = ("denoiser",)
+"""Component kinds :meth:`Pipeline.quantize_fp8` converts: the denoiser runs every step and
+holds most of the matmuls; the text encoder and the decoder stay in their dtype."""
 
 _NOT_INSIDE = (str, bytes, int, float, bool, type(None), torch.Tensor, torch.device, torch.dtype)
 _NOT_OBJECTS = (

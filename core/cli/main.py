@@ -502,6 +502,13 @@ def _default_recipe() -> str:
     help="Fast path: torch.compile the denoiser and decoder (on CUDA also channels-last, "
     "TF32, CUDA graphs); the first image pays the compilation, cached for later runs.",
 )
+@click.option(
+    "--fp8",
+    "fp8",
+    is_flag=True,
+    help="FP8 (E4M3) weights and matmuls in the denoiser's linear layers (lossy, opt-in; "
+    "Ada / Hopper GPUs or the CPU); combines with --compile.",
+)
 @_request_options
 def generate(
     prompt: str,
@@ -510,6 +517,7 @@ def generate(
     runtime: str | None,
     onnx_dir: str | None,
     compile_models: bool,
+    fp8: bool,
     embeddings_dir: str | None,
     checkpoint: str | None,
     recipe_options: tuple[str, ...],
@@ -536,6 +544,8 @@ def generate(
         build["runtime"] = runtime
     if compile_models:
         build["compile"] = True
+    if fp8:
+        build["fp8"] = True
     pipe = Engine.build(recipe, device=device, dtype=dtype, **build)
     if prompt_matrix and xyz_axes:
         raise click.UsageError("--prompt-matrix and --xyz: give one of them")
