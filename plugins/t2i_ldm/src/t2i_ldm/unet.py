@@ -488,7 +488,6 @@ class UNetModel(nn.Module):
         timesteps: torch.Tensor | float,
         context: torch.Tensor,
         y: torch.Tensor | None = None,
-        *,
         branch: int | None = None,
         deep: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
