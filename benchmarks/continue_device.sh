@@ -7,10 +7,14 @@
 # Usage (there, from a code snapshot folder whose parent is the repo copy):
 #   OUT=... MINILM=../.minilm16 WHL=../.whl_min GAN_INIT=../.carry/gan5 DALLE_INIT=../.carry/dalle \
 #     MINUTES=9.2 bash benchmarks/continue_device.sh
+#   (or PACK=.carry/pack.tar.xz GAN_INIT=/tmp/pack/gan6 DALLE_INIT=/tmp/pack/dalle3b ...)
 # Back in $OUT: gan/ (netG|netD|netC.safetensors, model.json), dalle/ (transformer.safetensors,
 #   dalle.json; the dVAE is $DALLE_INIT's) and results.tgz (evals, curves, logs).
 set -uo pipefail
 source "$(dirname "$0")/device_setup.sh"
+# PACK: a tar.xz of earlier runs' model folders (what would not fit the carry limit unpacked),
+# unpacked to /tmp/pack so GAN_INIT / DALLE_INIT can name /tmp/pack/<folder>
+if [ -n "${PACK:-}" ]; then mkdir -p /tmp/pack && tar -xJf "$PACK" -C /tmp/pack; fi
 python3 -m pip install -q --no-deps --no-build-isolation -e plugins/t2i_dalle > /tmp/install2.log 2>&1 \
   || { tail /tmp/install2.log; exit 1; }
 R=/tmp/results; mkdir -p "$R" "$OUT"
