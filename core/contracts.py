@@ -74,6 +74,10 @@ class DiffusionDenoiser(Protocol):
     ``sigma_min``/``sigma_max`` bound the trained range; discrete-time models also expose
     ``sigmas``, their ascending trained sigma table, which schedules such as ``leading``
     or ``simple`` index into. A super-resolution denoiser reads ``cond.image``.
+
+    A denoiser that keeps state across the steps of one run (DeepCache's cached features)
+    defines ``reset_step_cache()``: the diffusion sampler calls it (through guidance
+    wrappers) before the first step of every run, so no run sees another's state.
     """
 
     sigma_min: float

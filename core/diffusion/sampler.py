@@ -122,6 +122,7 @@ class DiffusionSampler:
         if self.eta_option is not None and job.eta is not None:
             opts[self.eta_option] = job.eta
         log.debug("sample", sampler=self.name, steps=len(sigmas) - 1, batch=job.shape[0])
+        reset_step_cache(job.model)
         x = self.fn(
             model,
             x,
@@ -134,6 +135,15 @@ class DiffusionSampler:
         if keep is not None:
             x = x * mask + keep
         return Latent(x, seeds=job.seeds)
+
+
+def reset_step_cache(model: Any) -> None:
+    """Start a new sampling run on ``model``: a denoiser with state across steps (its
+    ``reset_step_cache()``, e.g. DeepCache's features) drops it; others are left alone.
+    Guidance wrappers forward the attribute to the denoiser they wrap."""
+    reset = getattr(model, "reset_step_cache", None)
+    if callable(reset):
+        reset()
 
 
 def _blended(model: Any, mask: torch.Tensor, keep: torch.Tensor) -> Callable[..., torch.Tensor]:

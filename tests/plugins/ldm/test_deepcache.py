@@ -156,3 +156,39 @@ def test_denoiser_with_deepcache_under_torch_compile(unet, monkeypatch):
     assert (denoiser.deepcache.full_calls, denoiser.deepcache.cached_calls) == (2, 2)
     denoiser.reset_step_cache()
     assert denoiser.deepcache.step == -1
+
+
+def test_a_run_after_a_cancelled_one_starts_fresh(unet):
+    """A run cancelled at a high timestep, then an img2img run starting below it (which the
+    cache alone would take for the next step of the first): the sampler resets the
+    denoiser's cache before every run, so the second run equals a fresh denoiser's."""
+    from t2i.contracts import DiffusionJob
+    from t2i.diffusion.guidance import ClassifierFreeGuidance
+    from t2i.diffusion.registration import register_samplers
+    from t2i.payloads import Conditioning, Latent
+    from t2i.registry import ComponentRegistry, Registrar
+
+    reg = ComponentRegistry()
+    register_samplers(Registrar(reg, "sampler", "builtins"))
+    sampler = reg.create("sampler", "euler")
+    x, ctx = _inputs()
+    cond, uncond = Conditioning(ctx), Conditioning(torch.zeros_like(ctx))
+
+    def job(denoiser, sigmas, callback=None):
+        guided = ClassifierFreeGuidance().wrap(denoiser, uncond=uncond, scale=3.0)
+        return DiffusionJob(guided, cond, sigmas, tuple(x.shape), (5, 6), init=Latent(x),
+                            callback=callback)  # fmt: skip
+
+    def cancel(step, total):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    used = LdmDenoiser(unet, deepcache=DeepCache(3))
+    sigmas = used.sigmas.flip(0)[::100]  # high to low
+    with torch.no_grad(), pytest.raises(KeyboardInterrupt):
+        sampler.sample(job(used, torch.cat([sigmas[:6], sigmas.new_zeros(1)]), cancel))
+    low = torch.cat([sigmas[7:], sigmas.new_zeros(1)])  # starts below where the first stopped
+    with torch.no_grad():
+        got = sampler.sample(job(used, low)).samples
+        fresh = sampler.sample(job(LdmDenoiser(unet, deepcache=DeepCache(3)), low)).samples
+    assert torch.equal(got, fresh)

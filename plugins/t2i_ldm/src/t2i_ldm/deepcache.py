@@ -21,7 +21,9 @@ starts a new sampling run (a new image, seed or request) and drops the cache, so
 reuses another's features; calls at the same timestep (cond and uncond in two calls, a
 second-order sampler's correction) are the same step, each with its own cache slot. A
 cached feature is only used for a call of the same batch size, device and dtype.
-:meth:`DeepCache.reset` drops the cache explicitly.
+:meth:`DeepCache.reset` drops the cache explicitly; the core's diffusion sampler calls it
+(``LdmDenoiser.reset_step_cache``) before every run, so a run that starts below where the
+last one stopped (an img2img run after a cancelled one) starts fresh too.
 """
 
 from __future__ import annotations

@@ -302,3 +302,34 @@ def test_no_sync_on_cuda(registry):
         sampler.sample(job)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+class StatefulDenoiser:
+    """A denoiser with state across the steps of one run (as DeepCache keeps features): it
+    returns the previous call's prediction until ``reset_step_cache()`` is called."""
+
+    def __init__(self, inner):
+        self.inner, self.resets, self._last = inner, 0, None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def reset_step_cache(self):
+        self.resets, self._last = self.resets + 1, None
+
+    def __call__(self, x, sigma, cond):
+        if self._last is None or self._last.shape != x.shape:
+            self._last = self.inner(x, sigma, cond)
+        return self._last
+
+
+@pytest.mark.parametrize("guidance", [ClassifierFreeGuidance(), NoGuidance()])
+def test_every_run_resets_a_stateful_denoiser_through_its_guidance(registry, guidance):
+    _, model = _model()
+    stateful = StatefulDenoiser(model)
+    sampler = _sampler(registry, "euler")
+    seeds = [random.randrange(2**31) for _ in range(2)]
+    first = sampler.sample(_job(stateful, seeds, sampler, registry, guidance=guidance))
+    again = sampler.sample(_job(stateful, seeds, sampler, registry, guidance=guidance))
+    assert stateful.resets == 2
+    assert torch.equal(first.samples, again.samples)  # the second run saw none of the first's state
