@@ -112,7 +112,7 @@ class Engine:
             runtime_options = {
                 k[len(prefix) :]: overrides.pop(k) for k in list(overrides) if k.startswith(prefix)
             }
-            recipe, recorded = backend.recipe(recipe, **runtime_options)
+            recipe, recorded = backend.recipe(recipe, plugins=manager, **runtime_options)
             overrides = {**recorded, **overrides}
         if recipe is None:
             raise EngineError("name a recipe (see `t2i recipes`)")
@@ -191,9 +191,11 @@ class Engine:
 
 
 RUNTIMES_GROUP = "t2i.runtimes"
-"""Entry point group of inference runtimes: an object with ``recipe(recipe, **options) ->
-(recipe name, recipe options)`` and ``apply(pipeline, **options)``, which puts its own
-components in place of the torch ones (:meth:`Pipeline.map_components`)."""
+"""Entry point group of inference runtimes: an object with ``recipe(recipe, plugins=manager,
+**options) -> (recipe name, recipe options)`` (``recipe``: the name or alias asked for, or
+None; ``plugins``: the build's plugin manager, to look recipes up in) and
+``apply(pipeline, **options)``, which puts its own components in place of the torch ones
+(:meth:`Pipeline.map_components`)."""
 
 
 def load_runtime(name: str) -> Any:

@@ -277,15 +277,22 @@ def deployed_info(folder: str | Path, manifest: dict[str, Any]) -> dict[str, Any
     }
 
 
-def _factory_takes(recipe: str, keyword: str) -> bool:
-    """Whether the registered recipe ``recipe``'s factory has parameter ``keyword``."""
-    from t2i.plugins import get_plugin_manager
-
+def _factory_takes(manager: Any, recipe: str, keyword: str) -> bool:
+    """Whether recipe ``recipe``'s factory, as registered in ``manager``, has parameter
+    ``keyword``."""
     try:
-        factory = get_plugin_manager().registry.get("recipe", recipe).factory
+        factory = manager.registry.get("recipe", recipe).factory
         return keyword in inspect.signature(factory).parameters
     except Exception:  # an unknown recipe: Engine.build reports it
         return False
+
+
+def _canonical(manager: Any, recipe: str) -> str:
+    """The registered name of recipe ``recipe`` (an alias resolved); unknown: as given."""
+    try:
+        return manager.registry.get("recipe", recipe).name
+    except Exception:  # an unknown recipe: Engine.build reports it
+        return recipe
 
 
 class OnnxRuntime:
@@ -293,19 +300,33 @@ class OnnxRuntime:
     Options: ``dir`` (the export folder), ``provider`` (an execution provider name),
     ``threads`` (ORT intra-op threads)."""
 
-    def recipe(self, recipe: str | None, dir: str | Path | None = None, **_: Any):
-        """The recipe and options the export at ``dir`` was made from."""
+    def recipe(
+        self,
+        recipe: str | None,
+        dir: str | Path | None = None,
+        plugins: Any = None,
+        **_: Any,
+    ):
+        """The recipe and options the export at ``dir`` was made from. ``recipe`` (a name or
+        an alias) must be that recipe; ``plugins``: the build's plugin manager (default the
+        process-wide one), in which names and the factory's keywords are looked up."""
+        from t2i.plugins import get_plugin_manager
+
         if dir is None:
             raise OnnxExportError("runtime onnx needs the export folder: onnx_dir=DIR (--onnx-dir)")
+        manager = plugins or get_plugin_manager()
         manifest = read_manifest(dir)
-        name = manifest["recipe"]["name"]
-        if recipe is not None and recipe != name:
-            raise OnnxExportError(
-                f"{dir} is an export of recipe {name!r}, not {recipe!r}: leave --recipe out "
-                f"or export {recipe!r}"
-            )
+        name = _canonical(manager, manifest["recipe"]["name"])
+        if recipe is not None:
+            asked = manager.registry.get("recipe", recipe).name  # unknown: UnknownComponentError
+            if asked != name:
+                alias = f" (recipe {asked!r})" if asked != recipe else ""
+                raise OnnxExportError(
+                    f"{dir} is an export of recipe {name!r}, not {recipe!r}{alias}: leave "
+                    f"--recipe out or export {recipe!r}"
+                )
         options = dict(manifest["recipe"]["options"])
-        if _factory_takes(name, DEPLOYED_OPTION):
+        if _factory_takes(manager, name, DEPLOYED_OPTION):
             options[DEPLOYED_OPTION] = deployed_info(dir, manifest)
         return name, options
 
