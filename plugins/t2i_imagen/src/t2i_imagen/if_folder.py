@@ -9,7 +9,8 @@ the ``fp16`` variant ``diffusion_pytorch_model.fp16.safetensors`` (either may be
 with an ``.index[.fp16].json``); pickled ``.bin`` weights are refused.
 
 :func:`read_stage` reads only the JSON files (cheap: the structural checks of a cascade run
-on it before any weight is read); :func:`load_unet` reads the weights.
+on it before any weight is read) and imports no network code (a deployment runtime builds the
+recipe with it); :func:`load_unet` reads the weights.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import torch
 
 from t2i.checkpoints import CheckpointError
-from t2i_imagen.if_unet import IFUNet, IFUNetConfig
+from t2i_imagen.if_config import IFUNetConfig
+
+if TYPE_CHECKING:
+    from t2i_imagen.if_unet import IFUNet
 
 STAGE_CLASSES = {"IFPipeline": "I", "IFSuperResolutionPipeline": "II"}
 WEIGHTS = "diffusion_pytorch_model"
@@ -116,6 +120,8 @@ def weight_files(folder: Path, variant: str | None) -> list[Path]:
 def load_unet(stage: IFStage, *, variant: str | None = None, dtype=None) -> IFUNet:
     """The stage's UNet with its weights (strict: every key of diffusers' layout)."""
     from safetensors.torch import load_file
+
+    from t2i_imagen.if_unet import IFUNet  # the network, only when weights are loaded
 
     state: dict[str, torch.Tensor] = {}
     for file in weight_files(stage.folder / "unet", variant):
