@@ -42,13 +42,36 @@ SCRIPT = """
 import json, sys
 from t2i.engine import Engine
 pipe = Engine.build(runtime="onnx", onnx_dir=sys.argv[1])
-pipe("a red cube", **json.loads(sys.argv[2]))
+result = pipe("a red cube", **json.loads(sys.argv[2]))
+result.images[0].save(sys.argv[4])
 names = sorted(m for m in sys.modules if m in json.loads(sys.argv[3])
                or (m.startswith("transformers.models.") and ".modeling_" in m
                    and not m.endswith(".modeling_auto")))
 print(json.dumps({"imported": names, "torch_built": pipe.onnx_torch_built,
-                  "deployed": pipe.onnx_deployed}))
+                  "deployed": pipe.onnx_deployed, "infotext": result.infotexts[0]}))
 """
+
+
+def run_without_checkpoints(out, fields: dict, image, checkpoints: list) -> dict:
+    """Generate with the export at ``out`` in a fresh interpreter (image to ``image``) while
+    ``checkpoints`` are moved away (the runtime reads none); what it imported and built."""
+    moved = [Path(c).with_name(Path(c).name + ".away") for c in checkpoints]
+    for c, m in zip(checkpoints, moved):
+        Path(c).rename(m)
+    try:
+        args = [str(out), json.dumps(fields), json.dumps(FORBIDDEN), str(image)]
+        proc = subprocess.run(
+            [sys.executable, "-c", SCRIPT, *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "T2I_LOAD_PLUGINS": "ldm,onnx"},
+        )
+    finally:
+        for c, m in zip(checkpoints, moved):
+            m.rename(c)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _ldm_conftest():
@@ -113,23 +136,9 @@ def test_sdxl_image_matches_torch(sdxl_export, sampler, negative, size):
 
 
 @pytest.mark.slow
-def test_sdxl_runtime_imports_no_model_code(sdxl_export):
+def test_sdxl_runtime_imports_no_model_code(sdxl_export, tmp_path):
     options, out, manifest = sdxl_export
-    checkpoint = Path(options["checkpoint"])
-    moved = checkpoint.with_name(checkpoint.name + ".away")
-    checkpoint.rename(moved)  # the runtime reads no checkpoint file
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", SCRIPT, str(out), json.dumps(FIELDS), json.dumps(FORBIDDEN)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "OMP_NUM_THREADS": "1", "T2I_LOAD_PLUGINS": "ldm,onnx"},
-        )
-    finally:
-        moved.rename(checkpoint)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    found = run_without_checkpoints(out, FIELDS, tmp_path / "a.png", [options["checkpoint"]])
     assert found["imported"] == [] and found["torch_built"] == []
     assert set(found["deployed"]) == set(manifest["components"])
 
@@ -151,18 +160,28 @@ def test_sdxl_unet_export_inputs_follow_optimum(sdxl_export):
     assert torch.is_floating_point(unet.example_inputs[1])
 
 
-@pytest.mark.slow
-def test_sdxl_refiner_export_and_image_match_torch(tmp_path):
-    """Base + refiner (A1111's Refiner): the refiner's ``text_encoder_2`` (bigG alone) and
-    ``unet`` (5 micro numbers, the aesthetic score) export beside the base's."""
+@pytest.fixture(scope="module")
+def refiner_export(tmp_path_factory):
+    """``(options, export folder, manifest)`` of a tiny random SDXL base + refiner pair."""
     from t2i_onnx.exporter import export_recipe
 
+    root = tmp_path_factory.mktemp("onnx-sdxl-refiner")
     conftest = _ldm_conftest()
-    _, base, _ = conftest.save_tiny_sdxl(tmp_path / "base")
-    _, refiner, _ = conftest.save_tiny_sdxl(tmp_path / "refiner", refiner=True)
+    _, base, _ = conftest.save_tiny_sdxl(root / "base")
+    _, refiner, _ = conftest.save_tiny_sdxl(root / "refiner", refiner=True)
     options = {"checkpoint": str(base), "refiner": str(refiner), "refiner_switch_at": 0.5}
-    out = tmp_path / "export"
-    manifest = export_recipe("ldm", out, options=options)
+    manifest = export_recipe("ldm", root / "export", options=options)
+    return options, root / "export", manifest
+
+
+REFINER_FIELDS = {**FIELDS, "steps": 4, "sampler": "Euler"}
+
+
+@pytest.mark.slow
+def test_sdxl_refiner_export_and_image_match_torch(refiner_export):
+    """Base + refiner (A1111's Refiner): the refiner's ``text_encoder_2`` (bigG alone) and
+    ``unet`` (5 micro numbers, the aesthetic score) export beside the base's."""
+    options, out, manifest = refiner_export
     refined = {n for n in manifest["models"] if n not in MODELS}
     assert {"text_encoder_2", "unet"} <= {manifest["models"][n]["module"] for n in refined}
     assert not any(manifest["models"][n]["module"] == "text_encoder" for n in refined)
@@ -170,12 +189,29 @@ def test_sdxl_refiner_export_and_image_match_torch(tmp_path):
     errors = example_parity(torch_pipe, out, TOLERANCE, TEXT_TOLERANCE)
     print("max abs errors", errors)
     assert custom_domains(out) == set()
-    fields = {**FIELDS, "steps": 4, "sampler": "Euler"}
-    expected = torch_pipe("a red cube", **fields)
+    expected = torch_pipe("a red cube", **REFINER_FIELDS)
     pipe = Engine.build(runtime="onnx", onnx_dir=out)
     assert pipe.onnx_torch_built == []
-    got = pipe("a red cube", **fields)
+    got = pipe("a red cube", **REFINER_FIELDS)
     distance = pixel_distance(got.images, expected.images)
     print("refiner pixel distance", distance)
     assert distance <= 2
     assert got.infotexts == expected.infotexts
+
+
+@pytest.mark.slow
+def test_sdxl_refiner_runtime_reads_no_checkpoint(refiner_export, tmp_path):
+    """As the base alone: with both checkpoints moved away, an ORT generation of the base +
+    refiner export imports no model code, builds no component in torch and gives the torch
+    runtime's image and infotext (``Refiner: NAME [hash]`` from the export's graph)."""
+    from PIL import Image
+
+    options, out, manifest = refiner_export
+    expected = Engine.build("ldm", **options)("a red cube", **REFINER_FIELDS)
+    image = tmp_path / "refined.png"
+    checkpoints = [options["checkpoint"], options["refiner"]]
+    found = run_without_checkpoints(out, REFINER_FIELDS, image, checkpoints)
+    assert found["imported"] == [] and found["torch_built"] == []
+    assert set(found["deployed"]) == set(manifest["components"])
+    assert pixel_distance([Image.open(image).convert("RGB")], expected.images) <= 2
+    assert found["infotext"] == expected.infotexts[0]

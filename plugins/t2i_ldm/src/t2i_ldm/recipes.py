@@ -407,9 +407,10 @@ def ldm_recipe(
     ``hr_scale``, ``hr_upscaler``, ``hr_second_pass_steps``, ``denoising_strength``,
     ``hr_sampler``, ``hr_prompt``, ``hr_negative_prompt``), ``deployed`` (set by a deployment
     runtime, :func:`checkpoint_facts`: with every model component exported, the checkpoint
-    is not read; not with ``refiner``), ``deepcache`` (a full UNet step every N steps, the
-    shallow blocks of ``deepcache_branch`` reusing the deep features between:
-    :mod:`t2i_ldm.deepcache`; off by default; the base model only, not an exported UNet).
+    is not read, nor the ``refiner`` when its stage is exported too), ``deepcache`` (a full
+    UNet step every N steps, the shallow blocks of ``deepcache_branch`` reusing the deep
+    features between: :mod:`t2i_ldm.deepcache`; off by default; the base model only, not an
+    exported UNet).
     """
     from t2i.recipe import diffusion_recipe
 
@@ -439,10 +440,15 @@ def ldm_recipe(
     tok = {"checkpoint": checkpoint, **({"tokenizer": str(tokenizer)} if tokenizer else {})}
     tok.update({**emb, **({"allow_pickle": True} if allow_pickle else {})})
     tok.update({"dtype": dtype} if dtype else {})
+    refined = None  # the refiner stage of a base + refiner export
+    if refiner is not None:
+        from t2i_ldm.sdxl_deployed import exported_refiner
+
+        refined = exported_refiner(deployed, refiner)
     facts = checkpoint_facts(
         checkpoint,
         tok,
-        deployed if refiner is None else None,
+        deployed if refiner is None or refined is not None else None,
         dtype=dtype,
         prediction_type=prediction_type,
         allow_pickle=allow_pickle,
@@ -508,4 +514,5 @@ def ldm_recipe(
         hires=hires,
         dtype=dtype,
         pickle=allow_pickle,
+        exported=refined,
     )

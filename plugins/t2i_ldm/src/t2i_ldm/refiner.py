@@ -139,10 +139,13 @@ def refiner_bindings(bindings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def with_refiner(recipe, *, refiner: str, switch_at: float, decode: bool = True):
+def with_refiner(
+    recipe, *, refiner: str, switch_at: float, decode: bool = True, title: str | None = None
+):
     """``recipe`` (the ``ldm`` recipe of an SDXL base) with the refiner as its second stage,
     in txt2img and img2img, and A1111's ``Refiner`` / ``Refiner switch at`` infotext;
-    ``decode``: the refiner's VAE decodes (it has one)."""
+    ``decode``: the refiner's VAE decodes (it has one); ``title``: the ``Refiner`` infotext
+    (default the file's name and hash, read from it)."""
     import attrs
 
     from t2i.files import short_hash
@@ -152,8 +155,9 @@ def with_refiner(recipe, *, refiner: str, switch_at: float, decode: bool = True)
         graphs["img2img_graph"] = recipe.img2img_graph.copy()
     for graph in graphs.values():
         add_refiner_stage(graph, refiner=refiner, switch_at=switch_at, decode_with_refiner=decode)
-    name = Path(refiner).stem
-    title = f"{name} [{short_hash(refiner)}]" if Path(refiner).is_file() else name
+    if title is None:
+        name = Path(refiner).stem
+        title = f"{name} [{short_hash(refiner)}]" if Path(refiner).is_file() else name
     bindings = {k: v for k, v in recipe.bindings.items()}
     changes: dict[str, Any] = dict(graphs)
     changes["bindings"] = refiner_bindings(bindings)
@@ -164,13 +168,31 @@ def with_refiner(recipe, *, refiner: str, switch_at: float, decode: bool = True)
 
 
 def attach_refiner(
-    recipe, models: Any, refiner, switch_at: float, *, hires: bool, dtype: Any, pickle: bool
+    recipe,
+    models: Any,
+    refiner,
+    switch_at: float,
+    *,
+    hires: bool,
+    dtype: Any,
+    pickle: bool,
+    exported: dict[str, Any] | None = None,
 ):
-    """The ``ldm`` recipe's ``refiner=`` option: check the pair, then :func:`with_refiner`."""
+    """The ``ldm`` recipe's ``refiner=`` option: check the pair, then :func:`with_refiner`.
+    ``exported`` (:func:`t2i_ldm.sdxl_deployed.exported_refiner`), with the base's models
+    deployed too (``models`` None): the export's stage, no checkpoint read."""
     if hires:
         from t2i.engine import EngineError
 
         raise EngineError("recipe 'ldm': refiner= with hires=true is not supported yet")
+    if exported is not None and models is None:  # checked when it was exported
+        return with_refiner(
+            recipe,
+            refiner=str(refiner),
+            switch_at=float(switch_at),
+            decode=exported["decode"],
+            title=exported["title"],
+        )
     ref = check_refiner(refiner, models, dtype=dtype, allow_pickle=pickle, use_ema=False)
     return with_refiner(
         recipe, refiner=str(refiner), switch_at=float(switch_at), decode=ref.vae is not None

@@ -11,7 +11,9 @@ numbers and :mod:`t2i_ldm.deployed`.
   ``time_ids``;
 - :func:`text_encoder`: ``text_encoder`` (CLIP-L) and ``text_encoder_2`` (bigG) per 77-token
   chunk, with :class:`t2i_ldm.sdxl_text.SdxlTextEncoder`'s padding rewrite, per-tower
-  emphasis, concatenation and empty-prompt zeros around them.
+  emphasis, concatenation and empty-prompt zeros around them;
+- :func:`exported_refiner`: what an export recorded of the ``ldm`` recipe's refiner stage, so
+  a base + refiner export builds its recipe with neither checkpoint read.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from t2i_ldm.config import NoiseScheduleConfig
 from t2i_ldm.denoiser import MicroConditioning, micro_numbers
 from t2i_ldm.deployed import Module, _apply_emphasis, _device_of, check_chunk_ids
 
+REFINER_NODES = ("refiner_text_encoder", "refiner_denoiser")
+"""The refiner stage's loader nodes (:func:`t2i_ldm.refiner.add_refiner_stage`; its
+``refiner_decoder`` too when the refiner has a VAE)."""
 TOWER_MODULES = {"clip_l": "text_encoder", "clip_g": "text_encoder_2"}
 """Optimum's model name of each SDXL text tower (as :data:`t2i_ldm.sdxl_export.TOWER_MODULES`)."""
 
@@ -171,3 +176,29 @@ def text_encoder(modules: Mapping[str, Module], *, towers: list[str], chunk_leng
         pad_id_g=pad_id_g,
         eos_id=eos_id,
     )
+
+
+def exported_refiner(
+    deployed: Mapping[str, Any] | None, refiner: str | Any
+) -> dict[str, Any] | None:
+    """The refiner stage as the export at ``deployed`` (a runtime's record,
+    :data:`t2i_onnx.runtime.DEPLOYED_OPTION`) recorded it: ``decode`` (the refiner's VAE
+    decodes) and ``title`` (its infotext ``Refiner`` value, name and hash), when the runtime
+    provides every model of the stage; None otherwise (the refiner checkpoint is read)."""
+    if not deployed:
+        return None
+    graph = deployed.get("graph") or {}
+    nodes = graph.get("nodes", {})
+    needed = {*REFINER_NODES, *(("refiner_decoder",) if "refiner_decoder" in nodes else ())}
+    if not needed <= set(deployed.get("provided", ())):
+        return None
+    recorded = nodes["refiner_denoiser"].get("params", {}).get("options", {}).get("checkpoint")
+    if recorded not in (None, str(refiner)):
+        import structlog
+
+        structlog.get_logger(__name__).warning(
+            "ldm_deployed_refiner_differs", refiner=str(refiner), exported=recorded,
+            runs="the export's models",
+        )  # fmt: skip
+    title = graph.get("meta", {}).get("infotext", {}).get("Refiner")
+    return {"decode": "refiner_decoder" in nodes, "title": title}
