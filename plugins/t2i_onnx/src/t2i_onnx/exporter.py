@@ -8,15 +8,23 @@ names, dynamic axes), and each goes to ``DIR/<name>/model.onnx`` (Optimum's layo
 2 GB keeps its weights in ``model.onnx.data`` beside it (ONNX external data). The folder is
 written as a temporary sibling and renamed into place, so a failed export leaves an existing
 folder as it was.
+
+``fp16``: the module is cast to float16 and traced on float16 inputs. The TorchScript
+exporter's ``scaled_dot_product_attention`` builds a causal or boolean mask in float32 and
+upcasts the scores to add it, so the rest of the graph turns float32 and ONNX Runtime refuses
+the model (LayerNormalization on mixed types); while exporting fp16,
+:func:`half_safe_attention` computes those attentions in the query's dtype instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -254,7 +262,8 @@ def export_module(m: Any, folder: Path, *, fp16: bool, opset: int, external: int
     if fp16:
         module = copy.deepcopy(module).half()
         inputs = tuple(x.half() if x.is_floating_point() else x for x in inputs)
-    with warnings.catch_warnings():
+    half = half_safe_attention() if fp16 else contextlib.nullcontext()
+    with warnings.catch_warnings(), half:
         warnings.simplefilter("ignore")  # TracerWarnings, the legacy exporter's deprecation
         torch.onnx.export(
             module,
@@ -294,6 +303,37 @@ def export_module(m: Any, folder: Path, *, fp16: bool, opset: int, external: int
         "external_data": external_data,
         "fp16": fp16,
     }
+
+
+@contextlib.contextmanager
+def half_safe_attention() -> Iterator[None]:
+    """Within: ``F.scaled_dot_product_attention`` with ``is_causal`` or a boolean mask runs as
+    plain ops in the query's dtype (softmax of the masked scaled scores; a row with every key
+    masked gives zeros, as the exporter's own graph does), so a float16 trace stays float16."""
+    import torch
+    import torch.nn.functional as F
+
+    original = F.scaled_dot_product_attention
+
+    def attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
+        boolean = attn_mask is not None and attn_mask.dtype == torch.bool
+        if kw or dropout_p or not (is_causal or boolean):
+            return original(q, k, v, attn_mask, dropout_p, is_causal, scale=scale, **kw)
+        if is_causal:
+            length, keys = q.shape[-2], k.shape[-2]
+            attn_mask = torch.ones(length, keys, dtype=torch.bool, device=q.device).tril()
+        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+        scores = (q * scale) @ k.transpose(-2, -1)
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        weights = torch.where(torch.isnan(weights), torch.zeros_like(weights), weights)
+        return weights @ v
+
+    F.scaled_dot_product_attention = attention
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
 
 
 def _value_info(value: Any) -> dict[str, Any]:
