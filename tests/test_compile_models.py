@@ -5,12 +5,17 @@ numbers.
 
 CPU: Dynamo with the ``eager`` backend (what breaks or recompiles is Dynamo's business, and no
 code is generated, so it stays fast); ``aot_eager`` (AOT autograd traces the graph again, the
-kernels' fake implementations included) for the SD UNet and for the Triton kernels traced into
-the graph as ``torch.library`` custom ops. GPU (``-m gpu``): Inductor with the Triton kernels.
+kernels' fake implementations included) for the SD UNet, the DALL-E decode step (its in-place
+cache writes, functionalized) and the Triton kernels traced into the graph as
+``torch.library`` custom ops. GPU (``-m gpu``): Inductor with the Triton kernels.
 
-Not covered: the DALL-E transformer. Its teacher-forcing ``forward`` breaks the graph twice
-(``int(idx[-1])`` in ``embed_image``, a ``Tensor.item()``), and its KV-cached ``step`` grows
-the cache by one token per call (a new shape each step), so the token loop stays eager.
+The DALL-E transformer: its teacher-forcing ``forward`` (the bounds of ``embed_image`` are
+checked on Python ints, the layers' masks are buffers), and its static-cache ``decode`` (the
+sampling step of ``DalleTokenPredictor.compile``: keys / values preallocated to the sequence
+length, written in place at a tensor position, attention over the whole length with the mask
+of the written positions) over several steps of two seeds, one graph for every position. The
+growing-cache ``step`` (the eager default, and the ONNX export's layout) changes shape every
+token and stays eager.
 """
 
 from __future__ import annotations
@@ -181,7 +186,43 @@ def _gan_generator(device="cpu"):
     return net, _steps(lambda s, t: (torch.randn(2, 8), torch.randn(2, 6)), device)
 
 
-FAMILIES = {"ldm": "t2i_ldm", "imagen": "t2i_imagen", "gan": "t2i_gan"}
+def _dalle_transformer(device="cpu"):
+    from t2i_dalle.transformer import DalleTransformer, TransformerConfig
+
+    cfg = TransformerConfig(
+        text_vocab=11, text_len=5, image_vocab=13, grid=4, width=32, depth=4, heads=2,
+        attn_types=("full", "row", "column", "conv"), conv_kernel=3,
+    )  # fmt: skip
+    return _random(DalleTransformer(cfg)).to(device)
+
+
+def _dalle_forward(device="cpu"):
+    model = _dalle_transformer(device)
+    n = model.config.image_len
+    make = lambda s, t: (torch.randint(0, 11, (2, 5)), torch.randint(0, 13, (2, n)))  # noqa: E731
+    return model, _steps(make, device)
+
+
+def _dalle_decode(device="cpu"):
+    """Three decode steps of each of two seeds, each seed with its own static cache (prefilled
+    eagerly here; each call writes its position, which the next call reads)."""
+    model = _dalle_transformer(device)
+    calls = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        cache = model.new_cache(2)
+        text = torch.randint(0, 11, (2, 5), device=device)
+        bos = torch.full((2, 1), model.image_bos, device=device)
+        with torch.no_grad():
+            model.step(bos, model.embed_text(text), cache)
+        for _ in range(3):
+            positions = cache.positions(1)
+            cache.advance(1)
+            calls.append((torch.randint(0, 13, (2, 1), device=device), positions, cache))
+    return model.decode, calls
+
+
+FAMILIES = {"ldm": "t2i_ldm", "imagen": "t2i_imagen", "gan": "t2i_gan", "dalle": "t2i_dalle"}
 
 MODELS: dict[str, Callable] = {
     "ldm-unet-sd1": lambda **kw: _ldm_unet("TINY_UNET", **kw),
@@ -194,7 +235,13 @@ MODELS: dict[str, Callable] = {
     "imagen-if-stage1": lambda **kw: _imagen_if("TINY_STAGE_I", **kw),
     "imagen-if-stage2": lambda **kw: _imagen_if("TINY_STAGE_II", **kw),
     "gan-generator": _gan_generator,
+    "dalle-forward": _dalle_forward,
+    "dalle-decode": _dalle_decode,
 }
+
+
+AOT_EAGER = ("ldm-unet-sd1", "dalle-decode")
+"""Traced again by AOT autograd on the CPU: the SD UNet, and the in-place cache writes."""
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -202,9 +249,7 @@ def test_model_compiles_to_one_graph_without_recompiles(name):
     pytest.importorskip(FAMILIES[name.split("-")[0]])
     fn, calls = MODELS[name]()
     with t2i_kernels.use_kernels("ref"):
-        recorder = compile_clean(
-            fn, calls, backend="aot_eager" if name == "ldm-unet-sd1" else "eager"
-        )
+        recorder = compile_clean(fn, calls, backend="aot_eager" if name in AOT_EAGER else "eager")
     assert not [op for op in recorder.ops() if op.startswith("t2i.")]  # the backend traced: ref
 
 

@@ -1,4 +1,5 @@
-"""The DALL-E transformer: KV-cached steps equal teacher forcing; masks; the loss weighting."""
+"""The DALL-E transformer: KV-cached steps (growing and static cache) equal teacher forcing;
+masks; the loss weighting; the static cache samples eager's tokens, compiled too."""
 
 import pytest
 import torch
@@ -55,3 +56,88 @@ def test_loss_weights_text_and_image_one_to_seven():
     assert torch.allclose(loss, (ce_text + 7 * ce_image) / 8)
     text_logits, image_logits = model(text, image)
     assert text_logits.shape == (3, 4, 11) and image_logits.shape == (3, 16, 13)
+
+
+# -- the static KV cache (the compiled token loop) -------------------------------------------
+
+
+@pytest.mark.parametrize("attn", [("full",), ("full", "row", "column", "conv")])
+def test_static_cache_steps_equal_the_growing_cache(attn):
+    model = tiny(attn_types=attn, conv_kernel=3)
+    text, image = torch.randint(0, 11, (2, 5)), torch.randint(0, 13, (2, 16))
+    stream = torch.full((2, 1), model.image_bos)
+    with torch.no_grad():
+        states = model.embed_text(text)
+        want, grow = model.step(stream, states, None)
+        got, static = model.step(stream, states, model.new_cache(2))
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        for j in range(15):
+            want, grow = model.step(image[:, j : j + 1], None, grow)
+            got, static = model.step(image[:, j : j + 1], None, static)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+            assert static.length == grow.length == 5 + j + 2
+        assert static.keys[0].shape == (2, 2, 21, 16)  # preallocated: never grew
+        _, primed = model.step(stream, states, model.new_cache(2))  # several tokens at once
+        got, _ = model.step(image[:, :6], None, primed)
+        _, primed = model.step(stream, states, None)
+        want, _ = model.step(image[:, :6], None, primed)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_static_cache_refuses_positions_past_its_length():
+    model = tiny()
+    states = model.embed_text(torch.randint(0, 11, (1, 5)))
+    with torch.no_grad(), pytest.raises(ValueError, match="overflow"):
+        model.step(torch.full((1, 3), model.image_bos), states, model.new_cache(1, max_len=7))
+    with torch.no_grad(), pytest.raises(ValueError, match="beyond the grid"):
+        model.step(torch.zeros(1, 17, dtype=torch.long), states, model.new_cache(1))
+
+
+def _sample(predictor, seeds, *, guided=False):
+    from t2i.autoregressive.guidance import GuidedTokenPredictor
+    from t2i.autoregressive.sampling import TokenSampler
+    from t2i.contracts import TokenJob
+    from t2i.payloads import Conditioning
+
+    model = predictor.transformer
+    gen = torch.Generator().manual_seed(5)
+    cond = Conditioning(model.embed_text(torch.randint(0, 11, (len(seeds), 5), generator=gen)))
+    uncond = Conditioning(model.embed_text(torch.zeros(len(seeds), 5, dtype=torch.long)))
+    wrapped = GuidedTokenPredictor(predictor, uncond, 3.0) if guided else predictor
+    job = TokenJob(wrapped, cond, model.config.image_len, tuple(seeds))
+    with torch.inference_mode():
+        return TokenSampler(top_k=8).sample(job)
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_static_cache_samples_the_same_tokens_for_the_same_seeds(guided):
+    from t2i_dalle.components import DalleTokenPredictor
+
+    model = tiny(attn_types=("full", "row"))
+    for seeds in ((1, 2), (3, 4)):
+        eager = _sample(DalleTokenPredictor(model), seeds, guided=guided)
+        static = _sample(DalleTokenPredictor(model, static_cache=True), seeds, guided=guided)
+        assert torch.equal(static, eager), seeds
+
+
+def test_compiled_predictor_has_one_prefill_and_one_decode_graph():
+    """``DalleTokenPredictor.compile``: the static cache and the transformer compiled; the
+    whole token loop of two generations (two seeds each) is two graphs, with eager's tokens."""
+    from t2i_dalle.components import DalleTokenPredictor
+    from torch._dynamo.utils import counters
+
+    model = tiny(attn_types=("full", "conv"), conv_kernel=3)
+    want = [_sample(DalleTokenPredictor(model), s) for s in ((1, 2), (3, 4))]
+    torch._dynamo.reset()
+    counters.clear()
+    fast = DalleTokenPredictor(model)
+    names = fast.compile(backend="eager")
+    assert names == ["transformer.forward", "transformer.prefill", "transformer.decode"]
+    try:
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            got = [_sample(fast, s) for s in ((1, 2), (3, 4))]
+        assert not counters["graph_break"], dict(counters["graph_break"])
+        assert counters["stats"]["unique_graphs"] == 2  # prefill, decode: no recompile
+    finally:
+        torch._dynamo.reset()
+    assert all(torch.equal(g, w) for g, w in zip(got, want))

@@ -5,7 +5,11 @@ dVAE decoder, and image priming.
   embeddings) as :class:`~t2i.payloads.Conditioning` ``embeds`` ``(B, T, width)``; the
   predictor reads them as the prefix of its first step.
 - :class:`DalleTokenPredictor`: a :class:`~t2i.contracts.TokenPredictor` over the image
-  codebook (``bos`` is <img-bos>) with the transformer's KV cache.
+  codebook (``bos`` is <img-bos>) with the transformer's KV cache: a growing
+  :class:`~t2i.contracts.KVCache` (the default, eager), or with ``static_cache`` a
+  preallocated :class:`~t2i_dalle.static_cache.StaticKVCache`, one shape for every step, which
+  :meth:`DalleTokenPredictor.compile` turns on (the compiled token loop: one prefill graph and
+  one decode graph for every token and seed).
 - :class:`DVAETokenDecoder`: ``(B, 1, h, w)`` token grids -> images, and images -> token grids
   (``encode``: the img2img side, whose tokens prime the sampler); ``decode_preview`` shows a
   partly drawn grid (the live preview), each undrawn position the codebook's mean.
@@ -22,6 +26,7 @@ import torch
 
 from t2i.contracts import TOKENS, KVCache
 from t2i.payloads import Conditioning, Image, Latent, Tokens
+from t2i_dalle.static_cache import StaticKVCache
 
 FORCED_LOGIT = -1e4
 """The logit of every token but the forced one (softmax gives it exactly 0 in fp32)."""
@@ -51,11 +56,23 @@ class DalleTokenPredictor:
 
     model_contract = TOKENS
 
-    def __init__(self, transformer: Any) -> None:
+    def __init__(self, transformer: Any, *, static_cache: bool = False) -> None:
         self.transformer = transformer
         self.vocab_size = transformer.config.image_vocab
         self.bos = transformer.image_bos
         self.grid = transformer.config.grid
+        self.static_cache = static_cache
+
+    def compile(
+        self, *, backend: str = "inductor", mode: str | None = None, **options: Any
+    ) -> list[str]:
+        """The fast path of the token loop: turn ``static_cache`` on and compile the
+        transformer in place (:func:`t2i.engine.compile_component`: ``forward``, ``prefill``,
+        ``decode``); ``options`` go to it. Returns the compiled calls' names."""
+        from t2i.engine import compile_component
+
+        self.static_cache = True
+        return compile_component(self, backend=backend, mode=mode, **options)
 
     def to(self, device=None, dtype=None) -> DalleTokenPredictor:
         self.transformer.to(device=device, dtype=dtype)
@@ -69,8 +86,13 @@ class DalleTokenPredictor:
         return predictor_spec(self.transformer)
 
     def __call__(
-        self, tokens: torch.Tensor, cond: Conditioning | None, cache: KVCache | None
-    ) -> tuple[torch.Tensor, KVCache]:
+        self,
+        tokens: torch.Tensor,
+        cond: Conditioning | None,
+        cache: KVCache | StaticKVCache | None,
+    ) -> tuple[torch.Tensor, KVCache | StaticKVCache]:
+        """Next-token logits; the first call (``cache=None``) starts a growing cache, or an
+        empty static one of the whole sequence's length with ``static_cache``."""
         if cache is None:
             if cond is None:
                 raise ValueError("the DALL-E transformer needs the prompt's text states")
@@ -81,7 +103,9 @@ class DalleTokenPredictor:
                     f"transformer ({self.transformer.config.text_len}, {width}): use its "
                     "own tokenizer and text encoder"
                 )
-            return self.transformer.step(tokens, cond.embeds, None)
+            if self.static_cache:
+                cache = self.transformer.new_cache(tokens.shape[0])
+            return self.transformer.step(tokens, cond.embeds, cache)
         return self.transformer.step(tokens, None, cache)
 
 

@@ -17,7 +17,13 @@ Sequence layout (``T`` text positions, ``N = grid x grid`` image positions, ``T 
   its column, ``conv`` earlier cells within a ``conv_kernel`` window; every kind also sees the
   previous token and <img-bos>. All through :func:`t2i_kernels.attention.attention`.
 - Inference keeps a :class:`~t2i.contracts.KVCache` (keys / values per layer, time axis 2):
-  each new token costs one position's attention against the cache.
+  each new token costs one position's attention against the cache. Or, for the compiled token
+  loop, a :class:`~t2i_dalle.static_cache.StaticKVCache` (preallocated to the sequence length,
+  written in place at tensor positions; each step attends over the whole length with the mask
+  of the written positions): every decode step then has the same shapes, so
+  :meth:`DalleTransformer.decode` is one graph under ``torch.compile(fullgraph=True)``, and
+  so is :meth:`~DalleTransformer.forward` (teacher forcing). The layers' attention masks are
+  non-persistent buffers (not in the state dict), so a traced graph reads them as inputs.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from t2i.contracts import KVCache
+from t2i_dalle.static_cache import StaticKVCache
 from t2i_kernels.attention import attention
 
 ATTN_TYPES = ("full", "row", "column", "conv")
@@ -121,7 +128,8 @@ class Block(nn.Module):
         cache: KVCache | None,
         layer: int,
     ) -> torch.Tensor:
-        b, s, w = x.shape
+        """``x`` at sequence positions ``start ..``; ``cache`` (a growing one) is extended."""
+        b, s, _ = x.shape
         q, k, v = self.qkv(self.ln_1(x)).view(b, s, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         if cache is not None:
             k, v = cache.extend(layer, k, v)
@@ -135,12 +143,42 @@ class Block(nn.Module):
         else:  # several new tokens after a cache: causal, bottom-right aligned
             keep = torch.ones(s, total, dtype=torch.bool, device=x.device).tril(total - s)
             out = attention(q, k, v, attn_mask=keep)
+        return self._finish(x, out)
+
+    def static(
+        self,
+        x: torch.Tensor,
+        *,
+        mask: torch.Tensor | None,
+        positions: torch.Tensor,
+        cache: StaticKVCache,
+        layer: int,
+    ) -> torch.Tensor:
+        """``x`` at the sequence ``positions`` ``(S,)`` (a tensor): its keys / values are
+        written into ``cache`` there, and it attends over the cache's whole length."""
+        b, s, _ = x.shape
+        q, k, v = self.qkv(self.ln_1(x)).view(b, s, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        k, v = cache.write(layer, k, v, positions)
+        if mask is None:
+            keep = cache.visible(positions)
+        else:  # the kind's mask is causal: its rows already hide the positions not written yet
+            keep = mask.index_select(0, positions)[:, : cache.max_len]
+        return self._finish(x, attention(q, k, v, attn_mask=keep))
+
+    def _finish(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        b, s, w = x.shape
         x = x + self.proj(out.transpose(1, 2).reshape(b, s, w))
         return x + self.mlp(self.ln_2(x))
 
 
 class DalleTransformer(nn.Module):
-    """The transformer; :meth:`loss` trains it, :meth:`step` runs it with a KV cache."""
+    """The transformer; :meth:`loss` trains it, :meth:`step` runs it with a KV cache.
+
+    ``compile_methods`` (:func:`t2i.engine.compile_component`): the static-cache entry
+    points :meth:`prefill` and :meth:`decode`, besides ``forward``.
+    """
+
+    compile_methods = ("prefill", "decode")
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -154,6 +192,11 @@ class DalleTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(c.width)
         self.head = nn.Linear(c.width, c.text_vocab + c.image_vocab)
         self.apply(_init)
+        kinds = itertools.cycle(c.attn_types)
+        self.layer_kinds = tuple(next(kinds) for _ in range(c.depth))
+        for kind in sorted(set(c.attn_types) - {"full"}):
+            mask = _mask_cpu(kind, c.text_len, c.grid, c.conv_kernel).clone()
+            self.register_buffer(f"mask_{kind}", mask, persistent=False)
 
     @property
     def image_bos(self) -> int:
@@ -169,22 +212,35 @@ class DalleTransformer(nn.Module):
 
     def embed_image(self, stream: torch.Tensor, start: int) -> torch.Tensor:
         """Image-stream inputs (``<img-bos>`` then tokens) at image indices ``start ..``."""
+        self._check_image_index(start, stream.shape[1])
         idx = torch.arange(start, start + stream.shape[1], device=stream.device)
-        if int(idx[-1]) >= self.config.image_len:
-            raise ValueError(
-                f"image index {int(idx[-1])} beyond the grid's {self.config.image_len}"
-            )
-        g = self.config.grid
-        return self.image_embed(stream) + self.row_embed(idx // g) + self.col_embed(idx % g)
+        return self.embed_image_at(stream, idx)
 
-    def _masks(self, device) -> list[torch.Tensor | None]:
-        kinds = itertools.cycle(self.config.attn_types)
-        return [attention_mask(self.config, next(kinds), device) for _ in self.blocks]
+    def _check_image_index(self, start: int, count: int) -> None:
+        last = start + count - 1  # Python ints (static shapes): no tensor read when traced
+        if last >= self.config.image_len:
+            raise ValueError(f"image index {last} beyond the grid's {self.config.image_len}")
+
+    def embed_image_at(self, stream: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """:meth:`embed_image` at the image indices ``index`` ``(S,)`` (a tensor, unchecked)."""
+        g = self.config.grid
+        return self.image_embed(stream) + self.row_embed(index // g) + self.col_embed(index % g)
+
+    def _masks(self) -> list[torch.Tensor | None]:
+        return [getattr(self, f"mask_{k}", None) for k in self.layer_kinds]
 
     def run(self, x: torch.Tensor, start: int, cache: KVCache | None) -> torch.Tensor:
         """Hidden states ``(B, S, width)`` at sequence positions ``start ..`` -> final states."""
-        for layer, (block, mask) in enumerate(zip(self.blocks, self._masks(x.device))):
+        for layer, (block, mask) in enumerate(zip(self.blocks, self._masks())):
             x = block(x, mask=mask, start=start, cache=cache, layer=layer)
+        return self.ln_f(x)
+
+    def run_static(
+        self, x: torch.Tensor, positions: torch.Tensor, cache: StaticKVCache
+    ) -> torch.Tensor:
+        """:meth:`run` at the sequence ``positions`` (a tensor) with a static cache."""
+        for layer, (block, mask) in enumerate(zip(self.blocks, self._masks())):
+            x = block.static(x, mask=mask, positions=positions, cache=cache, layer=layer)
         return self.ln_f(x)
 
     def forward(self, text: torch.Tensor, image: torch.Tensor):
@@ -212,14 +268,20 @@ class DalleTransformer(nn.Module):
         return (ce_text + w * ce_image) / (1 + w), ce_text.detach(), ce_image.detach()
 
     def step(
-        self, stream: torch.Tensor, text_states: torch.Tensor | None, cache: KVCache | None
-    ) -> tuple[torch.Tensor, KVCache]:
+        self,
+        stream: torch.Tensor,
+        text_states: torch.Tensor | None,
+        cache: KVCache | StaticKVCache | None,
+    ) -> tuple[torch.Tensor, KVCache | StaticKVCache]:
         """Next image-token logits ``(B, image_vocab)`` and the cache.
 
-        First call: ``cache=None``, ``text_states`` the embedded text ``(B, T, width)`` and
-        ``stream`` ``(B, S)`` (``<img-bos>`` and any priming tokens). Later calls: the tokens
-        not yet in the cache; ``text_states`` is not read.
+        First call: ``cache=None`` (a growing :class:`~t2i.contracts.KVCache` is made) or an
+        empty :class:`StaticKVCache` (:meth:`new_cache`), ``text_states`` the embedded text
+        ``(B, T, width)`` and ``stream`` ``(B, S)`` (``<img-bos>`` and any priming tokens).
+        Later calls: the tokens not yet in the cache; ``text_states`` is not read.
         """
+        if isinstance(cache, StaticKVCache):
+            return self._static_step(stream, text_states, cache), cache
         c = self.config
         if cache is None:
             if text_states is None:
@@ -232,6 +294,64 @@ class DalleTransformer(nn.Module):
             x = self.embed_image(stream, start - c.text_len)
         h = self.run(x, start, cache)
         return self.head(h[:, -1])[..., c.text_vocab :], cache
+
+    def new_cache(self, batch: int, max_len: int | None = None) -> StaticKVCache:
+        """An empty static cache of ``max_len`` positions (default: the whole sequence, text
+        and image) on this model's device, in its dtype."""
+        c, weight = self.config, self.head.weight
+        max_len = c.seq_len if max_len is None else max_len
+        if not 0 < max_len <= c.seq_len:
+            raise ValueError(f"max_len must be in 1 .. {c.seq_len}, got {max_len}")
+        return StaticKVCache.allocate(
+            c.depth, batch, c.heads, max_len, c.width // c.heads,
+            device=weight.device, dtype=weight.dtype,
+        )  # fmt: skip
+
+    def _static_step(
+        self, stream: torch.Tensor, text_states: torch.Tensor | None, cache: StaticKVCache
+    ) -> torch.Tensor:
+        """:meth:`step` on a static cache: :meth:`prefill` when it is empty, else
+        :meth:`decode`; the bounds are checked here, on Python ints, outside both."""
+        c = self.config
+        if cache.length == 0:
+            if text_states is None:
+                raise ValueError("the first step needs the embedded text")
+            self._check_image_index(0, stream.shape[1])
+            positions = cache.positions(c.text_len + stream.shape[1])
+            logits = self.prefill(text_states, stream, positions, cache)
+        else:
+            self._check_image_index(cache.length - c.text_len, stream.shape[1])
+            positions = cache.positions(stream.shape[1])
+            logits = self.decode(stream, positions, cache)
+        cache.advance(int(positions.shape[0]))
+        return logits
+
+    def prefill(
+        self,
+        text_states: torch.Tensor,
+        stream: torch.Tensor,
+        positions: torch.Tensor,
+        cache: StaticKVCache,
+    ) -> torch.Tensor:
+        """The first static step: ``text_states`` ``(B, T, width)`` and ``stream`` ``(B, S)``
+        written at ``positions`` (``0 .. T + S - 1``) -> next-token logits ``(B, image_vocab)``."""
+        c = self.config
+        index = positions[c.text_len :] - c.text_len
+        text = text_states.to(self.head.weight.dtype)
+        x = torch.cat([text, self.embed_image_at(stream, index)], 1)
+        h = self.run_static(x, positions, cache)
+        return self.head(h[:, -1])[..., c.text_vocab :]
+
+    def decode(
+        self, stream: torch.Tensor, positions: torch.Tensor, cache: StaticKVCache
+    ) -> torch.Tensor:
+        """A later static step: ``stream`` ``(B, S)`` image tokens at the sequence
+        ``positions`` ``(S,)`` (unchecked; the cache holds every earlier one) -> logits
+        ``(B, image_vocab)``. Shapes do not depend on the position: one graph per ``S``."""
+        c = self.config
+        x = self.embed_image_at(stream, positions - c.text_len)
+        h = self.run_static(x, positions, cache)
+        return self.head(h[:, -1])[..., c.text_vocab :]
 
 
 def _init(module: nn.Module) -> None:
