@@ -82,7 +82,8 @@ class Engine:
         Overrides are, in order of precedence: options of the recipe factory
         (``checkpoint="model.safetensors"``), a component swap by kind
         (``text_encoder="other.encoder"`` or ``decoder={"name": ..., "options": {...}}``),
-        or a request default (``sampler="euler"``, ``guidance="dynamic"``, ``steps=30``).
+        or a request default (``sampler="euler"``, ``guidance="dynamic"``, ``steps=30``, or a
+        field only the recipe binds, such as ``top_k=16`` on ``dalle-shapes``).
 
         ``runtime`` names an inference runtime other than torch (entry point group
         ``t2i.runtimes``, e.g. ``"onnx"`` from the t2i_onnx plugin); overrides prefixed with
@@ -118,12 +119,13 @@ class Engine:
             raise EngineError("name a recipe (see `t2i recipes`)")
         entry = manager.registry.get("recipe", recipe)
         adapt = _pop_adaptation(entry.factory, overrides)
-        factory_opts, swaps, defaults = _split_overrides(entry.factory, overrides)
+        factory_opts, swaps, defaults, unknown = _split_overrides(entry.factory, overrides)
         problem = options_problem(entry.factory, factory_opts)
         if problem:  # only the call's own binding: a TypeError inside the factory is not this
             raise EngineError(f"recipe {entry.name!r} rejected its options: {problem}")
         built: Recipe = entry.create(**factory_opts)
         built = attrs.evolve(built, name=entry.name)
+        defaults.update(_bound_defaults(entry.factory, built, unknown))
         for kind, value in swaps.items():
             if not _is_component_spec(value):
                 raise EngineError(
@@ -272,7 +274,7 @@ def _split_overrides(factory: Callable[..., Any], overrides: Mapping[str, Any]):
         accepted = {n for n, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD}
     except (TypeError, ValueError):
         accepts_any, accepted = True, set()
-    factory_opts, swaps, defaults = {}, {}, {}
+    factory_opts, swaps, defaults, unknown = {}, {}, {}, {}
     for key, value in overrides.items():
         if key in accepted:
             factory_opts[key] = value
@@ -282,10 +284,25 @@ def _split_overrides(factory: Callable[..., Any], overrides: Mapping[str, Any]):
             defaults[key] = value
         elif accepts_any:
             factory_opts[key] = value
-        else:
-            allowed = sorted(accepted | set(COMPONENT_NODES) | set(REQUEST_FIELDS))
+        else:  # a field only the built recipe binds (DALL-E's top_k), or a mistake
+            unknown[key] = value
+    return factory_opts, swaps, defaults, unknown
+
+
+def _bound_defaults(factory: Any, built: Recipe, unknown: dict[str, Any]) -> dict[str, Any]:
+    """``unknown`` overrides that the built recipe binds to a node parameter (its extra
+    request fields, e.g. ``top_k``): request defaults like ``steps=30``; any other key is an
+    error listing what the build accepts."""
+    bound = set(built.bindings or {}) | set(built.img2img_bindings or {})
+    for key in unknown:
+        if key not in bound:
+            try:
+                accepted = set(inspect.signature(factory).parameters)
+            except (TypeError, ValueError):
+                accepted = set()
+            allowed = sorted(accepted | set(COMPONENT_NODES) | set(REQUEST_FIELDS) | bound)
             raise EngineError(f"unknown override {key!r}; allowed: {', '.join(allowed)}")
-    return factory_opts, swaps, defaults
+    return dict(unknown)
 
 
 def _is_component_spec(value: Any) -> bool:

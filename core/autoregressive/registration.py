@@ -15,7 +15,7 @@ def register_samplers(register: Callable[..., Any]) -> None:
     register(
         "top_k",
         lazy("t2i.autoregressive.sampling:TokenSampler", model_contract=TOKENS),
-        aliases=("top_p", "Top-k", "nucleus"),
+        aliases=("Top-k", "top_p", "nucleus"),  # the first is the infotext label
         description=description,
     )
 

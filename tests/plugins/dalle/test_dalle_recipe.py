@@ -6,6 +6,7 @@ from t2i_dalle import plugin
 
 from t2i import Engine
 from t2i.checkpoints import CheckpointError
+from t2i.engine import EngineError
 from t2i.request import RequestError
 from t2i.testing import make_manager
 
@@ -31,6 +32,21 @@ def test_generates_seeded_batches_with_supercondition(dalle_folder):
     assert len(a.images) == 2 and a.images[0].size == (64, 64)
     assert list(a.images[1].getdata()) == list(b.images[0].getdata())  # image i: seed + i
     assert list(b.images[0].getdata()) != list(c.images[0].getdata())  # guidance changes it
+
+
+def test_sampling_settings_as_build_defaults_and_in_the_infotext(dalle_folder):
+    """top_k / temperature (fields only this recipe binds) are build defaults like
+    cfg_scale, the same as per call, and the infotext records them."""
+    seed = int(torch.randint(0, 2**31, (1,)))
+    built = Engine.build("dalle-shapes", plugins=MANAGER, checkpoint=dalle_folder, top_k=4)
+    plain = Engine.build("dalle-shapes", plugins=MANAGER, checkpoint=dalle_folder)
+    a = built("a red circle", seed=seed, temperature=0.7)
+    b = plain("a red circle", seed=seed, top_k=4, temperature=0.7)
+    assert list(a.images[0].getdata()) == list(b.images[0].getdata())
+    info = a.infotexts[0]
+    assert "Sampler: Top-k" in info and "Top-k: 4" in info and "Temperature: 0.7" in info
+    with pytest.raises(EngineError, match="unknown override 'top_kk'.*top_k"):
+        Engine.build("dalle-shapes", plugins=MANAGER, checkpoint=dalle_folder, top_kk=4)
 
 
 def test_priming_forces_the_top_rows_even_under_supercondition(dalle_folder):

@@ -26,6 +26,9 @@ WEIGHTS_DIR = Path(__file__).parent / "weights" / "dalle-shapes"
 DEFAULTS = {"cfg_scale": 3.0, "temperature": 1.0, "top_k": 64}
 """Sampling of ``dalle-shapes``: super-conditioning scale, temperature, top-k."""
 
+INFOTEXT = {"temperature": "Temperature", "top_k": "Top-k", "top_p": "Top-p"}  # as t2i.xyz
+"""The token sampler's settings as the PNG infotext records them (``Recipe.infotext_fields``)."""
+
 
 def default_weights() -> Path:
     """The shipped model folder, or a :class:`CheckpointError` saying how to get one."""
@@ -185,4 +188,5 @@ def dalle_shapes_recipe(*, checkpoint: str | os.PathLike | None = None, prime_ro
         "(64x64, 16x16 tokens)",
         model_name="dalle-shapes",
         model_hash=short_hash(weights) if weights.is_file() else "",
+        infotext_fields=INFOTEXT,
     )

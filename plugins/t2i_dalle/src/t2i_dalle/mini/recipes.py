@@ -59,7 +59,7 @@ def dalle_mini_recipe(*, checkpoint: str | os.PathLike | None = None, heads: int
     from t2i.graph import Graph
     from t2i.recipe import Recipe
     from t2i_dalle.mini.checkpoint import find_files
-    from t2i_dalle.recipes import BINDINGS
+    from t2i_dalle.recipes import BINDINGS, INFOTEXT
 
     files = find_files(checkpoint) if checkpoint is not None else None
     if files is None:
@@ -95,4 +95,5 @@ def dalle_mini_recipe(*, checkpoint: str | os.PathLike | None = None, heads: int
         defaults=defaults, model_name=f"dalle-mini:{Path(checkpoint).name}",
         model_hash=short_hash(files["decoder"]),
         description="DALL-E Mini / Mega from a min-dalle folder (256x256)",
+        infotext_fields=INFOTEXT,
     )  # fmt: skip
