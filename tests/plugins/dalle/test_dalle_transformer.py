@@ -141,3 +141,40 @@ def test_compiled_predictor_has_one_prefill_and_one_decode_graph():
     finally:
         torch._dynamo.reset()
     assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+@pytest.mark.slow  # three generations of 256 tokens
+def test_dalle_shapes_with_the_compiled_predictor_gives_eager_images(dalle_folder):
+    """The recipe end to end (super-conditioning, 256 tokens) with its predictor compiled by
+    ``DalleTokenPredictor.compile``: eager's image, two graphs for two seeds."""
+    from t2i_dalle import plugin
+    from t2i_dalle.components import DalleTokenPredictor
+    from torch._dynamo.utils import counters
+
+    from t2i import Engine
+    from t2i.testing import make_manager
+
+    manager = make_manager(plugin)
+    prompt = "a small blue triangle at the top"
+    plain = Engine.build("dalle-shapes", plugins=manager, checkpoint=dalle_folder)
+    want = plain(prompt, seed=1).images[0].tobytes()
+    pipe = Engine.build("dalle-shapes", plugins=manager, checkpoint=dalle_folder)  # no cached run
+    compiled: list[str] = []
+
+    def compile_predictor(node_id, kind, component):
+        if isinstance(component, DalleTokenPredictor):
+            compiled.extend(component.compile(backend="eager"))
+        return component
+
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        pipe.map_components(compile_predictor)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            got = [pipe(prompt, seed=s).images[0].tobytes() for s in (1, 2)]
+        assert not counters["graph_break"], dict(counters["graph_break"])
+        assert counters["stats"]["unique_graphs"] == 2  # prefill, decode
+    finally:
+        torch._dynamo.reset()
+    assert compiled == ["transformer.forward", "transformer.prefill", "transformer.decode"]
+    assert got[0] == want
