@@ -298,6 +298,16 @@ def test_triton_kernels_are_custom_ops_inside_the_graph(triton_traced, name):
     assert "t2i.group_norm.default" in ops and "t2i.attention.default" in ops, sorted(ops)
 
 
+@pytest.mark.skipif(CUDA, reason="the GPU test runs the real kernels")
+def test_dalle_decode_attends_through_the_triton_custom_op(triton_traced):
+    # one query over the static cache with a (1, max_len) mask: the kernel's key-padding case
+    pytest.importorskip("t2i_dalle")
+    with t2i_kernels.use_kernels("ref"):  # the eager prefill's (S, max_len) mask: not the kernel's
+        fn, calls = MODELS["dalle-decode"]()
+    recorder = compile_clean(fn, calls, backend="aot_eager", atol=1e-5, rtol=1e-5)
+    assert "t2i.attention.default" in recorder.ops(), sorted(recorder.ops())
+
+
 # -- the engine's fast path on the embedded default ------------------------------------------
 
 

@@ -77,8 +77,3 @@ class StaticKVCache:
         if self.length + count > self.max_len:
             raise ValueError(f"length {self.length + count} beyond max_len {self.max_len}")
         self.length += count
-
-    def repeat(self, times: int) -> StaticKVCache:
-        """A new cache with its batch repeated ``times`` times (``[c; c; ...]``)."""
-        rep = lambda ts: [t.repeat(times, 1, 1, 1) for t in ts]  # noqa: E731
-        return StaticKVCache(rep(self.keys), rep(self.values), self.length)
