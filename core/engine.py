@@ -514,7 +514,10 @@ class Pipeline:
         """The fast path (``Engine.build(..., compile=True)``): compile, in place, the torch
         modules of every denoiser and decoder the graphs load (:func:`compile_component`).
         ``fuse`` (default on, on every device: it is lossless) first fuses what the modules
-        offer to fuse (``fuse_projections()``: the SD UNet's q/k/v matmuls).
+        offer to fuse (``fuse_projections()``: the SD UNet's q/k/v matmuls). A token predictor
+        (whose KV cache grows per token) is compiled only when it offers
+        ``compile_token_loop(backend=, mode=, **compile_component options)``, a loop of fixed shapes
+        (DALL-E's static KV cache); others stay eager.
 
         ``backend`` / ``mode`` default to ``$T2I_COMPILE_BACKEND`` (else ``inductor``) and
         ``$T2I_COMPILE_MODE`` (else ``reduce-overhead``, CUDA graphs, on CUDA with inductor;
@@ -539,7 +542,9 @@ class Pipeline:
         seen: set[int] = set()
 
         def replace(node_id: str, kind: str, component: Any) -> Any:
-            if kind in COMPILED_KINDS and getattr(component, "model_contract", None) != TOKENS:
+            if kind not in COMPILED_KINDS:
+                return component
+            if getattr(component, "model_contract", None) != TOKENS:
                 compiled.extend(
                     compile_component(
                         component,
@@ -549,6 +554,10 @@ class Pipeline:
                         seen=seen,
                         fuse=fuse,
                     )
+                )
+            elif callable(getattr(component, "compile_token_loop", None)):  # fixed shapes
+                compiled.extend(
+                    component.compile_token_loop(backend=backend, mode=mode, seen=seen, fuse=fuse)
                 )
             return component
 

@@ -121,8 +121,8 @@ def test_static_cache_samples_the_same_tokens_for_the_same_seeds(guided):
 
 
 def test_compiled_predictor_has_one_prefill_and_one_decode_graph():
-    """``DalleTokenPredictor.compile``: the static cache and the transformer compiled; the
-    whole token loop of two generations (two seeds each) is two graphs, with eager's tokens."""
+    """``DalleTokenPredictor.compile_token_loop``: the static cache and the transformer
+    compiled; the whole token loop of two generations (two seeds each) is two graphs, with eager's tokens."""
     from t2i_dalle.components import DalleTokenPredictor
     from torch._dynamo.utils import counters
 
@@ -131,7 +131,7 @@ def test_compiled_predictor_has_one_prefill_and_one_decode_graph():
     torch._dynamo.reset()
     counters.clear()
     fast = DalleTokenPredictor(model)
-    names = fast.compile(backend="eager")
+    names = fast.compile_token_loop(backend="eager")
     assert names == ["transformer.forward", "transformer.prefill", "transformer.decode"]
     try:
         with torch._dynamo.config.patch(error_on_recompile=True):
@@ -144,9 +144,10 @@ def test_compiled_predictor_has_one_prefill_and_one_decode_graph():
 
 
 @pytest.mark.slow  # three generations of 256 tokens
-def test_dalle_shapes_with_the_compiled_predictor_gives_eager_images(dalle_folder):
-    """The recipe end to end (super-conditioning, 256 tokens) with its predictor compiled by
-    ``DalleTokenPredictor.compile``: eager's image, two graphs for two seeds."""
+def test_dalle_shapes_with_compile_true_gives_eager_images(dalle_folder, monkeypatch):
+    """``Engine.build("dalle-shapes", compile=True)`` (Dynamo's eager backend here): the token
+    predictor compiles itself with its static cache
+    (``DalleTokenPredictor.compile_token_loop``) beside the dVAE decoder; eager's image, one graph per compiled call for two seeds."""
     from t2i_dalle import plugin
     from t2i_dalle.components import DalleTokenPredictor
     from torch._dynamo.utils import counters
@@ -154,27 +155,23 @@ def test_dalle_shapes_with_the_compiled_predictor_gives_eager_images(dalle_folde
     from t2i import Engine
     from t2i.testing import make_manager
 
+    monkeypatch.setenv("T2I_COMPILE_BACKEND", "eager")
     manager = make_manager(plugin)
     prompt = "a small blue triangle at the top"
     plain = Engine.build("dalle-shapes", plugins=manager, checkpoint=dalle_folder)
     want = plain(prompt, seed=1).images[0].tobytes()
-    pipe = Engine.build("dalle-shapes", plugins=manager, checkpoint=dalle_folder)  # no cached run
-    compiled: list[str] = []
-
-    def compile_predictor(node_id, kind, component):
-        if isinstance(component, DalleTokenPredictor):
-            compiled.extend(component.compile(backend="eager"))
-        return component
-
     torch._dynamo.reset()
     counters.clear()
     try:
-        pipe.map_components(compile_predictor)
+        pipe = Engine.build("dalle-shapes", plugins=manager, checkpoint=dalle_folder, compile=True)
+        predictors = []
+        pipe.map_components(lambda n, k, c: predictors.append(c) or c)
+        assert any(isinstance(c, DalleTokenPredictor) and c.static_cache for c in predictors)
         with torch._dynamo.config.patch(error_on_recompile=True):
             got = [pipe(prompt, seed=s).images[0].tobytes() for s in (1, 2)]
         assert not counters["graph_break"], dict(counters["graph_break"])
-        assert counters["stats"]["unique_graphs"] == 2  # prefill, decode
+        graphs = counters["stats"]["unique_graphs"]
     finally:
         torch._dynamo.reset()
-    assert compiled == ["transformer.forward", "transformer.prefill", "transformer.decode"]
+    assert graphs == 3  # prefill, decode, the dVAE's decode: no recompile for the second seed
     assert got[0] == want

@@ -8,7 +8,8 @@ dVAE decoder, and image priming.
   codebook (``bos`` is <img-bos>) with the transformer's KV cache: a growing
   :class:`~t2i.contracts.KVCache` (the default, eager), or with ``static_cache`` a
   preallocated :class:`~t2i_dalle.static_cache.StaticKVCache`, one shape for every step, which
-  :meth:`DalleTokenPredictor.compile` turns on (the compiled token loop: one prefill graph and
+  :meth:`DalleTokenPredictor.compile_token_loop` (which ``Pipeline.compile`` calls) turns on (the
+  compiled token loop: one prefill graph and
   one decode graph for every token and seed).
 - :class:`DVAETokenDecoder`: ``(B, 1, h, w)`` token grids -> images, and images -> token grids
   (``encode``: the img2img side, whose tokens prime the sampler); ``decode_preview`` shows a
@@ -63,7 +64,7 @@ class DalleTokenPredictor:
         self.grid = transformer.config.grid
         self.static_cache = static_cache
 
-    def compile(
+    def compile_token_loop(
         self, *, backend: str = "inductor", mode: str | None = None, **options: Any
     ) -> list[str]:
         """The fast path of the token loop: turn ``static_cache`` on and compile the
