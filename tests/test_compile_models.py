@@ -12,10 +12,10 @@ cache writes, functionalized) and the Triton kernels traced into the graph as
 The DALL-E transformer: its teacher-forcing ``forward`` (the bounds of ``embed_image`` are
 checked on Python ints, the layers' masks are buffers), and its static-cache ``decode`` (the
 sampling step of ``DalleTokenPredictor.compile_token_loop``: keys / values preallocated to
-the sequence length, written in place at a tensor position, attention over the whole length with the mask
-of the written positions) over several steps of two seeds, one graph for every position. The
-growing-cache ``step`` (the eager default, and the ONNX export's layout) changes shape every
-token and stays eager.
+the sequence length, written in place at a tensor position, attention over the whole length
+with the mask of the written positions) over several steps of two seeds, one graph for every
+position. The growing-cache ``step`` (the eager default, and the ONNX export's layout) changes
+shape every token and stays eager.
 """
 
 from __future__ import annotations

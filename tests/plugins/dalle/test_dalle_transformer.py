@@ -122,7 +122,8 @@ def test_static_cache_samples_the_same_tokens_for_the_same_seeds(guided):
 
 def test_compiled_predictor_has_one_prefill_and_one_decode_graph():
     """``DalleTokenPredictor.compile_token_loop``: the static cache and the transformer
-    compiled; the whole token loop of two generations (two seeds each) is two graphs, with eager's tokens."""
+    compiled; the whole token loop of two generations (two seeds each) is two graphs, with
+    eager's tokens."""
     from t2i_dalle.components import DalleTokenPredictor
     from torch._dynamo.utils import counters
 
@@ -147,7 +148,8 @@ def test_compiled_predictor_has_one_prefill_and_one_decode_graph():
 def test_dalle_shapes_with_compile_true_gives_eager_images(dalle_folder, monkeypatch):
     """``Engine.build("dalle-shapes", compile=True)`` (Dynamo's eager backend here): the token
     predictor compiles itself with its static cache
-    (``DalleTokenPredictor.compile_token_loop``) beside the dVAE decoder; eager's image, one graph per compiled call for two seeds."""
+    (``DalleTokenPredictor.compile_token_loop``) beside the dVAE decoder; eager's image, one
+    graph per compiled call for two seeds."""
     from t2i_dalle import plugin
     from t2i_dalle.components import DalleTokenPredictor
     from torch._dynamo.utils import counters
