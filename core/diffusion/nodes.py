@@ -71,8 +71,11 @@ class SampleDiffusion(NodeType):
         sampler_obj = ctx.registry.create("sampler", sampler)
         require_contract(sampler_obj, "sampler", sampler, DIFFUSION)
         require_contract(guided.guidance, "guidance", guided.name, DIFFUSION)
-        dtype = ctx.dtype or torch.float32
-        model, cond = guided.bind(latent.samples.shape[0], ctx.device, dtype)
+        # the sample and the sampler's arithmetic stay float32 under a 16-bit model (as A1111
+        # and ComfyUI keep them): a pixel-space schedule's sigma_max (Imagen's cosine: ~2e4)
+        # times N(0, 1) noise overflows float16; denoisers cast x to their weights' dtype
+        dtype = sampling_dtype(ctx.dtype or torch.float32)
+        model, cond = guided.bind(latent.samples.shape[0], ctx.device, ctx.dtype or torch.float32)
         _check_step_fits(model, cond, sigmas.sigmas, tuple(latent.samples.shape), ctx, dtype)
         job = DiffusionJob(
             model=model,
@@ -92,6 +95,11 @@ class SampleDiffusion(NodeType):
         )
         with torch.inference_mode():
             return {"samples": sampler_obj.sample(job)}
+
+
+def sampling_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype a diffusion sample is kept in: float32 for 16-bit models, else the model's."""
+    return torch.float32 if model_dtype in (torch.float16, torch.bfloat16) else model_dtype
 
 
 def _check_step_fits(model, cond, sigmas, shape, ctx, dtype) -> None:

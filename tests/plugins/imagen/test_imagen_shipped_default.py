@@ -77,3 +77,25 @@ def test_headline_call_makes_an_image_the_judge_reads_right(prompt, seed):
     assert image.size == (64, 64)
     read = load_judge().read([image])[0]
     assert all(attribute_matches(parse_caption(prompt), read).values()), (prompt, read)
+
+
+@needs_weights
+@pytest.mark.slow
+def test_float16_gives_the_float32_image():
+    """A 16-bit pipeline keeps the sample in float32: the cosine schedule's sigma_max (~2e4)
+    times the initial noise overflows float16 (the image was black before)."""
+    from t2i.text.minilm import MiniLmNotFoundError, find_minilm
+
+    try:
+        find_minilm()
+    except MiniLmNotFoundError as exc:
+        pytest.skip(str(exc))
+    seed = int(np.random.default_rng().integers(2**31))
+    images = []
+    for dtype in ("float32", "float16"):
+        pipe = Engine.build("imagen-shapes", plugins=make_manager(plugin), dtype=dtype)
+        result = pipe("a red circle on the left", seed=seed, steps=10, sr_steps=5)
+        images.append(np.asarray(result.images[0]).astype(np.int16))
+    full, half = images
+    assert full.std() > 10
+    assert np.abs(full - half).max() <= 4 and np.abs(full - half).mean() < 0.5

@@ -333,3 +333,13 @@ def test_every_run_resets_a_stateful_denoiser_through_its_guidance(registry, gui
     again = sampler.sample(_job(stateful, seeds, sampler, registry, guidance=guidance))
     assert stateful.resets == 2
     assert torch.equal(first.samples, again.samples)  # the second run saw none of the first's state
+
+
+@pytest.mark.parametrize(("model_dtype", "sample_dtype"), [
+    (torch.float16, torch.float32), (torch.bfloat16, torch.float32),
+    (torch.float32, torch.float32), (torch.float64, torch.float64),
+])  # fmt: skip
+def test_a_16_bit_model_samples_in_float32(model_dtype, sample_dtype):
+    from t2i.diffusion.nodes import sampling_dtype
+
+    assert sampling_dtype(model_dtype) == sample_dtype
