@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ldm_parity import SD15_UNET, SD21_UNET, SD_VAE, rel_err
+from ldm_parity import SD15_UNET, SD21_UNET, SD_VAE, cuda_time, rel_err
 
 STAGES = ("sd15", "sd21", "vae", "txt2img", "shapes", "warm")
 TINY_UNET = dict(
@@ -83,21 +83,15 @@ class Bench:
     def time(self, fn: Any, warmup: int = 5, iters: int = 20) -> float:
         """Median milliseconds of ``fn()`` (CUDA events on the GPU, wall time on the CPU)."""
         with torch.no_grad():
+            if self.dev.type == "cuda":
+                return cuda_time(fn, warmup, iters)
             for _ in range(warmup):
                 fn()
             times = []
             for _ in range(iters):
-                if self.dev.type == "cuda":
-                    start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-                    start.record()
-                    fn()
-                    end.record()
-                    torch.cuda.synchronize()
-                    times.append(start.elapsed_time(end))
-                else:
-                    t0 = time.perf_counter()
-                    fn()
-                    times.append((time.perf_counter() - t0) * 1e3)
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
         return statistics.median(times)
 
     def sync(self) -> None:
