@@ -984,6 +984,9 @@ class Pipeline:
                 )
                 value = None if shared else self._effective(graph, node_id, param, values)
             value = value if value not in ("", 0) or field in values else None
+            default = self.recipe.defaults.get(field)
+            if isinstance(default, float) and type(value) is int:  # a form's 1 is the 1.0 default
+                value = float(value)
             if value is not None:
                 out[label] = value
         return out

@@ -45,6 +45,8 @@ def test_sampling_settings_as_build_defaults_and_in_the_infotext(dalle_folder):
     assert list(a.images[0].getdata()) == list(b.images[0].getdata())
     info = a.infotexts[0]
     assert "Sampler: Top-k" in info and "Top-k: 4" in info and "Temperature: 0.7" in info
+    as_int = plain("a red circle", seed=seed, temperature=1).infotexts[0]  # a web form's 1
+    assert as_int == plain("a red circle", seed=seed).infotexts[0] and "Temperature: 1.0" in as_int
     with pytest.raises(EngineError, match=r"unknown override 'top_kk'.*top_k"):
         Engine.build("dalle-shapes", plugins=MANAGER, checkpoint=dalle_folder, top_kk=4)
 
