@@ -14,7 +14,6 @@ import inspect
 import os
 import threading
 import time
-import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from t2i.graph.executor import Executor
 from t2i.graph.graph import Graph, OutputRef
 from t2i.graph.nodes import SEED_RANGE
 from t2i.kinds import TOKENS
+from t2i.modules import held_modules
 from t2i.plugins import get_plugin_manager
 from t2i.recipe import Recipe
 from t2i.registry.manager import PluginManager
@@ -1039,14 +1039,6 @@ FP8_KINDS = ("denoiser",)
 """Component kinds :meth:`Pipeline.quantize_fp8` converts: the denoiser runs every step and
 holds most of the matmuls; the text encoder and the decoder stay in their dtype."""
 
-_NOT_INSIDE = (str, bytes, int, float, bool, type(None), torch.Tensor, torch.device, torch.dtype)
-_NOT_OBJECTS = (
-    type,
-    types.ModuleType,
-    types.FunctionType,
-    types.MethodType,
-    types.BuiltinFunctionType,
-)
 
 
 def cache_dir() -> Path:
@@ -1072,37 +1064,6 @@ def use_compile_cache() -> str:
         folder = str(cache_dir() / "inductor")
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
     return folder
-
-
-def held_modules(component: Any, *, depth: int = 3) -> dict[str, torch.nn.Module]:
-    """The outermost ``nn.Module`` s a component holds, by attribute path (``"unet"``,
-    ``"predictor.net"``): the component itself when it is a module (name ``""``), else its
-    attributes, looked through plain objects, lists, tuples and dicts up to ``depth`` levels.
-    Each module is listed once, under the first path found."""
-    found: dict[str, torch.nn.Module] = {}
-    seen: set[int] = set()
-
-    def visit(value: Any, path: str, level: int) -> None:
-        if id(value) in seen or isinstance(value, _NOT_INSIDE) or level > depth:
-            return
-        seen.add(id(value))
-        if isinstance(value, torch.nn.Module):
-            found[path] = value
-            return
-        if isinstance(value, Mapping):
-            items = [(str(k), v) for k, v in value.items()]
-        elif isinstance(value, (list, tuple)):
-            items = [(str(i), v) for i, v in enumerate(value)]
-        elif hasattr(value, "__dict__") and not isinstance(value, _NOT_OBJECTS):
-            items = list(vars(value).items())  # a plain object: a predictor, a wrapper
-        else:
-            return
-        for name, item in items:
-            if not name.startswith("__"):
-                visit(item, f"{path}.{name}" if path else name, level + 1)
-
-    visit(component, "", 0)
-    return found
 
 
 class _Compiled:

@@ -41,7 +41,7 @@ FLOORS: tuple[str | set[str], ...] = (
         "t2i.outputs",
         "t2i.masking",
     },
-    {"t2i.files", "t2i.version", "t2i.kinds", "t2i.fp8"},
+    {"t2i.files", "t2i.version", "t2i.kinds", "t2i.fp8", "t2i.modules"},
 )
 """Top to bottom; modules of one set are siblings and may not import each other."""
 

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from t2i import Engine
 from t2i.checkpoints import CheckpointError
@@ -91,11 +92,27 @@ def test_float16_gives_the_float32_image():
     except MiniLmNotFoundError as exc:
         pytest.skip(str(exc))
     seed = int(np.random.default_rng().integers(2**31))
-    images = []
-    for dtype in ("float32", "float16"):
+    images, pipes = [], []
+    for dtype in ("float32", "float16", "float32"):
         pipe = Engine.build("imagen-shapes", plugins=make_manager(plugin), dtype=dtype)
         result = pipe("a red circle on the left", seed=seed, steps=10, sr_steps=5)
         images.append(np.asarray(result.images[0]).astype(np.int16))
-    full, half = images
+        pipes.append(pipe)
+    full, half, _ = images
     assert full.std() > 10
+    # the second float32 pipeline shares the first's cached modules; the float16 one has its
+    # own copy, so building it left the first pipeline's weights in float32
+    bases = [next(c.module for n, c in _components(p) if n == "base_model") for p in pipes]
+    assert bases[0] is bases[2] and bases[1] is not bases[0]
+    assert {next(m.parameters()).dtype for m in bases} == {torch.float32, torch.float16}
+    assert next(bases[0].parameters()).dtype == torch.float32
+    again = pipes[0]("a red circle on the left", seed=seed, steps=10, sr_steps=5, cfg_scale=4.0)
+    first = pipes[2]("a red circle on the left", seed=seed, steps=10, sr_steps=5, cfg_scale=4.0)
+    assert list(again.images[0].getdata()) == list(first.images[0].getdata())
     assert np.abs(full - half).max() <= 4 and np.abs(full - half).mean() < 0.5
+
+
+def _components(pipe):
+    found = []
+    pipe.map_components(lambda node, kind, c: found.append((node, c)) or c)
+    return found

@@ -1,0 +1,92 @@
+"""The torch modules a component holds, and moving a component without touching a shared one.
+
+Loaders cache what they read (one model object per file while the file is unchanged), so two
+pipelines built from one checkpoint hold the same modules. :func:`moved` gives a pipeline its
+own copy whenever its device or dtype differs from the modules' (a float16 pipeline used to
+convert, in place, the float32 one built before it), converting each tensor once, straight
+into the copy; a component already where the pipeline runs is shared as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import types
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+_NOT_INSIDE = (str, bytes, int, float, bool, type(None), torch.Tensor, torch.device, torch.dtype)
+_NOT_OBJECTS = (
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.MethodType,
+    types.BuiltinFunctionType,
+)
+
+
+def held_modules(component: Any, *, depth: int = 3) -> dict[str, torch.nn.Module]:
+    """The outermost ``nn.Module`` s a component holds, by attribute path (``"unet"``,
+    ``"predictor.net"``): the component itself when it is a module (name ``""``), else its
+    attributes, looked through plain objects, lists, tuples and dicts up to ``depth`` levels.
+    Each module is listed once, under the first path found."""
+    found: dict[str, torch.nn.Module] = {}
+    seen: set[int] = set()
+
+    def visit(value: Any, path: str, level: int) -> None:
+        if id(value) in seen or isinstance(value, _NOT_INSIDE) or level > depth:
+            return
+        seen.add(id(value))
+        if isinstance(value, torch.nn.Module):
+            found[path] = value
+            return
+        if isinstance(value, Mapping):
+            items = [(str(k), v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = [(str(i), v) for i, v in enumerate(value)]
+        elif hasattr(value, "__dict__") and not isinstance(value, _NOT_OBJECTS):
+            items = list(vars(value).items())  # a plain object: a predictor, a wrapper
+        else:
+            return
+        for name, item in items:
+            if not name.startswith("__"):
+                visit(item, f"{path}.{name}" if path else name, level + 1)
+
+    visit(component, "", 0)
+    return found
+
+
+def _tensors(modules: Mapping[str, torch.nn.Module]):
+    return itertools.chain.from_iterable(
+        itertools.chain(m.parameters(), m.buffers()) for m in modules.values()
+    )
+
+
+def _off(t: torch.Tensor, device: torch.device | None, dtype: torch.dtype | None) -> bool:
+    """Whether moving to ``device`` / ``dtype`` would change tensor ``t``."""
+    if device is not None and t.device.type != device.type:
+        return True
+    if device is not None and device.index is not None and t.device.index != device.index:
+        return True
+    return dtype is not None and t.is_floating_point() and t.dtype != dtype
+
+
+def moved(component: Any, device: Any = None, dtype: torch.dtype | None = None) -> Any:
+    """``component`` itself when its modules are already on ``device`` in ``dtype`` (floating
+    tensors), else a deep copy whose parameters and buffers are converted on the way (each
+    tensor converted once, the original left untouched for whoever else holds it)."""
+    modules = held_modules(component)
+    device = torch.device(device) if device is not None else None
+    if not any(_off(t, device, dtype) for t in _tensors(modules)):
+        return component
+    memo: dict[int, Any] = {}
+    for t in _tensors(modules):
+        if id(t) in memo:
+            continue
+        new = t.detach().to(device=device, dtype=dtype if t.is_floating_point() else None)
+        if isinstance(t, torch.nn.Parameter):
+            new = torch.nn.Parameter(new, requires_grad=t.requires_grad)
+        memo[id(t)] = new
+    return copy.deepcopy(component, memo)
