@@ -29,7 +29,7 @@ from t2i.graph.executor import Executor
 from t2i.graph.graph import Graph, OutputRef
 from t2i.graph.nodes import SEED_RANGE
 from t2i.kinds import TOKENS
-from t2i.modules import held_modules
+from t2i.modules import copy_with_tensors, held_modules
 from t2i.plugins import get_plugin_manager
 from t2i.recipe import Recipe
 from t2i.registry.manager import PluginManager
@@ -582,12 +582,7 @@ class Pipeline:
         Raises:
             EngineError: a device without FP8 (CUDA before Ada, another backend).
         """
-        from t2i.fp8 import (
-            MIN_FEATURES,
-            convert_linears_to_fp8,
-            copy_sharing_tensors,
-            fp8_device_problem,
-        )
+        from t2i.fp8 import MIN_FEATURES, convert_linears_to_fp8, fp8_device_problem
 
         problem = fp8_device_problem(self.device)
         if problem:
@@ -601,7 +596,7 @@ class Pipeline:
             if kind not in FP8_KINDS or not modules:
                 return component
             if id(component) not in done:
-                copied = copy_sharing_tensors(component, modules.values())
+                copied = copy_with_tensors(component)
                 for path, module in held_modules(copied).items():
                     names = convert_linears_to_fp8(module, min_features=width, skip=skip)
                     converted.extend(f"{path}.{n}" if path else n for n in names)

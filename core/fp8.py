@@ -15,10 +15,8 @@ FP8 weights and scales and is not meant to be saved or loaded into the original 
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import torch
 from torch import nn
@@ -168,14 +166,3 @@ def fp8_device_problem(device: torch.device) -> str | None:
             "drop fp8 (--fp8), or use compile=True (--compile) for speed without it"
         )
     return None
-
-
-def copy_sharing_tensors(component: Any, modules: Iterable[nn.Module]) -> Any:
-    """A deep copy of ``component`` whose ``modules`` share their parameters and buffers with
-    the original: converting the copy's layers then costs only the new FP8 weights, and the
-    original (a loader's cached model, shared by other pipelines) is left as it was."""
-    memo: dict[int, Any] = {}
-    for module in modules:
-        for tensor in (*module.parameters(), *module.buffers()):
-            memo[id(tensor)] = tensor
-    return copy.deepcopy(component, memo)

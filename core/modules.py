@@ -1,10 +1,11 @@
 """The torch modules a component holds, and moving a component without touching a shared one.
 
 Loaders cache what they read (one model object per file while the file is unchanged), so two
-pipelines built from one checkpoint hold the same modules. :func:`moved` gives a pipeline its
-own copy whenever its device or dtype differs from the modules' (a float16 pipeline used to
-convert, in place, the float32 one built before it), converting each tensor once, straight
-into the copy; a component already where the pipeline runs is shared as it is.
+pipelines built from one checkpoint hold the same modules. :func:`copy_if_moving` gives a
+pipeline its own copy whenever its device or dtype differs from the modules' (a float16
+pipeline used to convert, in place, the float32 one built before it), converting each tensor
+once, straight into the copy; a component already where the pipeline runs is shared as it is.
+:func:`copy_with_tensors` is the copy itself (FP8 conversion uses it with shared tensors).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import copy
 import itertools
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -73,20 +74,31 @@ def _off(t: torch.Tensor, device: torch.device | None, dtype: torch.dtype | None
     return dtype is not None and t.is_floating_point() and t.dtype != dtype
 
 
-def moved(component: Any, device: Any = None, dtype: torch.dtype | None = None) -> Any:
-    """``component`` itself when its modules are already on ``device`` in ``dtype`` (floating
-    tensors), else a deep copy whose parameters and buffers are converted on the way (each
-    tensor converted once, the original left untouched for whoever else holds it)."""
-    modules = held_modules(component)
-    device = torch.device(device) if device is not None else None
-    if not any(_off(t, device, dtype) for t in _tensors(modules)):
-        return component
+def copy_with_tensors(
+    component: Any, convert: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> Any:
+    """A deep copy of ``component`` whose held modules' parameters and buffers are
+    ``convert(tensor)``, each computed once (default: the very same tensors, shared with the
+    original, so the copy costs no weights)."""
     memo: dict[int, Any] = {}
-    for t in _tensors(modules):
-        if id(t) in memo:
-            continue
+    for t in _tensors(held_modules(component)):
+        if id(t) not in memo:
+            memo[id(t)] = t if convert is None else convert(t)
+    return copy.deepcopy(component, memo)
+
+
+def copy_if_moving(component: Any, device: Any = None, dtype: torch.dtype | None = None) -> Any:
+    """``component`` itself when its modules are already on ``device`` in ``dtype`` (floating
+    tensors), else a copy whose parameters and buffers are converted on the way
+    (:func:`copy_with_tensors`), the original left untouched for whoever else holds it."""
+    device = torch.device(device) if device is not None else None
+    if not any(_off(t, device, dtype) for t in _tensors(held_modules(component))):
+        return component
+
+    def convert(t: torch.Tensor) -> torch.Tensor:
         new = t.detach().to(device=device, dtype=dtype if t.is_floating_point() else None)
         if isinstance(t, torch.nn.Parameter):
-            new = torch.nn.Parameter(new, requires_grad=t.requires_grad)
-        memo[id(t)] = new
-    return copy.deepcopy(component, memo)
+            return torch.nn.Parameter(new, requires_grad=t.requires_grad)
+        return new
+
+    return copy_with_tensors(component, convert)

@@ -19,13 +19,13 @@ import torch
 
 from t2i.files import write_atomically
 from t2i.graph.node import REQUIRED, ExecutionContext, NodeType, Param, Port
-from t2i.modules import moved as copy_if_moving
+from t2i.modules import copy_if_moving
 from t2i.payloads import GuidedModel, Image, Latent, Mask, SeedVariation
 
 
 def _place(component: Any, ctx: ExecutionContext) -> Any:
     """Move a component to the run's device/dtype when it can move (``.to``); one whose torch
-    modules are elsewhere is copied first (:func:`t2i.modules.moved`): loaders share cached
+    modules are elsewhere is copied first (:func:`t2i.modules.copy_if_moving`): loaders share cached
     models between pipelines, and moving one in place moved every pipeline's."""
     component = copy_if_moving(component, ctx.device, ctx.dtype)
     mover = getattr(component, "to", None)
