@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "gan-shapes"
-"""Where the shipped ``gan-shapes`` model folder goes once one meets its targets (issue 15);
-until then the recipe needs ``checkpoint=`` (a ``t2i train gan`` folder)."""
+"""The shipped ``gan-shapes`` model folder (``model.json``, ``netG.safetensors``): the generator
+of H200 run 6 (BENCHMARKS.md); the discriminator stays with the training run."""
 
 
 def default_weights() -> Path:
@@ -32,7 +32,7 @@ def default_weights() -> Path:
 
     if not (WEIGHTS_DIR / "model.json").is_file():
         raise CheckpointError(
-            "gan-shapes ships no trained weights yet (the embedded default is still in training)",
+            "gan-shapes ships no trained weights in this install",
             path=WEIGHTS_DIR,
             fix="train one (t2i train gan --out runs/gan) and pass --checkpoint runs/gan/model",
         )
