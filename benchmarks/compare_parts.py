@@ -1,0 +1,105 @@
+"""``t2i compare`` in parts: measure some recipes per process, write one report from all parts.
+
+The GPU machine takes at most 64 MiB of files per call, less than every family's weights and
+MiniLM together, so the GPU comparison runs in calls of a few recipes each. ``run`` measures
+the named recipes one at a time (``t2i.compare.run.run_recipe``, the same settings as
+``t2i compare``) and pickles each outcome to ``PARTS/<recipe>.pkl`` as soon as it is measured
+(a call cut short keeps what it finished); ``merge`` reads every part written by ``run`` and
+writes the report, figures and significance tests exactly as ``t2i compare`` does. Parts
+must share their settings (checked).
+
+    python benchmarks/compare_parts.py run PARTS ldm-shapes dalle-shapes --device cuda \
+        --prompts 32 --seeds 4
+    python benchmarks/compare_parts.py merge OUT PARTS_A PARTS_B
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from pathlib import Path
+
+from t2i.compare.recipes import resolve_recipes
+from t2i.compare.report import write_comparison
+from t2i.compare.run import CompareSettings, RecipeRun, run_recipe
+from t2i.plugins import get_plugin_manager
+from t2i.shapes.judge import load_judge
+
+
+def run_parts(parts: Path, recipes: list[str], settings: CompareSettings) -> None:
+    """Measure ``recipes`` in turn; each outcome (run or skip) to ``parts/<name>.pkl``."""
+    import gc
+
+    import torch
+
+    manager = get_plugin_manager()
+    judge = load_judge()
+    parts.mkdir(parents=True, exist_ok=True)
+    for spec in resolve_recipes(manager, recipes):
+        outcome = run_recipe(spec, settings, judge, manager)
+        with open(parts / f"{spec.name}.pkl", "wb") as f:
+            pickle.dump({"settings": settings.to_dict(), "outcome": outcome}, f)
+        state = "measured" if isinstance(outcome, RecipeRun) else f"skipped: {outcome.reason}"
+        print(f"{spec.name}: {state}", flush=True)
+        del outcome
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def merge_parts(out: Path, folders: list[Path]) -> None:
+    """One comparison report in ``out`` from every part file under ``folders``."""
+    files = sorted(f for d in folders for f in d.glob("*.pkl"))
+    if not files:
+        sys.exit(f"no part files (*.pkl) under {', '.join(map(str, folders))}")
+    loaded = []
+    for f in files:
+        with open(f, "rb") as fh:
+            loaded.append(pickle.load(fh))  # our own files, written by run_parts
+    settings = loaded[0]["settings"]
+    for f, part in zip(files, loaded):
+        if part["settings"] != settings:
+            sys.exit(f"{f}: measured with other settings than {files[0]}")
+    runs = [p["outcome"] for p in loaded if isinstance(p["outcome"], RecipeRun)]
+    skipped = [p["outcome"] for p in loaded if not isinstance(p["outcome"], RecipeRun)]
+    settings = CompareSettings(**{**settings, "step_counts": tuple(settings["step_counts"])})
+    write_comparison(out, runs, skipped, settings)
+    for run in runs:
+        a = run.intervals["overall"]
+        print(f"{run.recipe}: alignment {a.value:.3f} [{a.low:.2f}, {a.high:.2f}]")
+    print(f"report: {out / 'report.md'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("parts", type=Path)
+    r.add_argument("recipes", nargs="+")
+    r.add_argument("--device", default=None)
+    r.add_argument("--prompts", type=int, default=64)
+    r.add_argument("--seeds", type=int, default=4)
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--speed-calls", type=int, default=4)
+    r.add_argument("--step-counts", default="4,8,16")
+    m = sub.add_parser("merge")
+    m.add_argument("out", type=Path)
+    m.add_argument("folders", type=Path, nargs="+")
+    args = ap.parse_args()
+    if args.command == "run":
+        settings = CompareSettings(
+            n_prompts=args.prompts,
+            n_seeds=args.seeds,
+            device=args.device,
+            batch_size=args.batch_size,
+            speed_calls=args.speed_calls,
+            step_counts=tuple(int(v) for v in args.step_counts.split(",")),
+        )
+        run_parts(args.parts, args.recipes, settings)
+    else:
+        merge_parts(args.out, args.folders)
+
+
+if __name__ == "__main__":
+    main()
