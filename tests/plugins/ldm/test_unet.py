@@ -239,3 +239,11 @@ def test_context_pooling_starts_neutral_and_matches_multihead_attention():
 def test_context_pooling_heads_must_divide_the_context():
     with pytest.raises(ValueError, match="context_pooling_heads=3 does not divide"):
         attrs.evolve(TINY_UNET, context_pooling_heads=3)
+
+
+def test_upcast_attention_upcasts_only_where_the_kernel_would_overflow():
+    from t2i_ldm.layers import needs_upcast
+
+    half = torch.randn(1, 2, 4, 8).half()
+    assert needs_upcast(half)  # the CPU's math path forms q k^T in fp16
+    assert not needs_upcast(half.float())

@@ -39,6 +39,19 @@ class GroupNorm(nn.GroupNorm):
         return super().extra_repr() + f", activation={self.activation}"
 
 
+def needs_upcast(q: torch.Tensor) -> bool:
+    """Whether ``upcast_attention`` must run attention on float32 copies of half ``q``/``k``/``v``.
+
+    The LDM code upcasts because its plain ``softmax(q k^T)`` overflows fp16 at SD2.1's scale.
+    On CUDA every kernel the dispatch picks (PyTorch's flash / memory-efficient SDPA, the
+    Triton flash kernel) accumulates scores and softmax in float32 already, so the upcast only
+    costs: it forced fp32 memory-efficient attention, 60% of SD2.1's compiled step (issue 18
+    profile, BENCHMARKS.md). diffusers' SDPA processor skips it the same way. Elsewhere (the
+    CPU's math path) it is kept.
+    """
+    return q.dtype != torch.float32 and q.device.type != "cuda"
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, upcast: bool = False
 ) -> torch.Tensor:
@@ -48,14 +61,16 @@ def attention(
         q: ``(B, H, Sq, D)`` queries.
         k: ``(B, H, Sk, D)`` keys.
         v: ``(B, H, Sk, D)`` values.
-        upcast: compute in float32 and cast the result back (SD2.1 in fp16).
+        upcast: SD2.1's ``upcast_attention``: compute in float32 and cast the result back
+            where the kernel would otherwise form ``q k^T`` in half precision (see
+            :func:`needs_upcast`).
 
     Returns:
         ``(B, H, Sq, D)`` in the dtype of ``q``.
     """
     import t2i_kernels
 
-    if upcast and q.dtype != torch.float32:
+    if upcast and needs_upcast(q):
         dtype = q.dtype
         return t2i_kernels.attention(q.float(), k.float(), v.float()).to(dtype)
     return t2i_kernels.attention(q, k, v)
