@@ -113,3 +113,13 @@ def make_minilm_folder(folder, words=(), *, config=None):
     BertModel(config).save_pretrained(str(folder))
     torch.random.set_rng_state(generator_state)
     return folder
+
+
+def judged_right(prompt: str, images) -> list[bool]:
+    """Per image: does the shapes judge read every attribute ``prompt`` states?"""
+    from t2i.shapes.captions import parse_caption
+    from t2i.shapes.judge import load_judge
+    from t2i.shapes.metrics import attribute_matches
+
+    stated = parse_caption(prompt)
+    return [all(attribute_matches(stated, r).values()) for r in load_judge().read(images)]

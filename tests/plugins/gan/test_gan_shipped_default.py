@@ -9,7 +9,7 @@ from t2i_gan.recipes import WEIGHTS_DIR
 
 from t2i import Engine
 from t2i.checkpoints import CheckpointError
-from t2i.testing import make_manager
+from t2i.testing import judged_right, make_manager
 
 shipped = pytest.mark.skipif(
     not (WEIGHTS_DIR / "model.json").is_file(), reason="gan-shapes weights are not installed"
@@ -25,16 +25,11 @@ def test_shipped_files_are_the_generator_in_small_safetensors():
 
 @shipped
 def test_the_readme_prompt_is_judged_correct_for_most_seeds():
-    from t2i.shapes.captions import parse_caption
-    from t2i.shapes.judge import load_judge
-    from t2i.shapes.metrics import attribute_matches
-
     prompt = "a small blue triangle at the top"
     images = Engine.build("gan-shapes", plugins=make_manager(plugin))(
         prompt, seed=0, batch_size=4
     ).images
-    stated = parse_caption(prompt)
-    right = [all(attribute_matches(stated, r).values()) for r in load_judge().read(images)]
+    right = judged_right(prompt, images)
     assert sum(right) >= 3, right
 
 
