@@ -22,30 +22,23 @@ from pathlib import Path
 
 from t2i.compare.recipes import resolve_recipes
 from t2i.compare.report import write_comparison
-from t2i.compare.run import CompareSettings, RecipeRun, run_recipe
+from t2i.compare.run import CompareSettings, RecipeRun, run_all
 from t2i.plugins import get_plugin_manager
-from t2i.shapes.judge import load_judge
 
 
 def run_parts(parts: Path, recipes: list[str], settings: CompareSettings) -> None:
-    """Measure ``recipes`` in turn; each outcome (run or skip) to ``parts/<name>.pkl``."""
-    import gc
-
-    import torch
-
+    """Measure ``recipes`` in turn (``run_all``); each outcome (run or skip) is pickled to
+    ``parts/<name>.pkl`` as soon as it is measured."""
     manager = get_plugin_manager()
-    judge = load_judge()
     parts.mkdir(parents=True, exist_ok=True)
-    for spec in resolve_recipes(manager, recipes):
-        outcome = run_recipe(spec, settings, judge, manager)
-        with open(parts / f"{spec.name}.pkl", "wb") as f:
+
+    def save(outcome) -> None:
+        with open(parts / f"{outcome.recipe}.pkl", "wb") as f:
             pickle.dump({"settings": settings.to_dict(), "outcome": outcome}, f)
         state = "measured" if isinstance(outcome, RecipeRun) else f"skipped: {outcome.reason}"
-        print(f"{spec.name}: {state}", flush=True)
-        del outcome
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        print(f"{outcome.recipe}: {state}", flush=True)
+
+    run_all(resolve_recipes(manager, recipes), settings, manager=manager, on_recipe=save)
 
 
 def merge_parts(out: Path, folders: list[Path]) -> None:
