@@ -12,7 +12,8 @@ import pytest
 FLOORS: tuple[str | set[str], ...] = (
     "t2i.cli",
     "t2i.compare",
-    {"t2i.testing", "t2i.shapes", "t2i.xyz"},
+    "t2i.testing",
+    {"t2i.shapes", "t2i.xyz"},
     {"t2i.engine", "t2i.matrix"},
     "t2i.plugins",
     "t2i.builtins",
