@@ -10,7 +10,7 @@ must share their settings (checked).
 
     python benchmarks/compare_parts.py run PARTS ldm-shapes dalle-shapes --device cuda \
         --prompts 32 --seeds 4
-    python benchmarks/compare_parts.py merge OUT PARTS_A PARTS_B
+    python benchmarks/compare_parts.py merge OUT PARTS_A PARTS_B [--reread-training]
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ import pickle
 import sys
 from pathlib import Path
 
+import attrs
+
+from t2i.compare.measure import training_compute, weights_path
 from t2i.compare.recipes import resolve_recipes
 from t2i.compare.report import write_comparison
 from t2i.compare.run import CompareSettings, RecipeRun, run_all
@@ -41,8 +44,17 @@ def run_parts(parts: Path, recipes: list[str], settings: CompareSettings) -> Non
     run_all(resolve_recipes(manager, recipes), settings, manager=manager, on_recipe=save)
 
 
-def merge_parts(out: Path, folders: list[Path]) -> None:
-    """One comparison report in ``out`` from every part file under ``folders``."""
+def _training_reread(run: RecipeRun) -> RecipeRun:
+    """``run`` with its training compute read again from this machine's weights folder of
+    the recipe (run records added to a model.json after the measurement)."""
+    entry = get_plugin_manager().registry.get("recipe", run.recipe)
+    folder = weights_path(entry.name, entry.factory, run.checkpoint)
+    return attrs.evolve(run, training=training_compute(folder))
+
+
+def merge_parts(out: Path, folders: list[Path], reread_training: bool = False) -> None:
+    """One comparison report in ``out`` from every part file under ``folders``
+    (``reread_training``: the training compute from this machine's weights folders)."""
     files = sorted(f for d in folders for f in d.glob("*.pkl"))
     if not files:
         sys.exit(f"no part files (*.pkl) under {', '.join(map(str, folders))}")
@@ -57,6 +69,8 @@ def merge_parts(out: Path, folders: list[Path]) -> None:
     runs = [p["outcome"] for p in loaded if isinstance(p["outcome"], RecipeRun)]
     skipped = [p["outcome"] for p in loaded if not isinstance(p["outcome"], RecipeRun)]
     settings = CompareSettings(**{**settings, "step_counts": tuple(settings["step_counts"])})
+    if reread_training:
+        runs = [_training_reread(run) for run in runs]
     write_comparison(out, runs, skipped, settings)
     for run in runs:
         a = run.intervals["overall"]
@@ -79,6 +93,11 @@ def main() -> None:
     m = sub.add_parser("merge")
     m.add_argument("out", type=Path)
     m.add_argument("folders", type=Path, nargs="+")
+    m.add_argument(
+        "--reread-training",
+        action="store_true",
+        help="read each recipe's training compute again from this machine's weights folder",
+    )
     args = ap.parse_args()
     if args.command == "run":
         settings = CompareSettings(
@@ -91,7 +110,7 @@ def main() -> None:
         )
         run_parts(args.parts, args.recipes, settings)
     else:
-        merge_parts(args.out, args.folders)
+        merge_parts(args.out, args.folders, args.reread_training)
 
 
 if __name__ == "__main__":

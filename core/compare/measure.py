@@ -13,7 +13,8 @@ that of its weight files (safetensors, pickles, ONNX). Training
 compute: every ``*.json`` there is searched for run records (a dict with ``steps`` and
 ``batch_size``, or ``images_seen`` / ``gpu_seconds``): images seen are ``steps * batch_size``
 summed, GPU-seconds the ``minutes`` (or ``seconds``) of runs whose ``device`` is CUDA (times
-``gpus``), CPU-seconds those of CPU runs; a run without both is counted as untimed.
+``gpus``), CPU-seconds those of CPU runs; a run without both is counted as untimed. Runs
+nested in a run (the record of the run an ``--init`` continued) are counted too.
 """
 
 from __future__ import annotations
@@ -141,10 +142,11 @@ def _is_run(d: dict[str, Any]) -> bool:
 
 
 def _runs(node: Any) -> Iterator[dict[str, Any]]:
+    """Every run record under ``node``, those nested in a run included (a run continued with
+    ``--init`` keeps the earlier run's record inside its own)."""
     if isinstance(node, dict):
         if _is_run(node):
             yield node
-            return
         for value in node.values():
             yield from _runs(value)
     elif isinstance(node, list):

@@ -218,7 +218,8 @@ class MiniLmStates(torch.nn.Module):
         self.training = bert.training
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.bert(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
+        out = self.bert(input_ids=input_ids, attention_mask=attention_mask.long())
+        return out.last_hidden_state
 
 
 def deployed_encoder(modules, *, vocab_size: int) -> MiniLmEncoder:

@@ -125,6 +125,12 @@ class TrainConfig:
     device: str | None = None
     started: float = attrs.field(factory=time.time)
 
+    def time_record(self, device: Any) -> dict[str, Any]:
+        """``{"device", "minutes"}``: where this run trained and its wall minutes since
+        ``started``, as a model.json run record keeps them (``t2i compare`` reads them as the
+        default's training compute, :mod:`t2i.compare.measure`)."""
+        return {"device": str(device), "minutes": round((time.time() - self.started) / 60, 2)}
+
     def __attrs_post_init__(self) -> None:
         if self.batch_size % self.grad_accum:
             raise TrainOptionsError(

@@ -36,6 +36,15 @@ def test_training_compute_sums_the_run_records(tmp_path):
     assert (t.runs, t.untimed_runs, t.sources) == (4, 0, ["model.json"])
 
 
+def test_training_compute_counts_the_runs_an_init_continued(tmp_path):
+    first = {"steps": 4, "batch_size": 2, "minutes": 1.0, "device": "cuda"}
+    second = {"steps": 3, "batch_size": 2, "minutes": 0.5, "device": "cuda",
+              "init": {"folder": "run1", "steps": 4, "training": first}}  # fmt: skip
+    (tmp_path / "model.json").write_text(json.dumps({"training": second}))
+    t = training_compute(tmp_path)
+    assert (t.runs, t.images_seen, t.gpu_seconds) == (2, 14, pytest.approx(90.0))
+
+
 def test_training_compute_unknown_when_not_recorded(tmp_path):
     (tmp_path / "dalle.json").write_text(json.dumps({"training": {"prior": {
         "steps": 3, "batch_size": 2}}}))  # fmt: skip

@@ -116,7 +116,14 @@ def test_both_stages_train_resume_and_give_a_folder_the_recipe_runs(tmp_path):
 
     again = _run(tmp_path / "again", "prior", 1, init=str(model))
     spec = load_dalle(again).spec["training"]["prior"]
-    assert spec["init"] == {"folder": str(model), "steps": 2} and spec["steps"] == 1
+    assert (spec["init"]["folder"], spec["init"]["steps"], spec["steps"]) == (str(model), 2, 1)
+    # each stage records its device and minutes; a continued prior keeps the earlier record,
+    # so t2i compare adds up the whole chain: vae 2 steps + prior 2 + prior 1
+    from t2i.compare.measure import training_compute
+
+    compute = training_compute(again)
+    assert (compute.runs, compute.untimed_runs, compute.cpu_seconds is not None) == (3, 0, True)
+    assert spec["device"] == "cpu" and spec["minutes"] >= 0
     from t2i.training import TrainOptionsError
 
     with pytest.raises(TrainOptionsError, match="differs from this run"):

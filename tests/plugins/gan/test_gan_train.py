@@ -151,7 +151,14 @@ def test_init_continues_from_a_model_folder_and_refuses_another_config(tmp_path)
     for part in ("netD", "netC"):  # lr ~0: the loaded nets come out as they went in
         want, got = getattr(before, part).state_dict(), getattr(after, part).state_dict()
         assert all(torch.allclose(want[k], got[k], atol=1e-3) for k in want), part
-    assert json.loads((shifted / "model" / "model.json").read_text())["training"]["init"]["steps"]
+    record = json.loads((shifted / "model" / "model.json").read_text())["training"]
+    assert record["init"]["steps"] == 2 and record["init"]["training"]["steps"] == 2
+    assert (record["steps"], record["device"]) == (1, "cpu") and record["minutes"] >= 0
+    # t2i compare counts both runs of the chain as timed CPU runs
+    from t2i.compare.measure import training_compute
+
+    compute = training_compute(shifted / "model")
+    assert (compute.runs, compute.untimed_runs, compute.cpu_seconds is not None) == (2, 0, True)
     other = CliRunner().invoke(
         train_gan, [*flags, "--no-projection", "--device", "cpu", "--init", str(folder),
                     "--out", str(tmp_path / "c")],

@@ -73,7 +73,8 @@ def test_unet_matches_diffusers(pair):
         expected = ref(x, t, context).sample
         got = ours(x, t, context)
     assert got.shape == expected.shape
-    assert expected.std() > 0.01  # a non-trivial output (random weights: 0.07-0.5), so the comparison can fail
+    # a non-trivial output (random weights: 0.07-0.5), so the comparison can fail
+    assert expected.std() > 0.01
     assert _rel(got, expected) < 1e-4
 
 

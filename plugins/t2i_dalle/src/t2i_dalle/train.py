@@ -156,7 +156,7 @@ class DalleTrainer(Trainer):
         model.training_record.update(
             steps=result.step, batch_size=config.batch_size, lr=config.lr,
             final_loss=result.loss, reconstruction_l1=round(err, 4), codes_used=codes,
-            schedule=attrs.asdict(schedule),
+            schedule=attrs.asdict(schedule), **config.time_record(device),
         )  # fmt: skip
         log.info(
             "dalle.vae", steps=result.step, loss=result.loss, reconstruction_l1=err,
@@ -206,8 +206,9 @@ class DalleTrainer(Trainer):
         )
         result = train_loop(model, data, config, out)
         model.folder_spec["training"]["prior"].update(
-            steps=result.step, batch_size=config.batch_size, lr=config.lr, final_loss=result.loss
-        )
+            steps=result.step, batch_size=config.batch_size, lr=config.lr,
+            final_loss=result.loss, **config.time_record(device),
+        )  # fmt: skip
         log.info("dalle.prior", steps=result.step, loss=result.loss)
         return result.save(out / "model")
 
@@ -224,9 +225,10 @@ def _load_init(transformer, folder: Path) -> dict[str, Any]:
             "--depth / --heads / --text-len / --attn and its dVAE"
         )
     transformer.load_state_dict(loaded.transformer.state_dict())
-    steps = loaded.spec.get("training", {}).get("prior", {}).get("steps")
-    log.info("dalle.init", folder=str(folder), steps=steps)
-    return {"folder": str(folder), "steps": steps}
+    prior = loaded.spec.get("training", {}).get("prior", {})
+    log.info("dalle.init", folder=str(folder), steps=prior.get("steps"))
+    # the earlier run's record rides along, so the training compute of a chain of runs adds up
+    return {"folder": str(folder), "steps": prior.get("steps"), "training": prior}
 
 
 def _renders(o: dict[str, Any]) -> tuple[torch.Tensor, list[str]]:

@@ -74,7 +74,11 @@ def _load_init(model, config, folder: Path) -> dict[str, Any]:
         getattr(model, part).load_state_dict(state, strict=not widened)
     steps = loaded.training.get("steps")
     log.info("gan.init", folder=str(folder), steps=steps, word_pool="fresh" if widened else None)
-    return {"folder": str(folder), "steps": steps, **({"word_pool": "fresh"} if widened else {})}
+    # the earlier run's record rides along, so the training compute of a chain of runs adds up
+    return {
+        "folder": str(folder), "steps": steps, "training": loaded.training,
+        **({"word_pool": "fresh"} if widened else {}),
+    }  # fmt: skip
 
 
 def _adds_words(loaded, config) -> bool:
@@ -195,7 +199,10 @@ class GanTrainer(Trainer):
                 options["eval_prompts"], vectors=vectors, device=device, words=words > 0
             )
         result = self._legs(model, data, config, out, Curves(out), probe, options["eval_every"])
-        model.training_record.update(steps=result.step, batch_size=config.batch_size, lr=config.lr)
+        model.training_record.update(
+            steps=result.step, batch_size=config.batch_size, lr=config.lr,
+            **config.time_record(device),
+        )  # fmt: skip
         return result.save(out / "model")
 
     def _legs(self, model, data, config: TrainConfig, out: Path, curves, probe, every: int):

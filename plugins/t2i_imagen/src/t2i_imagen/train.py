@@ -11,7 +11,6 @@ set. Resumable from ``OUT/<stage>.state.pt`` (the core loop); the export is
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -66,8 +65,7 @@ def _record(config: TrainConfig, result, ctx, **facts: Any) -> dict[str, Any]:
         "cooldown": config.cooldown,
         "precision": config.precision,
         "final_loss": result.loss,
-        "device": str(ctx.device),
-        "minutes": round((time.time() - config.started) / 60, 2),
+        **config.time_record(ctx.device),
     }
 
 

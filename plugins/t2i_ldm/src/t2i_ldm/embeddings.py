@@ -86,7 +86,8 @@ def _as_matrix(value: Any, path: Path, what: str) -> torch.Tensor:
     if value.ndim == 1:
         value = value[None]
     if value.ndim != 2 or min(value.shape) < 1:
-        raise CheckpointError(f"{what} must be (vectors, width), got {tuple(value.shape)}", path=path)
+        got = tuple(value.shape)
+        raise CheckpointError(f"{what} must be (vectors, width), got {got}", path=path)
     return value.detach().float()
 
 

@@ -102,8 +102,7 @@ def _record(config: TrainConfig, result, ctx, **facts: Any) -> dict[str, Any]:
         "grad_accum": config.grad_accum,
         "precision": config.precision,
         "final_loss": result.loss,
-        "device": str(ctx.device),
-        "minutes": round((time.time() - config.started) / 60, 2),
+        **config.time_record(ctx.device),
     }
 
 
