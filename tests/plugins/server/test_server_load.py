@@ -151,7 +151,7 @@ def test_a_50_mb_body_is_refused_and_the_server_goes_on(toy_server):
     assert txt2img(toy_server.url, prompt="after", width=8, height=8).status_code == 200
 
 
-def test_client_disconnect_mid_run_does_not_kill_the_worker(toy_server):
+def test_client_disconnect_mid_run_does_not_kill_the_worker(toy_server, slow_toy_steps):
     worker = toy_server.state.worker
     done_before = worker.completed
     body = json.dumps(

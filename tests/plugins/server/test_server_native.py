@@ -43,7 +43,7 @@ def events(live, job_id):
     return out
 
 
-def test_recipe_job_streams_progress_and_returns_pngs(toy_server):
+def test_recipe_job_streams_progress_and_returns_pngs(toy_server, slow_toy_steps):
     seed = random.randrange(2**31)
     request = {"seed": seed, "steps": 200, "sampler": "euler", "width": 16, "height": 16}
     job = submit(toy_server, recipe="toy-diffusion", prompt="a cube", request=request)
@@ -101,7 +101,7 @@ def test_xyz_job_has_a_grid(toy_server):
     ]
 
 
-def test_cancel_queued_and_running_jobs(toy_server):
+def test_cancel_queued_and_running_jobs(toy_server, slow_toy_steps):
     slow = {"seed": 1, "steps": 1000, "sampler": "euler", "width": 32, "height": 32}
     running = submit(toy_server, recipe="toy-diffusion", prompt="slow", request=slow)
     queued = submit(toy_server, recipe="toy-diffusion", prompt="queued", request=slow)

@@ -157,7 +157,7 @@ def test_switching_models_across_two_families(api, toy_server):
     assert bad.status_code == 422 and "toy-gan" in bad.json()["detail"]
 
 
-def test_progress_with_preview_then_interrupt(api, toy_server):
+def test_progress_with_preview_then_interrupt(api, toy_server, slow_toy_steps):
     out = {}
     run = threading.Thread(
         target=lambda: out.update(
@@ -184,7 +184,7 @@ def test_progress_with_preview_then_interrupt(api, toy_server):
     assert api.txt2img(prompt="next", seed=2, width=8, height=8).image.size == (8, 8)
 
 
-def test_skip_moves_to_the_next_batch(api, toy_server):
+def test_skip_moves_to_the_next_batch(api, toy_server, slow_toy_steps):
     out = {}
     run = threading.Thread(
         target=lambda: out.update(
