@@ -22,7 +22,8 @@ after every row, so a run cut short keeps what it measured.
     python benchmarks/fastpath_table.py --out table.json [--stages sd15,vae] [--tiny]
 
 ``--tiny``: tiny configs on the CPU with Dynamo's ``eager`` backend (a smoke test of this
-script, no speed meaning).
+script, no speed meaning). ``--cpu``: the real configs on the CPU in fp32 with Inductor (the
+``warm`` stage: the warm start of ``t2i generate --compile`` on a CPU machine).
 """
 
 from __future__ import annotations
@@ -64,10 +65,12 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.tiny, self.out, self.profile = args.tiny, args.out, args.profile
-        self.dev = torch.device("cpu" if args.tiny else "cuda")
-        self.dtype = torch.float32 if args.tiny else torch.float16
+        cpu = args.tiny or args.cpu
+        self.dev = torch.device("cpu" if cpu else "cuda")
+        self.dtype = torch.float32 if cpu else torch.float16
         self.latent = 8 if args.tiny else 64
-        card = "cpu (tiny)" if args.tiny else torch.cuda.get_device_name()
+        card = "cpu (tiny)" if args.tiny else f"cpu ({os.cpu_count()} cores)" if cpu else None
+        card = card or torch.cuda.get_device_name()
         self.res: dict[str, Any] = {"device": card, "torch": torch.__version__, "rows": {}}
         if self.tiny:
             os.environ["T2I_COMPILE_BACKEND"] = "eager"
@@ -363,6 +366,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test of this script")
+    ap.add_argument(
+        "--cpu", action="store_true", help="real configs on the CPU in fp32, Inductor (e.g. warm)"
+    )
     ap.add_argument(
         "--profile",
         action="store_true",
