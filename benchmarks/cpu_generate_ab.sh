@@ -10,7 +10,9 @@ tmp=$(mktemp -d); base=$tmp/base; pkgs=$tmp/pkgs
 git -C "$repo" worktree add -q --detach "$base" "$rev"
 trap 'git -C "$repo" worktree remove --force "$base"; rm -rf "$tmp"' EXIT
 mkdir -p "$pkgs"
-ln -s "$base/core" "$pkgs/t2i"; ln -s "$base/kernels" "$pkgs/t2i_kernels"
+ln -s "$base/core" "$pkgs/t2i"
+kern="$base/kernels/t2i_kernels"; [ -d "$kern" ] || kern="$base/kernels"
+ln -s "$kern" "$pkgs/t2i_kernels"
 for p in "$base"/plugins/t2i_*/src/t2i_*; do ln -s "$p" "$pkgs/$(basename "$p")"; done
 one() {  # label, then env assignments for python
   local label=$1; shift

@@ -78,7 +78,8 @@ def baseline_tree(rev: str, folder: Path) -> list[Path]:
     packages = folder / "packages"  # the core's import names (the editable install maps them)
     packages.mkdir()
     (packages / "t2i").symlink_to(tree / "core")
-    (packages / "t2i_kernels").symlink_to(tree / "kernels")
+    kernels = tree / "kernels" / "t2i_kernels"  # revisions before the move: kernels/ itself
+    (packages / "t2i_kernels").symlink_to(kernels if kernels.is_dir() else tree / "kernels")
     return [packages, *sorted((tree / "plugins").glob("*/src"))]
 
 
