@@ -6,13 +6,21 @@ pipeline its own copy whenever its device or dtype differs from the modules' (a 
 pipeline used to convert, in place, the float32 one built before it), converting each tensor
 once, straight into the copy; a component already where the pipeline runs is shared as it is.
 :func:`copy_with_tensors` is the copy itself (FP8 conversion uses it with shared tensors).
+
+A tensor converted for one device and dtype is reused by every later copy while that copy is
+alive: components that share a module (DALL-E's text embedding and token predictor hold one
+transformer) share it on the GPU too, instead of each holding its own converted weights. The
+reuse table holds both sides weakly, so dropping the pipelines frees the converted weights
+even while a loader's cache keeps the source model.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import threading
 import types
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -96,9 +104,30 @@ def copy_if_moving(component: Any, device: Any = None, dtype: torch.dtype | None
         return component
 
     def convert(t: torch.Tensor) -> torch.Tensor:
-        new = t.detach().to(device=device, dtype=dtype if t.is_floating_point() else None)
-        if isinstance(t, torch.nn.Parameter):
-            return torch.nn.Parameter(new, requires_grad=t.requires_grad)
-        return new
+        return _converted(t, device, dtype)
 
     return copy_with_tensors(component, convert)
+
+
+_Key = tuple[int, "torch.device | None", "torch.dtype | None"]
+_CONVERTED: dict[_Key, tuple[weakref.ref, weakref.ref]] = {}
+_CONVERTED_LOCK = threading.Lock()
+
+
+def _converted(t: torch.Tensor, device: torch.device | None, dtype: torch.dtype | None):
+    """``t`` on ``device`` in ``dtype`` (floating tensors; a Parameter stays one): the tensor
+    an earlier copy made of this very ``t`` while that one is still alive, else a new one."""
+    key = (id(t), device, dtype)
+    with _CONVERTED_LOCK:
+        hit = _CONVERTED.get(key)
+        if hit is not None and hit[0]() is t and (out := hit[1]()) is not None:
+            return out
+    new = t.detach().to(device=device, dtype=dtype if t.is_floating_point() else None)
+    if isinstance(t, torch.nn.Parameter):
+        new = torch.nn.Parameter(new, requires_grad=t.requires_grad)
+    with _CONVERTED_LOCK:
+        if len(_CONVERTED) > 4096:  # drop the entries whose tensors are gone
+            for k in [k for k, (src, out) in _CONVERTED.items() if src() is None or out() is None]:
+                del _CONVERTED[k]
+        _CONVERTED[key] = (weakref.ref(t), weakref.ref(new))
+    return new

@@ -128,3 +128,15 @@ def test_a_token_grid_not_matching_the_dvae_is_refused(dalle_folder):
         dec.decode(Latent(torch.zeros(1, 1, 8, 8)))
     with pytest.raises(ValueError, match=r"tokens must be in \[0, 16\)"):
         dec.decode(Latent(torch.full((1, 1, 16, 16), 99.0)))
+
+
+def test_text_encoder_and_predictor_share_one_transformer_in_another_dtype(dalle_folder):
+    """Both components hold the one transformer; a pipeline in another dtype (or on the GPU)
+    converts it once for both, not once each (it was counted, and held, twice)."""
+    same = Engine.build("dalle-shapes", plugins=MANAGER, checkpoint=dalle_folder)
+    half = Engine.build(
+        "dalle-shapes", plugins=MANAGER, checkpoint=dalle_folder, dtype=torch.bfloat16
+    )
+    assert half.parameter_count() == same.parameter_count()
+    image = half("a small blue triangle at the top", seed=5).images[0]
+    assert image.size == (64, 64)
