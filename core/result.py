@@ -67,6 +67,10 @@ def inpaint_infotext(request: Any) -> dict[str, Any]:
     }
 
 
+AFTER_MODEL = ("VAE hash", "VAE")
+"""Recipe infotext keys that A1111 writes right after ``Model`` (a VAE chosen by the user)."""
+
+
 def infotext_for(
     request: Any,
     seed: int,
@@ -81,10 +85,13 @@ def infotext_for(
     subseed: int | None = None,
 ) -> str:
     """The infotext of one image, keys in A1111 v1.10 order; ``extras`` (from the recipe,
-    such as ``Clip skip``) go before ``RNG``. ``subseed`` is the image's variation seed,
+    such as ``Clip skip``) go before ``RNG``, except :data:`AFTER_MODEL`'s, which go where
+    A1111 writes them, after ``Model``. ``subseed`` is the image's variation seed,
     written (with its strength) when the request's ``subseed_strength`` is above 0."""
     strength = getattr(request, "subseed_strength", 0.0)
     resize = getattr(request, "seed_resize_from", None)
+    extras = dict(extras or {})
+    after_model = {key: extras.pop(key, None) for key in AFTER_MODEL}
     params = {
         "Steps": request.steps,
         "Sampler": sampler_label,
@@ -94,12 +101,13 @@ def infotext_for(
         "Size": f"{request.width}x{request.height}",
         "Model hash": model_hash or None,
         "Model": model_name or None,
+        **after_model,
         "Variation seed": subseed if strength > 0 else None,
         "Variation seed strength": strength if strength > 0 else None,
         "Seed resize from": f"{resize[0]}x{resize[1]}" if resize is not None else None,
         "Denoising strength": request.strength if request.init_image is not None else None,
         **inpaint_infotext(request),
-        **dict(extras or {}),
+        **extras,
         "RNG": "CPU" if request.noise_device == "cpu" else "GPU",
         "Guidance": request.guidance if request.guidance != "cfg" else None,
         "Version": f"t2i {version}",

@@ -150,3 +150,35 @@ def test_tiny_sd1_models_and_image_match_torch(tiny_sd1, tmp_path):
     got = onnx_pipe("a red cube", **fields)
     assert pixel_distance(got.images, expected.images) <= 2
     assert got.infotexts == expected.infotexts
+
+
+@pytest.mark.slow
+def test_an_export_with_a_chosen_vae_decodes_with_it_without_the_file(tiny_sd1, tmp_path):
+    """``--option vae=FILE`` at export: the exported decoder is that VAE, the ONNX run gives
+    the torch image and PNG fields (VAE hash, VAE) with the file gone."""
+    from t2i_onnx.exporter import export_recipe
+
+    from t2i_ldm.checkpoint import load_vae_file
+    from t2i_ldm.recipes import load_models
+
+    own = load_models(tiny_sd1["checkpoint"]).vae
+    other = load_vae_file(tiny_sd1["checkpoint"], vae_config=own.config)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    vae_file = tmp_path / "my-vae.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, vae_file)
+    options = {**tiny_sd1, "vae": str(vae_file)}
+    out = tmp_path / "sd1-vae"
+    export_recipe("sd", out, options=options)
+    fields = {"seed": 6, "steps": 3, "width": 16, "height": 16}
+    expected = Engine.build("sd", **options)("a red cube", **fields)
+    plain = Engine.build("sd", **tiny_sd1)("a red cube", **fields)
+    assert pixel_distance(plain.images, expected.images) > 2  # the chosen VAE shows
+    assert "VAE: my-vae.safetensors" in expected.infotexts[0]
+    vae_file.unlink()
+    got = Engine.build(runtime="onnx", onnx_dir=out)("a red cube", **fields)
+    assert pixel_distance(got.images, expected.images) <= 2
+    assert got.infotexts == expected.infotexts

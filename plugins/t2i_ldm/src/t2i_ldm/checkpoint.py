@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -640,9 +641,14 @@ def save_with_configs(
 def _infer_diffusers_vae_config(
     reader: CheckpointReader, vae_keys: list[str], base: VAEConfig
 ) -> VAEConfig:
-    """A standalone VAE's configuration from its diffusers-named keys."""
+    """A standalone VAE's configuration from its diffusers-named keys (``conv_in``,
+    ``conv_out`` and ``post_quant_conv`` are named as in CompVis files)."""
     part = "VAE"
     ch, in_ch = _dims(reader, "encoder.conv_in.weight", 4, part)[:2]
+    out_ch = _dims(reader, "decoder.conv_out.weight", 4, part)[0]
+    z = _dims(reader, "decoder.conv_in.weight", 4, part)[1]
+    quant = "post_quant_conv.weight"  # absent from SD3 / Flux VAEs: refused later, by size
+    embed = _dims(reader, quant, 4, part)[1] if quant in reader.keys() else z
     levels = len(_block_indices(vae_keys, r"encoder\.down_blocks\.(\d+)\."))
     n_res = len(_block_indices(vae_keys, r"encoder\.down_blocks\.0\.resnets\.(\d+)\."))
     mult = []
@@ -654,9 +660,12 @@ def _infer_diffusers_vae_config(
         part,
         reader,
         in_channels=in_ch,
+        out_channels=out_ch,
         base_channels=ch,
         channel_mult=tuple(mult),
         num_res_blocks=n_res,
+        z_channels=z,
+        embed_dim=embed,
     )
 
 
@@ -667,12 +676,15 @@ def load_vae_file(
     device: torch.device | str | None = None,
     allow_pickle: bool = False,
     vae_config: VAEConfig | None = None,
+    check: Callable[[VAEConfig], None] | None = None,
 ) -> AutoencoderKL:
     """Load a standalone VAE file (e.g. ``vae-ft-mse-840000-ema-pruned.safetensors``).
 
     Keys may be CompVis names, bare (``encoder.down.0...``) or prefixed with
     ``first_stage_model.`` or ``vae.``, or diffusers names (``encoder.down_blocks.0...``),
-    which go through the asserted :func:`t2i_ldm.keymaps.vae_key_map`.
+    which go through the asserted :func:`t2i_ldm.keymaps.vae_key_map`. ``vae_config`` gives
+    what the file does not store (scaling factor, groups, upcast); ``check`` sees the
+    inferred config before any weight is read (and may raise).
     """
     from t2i_ldm.keymaps import vae_key_map
 
@@ -698,6 +710,8 @@ def load_vae_file(
         cfg = _infer_diffusers_vae_config(reader, vae_keys, vae_config or SD_VAE)
     else:
         cfg = _infer_vae_config(reader, vae_config or SD_VAE)
+    if check is not None:
+        check(cfg)
     vae = build_on_meta(AutoencoderKL, cfg)
     key_map = vae_key_map(cfg, vae.state_dict().keys()) if diffusers_names else None
     load_into(

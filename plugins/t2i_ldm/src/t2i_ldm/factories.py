@@ -84,9 +84,14 @@ def create_vae_decoder(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     allow_pickle: bool = False,
+    vae: str | os.PathLike | None = None,
     **options: Any,
 ):
-    """SD KL-f8 VAE decoder (latents scaled by 0.18215) with ``encode`` for img2img."""
+    """SD KL-f8 VAE decoder (latents scaled by 0.18215) with ``encode`` for img2img.
+
+    ``vae``: a standalone VAE file or diffusers VAE folder decoding in place of the
+    checkpoint's (or the preset's) own, with its scaling factor (:mod:`t2i_ldm.vae_override`).
+    """
     from t2i_ldm.config import get_preset
     from t2i_ldm.vae import AutoencoderKL, LdmDecoder
 
@@ -94,8 +99,17 @@ def create_vae_decoder(
         from t2i_ldm.recipes import load_models
 
         models = load_models(checkpoint, dtype=dtype, allow_pickle=allow_pickle, **options)
-        if models.vae is None:
+        template = models.vae.config if models.vae is not None else models.config.vae
+        if vae is None and models.vae is None:
             raise ValueError(f"{checkpoint} holds no VAE (first_stage_model.* keys)")
-        return LdmDecoder(models.vae)
-    vae = AutoencoderKL(get_preset(variant).vae).to(device=device, dtype=dtype).eval()
-    return LdmDecoder(vae)
+        if vae is None:
+            return LdmDecoder(models.vae)
+    else:
+        template = get_preset(variant).vae
+        if vae is None:
+            model = AutoencoderKL(template).to(device=device, dtype=dtype).eval()
+            return LdmDecoder(model)
+    from t2i_ldm.vae_override import load_vae_override
+
+    model = load_vae_override(vae, template, dtype=dtype, allow_pickle=allow_pickle)
+    return LdmDecoder(model)

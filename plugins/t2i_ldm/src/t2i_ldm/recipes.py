@@ -67,11 +67,37 @@ def _check_recipe_options(**options: Any) -> None:
             "a number in [0, 1]",
         ),
         "deployed": (lambda v: v is None or isinstance(v, Mapping), "what a runtime passes"),
+        "vae": (lambda v: v is None or isinstance(v, (str, os.PathLike)), "a VAE file or folder"),
     }
     for name, value in options.items():
         ok, allowed = rules[name]
         if not ok(value):
             raise EngineError(f"recipe 'ldm': option {name}={value!r} is invalid; use {allowed}")
+
+
+def _vae_options(vae: Any, models: Any, load: dict[str, Any], deployed: Any):
+    """The decoder options and infotext fields of a ``vae`` override, the file read now so
+    a bad one fails at build time. A runtime whose export provides the decoder runs the VAE
+    it was exported with: the PNG fields come from the export, the file is not read (and
+    a ``vae`` the export was not made with is refused, since it would be ignored)."""
+    if vae is None:
+        return load, {}
+    from t2i_ldm.vae_override import INFOTEXT_KEYS, load_vae_override, vae_infotext
+
+    if "decoder" in (deployed or {}).get("provided", ()):
+        recorded = deployed.get("graph", {}).get("meta", {}).get("infotext", {})
+        if "VAE" not in recorded:
+            from t2i.engine import EngineError
+
+            raise EngineError(
+                "recipe 'ldm': this export decodes with the checkpoint's own VAE, so vae= "
+                "would be ignored: export again with --option vae=... (or drop vae)"
+            )
+        return load, {k: recorded[k] for k in INFOTEXT_KEYS if k in recorded}
+    if models is not None:
+        template = models.vae.config if models.vae is not None else models.config.vae
+        load_vae_override(vae, template, dtype=load.get("dtype"), allow_pickle=load["allow_pickle"])
+    return {**load, "vae": str(vae)}, vae_infotext(vae)
 
 
 def deepcache_options(
@@ -391,6 +417,7 @@ def ldm_recipe(
     deployed: Mapping[str, Any] | None = None,
     deepcache: int | None = None,
     deepcache_branch: int = 1,
+    vae: str | os.PathLike | None = None,
 ):
     """Recipe ``ldm``: Stable Diffusion 1.x / 2.x / XL from a checkpoint file or diffusers folder.
 
@@ -410,7 +437,8 @@ def ldm_recipe(
     is not read, nor the ``refiner`` when its stage is exported too), ``deepcache`` (a full
     UNet step every N steps, the shallow blocks of ``deepcache_branch`` reusing the deep
     features between: :mod:`t2i_ldm.deepcache`; off by default; the base model only, not an
-    exported UNet).
+    exported UNet), ``vae`` (a standalone VAE file or diffusers VAE folder that decodes and
+    encodes in place of the checkpoint's own, A1111's "SD VAE": :mod:`t2i_ldm.vae_override`).
     """
     from t2i.recipe import diffusion_recipe
 
@@ -429,6 +457,7 @@ def ldm_recipe(
         refiner=refiner,
         refiner_switch_at=refiner_switch_at,
         deployed=deployed,
+        vae=vae,
     )
     deepcache_options("ldm", deepcache, deepcache_branch)  # before any file is read
     checkpoint = str(checkpoint)
@@ -455,6 +484,7 @@ def ldm_recipe(
         use_ema=use_ema,
     )
     unet_config = facts.models.config.unet if facts.models is not None else None
+    decoder_options, vae_fields = _vae_options(vae, facts.models, load, deployed)
     model_opts = {
         **load,
         "use_ema": use_ema,
@@ -482,7 +512,7 @@ def ldm_recipe(
             **emb,
         },
         denoiser_options=model_opts,
-        decoder_options=load,
+        decoder_options=decoder_options,
         defaults={
             "width": facts.resolution,
             "height": facts.resolution,
@@ -495,7 +525,7 @@ def ldm_recipe(
         "folder)",
         model_name=Path(checkpoint).stem,
         model_hash=facts.model_hash,
-        infotext={"Clip skip": clip_skip if clip_skip > 1 else None},
+        infotext={"Clip skip": clip_skip if clip_skip > 1 else None, **vae_fields},
         hires=hires,
     )
     if facts.inpaint:  # SD inpainting
