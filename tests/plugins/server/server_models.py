@@ -94,3 +94,28 @@ def sd_ckpt(path: Path) -> Path:
     state = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 4, 3, 3)}
     torch.save({"state_dict": state}, path)
     return path
+
+
+def perturbed_vae(sd, out, *, latent_channels: int = 4):
+    """The tiny SD file's VAE with noise added (or a 16-channel one), saved at ``out``."""
+    import attrs
+    import torch
+    from safetensors.torch import save_file
+
+    from t2i_ldm.checkpoint import load_vae_file
+    from t2i_ldm.recipes import load_models
+    from t2i_ldm.vae import AutoencoderKL
+
+    config = load_models(sd).vae.config
+    if latent_channels == 4:
+        vae = load_vae_file(sd, vae_config=config)
+    else:
+        vae = AutoencoderKL(
+            attrs.evolve(config, z_channels=latent_channels, embed_dim=latent_channels)
+        )
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, out)
+    return out

@@ -9,7 +9,7 @@ import pytest
 import requests
 from PIL import Image
 from server_live import live_server, toy_manager
-from server_models import tiny_dalle_folder, tiny_sd_file
+from server_models import perturbed_vae, tiny_dalle_folder, tiny_sd_file
 
 from t2i import Engine
 from t2i.infotext import parse_infotext
@@ -200,8 +200,9 @@ def models(tmp_path_factory):
     pytest.importorskip("t2i_dalle")
     base = tmp_path_factory.mktemp("page-models")
     root = base / "models"
-    tiny_sd_file(root / "sd" / "tiny-sd.safetensors", base / "clip")
+    sd = tiny_sd_file(root / "sd" / "tiny-sd.safetensors", base / "clip")
     tiny_dalle_folder(root / "tiny-dalle")
+    perturbed_vae(sd, base / "VAE" / "my-vae.safetensors")  # the page's VAE select
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("T2I_CLIP_TOKENIZER", str(base / "clip"))
         yield root
@@ -215,7 +216,8 @@ def folder_server(models):
     from t2i_ldm import plugin as ldm
 
     manager = make_manager(toy_plugin, ldm, dalle)
-    with live_server(manager, recipe="toy-diffusion", models_dir=models) as live:
+    vaes = models.parent / "VAE"
+    with live_server(manager, recipe="toy-diffusion", models_dir=models, vae_dir=vaes) as live:
         yield live
 
 
@@ -275,3 +277,32 @@ def test_a_models_folder_checkpoint_generates_as_the_api(
         "(t) => document.querySelector('#recipe').dataset.applied === t", arg=title
     )
     assert page.input_value("#seed") == "21"
+
+
+def test_the_vae_select_decodes_an_sd_checkpoint_as_the_api(folder_page, folder_server):
+    page, url = folder_page, folder_server.url
+    assert page.is_visible("#vae")
+    listed = page.eval_on_selector_all("#vae option", "os => os.map(o => o.value)")
+    assert listed == ["Automatic", "my-vae.safetensors"]
+    entries = requests.get(f"{url}/sdapi/v1/sd-models", timeout=30).json()
+    title = next(e["title"] for e in entries if e["title"].startswith("sd/tiny-sd.safetensors ["))
+    page.select_option("#recipe", value=title)
+    page.wait_for_function(
+        "(t) => document.querySelector('#recipe').dataset.applied === t", arg=title
+    )
+    page.select_option("#vae", value="my-vae.safetensors")
+    settings = {"steps": 2, "width": 16, "height": 16, "seed": 5}
+    page.fill("#prompt", "a red cube")
+    for field, value in settings.items():
+        page.fill(f"#{field}", str(value))
+    page.click("#generate")
+    shown = requests.get(url + newest_image(page), timeout=30).content
+    info = parse_infotext(Image.open(io.BytesIO(shown)).info["parameters"])
+    assert info["VAE"] == "my-vae.safetensors"
+    override = {"sd_model_checkpoint": title, "sd_vae": "my-vae.safetensors"}
+    api = requests.post(
+        f"{url}/sdapi/v1/txt2img",
+        json={"prompt": "a red cube", **settings, "override_settings": override},
+        timeout=120,
+    ).json()
+    assert base64.b64decode(api["images"][0]) == shown

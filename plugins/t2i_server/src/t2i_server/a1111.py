@@ -182,17 +182,21 @@ SCRIPTS = ["prompt matrix", "x/y/z plot"]
 
 def _generate(server: Server, body: Txt2ImgRequest, img2img: bool) -> JSONResponse | dict:
     try:
-        override = (body.override_settings or {}).get("sd_model_checkpoint")
+        settings = body.override_settings or {}
+        override = settings.get("sd_model_checkpoint")
         model = server.select(override if override else server.current)
         mode, axes = _script(body)
         fields = _fields(server, body, model, img2img)
         job = server.make_job(
-            recipe=model.title, prompt=body.prompt, fields=fields, mode=mode, axes=axes
+            recipe=model.title,
+            prompt=body.prompt,
+            fields=fields,
+            mode=mode,
+            axes=axes,
+            vae=settings.get("sd_vae"),
         )
     except RequestError as exc:
-        return JSONResponse(
-            {"error": "RequestError", "field": exc.field, "detail": str(exc)}, status_code=422
-        )
+        return _unprocessable(exc)
     server.submit(job).done.wait()
     if job.error is not None:
         return error_response(job)
@@ -229,8 +233,8 @@ def _response(server: Server, job: Job, body: Txt2ImgRequest) -> dict[str, Any]:
         "face_restoration_model": None,
         "sd_model_name": parsed.get("Model", job.model_name),
         "sd_model_hash": parsed.get("Model hash"),
-        "sd_vae_name": None,
-        "sd_vae_hash": None,
+        "sd_vae_name": parsed.get("VAE"),
+        "sd_vae_hash": parsed.get("VAE hash"),
         "denoising_strength": params.get("strength")
         if getattr(body, "init_images", None)
         else None,
@@ -269,9 +273,7 @@ def png_info(body: PngInfoRequest):
     try:
         text = infotext_of(decode_base64("image", body.image)) or ""
     except RequestError as exc:
-        return JSONResponse(
-            {"error": "RequestError", "field": exc.field, "detail": str(exc)}, status_code=422
-        )
+        return _unprocessable(exc)
     parsed = parse_infotext(text) if text else {}
     return {"info": text, "items": {"parameters": text} if text else {}, "parameters": parsed}
 
@@ -405,7 +407,7 @@ def _options(server: Server) -> dict[str, Any]:
         "samples_format": "png",
         "show_progress_every_n_steps": 1,
         "live_previews_enable": True,
-        "sd_vae": "Automatic",
+        "sd_vae": server.current_vae,
         "CLIP_stop_at_last_layers": 1,
         "t2i_max_models": server.settings.max_models,
     }
@@ -419,24 +421,46 @@ def get_options(request: Request):
 
 @router.post("/options")
 def set_options(body: dict[str, Any], request: Request):
-    """Set ``sd_model_checkpoint``: a recipe or a models-folder checkpoint's title (loads
-    the model's weights before answering, after the jobs queued before it; a checkpoint
-    that cannot be used is a 422 saying why); other settings are ignored."""
+    """Set ``sd_model_checkpoint`` (a recipe or a models-folder checkpoint's title) and
+    ``sd_vae`` (``Automatic``, ``None`` or a ``/sd-vae`` name): the model is loaded with its
+    VAE before answering, after the jobs queued before it; a model or VAE that cannot be used
+    is a 422 saying why, and changes nothing. Other settings are ignored."""
     server = server_of(request)
-    if "sd_model_checkpoint" in body:
-        try:
-            name = server.select(body["sd_model_checkpoint"]).title
-            job = server.make_job(recipe=name, mode="load")
-        except RequestError as exc:
-            return JSONResponse(
-                {"error": "RequestError", "field": exc.field, "detail": str(exc)},
-                status_code=422,
-            )
-        server.submit(job).done.wait()
-        if job.error is not None:
-            job.error.field = job.error.field or "sd_model_checkpoint"
-            return error_response(job)
-        server.current = name
+    if "sd_model_checkpoint" not in body and "sd_vae" not in body:
+        return None
+    vae = body.get("sd_vae", server.current_vae)
+    try:
+        name = server.select(body.get("sd_model_checkpoint", server.current)).title
+        server.vae_named(vae)
+        job = server.make_job(recipe=name, mode="load", vae_setting=vae)
+    except RequestError as exc:
+        return _unprocessable(exc)
+    server.submit(job).done.wait()
+    if job.error is not None:
+        job.error.field = job.error.field or (
+            "sd_model_checkpoint" if "sd_model_checkpoint" in body else "sd_vae"
+        )
+        return error_response(job)
+    server.current, server.current_vae = name, vae
+    return None
+
+
+def _unprocessable(exc: RequestError) -> JSONResponse:
+    return JSONResponse(
+        {"error": "RequestError", "field": exc.field, "detail": str(exc)}, status_code=422
+    )
+
+
+@router.get("/sd-vae")
+def sd_vae(request: Request):
+    """The VAE folder's VAEs (``--vae-dir``): ``[{model_name, filename}]``."""
+    return [v.as_a1111() for v in server_of(request).vaes]
+
+
+@router.post("/refresh-vae")
+def refresh_vae(request: Request):
+    """Rescan the VAE folder (``--vae-dir``)."""
+    server_of(request).refresh_vaes()
     return None
 
 
@@ -502,7 +526,6 @@ def _empty(path: str, value: Any):
 
 
 for _path, _value in (
-    ("sd-vae", []),
     ("upscalers", []),
     ("latent-upscale-modes", []),
     ("hypernetworks", []),

@@ -46,6 +46,9 @@ class JobRequest(BaseModel):
     request: dict[str, Any] = {}
     xyz: list[str] = []
     mode: str = "generate"
+    vae: str | None = None
+    """An ``/sdapi/v1/sd-vae`` name (or ``Automatic``) for this job, as the ``sd_vae``
+    setting: a model that takes no VAE ignores it."""
 
 
 def _server(request: Request) -> Server:
@@ -134,6 +137,7 @@ def submit(body: JobRequest, request: Request):
             fields=fields,
             mode=mode,
             axes=body.xyz,
+            vae_setting=body.vae,
         )
     except RequestError as exc:
         return _bad(exc.field, str(exc).partition(": ")[2] or str(exc))

@@ -54,6 +54,15 @@ def t2i_register_commands(cli) -> None:
         "(default: $T2I_MODELS_DIR).",
     )
     @click.option(
+        "--vae-dir",
+        "vae_dir",
+        type=click.Path(file_okay=False, path_type=str),
+        default=None,
+        help="VAE folder: its .safetensors files and diffusers VAE folders are listed in "
+        "/sdapi/v1/sd-vae and chosen by the sd_vae setting for Stable Diffusion checkpoints "
+        "(default: $T2I_VAE_DIR).",
+    )
+    @click.option(
         "--allow-pickle",
         is_flag=True,
         help="Let the models folder's .ckpt files load (torch.load weights_only=True); "
@@ -63,10 +72,11 @@ def t2i_register_commands(cli) -> None:
     @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None)
     @click.pass_context
     def serve(ctx, host, port, token, insecure, max_models, max_body_mb, recipe, ckpt_dir,
-              allow_pickle, device, dtype):  # fmt: skip
+              vae_dir, allow_pickle, device, dtype):  # fmt: skip
         """Serve the web page on http://HOST:PORT/ and the APIs (/sdapi/v1, /t2i/v1, /docs)."""
         from t2i_server.checkpoints import models_dir_from
         from t2i_server.serve import run
+        from t2i_server.vaes import vae_dir_from
 
         run(
             ctx,
@@ -78,6 +88,7 @@ def t2i_register_commands(cli) -> None:
             max_body_bytes=int(max_body_mb * 1024 * 1024),
             recipe=recipe,
             models_dir=models_dir_from(ckpt_dir),
+            vae_dir=vae_dir_from(vae_dir),
             allow_pickle=allow_pickle,
             device=device,
             dtype=dtype,

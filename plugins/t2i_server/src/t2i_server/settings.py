@@ -32,6 +32,7 @@ class ServeSettings:
         models_dir: the models folder scanned for checkpoints (``--ckpt-dir``), or None.
         allow_pickle: let ``.ckpt`` files of the models folder load (``torch.load`` with
             ``weights_only=True``); without it they are listed but not loaded.
+        vae_dir: the VAE folder (``--vae-dir``) listed in ``/sdapi/v1/sd-vae``, or None.
     """
 
     host: str = "127.0.0.1"
@@ -45,6 +46,7 @@ class ServeSettings:
     dtype: str | None = None
     models_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     allow_pickle: bool = False
+    vae_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
 
 
 def token_from(option: str | None) -> str | None:

@@ -15,6 +15,7 @@ from t2i_server.cache import ModelCache, model_key
 from t2i_server.checkpoints import Checkpoint, ModelsFolder, scan
 from t2i_server.jobs import Job, Worker
 from t2i_server.settings import ServeSettings
+from t2i_server.vaes import AUTOMATIC, NONE, VaeFile, find_vae, scan_vaes
 
 DEFAULT_RECIPE_ENV = "T2I_DEFAULT_RECIPE"
 
@@ -45,6 +46,10 @@ class Server:
         self._info_lock = threading.Lock()
         self.models = ModelsFolder(None)
         self.refresh_models()
+        self.vaes: list[VaeFile] = []
+        self.refresh_vaes()
+        self.current_vae = AUTOMATIC
+        """The ``sd_vae`` setting: ``Automatic`` (each checkpoint's own) or a VAE's name."""
         self.current = (
             self.select(settings.recipe, "recipe").title
             if settings.recipe
@@ -56,6 +61,50 @@ class Server:
         """Rescan the models folder (``--ckpt-dir``)."""
         self.models = scan(self.settings.models_dir, lambda n: self.registry.has("recipe", n))
         return self.models
+
+    def refresh_vaes(self) -> list[VaeFile]:
+        """Rescan the VAE folder (``--vae-dir``)."""
+        self.vaes = scan_vaes(self.settings.vae_dir, allow_pickle=self.settings.allow_pickle)
+        return self.vaes
+
+    def vae_named(self, name: Any, field: str = "sd_vae") -> VaeFile | None:
+        """The VAE an ``sd_vae`` value names; None for ``Automatic`` / ``None``.
+
+        Raises:
+            RequestError: naming ``field``: no such VAE (the choices listed).
+        """
+        if name in (None, AUTOMATIC, NONE):
+            return None
+        found = find_vae(self.vaes, name) if isinstance(name, str) else None
+        if found is None:
+            names = ", ".join([AUTOMATIC, NONE, *(v.name for v in self.vaes)])
+            where = "" if self.settings.vae_dir else " (no --vae-dir given)"
+            raise RequestError(field, f"no VAE {name!r}{where}; VAEs: {names}")
+        return found
+
+    def vae_options(
+        self, selection: Selection, asked: Any = None, setting: Any = None, field: str = "sd_vae"
+    ) -> dict[str, Any]:
+        """The recipe options that put the chosen VAE into ``selection``'s pipeline:
+        ``asked`` (a request's own ``sd_vae``), else ``setting`` (an ``sd_vae`` being set),
+        else the current setting. A model whose recipe takes no ``vae`` ignores a setting; a
+        request that names a VAE for it is refused."""
+        chosen = asked if asked is not None else setting
+        vae = self.vae_named(self.current_vae if chosen is None else chosen, field)
+        if vae is None:
+            return {}
+        import inspect
+
+        factory = self.registry.get("recipe", selection.recipe).factory
+        if "vae" not in inspect.signature(factory).parameters:
+            if asked is None:
+                return {}
+            raise RequestError(
+                field,
+                f"model {selection.title!r} takes no VAE (only Stable Diffusion checkpoints, "
+                "recipe ldm, do): leave sd_vae out or pick such a model",
+            )
+        return {"vae": str(vae.path), **({"allow_pickle": True} if vae.pickle else {})}
 
     @property
     def registry(self) -> Any:
@@ -192,10 +241,14 @@ class Server:
         fields: Mapping[str, Any] | None = None,
         mode: str = "generate",
         axes: list[str] | None = None,
+        vae: str | None = None,
+        vae_setting: str | None = None,
     ) -> Job:
         """A job on ``recipe`` (default: the selected model) or on ``graph``; the request
         fields are checked on their own here (types, ranges) so bad input is refused before
-        it is queued; what depends on the model is checked by the worker."""
+        it is queued; what depends on the model is checked by the worker. ``vae``: this
+        request's ``sd_vae``; ``vae_setting``: an ``sd_vae`` setting being made (default: the
+        current one; :meth:`vae_options`)."""
         from t2i.engine import Engine
 
         fields = _floats(dict(fields or {}))
@@ -210,7 +263,11 @@ class Server:
         else:
             chosen = self.select(recipe or self.current, "recipe")
             name, label = chosen.recipe, chosen.title if not options else ""
-            options = {**chosen.options, **(options or {})}
+            options = {
+                **chosen.options,
+                **self.vae_options(chosen, vae, vae_setting),
+                **(options or {}),
+            }
             key = model_key(name, options)
 
             def build() -> Any:

@@ -28,8 +28,13 @@ function showError(message) {
 }
 
 async function init() {
-  const [recipes, samplers, schedulers] = await Promise.all([
-    api("/t2i/v1/recipes"), api("/sdapi/v1/samplers"), api("/sdapi/v1/schedulers")]);
+  const [recipes, samplers, schedulers, vaes, options] = await Promise.all([
+    api("/t2i/v1/recipes"), api("/sdapi/v1/samplers"), api("/sdapi/v1/schedulers"),
+    api("/sdapi/v1/sd-vae"), api("/sdapi/v1/options")]);
+  // the VAE folder's VAEs (--vae-dir), for Stable Diffusion checkpoints; hidden when none
+  for (const v of vaes) $("vae").add(new Option(v.model_name, v.model_name));
+  $("vae-box").hidden = !vaes.length;
+  if (vaes.some((v) => v.model_name === options.sd_vae)) $("vae").value = options.sd_vae;
   state.samplers = samplers;
   state.schedulers = schedulers;
   const group = (label) => {
@@ -167,6 +172,7 @@ async function generate() {
   showError("");
   const body = {
     recipe: $("recipe").value, prompt: $("prompt").value, request: requestFields(), xyz: axes(),
+    vae: $("vae").value,
   };
   if (!body.xyz.length && $("prompt-matrix").checked) body.mode = "matrix";
   let job;
