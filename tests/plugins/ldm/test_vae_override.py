@@ -204,3 +204,20 @@ def test_t2i_generate_option_vae_writes_it_into_the_png(sd_and_vae, tmp_path):
         set_plugin_manager(previous)
     assert result.exit_code == 0, result.output
     assert "VAE: other-vae," in PILImage.open(out).info["parameters"]
+
+
+def test_an_sdxl_checkpoint_keeps_its_scaling_and_upcast_with_another_vae(tiny_sdxl, tmp_path):
+    """A standalone file stores neither: SDXL's 0.13025 and force_upcast come from the
+    checkpoint, and the image is diffusers' SDXL pipeline with its vae swapped."""
+    pipe, folder, _ = tiny_sdxl
+    other = _random_vae(seed=5)
+    other.register_to_config(scaling_factor=0.13025, force_upcast=True)
+    file = tmp_path / "sdxl-vae.safetensors"
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, file)
+    seed = int(torch.randint(0, 2**31, (1,)))
+    expected = _reference(pipe, other, seed)
+    built = Engine.build("ldm", plugins=MANAGER, checkpoint=str(folder), vae=str(file))
+    decoder = built.executor.run(built.graph, outputs=["decoder"])["decoder"]["decoder"]
+    assert decoder.scaling_factor == 0.13025 and decoder.vae.config.force_upcast
+    got, _ = _ours(folder, seed, vae=str(file))
+    assert np.abs(got - expected).max() <= 2 and expected.std() > 1
