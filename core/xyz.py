@@ -1,8 +1,8 @@
 """The X/Y/Z plot: one image per combination of up to three axes over request fields.
 
 The web UI's "X/Y/Z plot" script (A1111 ``scripts/xyz_grid.py``): each axis names a request
-field (seed, steps, cfg_scale, sampler, schedule, size, strength, recipe, checkpoint, prompt
-S/R or any other field a recipe binds) and a list of values; every (x, y, z) cell is rendered
+field (seed, steps, cfg_scale, sampler, schedule, size, strength, recipe, checkpoint, vae,
+prompt S/R or any other field a recipe binds) and a list of values; every (x, y, z) cell is rendered
 with the same seed unless the seed is an axis, and the images are tiled into a grid labelled
 with the X values across the top and the Y values down the left, one grid per Z value, side
 by side.
@@ -31,6 +31,7 @@ import csv
 import math
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -62,7 +63,9 @@ ALIASES = {
     "negative": "negative_prompt",
 }
 """Other spellings of axis names (the web UI's labels included), lower case."""
-SPECIAL_AXES = ("size", "recipe", "checkpoint", PROMPT_SR)
+PIPELINE_AXES = ("recipe", "checkpoint", "vae")
+"""Axes whose values pick the pipeline (built once per value), not a request field."""
+SPECIAL_AXES = ("size", *PIPELINE_AXES, PROMPT_SR)
 LABELS = {"cfg_scale": "CFG scale", "strength": "Denoising", "top_k": "Top-k", "top_p": "Top-p"}
 """Grid labels where the web UI's name differs from the field's."""
 
@@ -137,7 +140,8 @@ def parse_values(text: str, kind: type | None) -> list[Any]:
 
 @attrs.frozen
 class Axis:
-    """One axis: a request field (or ``size`` / ``recipe`` / ``checkpoint`` / ``prompt_sr``)
+    """One axis: a request field (or ``size`` / ``recipe`` / ``checkpoint`` / ``vae`` /
+    ``prompt_sr``)
     and its values, parsed."""
 
     field: str
@@ -183,6 +187,8 @@ class Axis:
             return f"Size: {value[0]}x{value[1]}"
         if self.field == PROMPT_SR:
             return str(value)
+        if self.field == "vae":  # a file: its name, as A1111 labels the VAE axis
+            return f"VAE: {Path(str(value)).name}"
         name = LABELS.get(self.field, self.field.replace("_", " ").capitalize())
         return f"{name}: {value}"
 
@@ -225,7 +231,7 @@ def _cell_fields(axes: Sequence[Axis], index: Sequence[int], prompt: str, fields
             out["prompt"] = out["prompt"].replace(search, value)
             if out.get("negative_prompt"):
                 out["negative_prompt"] = out["negative_prompt"].replace(search, value)
-        elif axis.field not in ("recipe", "checkpoint"):  # those pick the pipeline
+        elif axis.field not in PIPELINE_AXES:  # those pick the pipeline
             out[axis.field] = value
     return out
 
@@ -263,9 +269,10 @@ def xyz_plot(
     Args:
         pipe: the pipeline cells run on (a :class:`~t2i.engine.Pipeline`).
         axes: :class:`Axis` objects or ``"FIELD=VALUES"`` strings.
-        pipeline_for: ``pipeline_for(kind, value) -> Pipeline`` for ``recipe`` and
-            ``checkpoint`` axes (kind is ``"recipe"`` or ``"checkpoint"``); default: built
-            with :meth:`~t2i.engine.Engine.build` on ``pipe``'s plugins.
+        pipeline_for: ``pipeline_for(kind, value) -> Pipeline`` for the
+            :data:`PIPELINE_AXES` (kind ``"recipe"``, ``"checkpoint"`` or ``"vae"``: a build
+            option of ``pipe``'s recipe); default: built with
+            :meth:`~t2i.engine.Engine.build` on ``pipe``'s plugins.
         on_cell: ``on_cell(i, total, result)`` after each cell.
         fields: the request fields every cell shares (seed, steps, ...). ``seed=-1`` is
             drawn once, so every cell shares it unless the seed is an axis.
@@ -316,8 +323,8 @@ def _unravel(i: int, shape: Sequence[int]) -> tuple[int, ...]:
 
 
 def _pipelines(pipe: Any, axes: Sequence[Axis], pipeline_for: Callable | None) -> dict:
-    """The pipeline of every recipe / checkpoint value, built once each."""
-    wanted = [a for a in axes if a.field in ("recipe", "checkpoint")]
+    """The pipeline of every recipe / checkpoint / VAE value, built once each."""
+    wanted = [a for a in axes if a.field in PIPELINE_AXES]
     if not wanted:
         return {}
     if pipeline_for is None:
@@ -327,18 +334,18 @@ def _pipelines(pipe: Any, axes: Sequence[Axis], pipeline_for: Callable | None) -
             if kind == "recipe":
                 return Engine.build(value, plugins=pipe.manager, device=pipe.device)
             return Engine.build(
-                pipe.recipe.name, plugins=pipe.manager, device=pipe.device, checkpoint=value
+                pipe.recipe.name, plugins=pipe.manager, device=pipe.device, **{kind: value}
             )
 
     if len(wanted) > 1:
-        raise XYZError("xyz", "plot recipe or checkpoint on one axis, not both")
+        raise XYZError("xyz", "plot one of recipe, checkpoint and vae, on one axis")
     axis = wanted[0]
     return {(axis.field, v): pipeline_for(axis.field, v) for v in axis.values}
 
 
 def _pipe_of(pipe: Any, pipelines: dict, axes: Sequence[Axis], index: Sequence[int]) -> Any:
     for axis, i in zip(axes, index):
-        if axis.field in ("recipe", "checkpoint"):
+        if axis.field in PIPELINE_AXES:
             return pipelines[(axis.field, axis.values[i])]
     return pipe
 

@@ -155,3 +155,23 @@ def test_cli_generate_xyz_writes_cells_and_grid(t2i_manager, tmp_path):
     )
     assert bad.exit_code == 2 and "axis" in bad.output
     json.dumps(out.output)
+
+
+def test_a_vae_axis_picks_one_pipeline_per_file_labelled_by_name(t2i_manager):
+    """``vae`` is a pipeline axis, as ``checkpoint``: ``pipeline_for("vae", value)`` once per
+    value (the ldm family builds it with ``vae=``), grid labels by file name."""
+    pipe = Engine.build("toy-diffusion")
+    asked = []
+
+    def pipeline_for(kind, value):
+        asked.append((kind, value))
+        return pipe
+
+    axis = Axis.parse("VAE=Automatic,/vaes/a.safetensors")
+    assert axis == Axis("vae", ("Automatic", "/vaes/a.safetensors"))
+    assert axis.label("/vaes/a.safetensors") == "VAE: a.safetensors"
+    plot = xyz_plot(pipe, "x", [axis, "seed=1,2"], pipeline_for=pipeline_for, steps=2)
+    assert asked == [("vae", "Automatic"), ("vae", "/vaes/a.safetensors")]
+    assert len(plot.result.images) == 4
+    with pytest.raises(XYZError, match="one of recipe, checkpoint and vae"):
+        xyz_plot(pipe, "x", ["vae=a", "checkpoint=b"], pipeline_for=pipeline_for)

@@ -221,3 +221,36 @@ def test_an_sdxl_checkpoint_keeps_its_scaling_and_upcast_with_another_vae(tiny_s
     assert decoder.scaling_factor == 0.13025 and decoder.vae.config.force_upcast
     got, _ = _ours(folder, seed, vae=str(file))
     assert np.abs(got - expected).max() <= 2 and expected.std() > 1
+
+
+def test_an_xyz_vae_axis_compares_vaes_on_one_checkpoint(sd_and_vae, tmp_path):
+    """``t2i generate --xyz "vae=Automatic,FILE"``: A1111's VAE axis, each cell the image
+    its single run gives, labelled by file name."""
+    from click.testing import CliRunner
+    from PIL import Image as PILImage
+
+    from t2i.cli.main import cli
+    from t2i.infotext import parse_infotext
+    from t2i.plugins import set_plugin_manager
+
+    _, folder, _, files = sd_and_vae
+    out = tmp_path / "plot"
+    args = ["generate", PROMPT, "--recipe", "ldm", "--checkpoint", str(folder), "--steps", "5"]
+    args += ["--width", "32", "--height", "32", "--seed", "9", "--sampler", "euler"]
+    args += ["--negative", NEGATIVE, "--cfg", "6", "--schedule", "linspace"]
+    args += ["--xyz", f"vae=Automatic,{files['diffusers_file']}", "-o", str(out)]
+    previous = set_plugin_manager(MANAGER)
+    try:
+        result = CliRunner().invoke(cli, args)
+    finally:
+        set_plugin_manager(previous)
+    assert result.exit_code == 0, result.output
+    cells = sorted(p for p in out.glob("*.png") if "grid" not in p.name)
+    assert len(cells) == 2, sorted(p.name for p in out.iterdir())
+    infos = [parse_infotext(PILImage.open(c).info["parameters"]) for c in cells]
+    assert "VAE" not in infos[0] and infos[1]["VAE"] == "other-vae.safetensors"
+    own, _ = _ours(folder, 9)
+    chosen, _ = _ours(folder, 9, vae=str(files["diffusers_file"]))
+    for cell, expected in zip(cells, (own, chosen)):
+        got = np.asarray(PILImage.open(cell).convert("RGB")).astype(np.int16)
+        assert np.abs(got - expected).max() == 0

@@ -162,3 +162,26 @@ def test_serve_help_documents_the_vae_folder():
     plugin.t2i_register_commands(group)
     out = CliRunner().invoke(group, ["serve", "--help"]).output
     assert "--vae-dir" in out and "T2I_VAE_DIR" in out
+
+
+def test_an_xyz_plot_over_vaes_by_their_names(server):
+    title = _sd_title(server)
+    body = {
+        **BODY,
+        "override_settings": {"sd_model_checkpoint": title},
+        "script_name": "x/y/z plot",
+        "script_args": ["VAE", "Automatic,my-vae.safetensors"],
+    }
+    r = requests.post(f"{server.url}/sdapi/v1/txt2img", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    infotexts = json.loads(r.json()["info"])["infotexts"]
+    assert len(infotexts) == 3  # the grid's, then the two cells'
+    assert "VAE:" not in infotexts[1] and "VAE: my-vae.safetensors" in infotexts[2]
+    own = _txt2img(server, sd_model_checkpoint=title)
+    chosen = _txt2img(server, sd_model_checkpoint=title, sd_vae="my-vae.safetensors")
+    data = r.json()["images"]
+    cells = [np.asarray(Image.open(io.BytesIO(base64.b64decode(d))).convert("RGB")) for d in data]
+    assert np.array_equal(cells[1], _pixels(own)) and np.array_equal(cells[2], _pixels(chosen))
+    body["script_args"] = ["VAE", "Automatic,nope"]
+    bad = requests.post(f"{server.url}/sdapi/v1/txt2img", json=body, timeout=120)
+    assert bad.status_code == 422 and "no VAE 'nope'" in bad.json()["detail"]

@@ -27,6 +27,8 @@ DTYPES = ("float32", "float16", "bfloat16")
 EMPHASIS_MODES = ("original", "no_norm", "ignore")
 """:data:`t2i_ldm.text_encoder.EMPHASIS_MODES`, not imported from there: a recipe built for a
 deployment runtime imports no text-encoder module."""
+AUTOMATIC_VAE = ("Automatic", "None")
+"""``vae`` values that mean the checkpoint's own VAE (A1111's "SD VAE" choices)."""
 DEPLOYED_NODES = ("text_encoder", "denoiser", "decoder")
 """Loader nodes that, all provided by a deployment runtime, spare the recipe the checkpoint."""
 
@@ -438,7 +440,8 @@ def ldm_recipe(
     UNet step every N steps, the shallow blocks of ``deepcache_branch`` reusing the deep
     features between: :mod:`t2i_ldm.deepcache`; off by default; the base model only, not an
     exported UNet), ``vae`` (a standalone VAE file or diffusers VAE folder that decodes and
-    encodes in place of the checkpoint's own, A1111's "SD VAE": :mod:`t2i_ldm.vae_override`).
+    encodes in place of the checkpoint's own, A1111's "SD VAE": :mod:`t2i_ldm.vae_override`;
+    ``"Automatic"`` / ``"None"``: the checkpoint's own).
     """
     from t2i.recipe import diffusion_recipe
 
@@ -460,6 +463,7 @@ def ldm_recipe(
         vae=vae,
     )
     deepcache_options("ldm", deepcache, deepcache_branch)  # before any file is read
+    vae = None if vae in AUTOMATIC_VAE else vae
     checkpoint = str(checkpoint)
     embedding_library(embeddings_dir, allow_pickle)  # fail early (a file that cannot load)
     emb = {"embeddings_dir": str(embeddings_dir)} if embeddings_dir is not None else {}

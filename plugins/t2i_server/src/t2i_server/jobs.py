@@ -383,7 +383,10 @@ class Worker:
 
         def pipeline_for(kind: str, value: str) -> Any:
             recipe = value if kind == "recipe" else pipe.recipe.name
-            options = {} if kind == "recipe" else {"checkpoint": value}
+            if kind == "vae":  # the job's own model with each VAE (paths: Server.make_job)
+                options = {**job_options(job), "vae": value}
+            else:
+                options = {} if kind == "recipe" else {"checkpoint": value}
             key = model_key(recipe, options)
             return self.cache.get(
                 key,
@@ -473,3 +476,10 @@ def _batch_seeds(seed: int, subseed: int | None, offset: int) -> dict[str, int]:
     if subseed is None:
         return {"seed": (seed + offset) % SEED_RANGE, "batch_count": 1}
     return {"seed": seed, "subseed": (subseed + offset) % SEED_RANGE, "batch_count": 1}
+
+
+def job_options(job: Job) -> dict[str, Any]:
+    """The recipe options of a recipe job's model (its cache key's JSON); a graph's: none."""
+    import json
+
+    return json.loads(job.model[2]) if job.model and job.model[0] == "recipe" else {}

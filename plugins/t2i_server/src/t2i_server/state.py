@@ -275,10 +275,37 @@ class Server:
                     name, plugins=self.manager, device=device, dtype=dtype, **options
                 )
 
+        axes = self._vae_axes(list(axes or []))
         return Job(
-            key, build, prompt=prompt, fields=fields, mode=mode, axes=list(axes or []),
+            key, build, prompt=prompt, fields=fields, mode=mode, axes=axes,
             label=label if graph is None else "",
         )  # fmt: skip
+
+    def _vae_axes(self, axes: list[str]) -> list[str]:
+        """X/Y/Z axes with a ``vae`` axis's names (``/sd-vae`` entries) turned into paths
+        (``Automatic`` / ``None`` stay: the checkpoint's own).
+
+        Raises:
+            RequestError: naming ``xyz``: a value that is no VAE of the folder.
+        """
+        from t2i.xyz import Axis, XYZError
+
+        out = []
+        for spec in axes:
+            try:
+                axis = Axis.parse(spec)
+            except XYZError:
+                out.append(spec)  # the worker reports it
+                continue
+            if axis.field != "vae":
+                out.append(spec)
+                continue
+            values = []
+            for value in axis.values:
+                vae = self.vae_named(str(value), "xyz")
+                values.append(str(vae.path) if vae is not None else str(value))
+            out.append("vae=" + ",".join('"' + v.replace('"', '""') + '"' for v in values))
+        return out
 
     def submit(self, job: Job) -> Job:
         self.worker.start()
