@@ -254,3 +254,32 @@ def test_an_xyz_vae_axis_compares_vaes_on_one_checkpoint(sd_and_vae, tmp_path):
     for cell, expected in zip(cells, (own, chosen)):
         got = np.asarray(PILImage.open(cell).convert("RGB")).astype(np.int16)
         assert np.abs(got - expected).max() == 0
+
+
+def test_automatic_takes_the_vae_named_after_a_single_file_as_a1111(sd_and_vae, tmp_path):
+    """``MODEL.vae.safetensors`` beside ``MODEL.safetensors`` decodes by default (and with
+    ``vae="Automatic"``); ``vae="None"`` keeps the checkpoint's own; a ``.vae.pt`` needs
+    ``allow_pickle``."""
+    from t2i_ldm.checkpoint import save_single_file
+    from t2i_ldm.recipes import load_models
+
+    _, folder, _, files = sd_and_vae
+    models = load_models(folder)
+    te = {k: models.text_encoder.get(k) for k in models.text_encoder.keys()}
+    single = save_single_file(
+        tmp_path / "model.safetensors", models.unet, models.vae, text_encoder=te,
+        prediction_type="epsilon",
+    )  # fmt: skip
+    build = {"tokenizer": str(folder / "tokenizer"), "text_head_dim": 16}
+    own, plain_info = _ours(single, 4, **build)
+    (tmp_path / "model.vae.pt").write_bytes(b"not read without allow_pickle")
+    assert np.array_equal(_ours(single, 4, **build)[0], own)
+    beside = tmp_path / "model.vae.safetensors"
+    beside.write_bytes(files["diffusers_file"].read_bytes())
+    chosen, _ = _ours(folder, 4, vae=str(files["diffusers_file"]))
+    for vae in (None, "Automatic"):
+        got, info = _ours(single, 4, **build, **({"vae": vae} if vae else {}))
+        assert np.abs(got - chosen).max() <= 2 and "VAE: model.vae.safetensors" in info
+    got, info = _ours(single, 4, **build, vae="None")
+    assert np.array_equal(got, own) and "VAE" not in info.splitlines()[-1]
+    assert "VAE" not in plain_info.splitlines()[-1]

@@ -185,3 +185,16 @@ def test_an_xyz_plot_over_vaes_by_their_names(server):
     body["script_args"] = ["VAE", "Automatic,nope"]
     bad = requests.post(f"{server.url}/sdapi/v1/txt2img", json=body, timeout=120)
     assert bad.status_code == 422 and "no VAE 'nope'" in bad.json()["detail"]
+
+
+def test_none_and_automatic_reach_the_recipe_as_a1111_means_them(server):
+    """``Automatic`` leaves the recipe its rule (a VAE named after the checkpoint file);
+    ``None`` asks the ldm recipe for the checkpoint's own even then; a model without a VAE
+    gets neither."""
+    state = server.app.state.t2i
+    sd, toy = state.select(_sd_title(server)), state.select("toy-diffusion")
+    assert state.vae_options(sd, "Automatic") == {}
+    assert state.vae_options(sd, "None") == {"vae": "None"}
+    assert state.vae_options(toy, "None") == {} and state.vae_options(toy, "Automatic") == {}
+    path = state.vae_options(sd, "my-vae")["vae"]
+    assert path.endswith("my-vae.safetensors")

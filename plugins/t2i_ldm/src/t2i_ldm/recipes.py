@@ -27,8 +27,6 @@ DTYPES = ("float32", "float16", "bfloat16")
 EMPHASIS_MODES = ("original", "no_norm", "ignore")
 """:data:`t2i_ldm.text_encoder.EMPHASIS_MODES`, not imported from there: a recipe built for a
 deployment runtime imports no text-encoder module."""
-AUTOMATIC_VAE = ("Automatic", "None")
-"""``vae`` values that mean the checkpoint's own VAE (A1111's "SD VAE" choices)."""
 DEPLOYED_NODES = ("text_encoder", "denoiser", "decoder")
 """Loader nodes that, all provided by a deployment runtime, spare the recipe the checkpoint."""
 
@@ -78,17 +76,23 @@ def _check_recipe_options(**options: Any) -> None:
 
 
 def _vae_options(vae: Any, models: Any, load: dict[str, Any], deployed: Any):
-    """The decoder options and infotext fields of a ``vae`` override, the file read now so
-    a bad one fails at build time. A runtime whose export provides the decoder runs the VAE
-    it was exported with: the PNG fields come from the export, the file is not read (and
-    a ``vae`` the export was not made with is refused, since it would be ignored)."""
-    if vae is None:
-        return load, {}
-    from t2i_ldm.vae_override import INFOTEXT_KEYS, load_vae_override, vae_infotext
+    """The decoder options and infotext fields of the ``vae`` option (resolved by
+    :func:`~t2i_ldm.vae_override.chosen_vae`; the file read now, so a bad one fails at build
+    time). A runtime whose export provides the decoder runs the VAE it was exported with: the
+    PNG fields come from the export, no file is read, and a ``vae`` the export was not made
+    with is refused, since it would be ignored."""
+    from t2i_ldm.vae_override import (
+        AUTOMATIC,
+        INFOTEXT_KEYS,
+        NONE,
+        chosen_vae,
+        load_vae_override,
+        vae_infotext,
+    )
 
     if "decoder" in (deployed or {}).get("provided", ()):
         recorded = deployed.get("graph", {}).get("meta", {}).get("infotext", {})
-        if "VAE" not in recorded:
+        if vae not in (None, AUTOMATIC, NONE) and "VAE" not in recorded:
             from t2i.engine import EngineError
 
             raise EngineError(
@@ -96,10 +100,13 @@ def _vae_options(vae: Any, models: Any, load: dict[str, Any], deployed: Any):
                 "would be ignored: export again with --option vae=... (or drop vae)"
             )
         return load, {k: recorded[k] for k in INFOTEXT_KEYS if k in recorded}
+    vae = chosen_vae(vae, load["checkpoint"], allow_pickle=load["allow_pickle"])
+    if vae is None:
+        return load, {}
     if models is not None:
         template = models.vae.config if models.vae is not None else models.config.vae
         load_vae_override(vae, template, dtype=load.get("dtype"), allow_pickle=load["allow_pickle"])
-    return {**load, "vae": str(vae)}, vae_infotext(vae)
+    return {**load, "vae": vae}, vae_infotext(vae)
 
 
 def deepcache_options(
@@ -441,7 +448,8 @@ def ldm_recipe(
     features between: :mod:`t2i_ldm.deepcache`; off by default; the base model only, not an
     exported UNet), ``vae`` (a standalone VAE file or diffusers VAE folder that decodes and
     encodes in place of the checkpoint's own, A1111's "SD VAE": :mod:`t2i_ldm.vae_override`;
-    ``"Automatic"`` / ``"None"``: the checkpoint's own).
+    unset or ``"Automatic"``: ``MODEL.vae.safetensors`` beside a single file if there is one,
+    else the checkpoint's own; ``"None"``: the checkpoint's own).
     """
     from t2i.recipe import diffusion_recipe
 
@@ -463,7 +471,6 @@ def ldm_recipe(
         vae=vae,
     )
     deepcache_options("ldm", deepcache, deepcache_branch)  # before any file is read
-    vae = None if vae in AUTOMATIC_VAE else vae
     checkpoint = str(checkpoint)
     embedding_library(embeddings_dir, allow_pickle)  # fail early (a file that cannot load)
     emb = {"embeddings_dir": str(embeddings_dir)} if embeddings_dir is not None else {}

@@ -29,6 +29,11 @@ DIFFUSERS_WEIGHTS = (
     "diffusion_pytorch_model.bin",
 )
 """A diffusers ``vae/`` folder's weight files, in the order tried."""
+AUTOMATIC, NONE = "Automatic", "None"
+"""A1111's two ``sd_vae`` choices besides a file: ``Automatic`` (a VAE named after the
+checkpoint beside it, else the checkpoint's own) and ``None`` (always the checkpoint's own)."""
+BESIDE_SUFFIXES = (".vae.safetensors", ".vae.pt", ".vae.ckpt")
+"""``MODEL.vae.safetensors`` beside ``MODEL.safetensors``: the VAE ``Automatic`` picks."""
 INFOTEXT_KEYS = ("VAE hash", "VAE")
 """The PNG infotext fields of a chosen VAE, as A1111 names them."""
 
@@ -106,3 +111,28 @@ def vae_infotext(path: str | os.PathLike) -> dict[str, str]:
     file = vae_weights_file(path)
     name = file.name if Path(path).is_file() else Path(path).name
     return dict(zip(INFOTEXT_KEYS, (short_hash(file), name)))
+
+
+def chosen_vae(
+    vae: str | os.PathLike | None, checkpoint: str | os.PathLike, *, allow_pickle: bool = False
+) -> str | None:
+    """The VAE a ``vae`` option means: a path as given; ``None`` / ``"Automatic"`` a VAE
+    beside a single-file checkpoint named after it (``MODEL.vae.safetensors``; ``.vae.pt`` /
+    ``.vae.ckpt`` only with ``allow_pickle``), as A1111's Automatic, else None (the
+    checkpoint's own); ``"None"``: None."""
+    if vae == NONE:
+        return None
+    if vae not in (None, AUTOMATIC):
+        return str(vae)
+    path = Path(checkpoint)
+    if not path.is_file():
+        return None
+    stem = path.name.rsplit(".", 1)[0]
+    for suffix in BESIDE_SUFFIXES:
+        beside = path.with_name(stem + suffix)
+        if beside.is_file() and (suffix == BESIDE_SUFFIXES[0] or allow_pickle):
+            import structlog
+
+            structlog.get_logger(__name__).info("vae_beside_checkpoint", vae=str(beside))
+            return str(beside)
+    return None

@@ -90,20 +90,23 @@ class Server:
         else the current setting. A model whose recipe takes no ``vae`` ignores a setting; a
         request that names a VAE for it is refused."""
         chosen = asked if asked is not None else setting
-        vae = self.vae_named(self.current_vae if chosen is None else chosen, field)
-        if vae is None:
-            return {}
+        name = self.current_vae if chosen is None else chosen
+        vae = self.vae_named(name, field)
+        if vae is None and name != NONE:
+            return {}  # Automatic: the recipe's own rule (ldm: a VAE named after the file)
         import inspect
 
         factory = self.registry.get("recipe", selection.recipe).factory
         if "vae" not in inspect.signature(factory).parameters:
-            if asked is None:
+            if asked is None or vae is None:
                 return {}
             raise RequestError(
                 field,
                 f"model {selection.title!r} takes no VAE (only Stable Diffusion checkpoints, "
                 "recipe ldm, do): leave sd_vae out or pick such a model",
             )
+        if vae is None:
+            return {"vae": NONE}  # the checkpoint's own, even with a VAE named after it
         return {"vae": str(vae.path), **({"allow_pickle": True} if vae.pickle else {})}
 
     @property

@@ -4,10 +4,11 @@
 ``.safetensors`` files, diffusers VAE folders (``config.json`` + ``diffusion_pytorch_model
 .safetensors``) and, with ``--allow-pickle``, ``.pt`` / ``.ckpt`` files. ``sd_vae`` (the
 ``/options`` setting, or ``override_settings`` of one request) names one of them by its
-``model_name`` (the path below the folder) or file name; ``Automatic`` and ``None`` both
-mean the checkpoint's own VAE. A chosen VAE reaches a recipe that takes ``vae=`` (the ldm
-family's); another model ignores the setting, and a request that names a VAE for it is
-refused, saying so.
+``model_name`` (the path below the folder) or file name; ``Automatic`` (the default) leaves
+the choice to the recipe (ldm: ``MODEL.vae.safetensors`` beside a single file, else the
+checkpoint's own), ``None`` is always the checkpoint's own. A chosen VAE reaches a recipe
+that takes ``vae=`` (the ldm family's); another model ignores the setting, and a request
+that names a VAE for it is refused, saying so.
 """
 
 from __future__ import annotations
