@@ -101,6 +101,20 @@ def _ours(folder, seed: int, **build):
     return np.asarray(result.images[0]).astype(np.int16), result.infotexts[0]
 
 
+def _invoke(args: list[str]):
+    """``t2i ARGS`` with this module's plugins as the process-wide manager."""
+    from click.testing import CliRunner
+
+    from t2i.cli.main import cli
+    from t2i.plugins import set_plugin_manager
+
+    previous = set_plugin_manager(MANAGER)
+    try:
+        return CliRunner().invoke(cli, args)
+    finally:
+        set_plugin_manager(previous)
+
+
 @pytest.mark.parametrize("layout", ["diffusers_file", "compvis_file", "folder"])
 def test_the_image_is_diffusers_with_its_vae_swapped(sd_and_vae, layout):
     pipe, folder, other, files = sd_and_vae
@@ -186,22 +200,14 @@ def test_an_export_made_without_the_vae_refuses_it_as_ignored(sd_and_vae):
 
 
 def test_t2i_generate_option_vae_writes_it_into_the_png(sd_and_vae, tmp_path):
-    from click.testing import CliRunner
     from PIL import Image as PILImage
-
-    from t2i.cli.main import cli
-    from t2i.plugins import set_plugin_manager
 
     _, folder, _, files = sd_and_vae
     out = tmp_path / "out.png"
     args = ["generate", PROMPT, "--recipe", "ldm", "--checkpoint", str(folder)]
     args += ["--option", f"vae={files['folder']}", "--width", "32", "--height", "32"]
     args += ["--steps", "3", "--seed", "5", "-o", str(out)]
-    previous = set_plugin_manager(MANAGER)
-    try:
-        result = CliRunner().invoke(cli, args)
-    finally:
-        set_plugin_manager(previous)
+    result = _invoke(args)
     assert result.exit_code == 0, result.output
     assert "VAE: other-vae," in PILImage.open(out).info["parameters"]
 
@@ -226,12 +232,9 @@ def test_an_sdxl_checkpoint_keeps_its_scaling_and_upcast_with_another_vae(tiny_s
 def test_an_xyz_vae_axis_compares_vaes_on_one_checkpoint(sd_and_vae, tmp_path):
     """``t2i generate --xyz "vae=Automatic,FILE"``: A1111's VAE axis, each cell the image
     its single run gives, labelled by file name."""
-    from click.testing import CliRunner
     from PIL import Image as PILImage
 
-    from t2i.cli.main import cli
     from t2i.infotext import parse_infotext
-    from t2i.plugins import set_plugin_manager
 
     _, folder, _, files = sd_and_vae
     out = tmp_path / "plot"
@@ -239,11 +242,7 @@ def test_an_xyz_vae_axis_compares_vaes_on_one_checkpoint(sd_and_vae, tmp_path):
     args += ["--width", "32", "--height", "32", "--seed", "9", "--sampler", "euler"]
     args += ["--negative", NEGATIVE, "--cfg", "6", "--schedule", "linspace"]
     args += ["--xyz", f"vae=Automatic,{files['diffusers_file']}", "-o", str(out)]
-    previous = set_plugin_manager(MANAGER)
-    try:
-        result = CliRunner().invoke(cli, args)
-    finally:
-        set_plugin_manager(previous)
+    result = _invoke(args)
     assert result.exit_code == 0, result.output
     cells = sorted(p for p in out.glob("*.png") if "grid" not in p.name)
     assert len(cells) == 2, sorted(p.name for p in out.iterdir())
