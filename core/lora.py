@@ -310,7 +310,8 @@ LORA_DIR_ENV = "T2I_LORA_DIR"
 
 
 def find_lora(name: str, folder: str | os.PathLike | None) -> str:
-    """``NAME`` of a prompt tag -> its file in ``folder`` (or ``$T2I_LORA_DIR``)."""
+    """``NAME`` of a prompt tag -> its file in ``folder`` (or ``$T2I_LORA_DIR``): the path
+    ``folder/NAME.safetensors``, else the one ``NAME.safetensors`` in a subfolder."""
     where = folder or os.environ.get(LORA_DIR_ENV)
     if not where:
         raise ValueError(
@@ -322,7 +323,16 @@ def find_lora(name: str, folder: str | os.PathLike | None) -> str:
         candidate = folder / f"{name}{suffix}"
         if candidate.is_file():
             return str(candidate)
-    known = sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
+    below = sorted(folder.rglob(f"{name}.safetensors")) if folder.is_dir() else []
+    if len(below) == 1:  # in a subfolder, as A1111 finds it by its name alone
+        return str(below[0])
+    if len(below) > 1:
+        raise ValueError(
+            f"<lora:{name}>: {len(below)} files called {name}.safetensors below {folder}: "
+            + ", ".join(str(p.relative_to(folder)) for p in below)
+            + "; rename one, or name it by its path (<lora:SUBFOLDER/NAME:w>)"
+        )
+    known = sorted({p.stem for p in folder.rglob("*.safetensors")}) if folder.is_dir() else []
     raise ValueError(
         f"<lora:{name}>: no {name}.safetensors in {folder}; LoRAs there: "
         + (", ".join(known) or "none")

@@ -73,3 +73,23 @@ def test_prompt_tags():
     assert text == "a cat  on a mat" and tags == [("style", 0.8), ("ink", 1.0)]
     with pytest.raises(ValueError, match="must be a number"):
         prompt_loras("<lora:style:much>")
+
+
+def test_find_lora_looks_below_the_folder_by_name(tmp_path, monkeypatch):
+    from t2i.lora import find_lora
+
+    (tmp_path / "styles").mkdir()
+    (tmp_path / "top.safetensors").write_bytes(b"")
+    (tmp_path / "styles" / "ink.safetensors").write_bytes(b"")
+    assert find_lora("top", tmp_path) == str(tmp_path / "top.safetensors")
+    assert find_lora("ink", tmp_path) == str(tmp_path / "styles" / "ink.safetensors")
+    assert find_lora("styles/ink", tmp_path) == str(tmp_path / "styles" / "ink.safetensors")
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "ink.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"2 files called ink\.safetensors"):
+        find_lora("ink", tmp_path)
+    with pytest.raises(ValueError, match="LoRAs there: ink, top"):
+        find_lora("nope", tmp_path)
+    monkeypatch.delenv("T2I_LORA_DIR", raising=False)
+    with pytest.raises(ValueError, match="no LoRA folder"):
+        find_lora("ink", None)

@@ -485,13 +485,24 @@ def cmd_flags(request: Request):
 
 @router.get("/loras")
 def loras(request: Request):
-    """Registered LoRA adapters (none unless a plugin registers the ``lora`` kind)."""
-    registry = server_of(request).registry
+    """The LoRA folder's files (``--lora-dir``, what ``<lora:NAME:w>`` finds) as A1111
+    lists them, then LoRA adapters a plugin registers (the ``lora`` kind)."""
+    from t2i_server.loras import lora_entries
+
+    server = server_of(request)
+    out = lora_entries(server.settings.lora_dir)
     try:
-        entries = registry.entries("lora")
+        entries = server.registry.entries("lora")
     except Exception:  # the kind is not registrable in this core
-        return []
-    return [{"name": e.name, "alias": e.name, "path": e.plugin, "metadata": {}} for e in entries]
+        entries = []
+    return out + [{"name": e.name, "alias": e.name, "path": e.plugin, "metadata": {}}
+                  for e in entries]  # fmt: skip
+
+
+@router.post("/refresh-loras")
+def refresh_loras():
+    """A1111 clients call it after adding files; ``/loras`` reads the folder each time."""
+    return None
 
 
 @router.get("/memory")

@@ -33,6 +33,8 @@ class ServeSettings:
         allow_pickle: let ``.ckpt`` files of the models folder load (``torch.load`` with
             ``weights_only=True``); without it they are listed but not loaded.
         vae_dir: the VAE folder (``--vae-dir``) listed in ``/sdapi/v1/sd-vae``, or None.
+        lora_dir: the LoRA folder (``--lora-dir``) every pipeline's ``<lora:NAME:w>`` reads,
+            listed in ``/sdapi/v1/loras``, or None.
     """
 
     host: str = "127.0.0.1"
@@ -47,6 +49,7 @@ class ServeSettings:
     models_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     allow_pickle: bool = False
     vae_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    lora_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
 
 
 def token_from(option: str | None) -> str | None:

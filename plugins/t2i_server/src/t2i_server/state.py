@@ -269,6 +269,7 @@ class Server:
             options = {
                 **chosen.options,
                 **self.vae_options(chosen, vae, vae_setting),
+                **({"lora_dir": str(settings.lora_dir)} if settings.lora_dir else {}),
                 **(options or {}),
             }
             key = model_key(name, options)
