@@ -499,6 +499,21 @@ def loras(request: Request):
                   for e in entries]  # fmt: skip
 
 
+@router.get("/embeddings")
+def embeddings(request: Request):
+    """The embeddings folder (``--embeddings-dir``) as A1111: ``{loaded, skipped}``."""
+    from t2i_server.embeddings import embedding_entries
+
+    settings = server_of(request).settings
+    return embedding_entries(settings.embeddings_dir, allow_pickle=settings.allow_pickle)
+
+
+@router.post("/refresh-embeddings")
+def refresh_embeddings():
+    """A1111 clients call it after adding files; the folder is read at each use."""
+    return None
+
+
 @router.post("/refresh-loras")
 def refresh_loras():
     """A1111 clients call it after adding files; ``/loras`` reads the folder each time."""
@@ -544,7 +559,6 @@ for _path, _value in (
     ("realesrgan-models", []),
     ("prompt-styles", []),
     ("extensions", []),
-    ("embeddings", {"loaded": {}, "skipped": {}}),
 ):
     _empty(_path, _value)
 

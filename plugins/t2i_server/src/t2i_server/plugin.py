@@ -71,6 +71,15 @@ def t2i_register_commands(cli) -> None:
         "in /sdapi/v1/loras (default: $T2I_LORA_DIR).",
     )
     @click.option(
+        "--embeddings-dir",
+        "embeddings_dir",
+        type=click.Path(file_okay=False, path_type=str),
+        default=None,
+        help="Textual-inversion folder: a prompt uses an embedding by its file name with "
+        "Stable Diffusion checkpoints; listed in /sdapi/v1/embeddings "
+        "(default: $T2I_EMBEDDINGS_DIR).",
+    )
+    @click.option(
         "--allow-pickle",
         is_flag=True,
         help="Let the models folder's .ckpt files load (torch.load weights_only=True); "
@@ -80,9 +89,10 @@ def t2i_register_commands(cli) -> None:
     @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None)
     @click.pass_context
     def serve(ctx, host, port, token, insecure, max_models, max_body_mb, recipe, ckpt_dir,
-              vae_dir, lora_dir, allow_pickle, device, dtype):  # fmt: skip
+              vae_dir, lora_dir, embeddings_dir, allow_pickle, device, dtype):  # fmt: skip
         """Serve the web page on http://HOST:PORT/ and the APIs (/sdapi/v1, /t2i/v1, /docs)."""
         from t2i_server.checkpoints import models_dir_from
+        from t2i_server.embeddings import embeddings_dir_from
         from t2i_server.loras import lora_dir_from
         from t2i_server.serve import run
         from t2i_server.vaes import vae_dir_from
@@ -99,6 +109,7 @@ def t2i_register_commands(cli) -> None:
             models_dir=models_dir_from(ckpt_dir),
             vae_dir=vae_dir_from(vae_dir),
             lora_dir=lora_dir_from(lora_dir),
+            embeddings_dir=embeddings_dir_from(embeddings_dir),
             allow_pickle=allow_pickle,
             device=device,
             dtype=dtype,

@@ -35,6 +35,8 @@ class ServeSettings:
         vae_dir: the VAE folder (``--vae-dir``) listed in ``/sdapi/v1/sd-vae``, or None.
         lora_dir: the LoRA folder (``--lora-dir``) every pipeline's ``<lora:NAME:w>`` reads,
             listed in ``/sdapi/v1/loras``, or None.
+        embeddings_dir: the textual-inversion folder (``--embeddings-dir``) of every recipe
+            that takes ``embeddings_dir=``, listed in ``/sdapi/v1/embeddings``, or None.
     """
 
     host: str = "127.0.0.1"
@@ -50,6 +52,9 @@ class ServeSettings:
     allow_pickle: bool = False
     vae_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     lora_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    embeddings_dir: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
 
 
 def token_from(option: str | None) -> str | None:

@@ -94,10 +94,7 @@ class Server:
         vae = self.vae_named(name, field)
         if vae is None and name != NONE:
             return {}  # Automatic: the recipe's own rule (ldm: a VAE named after the file)
-        import inspect
-
-        factory = self.registry.get("recipe", selection.recipe).factory
-        if "vae" not in inspect.signature(factory).parameters:
+        if not self.recipe_takes(selection.recipe, "vae"):
             if asked is None or vae is None:
                 return {}
             raise RequestError(
@@ -108,6 +105,24 @@ class Server:
         if vae is None:
             return {"vae": NONE}  # the checkpoint's own, even with a VAE named after it
         return {"vae": str(vae.path), **({"allow_pickle": True} if vae.pickle else {})}
+
+    def recipe_takes(self, recipe: str, option: str) -> bool:
+        """Whether recipe ``recipe``'s factory has the option ``option`` (its signature)."""
+        import inspect
+
+        factory = self.registry.get("recipe", recipe).factory
+        return option in inspect.signature(factory).parameters
+
+    def embedding_options(self, selection: Selection) -> dict[str, Any]:
+        """``embeddings_dir=`` the embeddings folder for a recipe that takes it (with
+        ``allow_pickle`` when the server allows pickles and the folder holds one)."""
+        folder = self.settings.embeddings_dir
+        if folder is None or not self.recipe_takes(selection.recipe, "embeddings_dir"):
+            return {}
+        from t2i_server.embeddings import holds_pickles
+
+        pickles = self.settings.allow_pickle and holds_pickles(folder)
+        return {"embeddings_dir": str(folder), **({"allow_pickle": True} if pickles else {})}
 
     @property
     def registry(self) -> Any:
@@ -269,6 +284,7 @@ class Server:
             options = {
                 **chosen.options,
                 **self.vae_options(chosen, vae, vae_setting),
+                **self.embedding_options(chosen),
                 **({"lora_dir": str(settings.lora_dir)} if settings.lora_dir else {}),
                 **(options or {}),
             }
