@@ -41,7 +41,8 @@ folder, out, extra = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 pipe = Engine.build(runtime="onnx", onnx_dir=folder, **extra)
 result = pipe(sys.argv[4], **json.loads(sys.argv[5]))
 result.images[0].save(out)
-names = sorted(m for m in sys.modules if m.startswith(tuple(json.loads(sys.argv[6])))
+forbidden = json.loads(sys.argv[6])  # modules, and their submodules
+names = sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') for f in forbidden)
                or (m.startswith("transformers.models.") and ".modeling_" in m
                    and not m.endswith(".modeling_auto")))
 print(json.dumps({"imported": names, "torch_built": pipe.onnx_torch_built,

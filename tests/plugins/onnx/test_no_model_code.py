@@ -30,7 +30,8 @@ import json, sys
 from t2i.engine import Engine
 pipe = Engine.build(runtime="onnx", onnx_dir=sys.argv[1])
 pipe("a red circle", seed=1, steps=2, **json.loads(sys.argv[2]))
-names = sorted(m for m in sys.modules if m.startswith(tuple(json.loads(sys.argv[3])))
+forbidden = json.loads(sys.argv[3])  # modules, and their submodules
+names = sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') for f in forbidden)
                or (m.startswith("transformers.models.") and ".modeling_" in m
                    and not m.endswith(".modeling_auto")))
 print(json.dumps({"imported": names, "torch_built": pipe.onnx_torch_built,
