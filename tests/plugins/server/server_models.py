@@ -10,9 +10,10 @@ import pytest
 SD_WORDS = "a red blue cube sphere cat dog photo of the on top left right"
 
 
-def tiny_sd_file(path: Path, tokenizer_dir: Path) -> Path:
-    """A CompVis-layout SD single file (tiny UNet, VAE and CLIP text model, one head of 64
-    so that the ``ldm`` recipe's defaults fit) and its CLIP vocabulary in ``tokenizer_dir``."""
+def tiny_sd_file(path: Path, tokenizer_dir: Path, *, text_layers: int = 1) -> Path:
+    """A CompVis-layout SD single file (tiny UNet, VAE and CLIP text model of ``text_layers``
+    layers, one head of 64 so that the ``ldm`` recipe's defaults fit) and its CLIP
+    vocabulary in ``tokenizer_dir``."""
     pytest.importorskip("t2i_ldm")
     import attrs
     import torch
@@ -35,7 +36,7 @@ def tiny_sd_file(path: Path, tokenizer_dir: Path) -> Path:
             vocab_size=tok.vocab_size,
             hidden_size=64,
             intermediate_size=64,
-            num_hidden_layers=1,
+            num_hidden_layers=text_layers,
             num_attention_heads=1,
             max_position_embeddings=77,
         )

@@ -1,5 +1,6 @@
-"""The VAE folder (``--vae-dir``): /sdapi/v1/sd-vae, the ``sd_vae`` setting and per-request
-override, and VAEs that cannot be used (a 422 saying why, the setting unchanged)."""
+"""Settings of Stable Diffusion checkpoints over the A1111 API: the VAE folder (``--vae-dir``:
+/sdapi/v1/sd-vae, the ``sd_vae`` setting and per-request override, VAEs that cannot be used:
+a 422 saying why, the setting unchanged) and clip skip (``CLIP_stop_at_last_layers``)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ BODY = {"prompt": "a red cube", "seed": 7, "steps": 2, "width": 16, "height": 16
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     base = tmp_path_factory.mktemp("vae_server")
-    sd = tiny_sd_file(base / "models" / "tiny-sd.safetensors", base / "clip")
+    sd = tiny_sd_file(base / "models" / "tiny-sd.safetensors", base / "clip", text_layers=2)
     vaes = base / "VAE"
     perturbed_vae(sd, vaes / "my-vae.safetensors")
     perturbed_vae(sd, vaes / "sub" / "wide-vae.safetensors", latent_channels=16)
@@ -198,3 +199,42 @@ def test_none_and_automatic_reach_the_recipe_as_a1111_means_them(server):
     assert state.vae_options(toy, "None") == {} and state.vae_options(toy, "Automatic") == {}
     path = state.vae_options(sd, "my-vae")["vae"]
     assert path.endswith("my-vae.safetensors")
+
+
+def test_clip_skip_as_a_request_override_and_a_setting(server, folders):
+    from t2i import Engine
+    from t2i.testing import make_manager
+    from t2i_ldm import plugin as ldm
+
+    models, _ = folders
+    title = _sd_title(server)
+    skipped = _txt2img(server, sd_model_checkpoint=title, CLIP_stop_at_last_layers=2)
+    assert skipped.status_code == 200, skipped.text
+    info = json.loads(skipped.json()["info"])
+    assert info["clip_skip"] == 2 and "Clip skip: 2" in info["infotexts"][0]
+    pipe = Engine.build(
+        "ldm", plugins=make_manager(ldm), checkpoint=str(models / "tiny-sd.safetensors"),
+        clip_skip=2,
+    )  # fmt: skip
+    fields = {k: v for k, v in BODY.items() if k != "prompt"}
+    direct = np.asarray(pipe(BODY["prompt"], **fields).images[0]).astype(np.int16)
+    assert np.array_equal(direct, _pixels(skipped))
+    own = _txt2img(server, sd_model_checkpoint=title)
+    assert json.loads(own.json()["info"])["clip_skip"] == 1
+    assert not np.array_equal(_pixels(own), _pixels(skipped))
+    try:
+        body = {"CLIP_stop_at_last_layers": 2}
+        assert requests.post(f"{server.url}/sdapi/v1/options", json=body, timeout=120).ok
+        assert _setting(server, "CLIP_stop_at_last_layers") == 2
+        again = _txt2img(server, sd_model_checkpoint=title)
+        assert np.array_equal(_pixels(again), _pixels(skipped))
+        assert _txt2img(server).status_code == 200  # toy-diffusion: the setting does not apply
+    finally:
+        requests.post(f"{server.url}/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 1})
+    bad = requests.post(f"{server.url}/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 0})
+    assert bad.status_code == 422 and bad.json()["field"] == "CLIP_stop_at_last_layers"
+    assert _setting(server, "CLIP_stop_at_last_layers") == 1
+
+
+def _setting(server, key: str):
+    return requests.get(f"{server.url}/sdapi/v1/options", timeout=30).json()[key]

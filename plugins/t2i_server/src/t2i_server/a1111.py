@@ -30,7 +30,7 @@ from t2i_server.images import (
 )
 from t2i_server.jobs import Job
 from t2i_server.memory import memory_report
-from t2i_server.state import Selection, Server
+from t2i_server.state import Selection, Server, checked_clip_skip
 
 router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
 VARIATION_FIELDS = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
@@ -194,6 +194,7 @@ def _generate(server: Server, body: Txt2ImgRequest, img2img: bool) -> JSONRespon
             mode=mode,
             axes=axes,
             vae=settings.get("sd_vae"),
+            clip_skip=settings.get("CLIP_stop_at_last_layers"),
         )
     except RequestError as exc:
         return _unprocessable(exc)
@@ -243,7 +244,7 @@ def _response(server: Server, job: Job, body: Txt2ImgRequest) -> dict[str, Any]:
         "infotexts": infotexts,
         "styles": [],
         "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.submitted)),
-        "clip_skip": 1,
+        "clip_skip": int(parsed.get("Clip skip", 1)),
         "is_using_inpainting_conditioning": False,
         "version": job.metadata.get("t2i_version", ""),
         "interrupted": job.status == "cancelled",
@@ -408,7 +409,7 @@ def _options(server: Server) -> dict[str, Any]:
         "show_progress_every_n_steps": 1,
         "live_previews_enable": True,
         "sd_vae": server.current_vae,
-        "CLIP_stop_at_last_layers": 1,
+        "CLIP_stop_at_last_layers": server.clip_skip,
         "t2i_max_models": server.settings.max_models,
     }
 
@@ -421,27 +422,28 @@ def get_options(request: Request):
 
 @router.post("/options")
 def set_options(body: dict[str, Any], request: Request):
-    """Set ``sd_model_checkpoint`` (a recipe or a models-folder checkpoint's title) and
-    ``sd_vae`` (``Automatic``, ``None`` or a ``/sd-vae`` name): the model is loaded with its
-    VAE before answering, after the jobs queued before it; a model or VAE that cannot be used
-    is a 422 saying why, and changes nothing. Other settings are ignored."""
+    """Set ``sd_model_checkpoint`` (a recipe or a models-folder checkpoint's title),
+    ``sd_vae`` (``Automatic``, ``None`` or a ``/sd-vae`` name) and
+    ``CLIP_stop_at_last_layers`` (clip skip, for SD checkpoints): the model is loaded as set
+    before answering, after the jobs queued before it; a value that cannot be used is a 422
+    saying why, and changes nothing. Other settings are ignored."""
     server = server_of(request)
-    if "sd_model_checkpoint" not in body and "sd_vae" not in body:
+    keys = ("sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers")
+    if not any(k in body for k in keys):
         return None
     vae = body.get("sd_vae", server.current_vae)
     try:
         name = server.select(body.get("sd_model_checkpoint", server.current)).title
         server.vae_named(vae)
-        job = server.make_job(recipe=name, mode="load", vae_setting=vae)
+        skip = checked_clip_skip(body.get("CLIP_stop_at_last_layers", server.clip_skip))
+        job = server.make_job(recipe=name, mode="load", vae_setting=vae, clip_skip=skip)
     except RequestError as exc:
         return _unprocessable(exc)
     server.submit(job).done.wait()
     if job.error is not None:
-        job.error.field = job.error.field or (
-            "sd_model_checkpoint" if "sd_model_checkpoint" in body else "sd_vae"
-        )
+        job.error.field = job.error.field or next(k for k in keys if k in body)
         return error_response(job)
-    server.current, server.current_vae = name, vae
+    server.current, server.current_vae, server.clip_skip = name, vae, skip
     return None
 
 

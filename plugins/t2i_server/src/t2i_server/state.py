@@ -50,6 +50,8 @@ class Server:
         self.refresh_vaes()
         self.current_vae = AUTOMATIC
         """The ``sd_vae`` setting: ``Automatic`` (each checkpoint's own) or a VAE's name."""
+        self.clip_skip = 1
+        """The ``CLIP_stop_at_last_layers`` setting (A1111's clip skip; 1: the last layer)."""
         self.current = (
             self.select(settings.recipe, "recipe").title
             if settings.recipe
@@ -105,6 +107,19 @@ class Server:
         if vae is None:
             return {"vae": NONE}  # the checkpoint's own, even with a VAE named after it
         return {"vae": str(vae.path), **({"allow_pickle": True} if vae.pickle else {})}
+
+    def clip_skip_options(self, selection: Selection, asked: Any = None) -> dict[str, Any]:
+        """``clip_skip=`` for a recipe that takes it, from ``asked`` (a request's or a new
+        setting's ``CLIP_stop_at_last_layers``) or the setting; 1 (the default) adds nothing,
+        and a model without the option ignores it, as A1111 applies it to SD only.
+
+        Raises:
+            RequestError: ``CLIP_stop_at_last_layers`` that is not an integer >= 1.
+        """
+        value = self.clip_skip if asked is None else checked_clip_skip(asked)
+        if value == 1 or not self.recipe_takes(selection.recipe, "clip_skip"):
+            return {}
+        return {"clip_skip": value}
 
     def recipe_takes(self, recipe: str, option: str) -> bool:
         """Whether recipe ``recipe``'s factory has the option ``option`` (its signature)."""
@@ -261,12 +276,14 @@ class Server:
         axes: list[str] | None = None,
         vae: str | None = None,
         vae_setting: str | None = None,
+        clip_skip: Any = None,
     ) -> Job:
         """A job on ``recipe`` (default: the selected model) or on ``graph``; the request
         fields are checked on their own here (types, ranges) so bad input is refused before
         it is queued; what depends on the model is checked by the worker. ``vae``: this
         request's ``sd_vae``; ``vae_setting``: an ``sd_vae`` setting being made (default: the
-        current one; :meth:`vae_options`)."""
+        current one; :meth:`vae_options`); ``clip_skip``: ``CLIP_stop_at_last_layers`` of
+        this request or of a setting being made (:meth:`clip_skip_options`)."""
         from t2i.engine import Engine
 
         fields = _floats(dict(fields or {}))
@@ -285,6 +302,7 @@ class Server:
                 **chosen.options,
                 **self.vae_options(chosen, vae, vae_setting),
                 **self.embedding_options(chosen),
+                **self.clip_skip_options(chosen, clip_skip),
                 **({"lora_dir": str(settings.lora_dir)} if settings.lora_dir else {}),
                 **(options or {}),
             }
@@ -330,6 +348,22 @@ class Server:
     def submit(self, job: Job) -> Job:
         self.worker.start()
         return self.worker.submit(job)
+
+
+def checked_clip_skip(value: Any) -> int:
+    """``CLIP_stop_at_last_layers`` as an integer >= 1 (a JSON ``2.0`` counts as 2).
+
+    Raises:
+        RequestError: anything else, naming the setting.
+    """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RequestError(
+            "CLIP_stop_at_last_layers",
+            f"must be an integer >= 1 (1: the last layer), got {value!r}",
+        )
+    return value
 
 
 def prevalidate(prompt: Any, fields: Mapping[str, Any]) -> None:
