@@ -86,6 +86,13 @@ BUILTIN_SAMPLERS: tuple[SamplerSpec, ...] = (
     _spec(
         "unipc", "unipc", ("UniPC", "uni_pc"), "leading", "UniPC bh2, order 2 (Zhao et al. 2023)"
     ),
+    _spec(
+        "lcm",
+        "lcm",
+        ("LCM", "k_lcm"),
+        "sgm_uniform",
+        "Latent Consistency Model sampling (Luo et al. 2023): LCM models and LCM-LoRAs, 2-8 steps",
+    ),
 )
 
 

@@ -36,6 +36,7 @@ def test_the_issue_list_is_registered():
         "dpmpp_2m_sde",
         "dpmpp_sde",
         "unipc",
+        "lcm",
     ):
         assert name in SAMPLERS
     for name in ("DDIM", "Euler a", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", "UniPC", "LMS"):

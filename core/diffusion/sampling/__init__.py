@@ -4,7 +4,7 @@ Public API:
     Adapters: :class:`DiscreteDenoiser`, :class:`ContinuousDenoiser`.
     Samplers ``sample_<name>(denoiser, x, sigmas, *, cond, callback=None,
     noise_sampler=None, **opts)``: euler, euler_ancestral, heun, dpm_2,
-    dpm_2_ancestral, lms, dpmpp_2m, dpmpp_2m_sde, dpmpp_sde, ddim, ddpm, plms, unipc.
+    dpm_2_ancestral, lms, dpmpp_2m, dpmpp_2m_sde, dpmpp_sde, ddim, ddpm, plms, unipc, lcm.
 
 The glue the graph calls (:class:`t2i.diffusion.sampler.DiffusionSampler`) sits above.
 """
@@ -19,6 +19,7 @@ from t2i.diffusion.sampling.euler import (
     sample_euler_ancestral,
     sample_heun,
 )
+from t2i.diffusion.sampling.lcm import sample_lcm
 from t2i.diffusion.sampling.lms import sample_lms
 from t2i.diffusion.sampling.timestep import sample_ddim, sample_ddpm, sample_plms
 from t2i.diffusion.sampling.unipc import sample_unipc
@@ -39,6 +40,7 @@ __all__ = [
     "sample_euler",
     "sample_euler_ancestral",
     "sample_heun",
+    "sample_lcm",
     "sample_lms",
     "sample_plms",
     "sample_unipc",

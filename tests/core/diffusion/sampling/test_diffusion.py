@@ -140,6 +140,7 @@ def test_every_a1111_name_and_default_schedule(registry):
         "Heun": "normal",
         "LMS": "normal",
         "UniPC": "leading",
+        "LCM": "sgm_uniform",
     }
     for label, schedule in expected.items():
         assert registry.create("sampler", label).default_schedule == schedule, label

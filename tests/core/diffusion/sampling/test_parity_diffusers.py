@@ -26,6 +26,7 @@ from t2i.diffusion.sampling import (  # noqa: E402
     sample_euler,
     sample_euler_ancestral,
     sample_heun,
+    sample_lcm,
     sample_lms,
     sample_plms,
 )
@@ -271,3 +272,26 @@ def test_unipc_matches_diffusers(spacing, prediction_type):
     ours = sample_unipc(model, x_k, sigmas, cond=None)
     ref = run_diffusers(sched, x_vp, net, steps=steps)
     assert rel_err(ours, ref) < TOL
+
+
+@pytest.mark.parametrize("steps", [4, 6])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_lcm_matches_diffusers(steps, prediction_type):
+    """diffusers' LCMScheduler on its own timesteps, same step noise. Its boundary blend
+    ``c_skip * x`` is turned off (``timestep_scaling`` 1e6; at the default 10 it is below
+    1e-5 at these timesteps): the rest is the same rule in VP space."""
+    net, model, noise = setup(prediction_type, seed=4)
+    sched = diffusers.LCMScheduler(**SD, prediction_type=prediction_type, timestep_scaling=1e6)
+    sched.set_timesteps(steps)
+    table = model.sigmas.to(F64)
+    sigmas = torch.cat([table[sched.timesteps.long()], torch.zeros(1, dtype=F64)])
+    x_k, x_vp = vp_start(noise, float(sigmas[0]))
+    g = torch.Generator().manual_seed(13)
+    noises = [torch.randn(SHAPE, generator=g, dtype=F64) for _ in range(steps - 1)]
+    it = iter(noises)
+    ours = sample_lcm(model, x_k, sigmas, cond=None, noise_sampler=lambda s, sn: next(it))
+    x = x_vp.clone()
+    g_ref = torch.Generator().manual_seed(13)
+    for t in sched.timesteps:  # the last step returns the denoised sample, drawing nothing
+        x = sched.step(net(x, t), t, x, generator=g_ref).prev_sample
+    assert rel_err(ours, x.to(F64)) < TOL
