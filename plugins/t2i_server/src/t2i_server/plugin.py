@@ -9,6 +9,15 @@ from __future__ import annotations
 from t2i.registry import hookimpl
 
 
+def folder_option(flag: str, text: str):
+    """A ``--NAME-dir`` option: a folder path (not a file), default None (its env var then)."""
+    import click
+
+    name = flag.lstrip("-").replace("-", "_")
+    path = click.Path(file_okay=False, path_type=str)
+    return click.option(flag, name, type=path, default=None, help=text)
+
+
 @hookimpl
 def t2i_register_commands(cli) -> None:
     """``t2i serve``: the A1111 API, the native job API and the web page."""
@@ -44,38 +53,26 @@ def t2i_register_commands(cli) -> None:
         help="Model selected at start: a recipe, or a models-folder checkpoint (default: the "
         "default recipe).",
     )
-    @click.option(
+    @folder_option(
         "--ckpt-dir",
-        "ckpt_dir",
-        type=click.Path(file_okay=False, path_type=str),
-        default=None,
-        help="Models folder: its .safetensors / .ckpt files, diffusers folders and t2i model "
+        "Models folder: its .safetensors / .ckpt files, diffusers folders and t2i model "
         "folders are listed in /sdapi/v1/sd-models beside the recipes and can be switched to "
         "(default: $T2I_MODELS_DIR).",
     )
-    @click.option(
+    @folder_option(
         "--vae-dir",
-        "vae_dir",
-        type=click.Path(file_okay=False, path_type=str),
-        default=None,
-        help="VAE folder: its .safetensors files and diffusers VAE folders are listed in "
+        "VAE folder: its .safetensors files and diffusers VAE folders are listed in "
         "/sdapi/v1/sd-vae and chosen by the sd_vae setting for Stable Diffusion checkpoints "
         "(default: $T2I_VAE_DIR).",
     )
-    @click.option(
+    @folder_option(
         "--lora-dir",
-        "lora_dir",
-        type=click.Path(file_okay=False, path_type=str),
-        default=None,
-        help="LoRA folder: a prompt's <lora:NAME:0.8> merges NAME.safetensors from it; listed "
+        "LoRA folder: a prompt's <lora:NAME:0.8> merges NAME.safetensors from it; listed "
         "in /sdapi/v1/loras (default: $T2I_LORA_DIR).",
     )
-    @click.option(
+    @folder_option(
         "--embeddings-dir",
-        "embeddings_dir",
-        type=click.Path(file_okay=False, path_type=str),
-        default=None,
-        help="Textual-inversion folder: a prompt uses an embedding by its file name with "
+        "Textual-inversion folder: a prompt uses an embedding by its file name with "
         "Stable Diffusion checkpoints; listed in /sdapi/v1/embeddings "
         "(default: $T2I_EMBEDDINGS_DIR).",
     )
