@@ -85,12 +85,14 @@ def create_vae_decoder(
     device: torch.device | str | None = None,
     allow_pickle: bool = False,
     vae: str | os.PathLike | None = None,
+    tile_size: int | None = None,
     **options: Any,
 ):
     """SD KL-f8 VAE decoder (latents scaled by 0.18215) with ``encode`` for img2img.
 
     ``vae``: a standalone VAE file or diffusers VAE folder decoding in place of the
     checkpoint's (or the preset's) own, with its scaling factor (:mod:`t2i_ldm.vae_override`).
+    ``tile_size``: decode in tiles of that many pixels (:mod:`t2i_ldm.vae_tiling`).
     """
     from t2i_ldm.config import get_preset
     from t2i_ldm.vae import AutoencoderKL, LdmDecoder
@@ -103,13 +105,13 @@ def create_vae_decoder(
         if vae is None and models.vae is None:
             raise ValueError(f"{checkpoint} holds no VAE (first_stage_model.* keys)")
         if vae is None:
-            return LdmDecoder(models.vae)
+            return LdmDecoder(models.vae, tile_size=tile_size)
     else:
         template = get_preset(variant).vae
         if vae is None:
             model = AutoencoderKL(template).to(device=device, dtype=dtype).eval()
-            return LdmDecoder(model)
+            return LdmDecoder(model, tile_size=tile_size)
     from t2i_ldm.vae_override import load_vae_override
 
     model = load_vae_override(vae, template, dtype=dtype, allow_pickle=allow_pickle)
-    return LdmDecoder(model)
+    return LdmDecoder(model, tile_size=tile_size)

@@ -68,6 +68,10 @@ def _check_recipe_options(**options: Any) -> None:
         ),
         "deployed": (lambda v: v is None or isinstance(v, Mapping), "what a runtime passes"),
         "vae": (lambda v: v is None or isinstance(v, (str, os.PathLike)), "a VAE file or folder"),
+        "vae_tiling": (
+            lambda v: isinstance(v, bool) or (isinstance(v, int) and v >= 32 and v % 8 == 0),
+            "true, false or a tile size in pixels (a multiple of 8, at least 32)",
+        ),
     }
     for name, value in options.items():
         ok, allowed = rules[name]
@@ -427,6 +431,7 @@ def ldm_recipe(
     deepcache: int | None = None,
     deepcache_branch: int = 1,
     vae: str | os.PathLike | None = None,
+    vae_tiling: bool | int = False,
 ):
     """Recipe ``ldm``: Stable Diffusion 1.x / 2.x / XL from a checkpoint file or diffusers folder.
 
@@ -449,7 +454,9 @@ def ldm_recipe(
     exported UNet), ``vae`` (a standalone VAE file or diffusers VAE folder that decodes and
     encodes in place of the checkpoint's own, A1111's "SD VAE": :mod:`t2i_ldm.vae_override`;
     unset or ``"Automatic"``: ``MODEL.vae.safetensors`` beside a single file if there is one,
-    else the checkpoint's own; ``"None"``: the checkpoint's own).
+    else the checkpoint's own; ``"None"``: the checkpoint's own), ``vae_tiling`` (decode in
+    tiles as diffusers' ``enable_tiling``: True for tiles of the model's native size, or a
+    tile size in pixels; :mod:`t2i_ldm.vae_tiling`).
     """
     from t2i.recipe import diffusion_recipe
 
@@ -469,6 +476,7 @@ def ldm_recipe(
         refiner_switch_at=refiner_switch_at,
         deployed=deployed,
         vae=vae,
+        vae_tiling=vae_tiling,
     )
     deepcache_options("ldm", deepcache, deepcache_branch)  # before any file is read
     checkpoint = str(checkpoint)
@@ -496,6 +504,15 @@ def ldm_recipe(
     )
     unet_config = facts.models.config.unet if facts.models is not None else None
     decoder_options, vae_fields = _vae_options(vae, facts.models, load, deployed)
+    if vae_tiling:
+        tile = facts.resolution if vae_tiling is True else int(vae_tiling)
+        decoder_options = {**decoder_options, "tile_size": tile}
+        if "decoder" in (deployed or {}).get("provided", ()):
+            import structlog
+
+            structlog.get_logger(__name__).warning(
+                "vae_tiling_not_deployed", runs="the exported VAE decoder, whole"
+            )
     model_opts = {
         **load,
         "use_ema": use_ema,

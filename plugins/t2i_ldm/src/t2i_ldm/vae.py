@@ -250,13 +250,21 @@ class LdmDecoder:
     Args:
         vae: the autoencoder.
         scaling_factor: defaults to ``vae.config.scaling_factor``.
+        tile_size: decode in tiles of this many pixels (:mod:`t2i_ldm.vae_tiling`, as
+            diffusers' ``enable_tiling``); None: whole.
     """
 
-    def __init__(self, vae: AutoencoderKL, scaling_factor: float | None = None) -> None:
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        scaling_factor: float | None = None,
+        tile_size: int | None = None,
+    ) -> None:
         self.vae = vae
         self.scaling_factor = (
             vae.config.scaling_factor if scaling_factor is None else scaling_factor
         )
+        self.tile_size = tile_size
         self.factor = vae.config.factor
         self.channels = vae.config.embed_dim
 
@@ -285,7 +293,13 @@ class LdmDecoder:
     def decode(self, latent: Latent) -> Image:
         """Scaled latents ``(B, 4, h, w)`` -> :class:`~t2i.payloads.Image` in [0, 1]."""
         self._upcast()
-        x = self.vae.decode(latent.samples / self.scaling_factor)
+        z = latent.samples / self.scaling_factor
+        if self.tile_size:
+            from t2i_ldm.vae_tiling import tiled_decode
+
+            x = tiled_decode(self.vae, z, self.tile_size)
+        else:
+            x = self.vae.decode(z)
         return Image(((x.float() + 1.0) / 2.0).clamp(0.0, 1.0))
 
     @torch.no_grad()

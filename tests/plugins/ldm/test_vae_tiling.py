@@ -1,0 +1,82 @@
+"""Tiled VAE decoding against diffusers' ``enable_tiling`` on random tiny weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from t2i import Engine
+from t2i.payloads import Latent
+from t2i.testing import make_manager
+from t2i_ldm import plugin
+
+diffusers = pytest.importorskip("diffusers")
+
+MANAGER = make_manager(plugin)
+
+
+def _vae(seed: int):
+    torch.manual_seed(seed)
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=32,
+    )
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.normal_(0.0, 0.1)
+    return vae.eval()
+
+
+def test_tiles_match_diffusers_tiled_decode(tmp_path):
+    from t2i_ldm.checkpoint import load_vae_file
+    from t2i_ldm.config import VAEConfig
+    from t2i_ldm.vae import LdmDecoder
+
+    ref = _vae(int(torch.randint(0, 2**31, (1,))))
+    file = tmp_path / "vae.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, file)
+    ours = load_vae_file(file, vae_config=VAEConfig(norm_groups=8))
+    z = torch.randn(2, 4, 40, 28)  # latent tiles of 16 every 12: a 4 x 3 grid, cut edges
+    ref.enable_tiling()
+    with torch.no_grad():
+        expected = ref.decode(z).sample
+    got = LdmDecoder(ours, scaling_factor=1.0, tile_size=32).decode(Latent(z)).pixels
+    torch.testing.assert_close(got, ((expected + 1) / 2).clamp(0, 1), rtol=1e-4, atol=1e-5)
+    whole = LdmDecoder(ours, scaling_factor=1.0).decode(Latent(z)).pixels
+    assert (whole - got).abs().max() > 1e-3  # tiles see their own GroupNorm statistics
+    small = torch.randn(1, 4, 16, 16)  # one tile: decoded whole, as diffusers does
+    torch.testing.assert_close(
+        LdmDecoder(ours, 1.0, tile_size=32).decode(Latent(small)).pixels,
+        LdmDecoder(ours, 1.0).decode(Latent(small)).pixels,
+    )
+
+
+def test_the_recipe_option_gives_diffusers_tiled_pipeline_image(tmp_path, make_tiny_sd):
+    pipe, folder = make_tiny_sd(tmp_path, vae_std=0.1)
+    pipe.vae.enable_tiling()  # its sample_size, 32 px tiles
+    seed, fields = 5, {"steps": 4, "width": 64, "height": 64}
+    out = pipe(
+        "a red cube", num_inference_steps=4, guidance_scale=6.0, height=64, width=64,
+        generator=torch.Generator().manual_seed(seed), output_type="np",
+    )  # fmt: skip
+    expected = np.round(out.images[0] * 255).astype(np.int16)
+    ours = Engine.build("ldm", plugins=MANAGER, checkpoint=str(folder), vae_tiling=32)
+    got = ours("a red cube", seed=seed, cfg_scale=6.0, sampler="euler", schedule="linspace",
+               **fields).images[0]  # fmt: skip
+    assert np.abs(np.asarray(got).astype(np.int16) - expected).max() <= 2
+    assert expected.std() > 1
+
+
+def test_bad_tile_sizes_are_refused(tmp_path, make_tiny_sd):
+    from t2i.engine import EngineError
+
+    _, folder = make_tiny_sd(tmp_path)
+    for bad in (100, 0, -64, "yes"):
+        with pytest.raises(EngineError, match="vae_tiling"):
+            Engine.build("ldm", plugins=MANAGER, checkpoint=str(folder), vae_tiling=bad)
