@@ -233,6 +233,10 @@ class Guide(NodeType):
 
 
 class Decode(NodeType):
+    """Sample -> pixels. A decode that would not fit in memory is refused first; the error's
+    fix is the decoder's ``memory_fix`` when it has one (a family's own way out, such as
+    decoding in tiles), else lowering the size."""
+
     description = "Sample -> pixels with a decoder component."
     inputs = (Port("decoder", "DECODER"), Port("samples", "LATENT"))
     outputs = (Port("image", "IMAGE"),)
@@ -247,7 +251,8 @@ class Decode(NodeType):
             (tuple(x.shape),),
             dtype=x.dtype,
             device=x.device,
-            fix="lower the size or the batch size (or run on a device with more memory)",
+            fix=getattr(decoder, "memory_fix", None)
+            or "lower the size or the batch size (or run on a device with more memory)",
             key=id(decoder),
         )
         with torch.inference_mode():

@@ -80,3 +80,27 @@ def test_bad_tile_sizes_are_refused(tmp_path, make_tiny_sd):
     for bad in (100, 0, -64, "yes"):
         with pytest.raises(EngineError, match="vae_tiling"):
             Engine.build("ldm", plugins=MANAGER, checkpoint=str(folder), vae_tiling=bad)
+
+
+def test_a_decode_too_large_for_memory_suggests_tiles(tmp_path, monkeypatch):
+    from t2i import memory
+    from t2i.graph.node import ExecutionContext
+    from t2i.graph.nodes import Decode
+    from t2i_ldm.checkpoint import load_vae_file
+    from t2i_ldm.config import VAEConfig
+    from t2i_ldm.vae import LdmDecoder
+
+    ref = _vae(1)
+    file = tmp_path / "vae.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, file)
+    vae = load_vae_file(file, vae_config=VAEConfig(norm_groups=8))
+    monkeypatch.setenv(memory.ENV, "always")
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1024)
+    samples = Latent(torch.randn(1, 4, 40, 40))
+    with pytest.raises(memory.InsufficientMemoryError, match="vae_tiling=true"):
+        Decode().execute(ExecutionContext(None), decoder=LdmDecoder(vae), samples=samples)
+    # tiled, the decode runs: its peak is one tile's activations plus the kept tiles (the
+    # dry run cannot follow one module called per tile, so it does not pre-check it)
+    tiled = LdmDecoder(vae, tile_size=32)
+    image = Decode().execute(ExecutionContext(None), decoder=tiled, samples=samples)["image"]
+    assert image.pixels.shape == (1, 3, 80, 80)

@@ -268,6 +268,13 @@ class LdmDecoder:
         self.factor = vae.config.factor
         self.channels = vae.config.embed_dim
 
+    @property
+    def memory_fix(self) -> str | None:
+        """What a decode too large for memory should try (the ``Decode`` node's error)."""
+        if self.tile_size:
+            return None
+        return "decode in tiles (--option vae_tiling=true), or lower the size or the batch size"
+
     def to(self, device=None, dtype=None) -> LdmDecoder:
         """Move the autoencoder; returns ``self``."""
         self.vae.to(device=device, dtype=dtype)

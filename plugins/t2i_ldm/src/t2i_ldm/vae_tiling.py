@@ -6,6 +6,9 @@ tiles the peak is that of one tile whatever the size. The algorithm is diffusers
 cells every 3/4 tile, each decoded alone; each tile's first quarter blended linearly with
 the tile above and the tile to its left; the rest (3/4 tile) kept. The result differs from an
 untiled decode near the seams (GroupNorm sees one tile's statistics), as diffusers' does.
+The peak is one tile's activations plus the decoded tiles kept for blending (about 1.8x the
+image); the engine's memory pre-check (a fake-tensor dry run) cannot follow one module
+called once per tile, so a tiled decode is not pre-checked.
 """
 
 from __future__ import annotations
