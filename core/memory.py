@@ -14,6 +14,7 @@ killed by the system at the limit (issue 23).
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,9 @@ log = structlog.get_logger("t2i.memory")
 ENV = "T2I_MEMORY_CHECK"
 AUTO_MIN_ELEMENTS = 16_384
 """An SD latent of 512x512 (4 x 64 x 64) is the smallest input ``auto`` checks."""
-_CACHE: dict[tuple, int | None] = {}
+_CACHE: dict[tuple, tuple[weakref.ref | None, int | None]] = {}
+"""Estimates by (owner id, extra key parts, shapes, dtype, device), each with a weak reference
+to its owner: a hit on an id that a dead owner left to a new object is measured again."""
 
 
 class InsufficientMemoryError(ValueError):
@@ -144,16 +147,23 @@ def check_fits(
 ) -> int | None:
     """Refuse ``call`` on inputs of ``shapes`` if its dry-run peak exceeds the free memory.
 
+    ``key`` caches the estimate: the object the call belongs to (or a tuple starting with
+    it), held weakly so that a new object given a dead one's id is measured again.
+
     Returns the estimate (bytes) or None when not checked. Raises
     :class:`InsufficientMemoryError` naming ``what``, both numbers and ``fix``.
     """
     mode = os.environ.get(ENV, "auto").lower()
     if mode == "never" or (mode == "auto" and max(_numel(s) for s in shapes) < AUTO_MIN_ELEMENTS):
         return None
-    cache_key = (key, shapes, dtype, str(device))
-    if key is None or cache_key not in _CACHE:
-        _CACHE[cache_key] = dry_run_peak(call, shapes, dtype, device)
-    needed, free = _CACHE[cache_key], available_bytes(device)
+    owner, parts = _owner_of(key)
+    cache_key = (*parts, shapes, dtype, str(device))
+    hit = _CACHE.get(cache_key) if key is not None else None
+    if hit is None or (hit[0] is not None and hit[0]() is not owner):
+        hit = (_weak(owner), dry_run_peak(call, shapes, dtype, device))
+        if key is not None:
+            _CACHE[cache_key] = hit
+    needed, free = hit[1], available_bytes(device)
     if needed is None or free is None:
         return needed
     if needed > free:
@@ -162,6 +172,20 @@ def check_fits(
             f"(estimated by a dry run before allocating; {ENV}=never skips the check)"
         )
     return needed
+
+
+def _owner_of(key: Any) -> tuple[Any, tuple]:
+    """``key`` (an object, or a tuple whose first item is one) -> its owner object and the
+    hashable key parts, the owner by its id."""
+    head, rest = (key[0], key[1:]) if isinstance(key, tuple) and key else (key, ())
+    return head, (id(head), *rest) if _weak(head) is not None else (head, *rest)
+
+
+def _weak(obj: Any) -> weakref.ref | None:
+    try:
+        return weakref.ref(obj)
+    except TypeError:  # an int, a str ...: keyed by value
+        return None
 
 
 def _numel(shape: tuple[int, ...]) -> int:

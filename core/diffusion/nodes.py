@@ -114,7 +114,7 @@ def _check_step_fits(model, cond, sigmas, shape, ctx, dtype) -> None:
         dtype=dtype,
         device=ctx.device,
         fix="lower the size or the batch size (or run on a device with more memory)",
-        key=(id(getattr(model, "model", model)), type(model).__name__),  # the denoiser
+        key=(getattr(model, "model", model), type(model).__name__),  # the denoiser
     )
 
 

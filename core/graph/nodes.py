@@ -253,7 +253,7 @@ class Decode(NodeType):
             device=x.device,
             fix=getattr(decoder, "memory_fix", None)
             or "lower the size or the batch size (or run on a device with more memory)",
-            key=id(decoder),
+            key=decoder,
         )
         with torch.inference_mode():
             return {"image": decoder.decode(samples)}

@@ -70,3 +70,26 @@ def test_never_skips_and_small_inputs_are_not_checked_in_auto(monkeypatch):
     monkeypatch.setenv(memory.ENV, "auto")
     with pytest.raises(InsufficientMemoryError, match="lower the size"):
         check_fits("t", model, (big,), dtype=torch.float32, device=torch.device("cpu"))
+
+
+def test_a_cached_estimate_is_not_reused_for_a_new_owner_with_a_dead_ones_id(monkeypatch):
+    """Estimates are cached per owner object: a new object that got the id of a freed one
+    (CPython reuses ids) is measured again, not given the dead owner's figure."""
+    import gc
+    import weakref
+
+    monkeypatch.setenv(memory.ENV, "always")
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1024)
+    owner, shapes = LazyTable(), ((1, 3, 64, 64),)
+
+    class Gone:
+        pass
+
+    dead = Gone()
+    stale = weakref.ref(dead)
+    del dead
+    gc.collect()
+    memory._CACHE[(id(owner), shapes, torch.float32, "cpu")] = (stale, 0)  # "fits": stale
+    with pytest.raises(InsufficientMemoryError):  # measured anew: it does not fit in 1 KiB
+        check_fits("x", owner, shapes, dtype=torch.float32, device=torch.device("cpu"), key=owner)
+    assert memory._CACHE[(id(owner), shapes, torch.float32, "cpu")][0]() is owner

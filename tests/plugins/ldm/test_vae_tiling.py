@@ -104,3 +104,24 @@ def test_a_decode_too_large_for_memory_suggests_tiles(tmp_path, monkeypatch):
     tiled = LdmDecoder(vae, tile_size=32)
     image = Decode().execute(ExecutionContext(None), decoder=tiled, samples=samples)["image"]
     assert image.pixels.shape == (1, 3, 80, 80)
+
+
+def test_tiled_encode_matches_diffusers(tmp_path):
+    from t2i.payloads import Image
+    from t2i_ldm.checkpoint import load_vae_file
+    from t2i_ldm.config import VAEConfig
+    from t2i_ldm.vae import LdmDecoder
+
+    ref = _vae(int(torch.randint(0, 2**31, (1,))))
+    file = tmp_path / "vae.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, file)
+    ours = load_vae_file(file, vae_config=VAEConfig(norm_groups=8))
+    pixels = torch.rand(2, 3, 80, 56)  # 32 px tiles every 24: a 4 x 3 grid, cut edges
+    ref.enable_tiling()
+    with torch.no_grad():
+        expected = ref.encode(pixels * 2 - 1).latent_dist.mode()
+    tiled = LdmDecoder(ours, scaling_factor=1.0, tile_size=32)
+    got = tiled.encode(Image(pixels)).samples
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    whole = LdmDecoder(ours, scaling_factor=1.0).encode(Image(pixels)).samples
+    assert (whole - got).abs().max() > 1e-3

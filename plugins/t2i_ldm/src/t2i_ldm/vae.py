@@ -321,6 +321,12 @@ class LdmDecoder:
             generator: randomness for ``sample``.
         """
         self._upcast()
-        posterior = self.vae.encode(image.pixels * 2.0 - 1.0)
+        x = image.pixels * 2.0 - 1.0
+        if self.tile_size:
+            from t2i_ldm.vae_tiling import tiled_encode
+
+            posterior = tiled_encode(self.vae, x, self.tile_size)
+        else:
+            posterior = self.vae.encode(x)
         z = posterior.sample(generator) if sample else posterior.mode()
         return Latent(z * self.scaling_factor)
