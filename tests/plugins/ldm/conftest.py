@@ -269,3 +269,28 @@ def tiny_sdxl_refiner(tmp_path_factory):
     """``(StableDiffusionXLImg2ImgPipeline, folder, single_file)``: a tiny random refiner."""
     pytest.importorskip("diffusers")
     return save_tiny_sdxl(tmp_path_factory.mktemp("tiny_sdxl_refiner"), refiner=True)
+
+
+def random_tiny_vae(seed: int, *, latent_channels: int = 4, sample_size: int = 32, std=0.1):
+    """A diffusers ``AutoencoderKL`` of the tiny pipelines' shape (two levels, factor 2, eight
+    groups) on random weights of scale ``std``; ``sample_size`` is its tile size."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        norm_num_groups=8,
+        latent_channels=latent_channels,
+        sample_size=sample_size,
+    )
+    return _randomize(vae, std)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_vae():
+    """``make(seed, *, latent_channels=4, sample_size=32, std=0.1)``: :func:`random_tiny_vae`."""
+    pytest.importorskip("diffusers")
+    return random_tiny_vae

@@ -26,30 +26,14 @@ MANAGER = make_manager(plugin)
 PROMPT, NEGATIVE = "a red cube on top of a blue sphere", "a small dog"
 
 
-def _random_vae(seed: int, latent_channels: int = 4, std: float = 0.1):
-    torch.manual_seed(seed)
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=(32, 64),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        norm_num_groups=8,
-        latent_channels=latent_channels,
-    )
-    with torch.no_grad():
-        for p in vae.parameters():
-            p.normal_(0.0, std)
-    return vae.eval()
-
-
 @pytest.fixture(scope="module")
-def sd_and_vae(tmp_path_factory, make_tiny_sd):
+def sd_and_vae(tmp_path_factory, make_tiny_sd, make_tiny_vae):
     """The tiny pipeline (its own VAE visible, std 0.1), another VAE and its three layouts."""
     from t2i_ldm.checkpoint import load_vae_file
 
     root = tmp_path_factory.mktemp("vae_override")
     pipe, folder = make_tiny_sd(root, vae_std=0.1)
-    other = _random_vae(seed=11)
+    other = make_tiny_vae(11)
     files = {"diffusers_file": root / "other-vae.safetensors", "folder": root / "other-vae"}
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, files["diffusers_file"])
     other.save_pretrained(files["folder"], safe_serialization=True)
@@ -158,10 +142,13 @@ def test_img2img_encodes_with_the_chosen_vae(sd_and_vae):
     assert again.images[0].size == (32, 32)
 
 
-def test_a_vae_of_other_latents_is_refused_at_build_naming_both(sd_and_vae, tmp_path):
+def test_a_vae_of_other_latents_is_refused_at_build_naming_both(
+    sd_and_vae, tmp_path, make_tiny_vae
+):
     _, folder, _, _ = sd_and_vae
     wide = tmp_path / "sd3-like-vae.safetensors"
-    save_file({k: v.contiguous() for k, v in _random_vae(1, 16).state_dict().items()}, wide)
+    state = make_tiny_vae(1, latent_channels=16).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, wide)
     with pytest.raises(CheckpointError, match=r"16-channel latents.*4-channel") as err:
         Engine.build("ldm", plugins=MANAGER, checkpoint=str(folder), vae=str(wide))
     assert "sd3-like-vae" in str(err.value) and "use a VAE made for" in str(err.value)
@@ -212,11 +199,13 @@ def test_t2i_generate_option_vae_writes_it_into_the_png(sd_and_vae, tmp_path):
     assert "VAE: other-vae," in PILImage.open(out).info["parameters"]
 
 
-def test_an_sdxl_checkpoint_keeps_its_scaling_and_upcast_with_another_vae(tiny_sdxl, tmp_path):
+def test_an_sdxl_checkpoint_keeps_its_scaling_and_upcast_with_another_vae(
+    tiny_sdxl, tmp_path, make_tiny_vae
+):
     """A standalone file stores neither: SDXL's 0.13025 and force_upcast come from the
     checkpoint, and the image is diffusers' SDXL pipeline with its vae swapped."""
     pipe, folder, _ = tiny_sdxl
-    other = _random_vae(seed=5)
+    other = make_tiny_vae(5)
     other.register_to_config(scaling_factor=0.13025, force_upcast=True)
     file = tmp_path / "sdxl-vae.safetensors"
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, file)

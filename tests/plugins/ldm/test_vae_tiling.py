@@ -17,28 +17,12 @@ diffusers = pytest.importorskip("diffusers")
 MANAGER = make_manager(plugin)
 
 
-def _vae(seed: int):
-    torch.manual_seed(seed)
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=(32, 64),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=32,
-    )
-    with torch.no_grad():
-        for p in vae.parameters():
-            p.normal_(0.0, 0.1)
-    return vae.eval()
-
-
-def test_tiles_match_diffusers_tiled_decode(tmp_path):
+def test_tiles_match_diffusers_tiled_decode(tmp_path, make_tiny_vae):
     from t2i_ldm.checkpoint import load_vae_file
     from t2i_ldm.config import VAEConfig
     from t2i_ldm.vae import LdmDecoder
 
-    ref = _vae(int(torch.randint(0, 2**31, (1,))))
+    ref = make_tiny_vae(int(torch.randint(0, 2**31, (1,))))
     file = tmp_path / "vae.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, file)
     ours = load_vae_file(file, vae_config=VAEConfig(norm_groups=8))
@@ -82,7 +66,7 @@ def test_bad_tile_sizes_are_refused(tmp_path, make_tiny_sd):
             Engine.build("ldm", plugins=MANAGER, checkpoint=str(folder), vae_tiling=bad)
 
 
-def test_a_decode_too_large_for_memory_suggests_tiles(tmp_path, monkeypatch):
+def test_a_decode_too_large_for_memory_suggests_tiles(tmp_path, monkeypatch, make_tiny_vae):
     from t2i import memory
     from t2i.graph.node import ExecutionContext
     from t2i.graph.nodes import Decode
@@ -90,7 +74,7 @@ def test_a_decode_too_large_for_memory_suggests_tiles(tmp_path, monkeypatch):
     from t2i_ldm.config import VAEConfig
     from t2i_ldm.vae import LdmDecoder
 
-    ref = _vae(1)
+    ref = make_tiny_vae(1)
     file = tmp_path / "vae.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, file)
     vae = load_vae_file(file, vae_config=VAEConfig(norm_groups=8))
@@ -106,13 +90,13 @@ def test_a_decode_too_large_for_memory_suggests_tiles(tmp_path, monkeypatch):
     assert image.pixels.shape == (1, 3, 80, 80)
 
 
-def test_tiled_encode_matches_diffusers(tmp_path):
+def test_tiled_encode_matches_diffusers(tmp_path, make_tiny_vae):
     from t2i.payloads import Image
     from t2i_ldm.checkpoint import load_vae_file
     from t2i_ldm.config import VAEConfig
     from t2i_ldm.vae import LdmDecoder
 
-    ref = _vae(int(torch.randint(0, 2**31, (1,))))
+    ref = make_tiny_vae(int(torch.randint(0, 2**31, (1,))))
     file = tmp_path / "vae.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, file)
     ours = load_vae_file(file, vae_config=VAEConfig(norm_groups=8))
