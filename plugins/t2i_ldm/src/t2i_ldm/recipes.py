@@ -79,6 +79,11 @@ def _check_recipe_options(**options: Any) -> None:
             raise EngineError(f"recipe 'ldm': option {name}={value!r} is invalid; use {allowed}")
 
 
+def _provides(deployed: Mapping[str, Any] | None, node: str) -> bool:
+    """Whether a deployment runtime's export rebuilds loader ``node``'s component."""
+    return node in (deployed or {}).get("provided", ())
+
+
 def _vae_options(vae: Any, models: Any, load: dict[str, Any], deployed: Any):
     """The decoder options and infotext fields of the ``vae`` option (resolved by
     :func:`~t2i_ldm.vae_override.chosen_vae`; the file read now, so a bad one fails at build
@@ -94,7 +99,7 @@ def _vae_options(vae: Any, models: Any, load: dict[str, Any], deployed: Any):
         vae_infotext,
     )
 
-    if "decoder" in (deployed or {}).get("provided", ()):
+    if _provides(deployed, "decoder"):
         recorded = deployed.get("graph", {}).get("meta", {}).get("infotext", {})
         if vae not in (None, AUTOMATIC, NONE) and "VAE" not in recorded:
             from t2i.engine import EngineError
@@ -507,7 +512,7 @@ def ldm_recipe(
     if vae_tiling:
         tile = facts.resolution if vae_tiling is True else int(vae_tiling)
         decoder_options = {**decoder_options, "tile_size": tile}
-        if "decoder" in (deployed or {}).get("provided", ()):
+        if _provides(deployed, "decoder"):
             import structlog
 
             structlog.get_logger(__name__).warning(
@@ -519,7 +524,7 @@ def ldm_recipe(
         **({"prediction_type": prediction_type} if prediction_type else {}),
         **deepcache_options("ldm", deepcache, deepcache_branch, unet_config),
     }
-    if deepcache is not None and "denoiser" in (deployed or {}).get("provided", ()):
+    if deepcache is not None and _provides(deployed, "denoiser"):
         from t2i.engine import EngineError
 
         raise EngineError(

@@ -23,12 +23,6 @@ import torch
 from t2i.checkpoints import CheckpointError
 from t2i_ldm.config import VAEConfig
 
-DIFFUSERS_WEIGHTS = (
-    "diffusion_pytorch_model.safetensors",
-    "diffusion_pytorch_model.fp16.safetensors",
-    "diffusion_pytorch_model.bin",
-)
-"""A diffusers ``vae/`` folder's weight files, in the order tried."""
 AUTOMATIC, NONE = "Automatic", "None"
 """A1111's two ``sd_vae`` choices besides a file: ``Automatic`` (a VAE named after the
 checkpoint beside it, else the checkpoint's own) and ``None`` (always the checkpoint's own)."""
@@ -46,14 +40,18 @@ def vae_weights_file(path: str | os.PathLike) -> Path:
         return path
     if not path.exists():
         raise CheckpointError("no such VAE file or folder", path=path, fix="check the path")
+    from t2i_ldm.diffusers_format import find_weights
+
     for folder in (path, path / "vae"):
-        for name in DIFFUSERS_WEIGHTS:
-            if (folder / name).is_file():
-                return folder / name
+        try:
+            return find_weights(folder, "vae")
+        except CheckpointError:
+            continue
     raise CheckpointError(
         "the folder holds no VAE weights",
         path=path,
-        fix=f"pass a VAE .safetensors file or a diffusers VAE folder ({DIFFUSERS_WEIGHTS[0]})",
+        fix="pass a VAE .safetensors file or a diffusers VAE folder "
+        "(diffusion_pytorch_model.safetensors)",
     )
 
 
