@@ -14,9 +14,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+SCRIPT_FOLDERS = ("benchmarks",)
+"""Folders whose scripts run as ``python benchmarks/x.py``: the folder is then ``sys.path[0]``,
+so its modules shadow installed ones too (``benchmarks/kernels.py`` hid ``kernels``)."""
+
+
 def _root_import_names() -> set[str]:
     names = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
     names |= {p.stem for p in ROOT.glob("*.py")}
+    for folder in SCRIPT_FOLDERS:
+        names |= {p.stem for p in (ROOT / folder).glob("*.py")}
     return names
 
 
@@ -26,7 +33,7 @@ def test_no_root_folder_shadows_an_installed_package() -> None:
     clashes = {name: installed[name] for name in _root_import_names() - ours if name in installed}
     assert not clashes, (
         f"repository-root import names shadow installed distributions: {clashes}; "
-        "move the folder's sources one level down (as kernels/t2i_kernels/)"
+        "rename the script, or move the folder's sources one level down (as kernels/t2i_kernels/)"
     )
 
 

@@ -12,7 +12,7 @@ flushed between runs); forward rows also give a CUDA-graph replay time (`do_benc
 which removes Python launch overhead. Prints a markdown table and writes it to
 `$OUT/kernels.md` (or `--out`).
 
-Usage (on the GPU machine): `python benchmarks/kernels.py [--out DIR] [--quick]`.
+Usage (on the GPU machine): `python benchmarks/kernel_speed.py [--out DIR] [--quick]`.
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def main() -> None:
     args = parser.parse_args()
     only = args.only.split(",") if args.only else None
     if not torch.cuda.is_available():
-        raise SystemExit("benchmarks/kernels.py needs a CUDA GPU")
+        raise SystemExit("benchmarks/kernel_speed.py needs a CUDA GPU")
     import triton
 
     try:
