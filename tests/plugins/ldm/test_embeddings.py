@@ -100,8 +100,6 @@ def test_layouts_and_sdxl_pairs(embeddings):
 def test_bad_embeddings_give_clear_errors(tiny_sd, embeddings, tmp_path):
     _, folder = tiny_sd
     emb_dir, _ = embeddings
-    with pytest.raises(CheckpointError, match="refusing to load a pickle embedding"):
-        EmbeddingLibrary.from_folder(emb_dir)  # gloomy.pt without allow_pickle
     with pytest.raises(ValueError, match="has width 64, but this text encoder's is 32"):
         load_embedding(emb_dir / "wide.safetensors").for_encoder(32)
     pipe, _, _ = _parts(folder, emb_dir, allow_pickle=True)
@@ -115,3 +113,43 @@ def test_bad_embeddings_give_clear_errors(tiny_sd, embeddings, tmp_path):
     torch.save({"string_to_param": {"*": torch.ones(1, 32)}, "f": print}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="weights_only=True"):
         load_embedding(tmp_path / "evil.pt", allow_pickle=True)
+
+
+def test_a_file_that_cannot_be_used_is_skipped_and_refused_only_when_a_prompt_names_it(
+    tiny_sd, embeddings, tmp_path
+):
+    """As A1111: a pickle without allow_pickle, a truncated file, a LoRA dropped in the
+    folder or a name two files share does not stop the model; the prompt that names one is
+    refused with the reason, and every other embedding still works."""
+    _, folder = tiny_sd
+    emb_dir, vectors = embeddings
+    mixed = tmp_path / "mixed"
+    (mixed / "sub").mkdir(parents=True)
+    for name in ("shiny.safetensors", "gloomy.pt"):
+        (mixed / name).write_bytes((emb_dir / name).read_bytes())
+    (mixed / "cut.safetensors").write_bytes((emb_dir / "shiny.safetensors").read_bytes()[:40])
+    save_file({"lora_up.weight": torch.ones(4, 2), "lora_down.weight": torch.ones(2, 4)},
+              str(mixed / "alora.safetensors"))  # fmt: skip
+    save_file({"emb_params": torch.ones(1, 32)}, str(mixed / "twin.safetensors"))
+    save_file({"emb_params": torch.zeros(1, 32)}, str(mixed / "sub" / "twin.safetensors"))
+
+    library = EmbeddingLibrary.from_folder(mixed)  # no allow_pickle
+    assert [e.name for e in library.embeddings] == ["shiny"]
+    assert sorted(library.skipped) == ["alora", "cut", "gloomy", "twin"]
+    assert "refusing to load a pickle" in str(library.skipped["gloomy"])
+    assert "not a textual-inversion embedding" in str(library.skipped["alora"])
+    assert "two embeddings are named 'twin'" in str(library.skipped["twin"])
+
+    pipe, tokenizer, encoder = _parts(folder, mixed)
+    ours = encoder(tokenizer(["a shiny cube"])).embeds
+    expected = _diffusers_embeds(folder, [(mixed / "shiny.safetensors", "shiny")], "a shiny cube")
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+    for word, reason in (("gloomy", "allow_pickle"), ("cut", "cut.safetensors"),
+                         ("alora", "not a textual-inversion"), ("twin", "rename one")):  # fmt: skip
+        with pytest.raises(NodeExecutionError, match=f"(?s)embedding '{word}'.*{reason}"):
+            pipe(f"a {word} cube", steps=1, width=16, height=16)
+    assert pipe("a cube", steps=1, width=16, height=16).images  # the rest still runs
+    allowed = EmbeddingLibrary.from_folder(mixed, allow_pickle=True)
+    torch.testing.assert_close(
+        {e.name: e for e in allowed.embeddings}["gloomy"].for_encoder(32), vectors["gloomy"]
+    )

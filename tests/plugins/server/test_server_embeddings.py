@@ -99,8 +99,7 @@ def test_toy_models_get_no_embeddings_folder(server):
 
 
 def test_pickles_and_foreign_files_are_listed_as_skipped_with_the_reason(tmp_path):
-    """(A model whose folder holds such a file refuses to load, naming it: the ldm recipe
-    reads the whole folder.)"""
+    """(The ldm recipe skips them too: tests/plugins/ldm/test_embeddings.py.)"""
     from t2i_server.embeddings import embedding_entries, holds_pickles
 
     (tmp_path / "old.pt").write_bytes(b"not unpickled here")

@@ -157,9 +157,14 @@ class EmbeddingLibrary:
     Attributes:
         embeddings: sorted by name; embedding ``i``'s vectors are ids
             ``vocab_size + offsets[i] ...``.
+        skipped: trigger word -> why its file was not loaded (unreadable, not an
+            embedding, a pickle without ``allow_pickle``, a name two files share). As in
+            A1111, such a file does not stop the folder; a prompt naming it is refused
+            with this reason (the tokenizer raises it).
     """
 
     embeddings: tuple[Embedding, ...] = attrs.field(converter=tuple)
+    skipped: Mapping[str, CheckpointError] = attrs.field(factory=dict)
 
     @property
     def offsets(self) -> list[int]:
@@ -196,11 +201,11 @@ class EmbeddingLibrary:
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, *, allow_pickle: bool = False):
         """Every ``.pt`` / ``.bin`` / ``.safetensors`` under ``folder`` (cached while the
-        folder's files are unchanged).
+        folder's files are unchanged); a file that cannot be used is logged
+        (``embedding_skipped``) and listed in :attr:`skipped`.
 
         Raises:
-            CheckpointError: no such folder, two files with one trigger word, or a file
-                that cannot be read (named).
+            CheckpointError: no such folder.
         """
         folder = Path(folder)
         if not folder.is_dir():
@@ -214,18 +219,28 @@ class EmbeddingLibrary:
 
 @functools.lru_cache(maxsize=4)
 def _library(stamp: tuple, allow_pickle: bool) -> EmbeddingLibrary:
-    embeddings: dict[str, Embedding] = {}
+    loaded: dict[str, list[Embedding]] = {}
+    failed: dict[str, CheckpointError] = {}
     for path, _, _ in stamp:
-        embedding = load_embedding(path, allow_pickle=allow_pickle)
-        if embedding.name in embeddings:
-            raise CheckpointError(
-                f"two embeddings are named {embedding.name!r} ({embeddings[embedding.name].path})",
-                path=path,
+        try:
+            embedding = load_embedding(path, allow_pickle=allow_pickle)
+        except CheckpointError as exc:
+            failed.setdefault(Path(path).stem, exc)
+            log.warning("embedding_skipped", path=path, reason=str(exc))
+            continue
+        loaded.setdefault(embedding.name, []).append(embedding)
+    skipped = {name: exc for name, exc in failed.items() if name not in loaded}
+    for name, same in loaded.items():
+        if len(same) > 1:
+            skipped[name] = CheckpointError(
+                f"two embeddings are named {name!r} ({same[0].path})",
+                path=same[1].path,
                 fix="rename one: the file name is the word a prompt uses",
             )
-        embeddings[embedding.name] = embedding
-    log.debug("embeddings.loaded", count=len(embeddings))
-    return EmbeddingLibrary(sorted(embeddings.values(), key=lambda e: e.name))
+            log.warning("embedding_skipped", path=same[1].path, reason=str(skipped[name]))
+    usable = [same[0] for name, same in loaded.items() if name not in skipped]
+    log.debug("embeddings.loaded", count=len(usable), skipped=len(skipped))
+    return EmbeddingLibrary(sorted(usable, key=lambda e: e.name), dict(sorted(skipped.items())))
 
 
 class TokenEmbeddingWithExtras(nn.Embedding):

@@ -485,7 +485,7 @@ def ldm_recipe(
     )
     deepcache_options("ldm", deepcache, deepcache_branch)  # before any file is read
     checkpoint = str(checkpoint)
-    embedding_library(embeddings_dir, allow_pickle)  # fail early (a file that cannot load)
+    embedding_library(embeddings_dir, allow_pickle)  # fail early (no such folder)
     emb = {"embeddings_dir": str(embeddings_dir)} if embeddings_dir is not None else {}
     load = {"checkpoint": checkpoint, "allow_pickle": allow_pickle}
     if dtype:

@@ -201,32 +201,44 @@ class ClipTokenizer:
         self._triggers = self._embedding_triggers(embeddings)
 
     def _embedding_triggers(self, library: EmbeddingLibrary | None) -> list[tuple]:
-        """``(name's BPE ids, the embedding's token ids)`` per embedding, longest name first."""
+        """``(name's BPE ids, the embedding's token ids)`` per embedding, longest name first;
+        a skipped file's name maps to the error that refuses a prompt using it."""
         if library is None:
             return []
-        ids = library.ids(self.vocab_size)
-        names = list(ids)
+        targets: dict[str, list[int] | Exception] = dict(library.ids(self.vocab_size))
+        targets.update(library.skipped)
+        names = list(targets)
         triggers = []
         for name, tokens in zip(names, self.encode_text(names)):
-            if len(ids[name]) > CHUNK_LENGTH:
+            ids = targets[name]
+            if isinstance(ids, list) and len(ids) > CHUNK_LENGTH:
                 raise ValueError(
-                    f"embedding {name!r} has {len(ids[name])} vectors; a chunk holds {CHUNK_LENGTH}"
+                    f"embedding {name!r} has {len(ids)} vectors; a chunk holds {CHUNK_LENGTH}"
                 )
             if tokens:
-                triggers.append((tuple(tokens), ids[name]))
+                triggers.append((tuple(tokens), name, ids))
         return sorted(triggers, key=lambda t: -len(t[0]))
 
     def _with_embeddings(self, tokens: list[int]) -> list[int | list[int]]:
-        """``tokens`` with each embedding's name replaced by the list of its vector ids."""
+        """``tokens`` with each embedding's name replaced by the list of its vector ids.
+
+        Raises:
+            ValueError: the tokens name an embedding whose file was skipped (the reason).
+        """
         if not self._triggers:
             return list(tokens)
         out: list[int | list[int]] = []
         i = 0
         while i < len(tokens):
-            for name, ids in self._triggers:
-                if tuple(tokens[i : i + len(name)]) == name:
+            for bpe, name, ids in self._triggers:
+                if tuple(tokens[i : i + len(bpe)]) == bpe:
+                    if isinstance(ids, Exception):
+                        raise ValueError(
+                            f"the prompt uses the embedding {name!r}, whose file was skipped: "
+                            f"{ids}"
+                        )
                     out.append(list(ids))
-                    i += len(name)
+                    i += len(bpe)
                     break
             else:
                 out.append(tokens[i])

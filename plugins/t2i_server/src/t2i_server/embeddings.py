@@ -8,8 +8,9 @@ sd_checkpoint_name, shape, vectors}}, "skipped": {name: ...}}``, read from each
 their widths summed, as A1111 reports it; diffusers' one ``{token: (D,)}``) without loading
 a tensor. Pickle files
 (``.pt`` / ``.bin``) are listed as loaded only with ``--allow-pickle`` (read then by the
-recipe with ``torch.load(weights_only=True)``); without it they are skipped, and a model
-whose folder holds one refuses to load, saying so.
+recipe with ``torch.load(weights_only=True)``); without it they are skipped. The model skips
+what this lists as skipped too (A1111's rule): the folder never stops a model from loading,
+and a prompt naming a skipped embedding is refused with the reason.
 """
 
 from __future__ import annotations
