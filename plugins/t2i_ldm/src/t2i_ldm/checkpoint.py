@@ -155,11 +155,14 @@ def _block_indices(keys: list[str], pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for k in keys if (m := re.match(pattern, k))})
 
 
-def _infer_unet_config(unet: CheckpointReader, base: UNetConfig) -> UNetConfig:
-    """Read the UNet's shapes from its keys; heads and norm groups come from ``base``."""
-    part = "UNet"
+def _infer_unet_config(
+    unet: CheckpointReader, base: UNetConfig, *, encoder_only: bool = False
+) -> UNetConfig:
+    """Read the UNet's shapes from its keys; heads and norm groups come from ``base``.
+    ``encoder_only``: the keys hold the way down alone (a ControlNet's), no ``out``."""
+    part = "ControlNet" if encoder_only else "UNet"
     mc, in_ch = _dims(unet, "input_blocks.0.0.weight", 4, part)[:2]
-    out_ch = _dims(unet, "out.2.weight", 4, part)[0]
+    out_ch = in_ch if encoder_only else _dims(unet, "out.2.weight", 4, part)[0]
     ctx = _dims(unet, "middle_block.1.transformer_blocks.0.attn2.to_k.weight", 2, part)[1]
     linear = len(_dims(unet, "middle_block.1.proj_in.weight", (2, 4), part)) == 2
     keys = unet.keys()

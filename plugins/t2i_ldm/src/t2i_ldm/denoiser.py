@@ -9,7 +9,7 @@ v prediction into ``x0`` through :class:`t2i.diffusion.sampling.denoisers.Discre
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import torch
@@ -92,17 +92,21 @@ class UNetPredictor:
     """``(x_in, t, cond) -> prediction`` for :class:`DiscreteDenoiser`: calls the UNet with
     ``cond.embeds`` as cross-attention context (SD ignores the padding mask); an SDXL UNet
     also gets ``cond.pooled`` and the :class:`MicroConditioning` numbers (``label_emb``);
-    with a :class:`~t2i_ldm.deepcache.DeepCache` the UNet runs through it."""
+    with a :class:`~t2i_ldm.deepcache.DeepCache` the UNet runs through it; with a
+    ``control`` (:class:`~t2i_ldm.controlnet_apply.ControlSteering`) its residuals, computed
+    on the latent alone, go into the UNet."""
 
     def __init__(
         self,
         unet: UNetModel,
         micro: MicroConditioning | None = None,
         deepcache: DeepCache | None = None,
+        control: Any = None,
     ) -> None:
         self.unet = unet
         self.micro = micro or MicroConditioning()
         self.deepcache = deepcache
+        self.control = control
 
     def __call__(
         self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning | torch.Tensor
@@ -111,10 +115,16 @@ class UNetPredictor:
         y = self.vector(x, cond) if self.unet.config.adm_in_channels else None
         from t2i_ldm.inpaint import concat_image_condition  # an inpainting UNet's 5 channels
 
+        context = context.to(x.device)
+        residuals = None if self.control is None else self.control(x, t, context)
         x = concat_image_condition(self.unet, x, cond)
         if self.deepcache is not None:
-            return self.deepcache(self.unet, x, t, context.to(x.device), y)
-        return self.unet(x, t, context.to(x.device), y)
+            if self.control is not None:
+                raise ValueError("DeepCache skips the blocks a ControlNet steers: use one")
+            return self.deepcache(self.unet, x, t, context, y)
+        if residuals is not None:
+            return self.unet(x, t, context, y, control=residuals)
+        return self.unet(x, t, context, y)
 
     def vector(self, x: torch.Tensor, cond: Conditioning | torch.Tensor) -> torch.Tensor:
         """SDXL's ``(B, adm_in_channels)`` label_emb input for latents ``x``."""
@@ -177,6 +187,21 @@ class LdmDenoiser(DiscreteDenoiser):
         self.schedule = schedule
         self.deepcache = deepcache
 
+    def with_control(self, control: Any) -> LdmDenoiser:
+        """This denoiser (the same UNet) with a ControlNet's ``control`` steering each call
+        (:mod:`t2i_ldm.controlnet_apply`)."""
+        import copy
+
+        if self.deepcache is not None:
+            raise ValueError(
+                "DeepCache skips the UNet blocks a ControlNet steers: drop deepcache or the "
+                "controlnet"
+            )
+        steered = copy.copy(self)
+        old = self.model
+        steered.model = UNetPredictor(old.unet, old.micro, old.deepcache, control)
+        return steered
+
     def reset_step_cache(self) -> None:
         """Start a new sampling run: drop DeepCache's features (nothing when it is off)."""
         if self.deepcache is not None:
@@ -192,6 +217,12 @@ class LdmDenoiser(DiscreteDenoiser):
         denoiser makes inside its Karras wrapper (Optimum's layout, see :mod:`t2i_ldm.export`);
         an SDXL UNet also takes ``text_embeds`` and ``time_ids`` (:mod:`t2i_ldm.sdxl_export`)."""
         from t2i_ldm.export import denoiser_deployment, unet_export
+
+        if self.model.control is not None:
+            raise ValueError(
+                "ONNX export of a ControlNet-steered UNet is not implemented yet: export the "
+                "checkpoint without controlnet=, or run the ControlNet with the torch runtime"
+            )
 
         if self.unet.config.in_channels != self.unet.config.out_channels:
             raise ValueError(

@@ -71,6 +71,10 @@ def t2i_register_nodes(register) -> None:
         "Ldm.InpaintCondition",
         _at("inpaint", "InpaintCondition", "an inpainting UNet's mask + masked-image latent"),
     )
+    register(
+        "Ldm.ApplyControlNet",
+        _at("controlnet_apply", "ApplyControlNet", "steer an SD UNet with a ControlNet"),
+    )
 
 
 @hookimpl

@@ -72,11 +72,41 @@ def _check_recipe_options(**options: Any) -> None:
             lambda v: isinstance(v, bool) or (isinstance(v, int) and v >= 32 and v % 8 == 0),
             "true, false or a tile size in pixels (a multiple of 8, at least 32)",
         ),
+        "controlnet": (
+            lambda v: v is None or isinstance(v, (str, os.PathLike)),
+            "a ControlNet file or diffusers folder",
+        ),
     }
     for name, value in options.items():
         ok, allowed = rules[name]
         if not ok(value):
             raise EngineError(f"recipe 'ldm': option {name}={value!r} is invalid; use {allowed}")
+
+
+def _with_controlnet(recipe, controlnet: str, facts, deployed, deepcache, load: dict):
+    """The recipe steered by ``controlnet``, whose file is read now (a bad one fails at
+    build, naming the problem; the node then finds it cached)."""
+    from t2i.engine import EngineError
+    from t2i_ldm.controlnet_apply import attach_controlnet, controlnet_infotext
+    from t2i_ldm.controlnet_checkpoint import load_controlnet
+
+    if facts.models is None or _provides(deployed, "denoiser"):
+        raise EngineError(
+            "recipe 'ldm': controlnet steers the torch UNet; the deployment runtime's exported "
+            "UNet takes no ControlNet residuals: drop controlnet (or the runtime)"
+        )
+    if deepcache is not None:
+        raise EngineError(
+            "recipe 'ldm': DeepCache skips the UNet blocks a ControlNet steers: drop deepcache "
+            "or controlnet"
+        )
+    dtype = load.get("dtype") or "float32"
+    load_controlnet(controlnet, facts.models.config.unet, dtype=_dtype(dtype),
+                    allow_pickle=load["allow_pickle"])  # fmt: skip
+    return attach_controlnet(
+        recipe, controlnet, allow_pickle=load["allow_pickle"], dtype=dtype,
+        infotext=controlnet_infotext(controlnet),
+    )  # fmt: skip
 
 
 def _provides(deployed: Mapping[str, Any] | None, node: str) -> bool:
@@ -437,6 +467,7 @@ def ldm_recipe(
     deepcache_branch: int = 1,
     vae: str | os.PathLike | None = None,
     vae_tiling: bool | int = False,
+    controlnet: str | os.PathLike | None = None,
 ):
     """Recipe ``ldm``: Stable Diffusion 1.x / 2.x / XL from a checkpoint file or diffusers folder.
 
@@ -461,7 +492,10 @@ def ldm_recipe(
     unset or ``"Automatic"``: ``MODEL.vae.safetensors`` beside a single file if there is one,
     else the checkpoint's own; ``"None"``: the checkpoint's own), ``vae_tiling`` (decode in
     tiles as diffusers' ``enable_tiling``: True for tiles of the model's native size, or a
-    tile size in pixels; :mod:`t2i_ldm.vae_tiling`).
+    tile size in pixels; :mod:`t2i_ldm.vae_tiling`), ``controlnet`` (a ControlNet file or
+    diffusers folder steering every pass; request fields ``control_image``,
+    ``control_weight``, ``control_start``, ``control_end``, ``control_resize``:
+    :mod:`t2i_ldm.controlnet_apply`).
     """
     from t2i.recipe import diffusion_recipe
 
@@ -482,6 +516,7 @@ def ldm_recipe(
         deployed=deployed,
         vae=vae,
         vae_tiling=vae_tiling,
+        controlnet=controlnet,
     )
     deepcache_options("ldm", deepcache, deepcache_branch)  # before any file is read
     checkpoint = str(checkpoint)
@@ -565,6 +600,8 @@ def ldm_recipe(
         from t2i_ldm.inpaint import attach_inpaint_condition
 
         recipe = attach_inpaint_condition(recipe)
+    if controlnet is not None:
+        recipe = _with_controlnet(recipe, str(controlnet), facts, deployed, deepcache, load)
     if refiner is None:
         return recipe
     from t2i_ldm.refiner import attach_refiner

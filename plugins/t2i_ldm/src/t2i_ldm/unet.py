@@ -363,6 +363,48 @@ class TimestepEmbedSequential(nn.Sequential):
         return x
 
 
+def _transformer(c: UNetConfig, ch: int, level: int, depth: int | None = None):
+    return SpatialTransformer(
+        ch,
+        c.heads_at(level),
+        c.depth_at(level) if depth is None else depth,
+        c.context_dim,
+        linear=c.use_linear_projection,
+        upcast=c.upcast_attention,
+        groups=c.norm_groups,
+    )
+
+
+def _res(c: UNetConfig, ch_in: int, ch_out: int) -> ResBlock:
+    return ResBlock(ch_in, c.time_embed_dim, ch_out, c.norm_groups, c.dropout)
+
+
+def encoder_blocks(c: UNetConfig) -> tuple[nn.ModuleList, TimestepEmbedSequential, list[int]]:
+    """The UNet's way down: ``(input_blocks, middle_block, skip channels per input block)``,
+    shared by :class:`UNetModel` and the ControlNet (:mod:`t2i_ldm.controlnet`), whose
+    copy of it has the same CompVis keys."""
+    input_blocks = nn.ModuleList(
+        [TimestepEmbedSequential(nn.Conv2d(c.in_channels, c.model_channels, 3, padding=1))]
+    )
+    skip_channels = [c.model_channels]
+    ch = c.model_channels
+    for level in range(c.num_levels):
+        for _ in range(c.num_res_blocks):
+            layers: list[nn.Module] = [_res(c, ch, c.level_channels(level))]
+            ch = c.level_channels(level)
+            if c.has_attention(level):
+                layers.append(_transformer(c, ch, level))
+            input_blocks.append(TimestepEmbedSequential(*layers))
+            skip_channels.append(ch)
+        if level != c.num_levels - 1:
+            input_blocks.append(TimestepEmbedSequential(Downsample(ch)))
+            skip_channels.append(ch)
+    middle_block = TimestepEmbedSequential(
+        _res(c, ch, ch), _transformer(c, ch, c.num_levels - 1, c.middle_depth), _res(c, ch, ch)
+    )
+    return input_blocks, middle_block, skip_channels
+
+
 class UNetModel(nn.Module):
     """The SD UNet: ``forward(x, timesteps, context) -> prediction`` (epsilon or v).
 
@@ -392,48 +434,16 @@ class UNetModel(nn.Module):
                 nn.Sequential(nn.Linear(c.adm_in_channels, ted), nn.SiLU(), nn.Linear(ted, ted))
             )
 
-        def transformer(ch: int, level: int, depth: int | None = None) -> SpatialTransformer:
-            return SpatialTransformer(
-                ch,
-                c.heads_at(level),
-                c.depth_at(level) if depth is None else depth,
-                c.context_dim,
-                linear=c.use_linear_projection,
-                upcast=c.upcast_attention,
-                groups=groups,
-            )
-
-        def res(ch_in: int, ch_out: int) -> ResBlock:
-            return ResBlock(ch_in, ted, ch_out, groups, c.dropout)
-
-        self.input_blocks = nn.ModuleList(
-            [TimestepEmbedSequential(nn.Conv2d(c.in_channels, mc, 3, padding=1))]
-        )
-        skip_channels = [mc]
-        ch = mc
-        for level in range(c.num_levels):
-            for _ in range(c.num_res_blocks):
-                layers: list[nn.Module] = [res(ch, c.level_channels(level))]
-                ch = c.level_channels(level)
-                if c.has_attention(level):
-                    layers.append(transformer(ch, level))
-                self.input_blocks.append(TimestepEmbedSequential(*layers))
-                skip_channels.append(ch)
-            if level != c.num_levels - 1:
-                self.input_blocks.append(TimestepEmbedSequential(Downsample(ch)))
-                skip_channels.append(ch)
-
-        self.middle_block = TimestepEmbedSequential(
-            res(ch, ch), transformer(ch, c.num_levels - 1, c.middle_depth), res(ch, ch)
-        )
+        self.input_blocks, self.middle_block, skip_channels = encoder_blocks(c)
+        ch = c.level_channels(c.num_levels - 1)
 
         self.output_blocks = nn.ModuleList()
         for level in reversed(range(c.num_levels)):
             for i in range(c.num_res_blocks + 1):
-                layers = [res(ch + skip_channels.pop(), c.level_channels(level))]
+                layers = [_res(c, ch + skip_channels.pop(), c.level_channels(level))]
                 ch = c.level_channels(level)
                 if c.has_attention(level):
-                    layers.append(transformer(ch, level))
+                    layers.append(_transformer(c, ch, level))
                 if level and i == c.num_res_blocks:
                     layers.append(Upsample(ch))
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
@@ -490,6 +500,7 @@ class UNetModel(nn.Module):
         y: torch.Tensor | None = None,
         branch: int | None = None,
         deep: torch.Tensor | None = None,
+        control: list[torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Predict the model output for noisy latents.
 
@@ -504,6 +515,10 @@ class UNetModel(nn.Module):
                 runs the plain UNet and returns the prediction alone.
             deep: with ``branch``: the cached deep feature (the input of output block
                 ``len - 1 - branch``); None runs every block and returns that feature.
+            control: a ControlNet's residuals (:mod:`t2i_ldm.controlnet`), one per input
+                block and the middle block's last, added to the skips and the middle
+                block's output (Zhang et al. 2023; diffusers'
+                ``down_block_additional_residuals`` / ``mid_block_additional_residual``).
 
         Returns:
             ``(B, out_channels, H, W)`` in the dtype of ``x``; with ``branch``,
@@ -511,6 +526,8 @@ class UNetModel(nn.Module):
         """
         h, emb, context = self._prepare(x, timesteps, context, y)
         if branch is not None:
+            if control is not None:
+                raise ValueError("DeepCache skips the blocks a ControlNet steers: use one")
             out, deep = self._deepcache_walk(h, emb, context, branch, deep)
             return out.to(x.dtype), deep
         skips = []
@@ -518,10 +535,26 @@ class UNetModel(nn.Module):
             h = self._run(block, h, emb, context)
             skips.append(h)
         h = self._run(self.middle_block, h, emb, context)
+        if control is not None:
+            h, skips = self._add_control(control, h, skips)
         for block in self.output_blocks:
             h = torch.cat([h, skips.pop()], dim=1)  # (B, C + C_skip, H, W)
             h = self._run(block, h, emb, context)
         return self.out(h).to(x.dtype)
+
+    def _add_control(
+        self, control: list[torch.Tensor], h: torch.Tensor, skips: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The middle output and the skips plus a ControlNet's residuals (same shapes)."""
+        want = [tuple(t.shape) for t in (*skips, h)]
+        got = [tuple(t.shape) for t in control]
+        if got != want:
+            raise ValueError(
+                f"the ControlNet gives {len(got)} residuals {got[:2]}... but this UNet needs "
+                f"{len(want)} of shapes {want[:2]}...: the ControlNet was made for another model"
+            )
+        skips = [s + r.to(s.dtype) for s, r in zip(skips, control[:-1])]
+        return h + control[-1].to(h.dtype), skips
 
     def _prepare(
         self, x: torch.Tensor, timesteps, context: torch.Tensor, y: torch.Tensor | None

@@ -1,0 +1,217 @@
+"""A ControlNet steering the sampling: the ``Ldm.ApplyControlNet`` node and the ``ldm``
+recipe's ``controlnet`` option.
+
+``Engine.build("ldm", checkpoint=..., controlnet="control_v11p_sd15_canny.safetensors")``
+puts an ``Ldm.ApplyControlNet`` between the UNet and each ``Guide`` (txt2img, img2img and the
+hires pass); a request gives the control image and A1111's ControlNet-unit settings:
+
+- ``control_image``: an image or a path (a ready control map: edges, depth, pose ...;
+  A1111's preprocessor "none"), fitted to each pass's size by ``control_resize``: A1111's
+  "Crop and Resize" (default: scale to cover, centre crop), "Just Resize" (stretch, as
+  diffusers' ``StableDiffusionControlNetPipeline``) or "Resize and Fill" (scale to fit,
+  centred on black);
+- ``control_weight`` (A1111's Control Weight, diffusers' ``controlnet_conditioning_scale``):
+  the residuals' scale;
+- ``control_start`` / ``control_end`` (Guidance Start / End, diffusers'
+  ``control_guidance_start`` / ``_end``): the fraction of the pass's steps in which the
+  ControlNet runs; step ``i`` of ``n`` is steered unless ``i / n < start`` or ``(i + 1) / n
+  > end``, diffusers' rule. The residuals go to every row of the batch, the prompt's and the
+  negative prompt's (A1111's "Balanced" control mode).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from t2i.graph.node import NodeType, Param, Port
+
+DTYPES = ("float32", "float16", "bfloat16")
+RESIZE_MODES = ("Crop and Resize", "Just Resize", "Resize and Fill")
+"""A1111 ControlNet's resize modes (its names), the first the default."""
+FIELDS = {
+    "control_image": "image",
+    "control_weight": "weight",
+    "control_start": "start",
+    "control_end": "end",
+    "control_resize": "resize",
+}
+"""Request field -> ``Ldm.ApplyControlNet`` parameter."""
+INFOTEXT_FIELDS = {
+    "control_weight": "ControlNet weight",
+    "control_start": "ControlNet start",
+    "control_end": "ControlNet end",
+    "control_resize": "ControlNet resize mode",
+}
+PASSES = (("guide", "sigmas"), ("guide_hr", "sigmas_hr"))
+"""The ``Guide`` nodes a ControlNet steers and the sigmas each samples over."""
+
+
+def fit_control_image(image: Any, width: int, height: int, mode: str) -> torch.Tensor:
+    """``(1, 3, height, width)`` float in [0, 1]: the control image fitted by ``mode``
+    (:data:`RESIZE_MODES`), Lanczos-resampled as diffusers' image processor does."""
+    from PIL import Image as PILImage
+
+    if isinstance(image, (str, os.PathLike)):
+        image = PILImage.open(image)
+    image = image.convert("RGB")
+    w, h = image.size
+    if mode == "Just Resize" or (w, h) == (width, height):
+        fitted = image.resize((width, height), PILImage.LANCZOS)
+    else:
+        scale = (max if mode == "Crop and Resize" else min)(width / w, height / h)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        scaled = image.resize(size, PILImage.LANCZOS)
+        left, top = (size[0] - width) // 2, (size[1] - height) // 2
+        if mode == "Crop and Resize":
+            fitted = scaled.crop((left, top, left + width, top + height))
+        else:
+            fitted = PILImage.new("RGB", (width, height))
+            fitted.paste(scaled, (-left, -top))
+    pixels = np.asarray(fitted, dtype=np.float32) / 255.0
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None].contiguous()
+
+
+class ControlSteering:
+    """What the UNet predictor calls each step: ``(x, t, context) -> residuals or None``.
+
+    Args:
+        net: the ControlNet (on the sampling device, in the UNet's dtype).
+        image: the control image (PIL or path), fitted per pass size and cached.
+        weight, start, end, resize: the unit's settings (module docstring).
+        step_t: ``(n,)`` the timesteps of the pass's ``n`` steps, descending.
+    """
+
+    def __init__(self, net, image, *, weight, start, end, resize, step_t) -> None:
+        self.net, self.image = net, image
+        self.weight, self.start, self.end, self.resize = weight, start, end, resize
+        self.step_t = step_t.double().cpu()
+        self._hints: dict[tuple, torch.Tensor] = {}
+
+    def scale_at(self, t: torch.Tensor) -> float:
+        """The residuals' scale at timestep ``t``: ``weight`` in the steered steps, else 0."""
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        n = len(self.step_t)
+        if isinstance(t, FakeTensor) or n == 0:  # a memory dry run: measured steered
+            return self.weight
+        done = int((self.step_t > float(t.reshape(-1)[0]) + 1e-3).sum())  # steps before
+        i = min(done, n - 1)
+        return 0.0 if i / n < self.start or (i + 1) / n > self.end else self.weight
+
+    def hint(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+        key = (height, width, like.device, self.net.dtype)
+        if key not in self._hints:
+            fitted = fit_control_image(self.image, width, height, self.resize)
+            self._hints[key] = fitted.to(like.device, self.net.dtype)
+        return self._hints[key]
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor):
+        scale = self.scale_at(t)
+        if scale == 0:
+            return None
+        f = self.net.downscale
+        hint = self.hint(x.shape[-2] * f, x.shape[-1] * f, x)
+        residuals = self.net(x, hint, t, context)
+        return residuals if scale == 1 else [r * scale for r in residuals]
+
+
+class ApplyControlNet(NodeType):
+    description = (
+        "Steer an SD UNet with a ControlNet and a control image (A1111's ControlNet unit): "
+        "DENOISER -> the same denoiser adding the ControlNet's residuals in the chosen steps."
+    )
+    inputs = (
+        Port("model", "DENOISER"),
+        Port("sigmas", "SIGMAS", description="the pass's sigmas (its steps)"),
+    )
+    outputs = (Port("model", "DENOISER"),)
+    params = (
+        Param("controlnet", str, "", "ControlNet file or diffusers folder"),
+        Param("image", object, None, "the control image: PIL image or path"),
+        Param("weight", float, 1.0, "residual scale (Control Weight)", minimum=0.0, maximum=2.0),
+        Param("start", float, 0.0, "fraction of steps before it runs", minimum=0.0, maximum=1.0),
+        Param("end", float, 1.0, "fraction of steps after which it stops", minimum=0.0, maximum=1.0),
+        Param("resize", str, RESIZE_MODES[0], "how the image fits the size", choices=RESIZE_MODES),
+        Param("allow_pickle", bool, False, "read a .pth / .ckpt ControlNet you trust"),
+        Param("dtype", str, "float32", "the dtype it is read in", choices=DTYPES),
+    )
+
+    def execute(self, ctx, *, model, sigmas, controlnet, image, weight, start, end, resize,
+                allow_pickle, dtype):  # fmt: skip
+        from t2i.modules import copy_if_moving
+        from t2i_ldm.controlnet_checkpoint import load_controlnet
+
+        if image is None:
+            raise ValueError(
+                "this pipeline was built with a ControlNet: give the control image "
+                "(control_image=PATH_OR_IMAGE, or --option control_image=PATH)"
+            )
+        if start >= end:
+            raise ValueError(f"control_start {start} must be below control_end {end}")
+        if not hasattr(model, "with_control"):
+            raise TypeError(f"{type(model).__name__} cannot be steered by a ControlNet")
+        net = load_controlnet(controlnet, model.unet.config, dtype=getattr(torch, dtype),
+                              allow_pickle=allow_pickle)  # fmt: skip
+        net = copy_if_moving(net, ctx.device, model.dtype)
+        steps = sigmas.sigmas[:-1] if float(sigmas.sigmas[-1]) == 0 else sigmas.sigmas
+        step_t = model.sigma_to_t(steps.double().cpu())
+        steering = ControlSteering(
+            net, image, weight=weight, start=start, end=end, resize=resize, step_t=step_t
+        )
+        return {"model": model.with_control(steering)}
+
+
+def attach_controlnet(
+    recipe: Any, controlnet: str, *, allow_pickle: bool, dtype: str, infotext: dict
+) -> Any:
+    """The ``ldm`` recipe with an ``Ldm.ApplyControlNet`` before each :data:`PASSES` guide
+    of its graphs, the request fields :data:`FIELDS` bound to them and the PNG fields."""
+    import attrs
+
+    bound: dict[bool, dict[str, list]] = {False: {}, True: {}}
+    for img2img, graph in ((False, recipe.graph), (True, recipe.img2img_graph)):
+        if graph is None:
+            continue
+        for guide, sigmas in PASSES:
+            if guide not in graph:
+                continue
+            node_id = f"control_{guide}"
+            graph.add(
+                node_id,
+                "Ldm.ApplyControlNet",
+                model=graph[guide].inputs["model"],
+                sigmas=graph[sigmas]["sigmas"],
+                controlnet=controlnet,
+                allow_pickle=allow_pickle,
+                dtype=dtype,
+            )
+            graph.connect(graph[node_id]["model"], guide, "model")
+            for field, param in FIELDS.items():
+                bound[img2img].setdefault(field, []).append((node_id, param))
+    bindings = {**recipe.bindings, **{f: tuple(t) for f, t in bound[False].items()}}
+    img2img_bindings = recipe.img2img_bindings or recipe.bindings
+    img2img_bindings = {**img2img_bindings, **{f: tuple(t) for f, t in bound[True].items()}}
+    return attrs.evolve(
+        recipe,
+        bindings=bindings,
+        img2img_bindings=img2img_bindings,
+        infotext={**recipe.infotext, **infotext},
+        infotext_fields={**recipe.infotext_fields, **INFOTEXT_FIELDS},
+    )
+
+
+def controlnet_infotext(path: str | os.PathLike) -> dict[str, str]:
+    """``{"ControlNet": "NAME [HASH]"}``: the file (or folder) name and A1111's 8-hex short
+    hash, as its ControlNet extension names models."""
+    from pathlib import Path
+
+    from t2i.files import short_hash
+    from t2i_ldm.controlnet_checkpoint import weights_file
+
+    file, _ = weights_file(path)
+    name = Path(path).stem if Path(path).is_file() else Path(path).name
+    return {"ControlNet": f"{name} [{short_hash(file, 8)}]"}

@@ -1,0 +1,214 @@
+"""ControlNet (``controlnet=`` option): the residuals and the image match diffusers'
+``ControlNetModel`` / ``StableDiffusionControlNetPipeline`` on random weights; the files users
+hold (lllyasviel / A1111 ``control_model.`` keys, bare keys, a diffusers folder or its weights
+file alone) load to the same model; bad files and requests get clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from t2i import Engine
+from t2i.checkpoints import CheckpointError
+from t2i.engine import EngineError
+from t2i.graph.errors import NodeExecutionError
+from t2i.testing import make_manager
+from t2i_ldm import plugin
+from t2i_ldm.controlnet_apply import ControlSteering, fit_control_image
+from t2i_ldm.controlnet_checkpoint import load_controlnet, save_controlnet
+from t2i_ldm.diffusers_format import unet_config_from_diffusers
+
+diffusers = pytest.importorskip("diffusers")
+
+PROMPT, NEGATIVE = "a red cube on top of a blue sphere", "a small dog"
+
+
+def _random(model, std=0.05):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+    return model.eval()
+
+
+def _control_image(size=32, seed=None):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def sd_with_controlnet(tmp_path_factory, make_tiny_sd):
+    """A tiny SD pipeline (VAE factor 2, so the ControlNet's hint stack has one stride) and a
+    random diffusers ControlNet for it, saved as a folder and as an A1111 file."""
+    root = tmp_path_factory.mktemp("controlnet")
+    pipe, folder = make_tiny_sd(root, vae_std=0.1)
+    torch.manual_seed(1)
+    _random(pipe.unet, 0.2)  # a UNet whose skips show in the image
+    pipe.save_pretrained(folder, safe_serialization=True)
+    cn = diffusers.ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(16, 32))
+    _random(cn, 0.3)
+    cn.save_pretrained(root / "cn", safe_serialization=True)
+    ours = load_controlnet(root / "cn", unet_config_from_diffusers(dict(pipe.unet.config)))
+    single = save_controlnet(root / "control_tiny.safetensors", ours)
+    return pipe, folder, cn, root / "cn", single
+
+
+def _reference(pipe, cn, control, seed, **kw):
+    ref = diffusers.StableDiffusionControlNetPipeline(
+        **{k: getattr(pipe, k) for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")},
+        controlnet=cn,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    ref.set_progress_bar_config(disable=True)
+    out = ref(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=6, guidance_scale=6.0,
+              height=32, width=32, image=control, output_type="np",
+              generator=torch.Generator().manual_seed(seed), **kw)  # fmt: skip
+    return np.round(out.images[0] * 255).astype(np.int16)
+
+
+def _ours(folder, seed, controlnet=None, **fields):
+    build = {"controlnet": str(controlnet)} if controlnet is not None else {}
+    pipe = Engine.build("ldm", plugins=make_manager(plugin), checkpoint=str(folder), **build)
+    result = pipe(PROMPT, negative_prompt=NEGATIVE, steps=6, cfg_scale=6.0, seed=seed,
+                  width=32, height=32, sampler="euler", schedule="linspace", **fields)  # fmt: skip
+    return np.asarray(result.images[0]).astype(np.int16), result
+
+
+@pytest.mark.parametrize("source", ["diffusers_folder", "a1111_file"])
+def test_same_image_as_diffusers_controlnet_pipeline(sd_with_controlnet, source):
+    pipe, folder, cn, cn_folder, single = sd_with_controlnet
+    seed = int(torch.randint(0, 2**31, (1,)))
+    control = _control_image()
+    window = {"weight": 1.5, "start": 0.1, "end": 0.9}  # steps 1 to 4 of 0 to 5
+    expected = _reference(pipe, cn, control, seed, controlnet_conditioning_scale=1.5,
+                          control_guidance_start=0.1, control_guidance_end=0.9)  # fmt: skip
+    path = cn_folder if source == "diffusers_folder" else single
+    got, result = _ours(folder, seed, path, control_image=control,
+                        **{f"control_{k}": v for k, v in window.items()})  # fmt: skip
+    assert np.abs(got - expected).max() <= 1
+    plain, _ = _ours(folder, seed)
+    changed = np.abs(plain - expected)
+    assert changed.max() > 3 and (changed > 0).mean() > 0.3  # the ControlNet changed it
+    info = result.infotexts[0]
+    assert f"ControlNet: {path.stem if path.is_file() else path.name} [" in info
+    assert "ControlNet weight: 1.5, ControlNet start: 0.1, ControlNet end: 0.9" in info
+
+
+def test_residuals_match_diffusers_at_sd_widths_and_eightfold_hint(tmp_path):
+    """Three levels, SD's hint stack (16, 32, 96, 256: 8x), SD2-style linear projections and
+    head width: every residual as diffusers' ControlNetModel, read from its weights file alone
+    (no config.json: the shapes come from the keys, the heads from the UNet)."""
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(
+        block_out_channels=(32, 64, 64), layers_per_block=2, cross_attention_dim=48,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        norm_num_groups=8, attention_head_dim=(2, 4, 4), use_linear_projection=True,
+    )  # fmt: skip
+    cn = _random(diffusers.ControlNetModel.from_unet(unet))
+    save_file(cn.state_dict(), str(tmp_path / "diffusers_layout.safetensors"))
+    ours = load_controlnet(tmp_path / "diffusers_layout.safetensors",
+                           unet_config_from_diffusers(dict(unet.config)))  # fmt: skip
+    x, hint = torch.randn(2, 4, 8, 8), torch.rand(2, 3, 64, 64)
+    t, context = torch.tensor([981.0, 20.0]), torch.randn(2, 7, 48)
+    with torch.no_grad():
+        down, mid = cn(x, t, context, hint, return_dict=False)
+        got = ours(x, hint, t, context)
+    assert len(got) == len(down) + 1 == 10
+    for ref, mine in zip([*down, mid], got):
+        torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_layouts_round_trip(sd_with_controlnet, tmp_path):
+    pipe, _, _, cn_folder, single = sd_with_controlnet
+    config = unet_config_from_diffusers(dict(pipe.unet.config))
+    state = load_file(str(single))
+    assert all(k.startswith("control_model.") for k in state)
+    bare = tmp_path / "bare.safetensors"
+    save_file({k.removeprefix("control_model."): v for k, v in state.items()}, str(bare))
+    torch.save(state, tmp_path / "control.pth")
+    models = [load_controlnet(p, config) for p in (cn_folder, single, bare)]
+    models.append(load_controlnet(tmp_path / "control.pth", config, allow_pickle=True))
+    first = models[0].state_dict()
+    for other in models[1:]:
+        assert other.state_dict().keys() == first.keys()
+        for key, value in other.state_dict().items():
+            assert torch.equal(value, first[key]), key
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_controlnet(tmp_path / "control.pth", config)
+
+
+def test_weight_zero_or_an_empty_window_is_the_plain_image(sd_with_controlnet):
+    _, folder, _, _, single = sd_with_controlnet
+    seed = int(torch.randint(0, 2**31, (1,)))
+    plain, _ = _ours(folder, seed)
+    off, _ = _ours(folder, seed, single, control_image=_control_image(), control_weight=0.0)
+    assert np.array_equal(off, plain)
+    late, _ = _ours(folder, seed, single, control_image=_control_image(), control_start=0.99)
+    assert np.array_equal(late, plain)  # step 5 of 6 starts at 5/6 < 0.99: never steered
+
+
+def test_steps_in_the_window(sd_with_controlnet):
+    step_t = torch.tensor([999.0, 800.0, 600.0, 400.0, 200.0])
+    steering = ControlSteering(None, None, weight=0.5, start=0.2, end=0.8, resize="Just Resize",
+                               step_t=step_t)  # fmt: skip
+    scales = [steering.scale_at(torch.tensor([t])) for t in step_t.tolist()]
+    assert scales == [0.0, 0.5, 0.5, 0.5, 0.0]  # i/5 < 0.2 off; (i+1)/5 > 0.8 off
+    assert steering.scale_at(torch.tensor([700.0])) == 0.5  # a midpoint (Heun) in step 1
+
+
+def test_resize_modes():
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 0, 10, 20))  # a blue left quarter
+    crop = fit_control_image(image, 16, 16, "Crop and Resize")
+    assert crop.shape == (1, 3, 16, 16)
+    assert float(crop[0, 2, :, 0].mean()) < 0.1  # the left quarter was cropped away
+    fill = fit_control_image(image, 16, 16, "Resize and Fill")
+    assert float(fill[0, :, 0].abs().max()) == 0 and float(fill[0, :, 8].max()) > 0.9
+    stretch = fit_control_image(image, 16, 16, "Just Resize")
+    assert float(stretch[0, 2, :, 0].mean()) > 0.9
+
+
+def test_bad_controlnets_and_requests_get_clear_errors(sd_with_controlnet, tmp_path):
+    pipe, folder, _, cn_folder, single = sd_with_controlnet
+
+    def build(controlnet, **options):
+        return Engine.build("ldm", plugins=make_manager(plugin), checkpoint=str(folder),
+                            controlnet=str(controlnet), **options)  # fmt: skip
+
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(single.read_bytes()[: single.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated|not a readable"):
+        build(cut)
+    save_file({"lora_up.weight": torch.ones(2, 2)}, str(tmp_path / "lora.safetensors"))
+    with pytest.raises(CheckpointError, match="not a ControlNet"):
+        build(tmp_path / "lora.safetensors")
+    with pytest.raises(CheckpointError, match="no such ControlNet"):
+        build(tmp_path / "missing.safetensors")
+    state = load_file(str(single))
+    wide = {k: v for k, v in state.items()}
+    for key in [k for k in state if "attn2.to_k" in k or "attn2.to_v" in k]:
+        wide[key] = torch.zeros(state[key].shape[0], 64)  # an SD2-width context
+    save_file(wide, str(tmp_path / "sd2.safetensors"))
+    with pytest.raises(CheckpointError, match="made for another model.*context_dim 64 vs 32"):
+        build(tmp_path / "sd2.safetensors")
+    save_file({**state, "control_model.label_emb.0.0.weight": torch.zeros(4, 4)},
+              str(tmp_path / "xl.safetensors"))  # fmt: skip
+    with pytest.raises(CheckpointError, match="SDXL ControlNets are not implemented"):
+        build(tmp_path / "xl.safetensors")
+    with pytest.raises(EngineError, match="DeepCache"):
+        build(single, deepcache=2)
+
+    steered = build(cn_folder)
+    run = {"steps": 2, "width": 32, "height": 32}
+    with pytest.raises(NodeExecutionError, match="give the control image"):
+        steered(PROMPT, **run)
+    with pytest.raises(NodeExecutionError, match="must be below control_end"):
+        steered(PROMPT, control_image=_control_image(), control_start=0.6, control_end=0.5, **run)
+    with pytest.raises(Exception, match="control_resize|resize"):
+        steered(PROMPT, control_image=_control_image(), control_resize="Stretch", **run)
+    assert steered(PROMPT, control_image=_control_image(48), **run).images  # another size fits
