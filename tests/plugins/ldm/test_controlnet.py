@@ -47,7 +47,8 @@ def sd_with_controlnet(tmp_path_factory, make_tiny_sd):
     torch.manual_seed(1)
     _random(pipe.unet, 0.2)  # a UNet whose skips show in the image
     pipe.save_pretrained(folder, safe_serialization=True)
-    cn = diffusers.ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(16, 32))
+    widths = (16, 32)  # one stride: the VAE halves
+    cn = diffusers.ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=widths)
     _random(cn, 0.3)
     cn.save_pretrained(root / "cn", safe_serialization=True)
     ours = load_controlnet(root / "cn", unet_config_from_diffusers(dict(pipe.unet.config)))
@@ -71,7 +72,8 @@ def _reference(pipe, cn, control, seed, **kw):
 
 
 def _ours(folder, seed, controlnet=None, **fields):
-    build = {"controlnet": str(controlnet)} if controlnet is not None else {}
+    paths = [str(p) for p in controlnet] if isinstance(controlnet, list) else str(controlnet)
+    build = {"controlnet": paths} if controlnet is not None else {}
     pipe = Engine.build("ldm", plugins=make_manager(plugin), checkpoint=str(folder), **build)
     result = pipe(PROMPT, negative_prompt=NEGATIVE, steps=6, cfg_scale=6.0, seed=seed,
                   width=32, height=32, sampler="euler", schedule="linspace", **fields)  # fmt: skip
@@ -174,7 +176,7 @@ def test_resize_modes():
 
 
 def test_bad_controlnets_and_requests_get_clear_errors(sd_with_controlnet, tmp_path):
-    pipe, folder, _, cn_folder, single = sd_with_controlnet
+    _, folder, _, cn_folder, single = sd_with_controlnet
 
     def build(controlnet, **options):
         return Engine.build("ldm", plugins=make_manager(plugin), checkpoint=str(folder),
@@ -182,7 +184,7 @@ def test_bad_controlnets_and_requests_get_clear_errors(sd_with_controlnet, tmp_p
 
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(single.read_bytes()[: single.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="truncated|not a readable"):
+    with pytest.raises(CheckpointError, match=r"truncated|not a readable"):
         build(cut)
     save_file({"lora_up.weight": torch.ones(2, 2)}, str(tmp_path / "lora.safetensors"))
     with pytest.raises(CheckpointError, match="not a ControlNet"):
@@ -194,7 +196,7 @@ def test_bad_controlnets_and_requests_get_clear_errors(sd_with_controlnet, tmp_p
     for key in [k for k in state if "attn2.to_k" in k or "attn2.to_v" in k]:
         wide[key] = torch.zeros(state[key].shape[0], 64)  # an SD2-width context
     save_file(wide, str(tmp_path / "sd2.safetensors"))
-    with pytest.raises(CheckpointError, match="made for another model.*context_dim 64 vs 32"):
+    with pytest.raises(CheckpointError, match=r"made for another model.*context_dim 64 vs 32"):
         build(tmp_path / "sd2.safetensors")
     save_file({**state, "control_model.label_emb.0.0.weight": torch.zeros(4, 4)},
               str(tmp_path / "xl.safetensors"))  # fmt: skip
@@ -209,6 +211,33 @@ def test_bad_controlnets_and_requests_get_clear_errors(sd_with_controlnet, tmp_p
         steered(PROMPT, **run)
     with pytest.raises(NodeExecutionError, match="must be below control_end"):
         steered(PROMPT, control_image=_control_image(), control_start=0.6, control_end=0.5, **run)
-    with pytest.raises(Exception, match="control_resize|resize"):
+    with pytest.raises(Exception, match=r"control_resize|resize"):
         steered(PROMPT, control_image=_control_image(), control_resize="Stretch", **run)
     assert steered(PROMPT, control_image=_control_image(48), **run).images  # another size fits
+
+
+def test_two_units_add_up_as_diffusers_multi_controlnet(sd_with_controlnet, tmp_path):
+    pipe, folder, cn, cn_folder, _ = sd_with_controlnet
+    torch.manual_seed(2)
+    other = _random(diffusers.ControlNetModel.from_unet(
+        pipe.unet, conditioning_embedding_out_channels=(16, 32)), 0.3)  # fmt: skip
+    other.save_pretrained(tmp_path / "other", safe_serialization=True)
+    seed = int(torch.randint(0, 2**31, (1,)))
+    images = [_control_image(), _control_image(40)]
+    expected = _reference(
+        pipe,
+        diffusers.MultiControlNetModel([cn, other]),
+        images,
+        seed,
+        controlnet_conditioning_scale=[0.7, 1.2],
+        control_guidance_start=[0.0, 0.3],
+        control_guidance_end=[1.0, 0.8],
+    )
+    got, result = _ours(folder, seed, [cn_folder, tmp_path / "other"], control_resize_1="Just Resize",
+                        control_image=images[0], control_weight=0.7,
+                        control_image_1=images[1], control_weight_1=1.2,
+                        control_start_1=0.3, control_end_1=0.8)  # fmt: skip
+    assert np.abs(got - expected).max() <= 1
+    info = result.infotexts[0]
+    assert "ControlNet: cn [" in info and "ControlNet 1: other [" in info
+    assert "ControlNet 1 weight: 1.2" in info

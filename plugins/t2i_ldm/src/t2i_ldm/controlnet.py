@@ -16,6 +16,8 @@ the latent's size.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -32,7 +34,7 @@ def hint_block(channels: int, widths: tuple[int, ...], out: int) -> TimestepEmbe
     then per width ``w_i -> w_i`` and ``w_i -> w_{i+1}`` at stride 2, then ``-> out``
     (keys ``0, 2, 4 ...``: the SiLUs take the odd indices)."""
     layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 3, padding=1), nn.SiLU()]
-    for a, b in zip(widths[:-1], widths[1:]):
+    for a, b in itertools.pairwise(widths):
         layers += [nn.Conv2d(a, a, 3, padding=1), nn.SiLU()]
         layers += [nn.Conv2d(a, b, 3, padding=1, stride=2), nn.SiLU()]
     layers.append(nn.Conv2d(widths[-1], out, 3, padding=1))
@@ -57,7 +59,7 @@ class ControlNetModel(nn.Module):
     ) -> None:
         super().__init__()
         if config.adm_in_channels:
-            raise ValueError("SDXL ControlNets (label_emb) are not implemented; use an SD 1.x/2.x one")
+            raise ValueError("SDXL ControlNets (label_emb) are not implemented; use an SD 1.x/2.x")
         if len(embedding_channels) < 2:
             raise ValueError(f"the hint stack needs at least 2 widths, got {embedding_channels}")
         self.config = config

@@ -132,9 +132,9 @@ class ApplyControlNet(NodeType):
     params = (
         Param("controlnet", str, "", "ControlNet file or diffusers folder"),
         Param("image", object, None, "the control image: PIL image or path"),
-        Param("weight", float, 1.0, "residual scale (Control Weight)", minimum=0.0, maximum=2.0),
+        Param("weight", float, 1.0, "residual scale (Control Weight)", minimum=0, maximum=2),
         Param("start", float, 0.0, "fraction of steps before it runs", minimum=0.0, maximum=1.0),
-        Param("end", float, 1.0, "fraction of steps after which it stops", minimum=0.0, maximum=1.0),
+        Param("end", float, 1.0, "fraction of steps after which it stops", minimum=0, maximum=1),
         Param("resize", str, RESIZE_MODES[0], "how the image fits the size", choices=RESIZE_MODES),
         Param("allow_pickle", bool, False, "read a .pth / .ckpt ControlNet you trust"),
         Param("dtype", str, "float32", "the dtype it is read in", choices=DTYPES),
@@ -165,33 +165,44 @@ class ApplyControlNet(NodeType):
         return {"model": model.with_control(steering)}
 
 
+def unit_suffix(unit: int) -> str:
+    """The request-field suffix of ControlNet unit ``unit``: "" for the first, ``_1`` ..."""
+    return f"_{unit}" if unit else ""
+
+
+def unit_fields(unit: int) -> dict[str, str]:
+    """Unit ``unit``'s request fields -> ``Ldm.ApplyControlNet`` parameters."""
+    return {f"{field}{unit_suffix(unit)}": param for field, param in FIELDS.items()}
+
+
+def _unit_infotext(unit: int) -> dict[str, str]:
+    name = f"ControlNet {unit}" if unit else "ControlNet"
+    return {f"{f}{unit_suffix(unit)}": label.replace("ControlNet", name)
+            for f, label in INFOTEXT_FIELDS.items()}  # fmt: skip
+
+
 def attach_controlnet(
-    recipe: Any, controlnet: str, *, allow_pickle: bool, dtype: str, infotext: dict
+    recipe: Any, controlnets: list[str], *, allow_pickle: bool, dtype: str, infotext: dict
 ) -> Any:
-    """The ``ldm`` recipe with an ``Ldm.ApplyControlNet`` before each :data:`PASSES` guide
-    of its graphs, the request fields :data:`FIELDS` bound to them and the PNG fields."""
+    """The ``ldm`` recipe with one ``Ldm.ApplyControlNet`` per ControlNet (chained: their
+    residuals add up) before each :data:`PASSES` guide of its graphs, unit ``k``'s request
+    fields (:func:`unit_fields`) bound to its nodes, and the PNG fields."""
     import attrs
 
     bound: dict[bool, dict[str, list]] = {False: {}, True: {}}
     for img2img, graph in ((False, recipe.graph), (True, recipe.img2img_graph)):
-        if graph is None:
-            continue
-        for guide, sigmas in PASSES:
+        for guide, sigmas in PASSES if graph is not None else ():
             if guide not in graph:
                 continue
-            node_id = f"control_{guide}"
-            graph.add(
-                node_id,
-                "Ldm.ApplyControlNet",
-                model=graph[guide].inputs["model"],
-                sigmas=graph[sigmas]["sigmas"],
-                controlnet=controlnet,
-                allow_pickle=allow_pickle,
-                dtype=dtype,
-            )
-            graph.connect(graph[node_id]["model"], guide, "model")
-            for field, param in FIELDS.items():
-                bound[img2img].setdefault(field, []).append((node_id, param))
+            for unit, path in enumerate(controlnets):
+                node_id = f"control_{guide}{unit_suffix(unit)}"
+                graph.add(node_id, "Ldm.ApplyControlNet", model=graph[guide].inputs["model"],
+                          sigmas=graph[sigmas]["sigmas"], controlnet=path,
+                          allow_pickle=allow_pickle, dtype=dtype)  # fmt: skip
+                graph.connect(graph[node_id]["model"], guide, "model")
+                for field, param in unit_fields(unit).items():
+                    bound[img2img].setdefault(field, []).append((node_id, param))
+    labels = {k: v for unit in range(len(controlnets)) for k, v in _unit_infotext(unit).items()}
     bindings = {**recipe.bindings, **{f: tuple(t) for f, t in bound[False].items()}}
     img2img_bindings = recipe.img2img_bindings or recipe.bindings
     img2img_bindings = {**img2img_bindings, **{f: tuple(t) for f, t in bound[True].items()}}
@@ -200,13 +211,18 @@ def attach_controlnet(
         bindings=bindings,
         img2img_bindings=img2img_bindings,
         infotext={**recipe.infotext, **infotext},
-        infotext_fields={**recipe.infotext_fields, **INFOTEXT_FIELDS},
+        infotext_fields={**recipe.infotext_fields, **labels},
     )
 
 
-def controlnet_infotext(path: str | os.PathLike) -> dict[str, str]:
-    """``{"ControlNet": "NAME [HASH]"}``: the file (or folder) name and A1111's 8-hex short
-    hash, as its ControlNet extension names models."""
+def controlnet_infotext(paths: list[str]) -> dict[str, str]:
+    """``{"ControlNet": "NAME [HASH]", "ControlNet 1": ...}``: each file (or folder) name
+    and A1111's 8-hex short hash, as its ControlNet extension names models."""
+    return {f"ControlNet {k}" if k else "ControlNet": model_title(p) for k, p in enumerate(paths)}
+
+
+def model_title(path: str | os.PathLike) -> str:
+    """``NAME [HASH]`` of a ControlNet file or folder (A1111's ControlNet model names)."""
     from pathlib import Path
 
     from t2i.files import short_hash
@@ -214,4 +230,4 @@ def controlnet_infotext(path: str | os.PathLike) -> dict[str, str]:
 
     file, _ = weights_file(path)
     name = Path(path).stem if Path(path).is_file() else Path(path).name
-    return {"ControlNet": f"{name} [{short_hash(file, 8)}]"}
+    return f"{name} [{short_hash(file, 8)}]"

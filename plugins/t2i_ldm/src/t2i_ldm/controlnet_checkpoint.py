@@ -109,8 +109,8 @@ def diffusers_shapes(reader: CheckpointReader, template: UNetConfig) -> ControlN
         "in_channels": _shape(reader, "conv_in.weight")[1],
     }
     config = _diffusers_unet_config(cfg, template)
-    convs = ["conv_in", *(f"blocks.{i}" for i in
-             _indices(keys, r"controlnet_cond_embedding\.blocks\.(\d+)\.")), "conv_out"]  # fmt: skip
+    blocks = _indices(keys, r"controlnet_cond_embedding\.blocks\.(\d+)\.")
+    convs = ["conv_in", *(f"blocks.{i}" for i in blocks), "conv_out"]
     hint, emb = _hint_stack(reader, "controlnet_cond_embedding.", list(convs))
     return ControlNetShapes(config, hint, emb)
 

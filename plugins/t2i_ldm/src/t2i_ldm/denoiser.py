@@ -92,21 +92,21 @@ class UNetPredictor:
     """``(x_in, t, cond) -> prediction`` for :class:`DiscreteDenoiser`: calls the UNet with
     ``cond.embeds`` as cross-attention context (SD ignores the padding mask); an SDXL UNet
     also gets ``cond.pooled`` and the :class:`MicroConditioning` numbers (``label_emb``);
-    with a :class:`~t2i_ldm.deepcache.DeepCache` the UNet runs through it; with a
-    ``control`` (:class:`~t2i_ldm.controlnet_apply.ControlSteering`) its residuals, computed
-    on the latent alone, go into the UNet."""
+    with a :class:`~t2i_ldm.deepcache.DeepCache` the UNet runs through it; with ``control``
+    (:class:`~t2i_ldm.controlnet_apply.ControlSteering` units) their residuals, computed on
+    the latent alone and summed (diffusers' ``MultiControlNetModel``), go into the UNet."""
 
     def __init__(
         self,
         unet: UNetModel,
         micro: MicroConditioning | None = None,
         deepcache: DeepCache | None = None,
-        control: Any = None,
+        control: tuple[Any, ...] = (),
     ) -> None:
         self.unet = unet
         self.micro = micro or MicroConditioning()
         self.deepcache = deepcache
-        self.control = control
+        self.control = tuple(control)
 
     def __call__(
         self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning | torch.Tensor
@@ -116,15 +116,24 @@ class UNetPredictor:
         from t2i_ldm.inpaint import concat_image_condition  # an inpainting UNet's 5 channels
 
         context = context.to(x.device)
-        residuals = None if self.control is None else self.control(x, t, context)
+        residuals = self._residuals(x, t, context)
         x = concat_image_condition(self.unet, x, cond)
         if self.deepcache is not None:
-            if self.control is not None:
+            if self.control:
                 raise ValueError("DeepCache skips the blocks a ControlNet steers: use one")
             return self.deepcache(self.unet, x, t, context, y)
         if residuals is not None:
             return self.unet(x, t, context, y, control=residuals)
         return self.unet(x, t, context, y)
+
+    def _residuals(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor):
+        """The control units' residuals summed, or None when none steers this step."""
+        total = None
+        for unit in self.control:
+            found = unit(x, t, context)
+            if found is not None:
+                total = found if total is None else [a + b for a, b in zip(total, found)]
+        return total
 
     def vector(self, x: torch.Tensor, cond: Conditioning | torch.Tensor) -> torch.Tensor:
         """SDXL's ``(B, adm_in_channels)`` label_emb input for latents ``x``."""
@@ -189,7 +198,7 @@ class LdmDenoiser(DiscreteDenoiser):
 
     def with_control(self, control: Any) -> LdmDenoiser:
         """This denoiser (the same UNet) with a ControlNet's ``control`` steering each call
-        (:mod:`t2i_ldm.controlnet_apply`)."""
+        besides any unit already steering it (:mod:`t2i_ldm.controlnet_apply`)."""
         import copy
 
         if self.deepcache is not None:
@@ -199,7 +208,7 @@ class LdmDenoiser(DiscreteDenoiser):
             )
         steered = copy.copy(self)
         old = self.model
-        steered.model = UNetPredictor(old.unet, old.micro, old.deepcache, control)
+        steered.model = UNetPredictor(old.unet, old.micro, old.deepcache, (*old.control, control))
         return steered
 
     def reset_step_cache(self) -> None:
@@ -218,7 +227,7 @@ class LdmDenoiser(DiscreteDenoiser):
         an SDXL UNet also takes ``text_embeds`` and ``time_ids`` (:mod:`t2i_ldm.sdxl_export`)."""
         from t2i_ldm.export import denoiser_deployment, unet_export
 
-        if self.model.control is not None:
+        if self.model.control:
             raise ValueError(
                 "ONNX export of a ControlNet-steered UNet is not implemented yet: export the "
                 "checkpoint without controlnet=, or run the ControlNet with the torch runtime"

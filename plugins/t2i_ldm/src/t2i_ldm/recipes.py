@@ -73,8 +73,8 @@ def _check_recipe_options(**options: Any) -> None:
             "true, false or a tile size in pixels (a multiple of 8, at least 32)",
         ),
         "controlnet": (
-            lambda v: v is None or isinstance(v, (str, os.PathLike)),
-            "a ControlNet file or diffusers folder",
+            lambda v: v is None or isinstance(v, (str, os.PathLike)) or _paths(v),
+            "a ControlNet file or diffusers folder, or a list of them",
         ),
     }
     for name, value in options.items():
@@ -83,9 +83,15 @@ def _check_recipe_options(**options: Any) -> None:
             raise EngineError(f"recipe 'ldm': option {name}={value!r} is invalid; use {allowed}")
 
 
-def _with_controlnet(recipe, controlnet: str, facts, deployed, deepcache, load: dict):
-    """The recipe steered by ``controlnet``, whose file is read now (a bad one fails at
-    build, naming the problem; the node then finds it cached)."""
+def _paths(value: Any) -> bool:
+    """Whether ``value`` is a non-empty list of paths."""
+    paths = isinstance(value, (list, tuple)) and bool(value)
+    return paths and all(isinstance(p, (str, os.PathLike)) for p in value)
+
+
+def _with_controlnet(recipe, controlnet: Any, facts, deployed, deepcache, load: dict):
+    """The recipe steered by ``controlnet`` (one path or a list), each file read now (a bad
+    one fails at build, naming the problem; the nodes then find them cached)."""
     from t2i.engine import EngineError
     from t2i_ldm.controlnet_apply import attach_controlnet, controlnet_infotext
     from t2i_ldm.controlnet_checkpoint import load_controlnet
@@ -101,11 +107,13 @@ def _with_controlnet(recipe, controlnet: str, facts, deployed, deepcache, load: 
             "or controlnet"
         )
     dtype = load.get("dtype") or "float32"
-    load_controlnet(controlnet, facts.models.config.unet, dtype=_dtype(dtype),
-                    allow_pickle=load["allow_pickle"])  # fmt: skip
+    paths = [str(p) for p in (controlnet if _paths(controlnet) else [controlnet])]
+    for path in paths:
+        load_controlnet(path, facts.models.config.unet, dtype=_dtype(dtype),
+                        allow_pickle=load["allow_pickle"])  # fmt: skip
     return attach_controlnet(
-        recipe, controlnet, allow_pickle=load["allow_pickle"], dtype=dtype,
-        infotext=controlnet_infotext(controlnet),
+        recipe, paths, allow_pickle=load["allow_pickle"], dtype=dtype,
+        infotext=controlnet_infotext(paths),
     )  # fmt: skip
 
 
@@ -467,7 +475,7 @@ def ldm_recipe(
     deepcache_branch: int = 1,
     vae: str | os.PathLike | None = None,
     vae_tiling: bool | int = False,
-    controlnet: str | os.PathLike | None = None,
+    controlnet: str | os.PathLike | list | None = None,
 ):
     """Recipe ``ldm``: Stable Diffusion 1.x / 2.x / XL from a checkpoint file or diffusers folder.
 
@@ -493,8 +501,9 @@ def ldm_recipe(
     else the checkpoint's own; ``"None"``: the checkpoint's own), ``vae_tiling`` (decode in
     tiles as diffusers' ``enable_tiling``: True for tiles of the model's native size, or a
     tile size in pixels; :mod:`t2i_ldm.vae_tiling`), ``controlnet`` (a ControlNet file or
-    diffusers folder steering every pass; request fields ``control_image``,
-    ``control_weight``, ``control_start``, ``control_end``, ``control_resize``:
+    diffusers folder, or a list of them, steering every pass; request fields
+    ``control_image``, ``control_weight``, ``control_start``, ``control_end``,
+    ``control_resize``, suffixed ``_1``, ``_2`` ... for the later units:
     :mod:`t2i_ldm.controlnet_apply`).
     """
     from t2i.recipe import diffusion_recipe
@@ -601,7 +610,7 @@ def ldm_recipe(
 
         recipe = attach_inpaint_condition(recipe)
     if controlnet is not None:
-        recipe = _with_controlnet(recipe, str(controlnet), facts, deployed, deepcache, load)
+        recipe = _with_controlnet(recipe, controlnet, facts, deployed, deepcache, load)
     if refiner is None:
         return recipe
     from t2i_ldm.refiner import attach_refiner
