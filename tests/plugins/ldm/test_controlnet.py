@@ -233,7 +233,8 @@ def test_two_units_add_up_as_diffusers_multi_controlnet(sd_with_controlnet, tmp_
         control_guidance_start=[0.0, 0.3],
         control_guidance_end=[1.0, 0.8],
     )
-    got, result = _ours(folder, seed, [cn_folder, tmp_path / "other"], control_resize_1="Just Resize",
+    units = [cn_folder, tmp_path / "other"]
+    got, result = _ours(folder, seed, units, control_resize_1="Just Resize",
                         control_image=images[0], control_weight=0.7,
                         control_image_1=images[1], control_weight_1=1.2,
                         control_start_1=0.3, control_end_1=0.8)  # fmt: skip
