@@ -644,6 +644,17 @@ class Pipeline:
     def _all_bindings(self) -> dict[str, Any]:
         return {**self.recipe.bindings, **(self.recipe.img2img_bindings or {})}
 
+    def field_type(self, field: str) -> type | tuple[type, ...] | None:
+        """The parameter type a recipe-bound request field sets (its first target's), or
+        None for a field the recipe does not bind."""
+        targets = self._all_bindings().get(field)
+        if not targets:
+            return None
+        node_id, param = targets[0]
+        graph = self.recipe.graph if node_id in self.recipe.graph else self.recipe.img2img_graph
+        spec = self.manager.registry.get_node_type(graph[node_id].type).param(param)
+        return None if spec is None else spec.type
+
     def _effective(self, graph: Graph, node_id: str, param: str, values: Mapping[str, Any]) -> Any:
         """What ``node_id.param`` will be for a request with ``values``."""
         for field, targets in self._all_bindings().items():

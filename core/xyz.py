@@ -236,6 +236,24 @@ def _cell_fields(axes: Sequence[Axis], index: Sequence[int], prompt: str, fields
     return out
 
 
+def _typed(pipe: Any, axis: Axis) -> Axis:
+    """``axis`` with the text values of a recipe-bound numeric field (``hr_scale``, a
+    ControlNet's ``control_weight`` ...) read as the numbers its node parameter takes,
+    ranges expanded."""
+    if axis.field in REQUEST_FIELDS or axis.field in SPECIAL_AXES:
+        return axis
+    kind = getattr(pipe, "field_type", lambda _: None)(axis.field)
+    if isinstance(kind, tuple):
+        kind = float if float in kind else None
+    if kind not in (int, float) or not all(isinstance(v, str) for v in axis.values):
+        return axis
+    try:
+        values = parse_values(",".join(axis.values), kind)
+    except ValueError as exc:
+        raise XYZError("xyz", f"axis {axis.field!r}: {exc}; give numbers or a range") from None
+    return Axis(axis.field, tuple(values))
+
+
 def _check_axes(axes: Sequence[Axis], prompt: str) -> None:
     if not 1 <= len(axes) <= 3:
         raise XYZError("xyz", f"give 1 to 3 axes (X, Y, Z), got {len(axes)}")
@@ -281,7 +299,7 @@ def xyz_plot(
         XYZError: a bad axis, before any image is made; a cell's own request errors raise
             :class:`~t2i.request.RequestError` naming the field.
     """
-    axes = tuple(a if isinstance(a, Axis) else Axis.parse(a) for a in axes)
+    axes = tuple(_typed(pipe, a if isinstance(a, Axis) else Axis.parse(a)) for a in axes)
     _check_axes(axes, prompt)
     if fields.get("batch_size", 1) != 1 or fields.get("batch_count", 1) != 1:
         raise XYZError("batch_size", "an X/Y/Z plot renders one image per cell; leave it at 1")

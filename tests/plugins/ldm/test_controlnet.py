@@ -242,3 +242,19 @@ def test_two_units_add_up_as_diffusers_multi_controlnet(sd_with_controlnet, tmp_
     info = result.infotexts[0]
     assert "ControlNet: cn [" in info and "ControlNet 1: other [" in info
     assert "ControlNet 1 weight: 1.2" in info
+
+
+def test_xyz_axis_over_a_units_weight(sd_with_controlnet):
+    """A recipe-bound numeric field as an X/Y/Z axis: its text values become the numbers
+    the node takes (ranges expanded), each cell the image of a direct call."""
+    from t2i.xyz import xyz_plot
+
+    _, folder, _, _, single = sd_with_controlnet
+    pipe = Engine.build("ldm", plugins=make_manager(plugin), checkpoint=str(folder),
+                        controlnet=str(single))  # fmt: skip
+    run = {"steps": 3, "width": 32, "height": 32, "seed": 11, "control_image": _control_image()}
+    plot = xyz_plot(pipe, PROMPT, ["control_weight=0-1.5 (+1.5)"], **run)
+    assert plot.axes[0].values == (0.0, 1.5)
+    for value, image in zip((0.0, 1.5), plot.result.images):
+        direct = pipe(PROMPT, control_weight=value, **run).images[0]
+        assert np.array_equal(np.asarray(image), np.asarray(direct))
