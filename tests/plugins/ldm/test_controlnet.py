@@ -163,6 +163,27 @@ def test_steps_in_the_window(sd_with_controlnet):
     assert steering.scale_at(torch.tensor([700.0])) == 0.5  # a midpoint (Heun) in step 1
 
 
+def test_soft_injection_scales_the_shallow_residuals_least():
+    """A1111's "My prompt is more important": residual i of n times 0.825 ** (n - 1 - i)."""
+
+    class Ones:
+        downscale, dtype = 2, torch.float32
+
+        def __call__(self, x, hint, t, context):
+            return [torch.ones(1) for _ in range(13)]
+
+    args = {"weight": 0.5, "start": 0.0, "end": 1.0, "resize": "Just Resize"}
+    steps = torch.tensor([999.0, 500.0])
+    prompt_first = "My prompt is more important"
+    soft = ControlSteering(Ones(), _control_image(8), step_t=steps, mode=prompt_first, **args)
+    got = [float(r) for r in soft(torch.zeros(1, 4, 4, 4), torch.tensor([999.0]), None)]
+    assert got == pytest.approx([0.5 * 0.825 ** (12 - i) for i in range(13)])
+    plain = ControlSteering(Ones(), _control_image(8), step_t=steps, **args)
+    assert [float(r) for r in plain(torch.zeros(1, 4, 4, 4), torch.tensor([999.0]), None)] == [
+        0.5
+    ] * 13
+
+
 def test_resize_modes():
     image = Image.new("RGB", (40, 20), (255, 0, 0))
     image.paste((0, 0, 255), (0, 0, 10, 20))  # a blue left quarter
@@ -211,6 +232,13 @@ def test_bad_controlnets_and_requests_get_clear_errors(sd_with_controlnet, tmp_p
         steered(PROMPT, **run)
     with pytest.raises(NodeExecutionError, match="must be below control_end"):
         steered(PROMPT, control_image=_control_image(), control_start=0.6, control_end=0.5, **run)
+    with pytest.raises(NodeExecutionError, match="is not implemented yet"):
+        steered(
+            PROMPT,
+            control_image=_control_image(),
+            control_mode="ControlNet is more important",
+            **run,
+        )
     with pytest.raises(Exception, match=r"control_resize|resize"):
         steered(PROMPT, control_image=_control_image(), control_resize="Stretch", **run)
     assert steered(PROMPT, control_image=_control_image(48), **run).images  # another size fits

@@ -15,8 +15,12 @@ hires pass); a request gives the control image and A1111's ControlNet-unit setti
 - ``control_start`` / ``control_end`` (Guidance Start / End, diffusers'
   ``control_guidance_start`` / ``_end``): the fraction of the pass's steps in which the
   ControlNet runs; step ``i`` of ``n`` is steered unless ``i / n < start`` or ``(i + 1) / n
-  > end``, diffusers' rule. The residuals go to every row of the batch, the prompt's and the
-  negative prompt's (A1111's "Balanced" control mode).
+  > end``, diffusers' rule;
+- ``control_mode``: A1111's Control Mode. "Balanced" (default) scales every residual by the
+  weight; "My prompt is more important" is the extension's soft injection, residual ``i`` of
+  ``n`` scaled by ``weight * 0.825 ** (n - 1 - i)`` (the shallow blocks least). Both steer
+  every row of the batch, the prompt's and the negative prompt's. ("ControlNet is more
+  important", which steers the prompt's rows alone, is refused: not implemented yet.)
 """
 
 from __future__ import annotations
@@ -32,12 +36,17 @@ from t2i.graph.node import NodeType, Param, Port
 DTYPES = ("float32", "float16", "bfloat16")
 RESIZE_MODES = ("Crop and Resize", "Just Resize", "Resize and Fill")
 """A1111 ControlNet's resize modes (its names), the first the default."""
+CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+"""A1111 ControlNet's control modes; the last is refused (not implemented yet)."""
+SOFT_DECAY = 0.825
+"""The extension's soft-injection factor per block below the middle one."""
 FIELDS = {
     "control_image": "image",
     "control_weight": "weight",
     "control_start": "start",
     "control_end": "end",
     "control_resize": "resize",
+    "control_mode": "mode",
 }
 """Request field -> ``Ldm.ApplyControlNet`` parameter."""
 INFOTEXT_FIELDS = {
@@ -45,6 +54,7 @@ INFOTEXT_FIELDS = {
     "control_start": "ControlNet start",
     "control_end": "ControlNet end",
     "control_resize": "ControlNet resize mode",
+    "control_mode": "ControlNet control mode",
 }
 PASSES = (("guide", "sigmas"), ("guide_hr", "sigmas_hr"))
 """The ``Guide`` nodes a ControlNet steers and the sigmas each samples over."""
@@ -81,13 +91,14 @@ class ControlSteering:
     Args:
         net: the ControlNet (on the sampling device, in the UNet's dtype).
         image: the control image (PIL or path), fitted per pass size and cached.
-        weight, start, end, resize: the unit's settings (module docstring).
+        weight, start, end, resize, mode: the unit's settings (module docstring).
         step_t: ``(n,)`` the timesteps of the pass's ``n`` steps, descending.
     """
 
-    def __init__(self, net, image, *, weight, start, end, resize, step_t) -> None:
+    def __init__(self, net, image, *, weight, start, end, resize, step_t, mode="Balanced"):
         self.net, self.image = net, image
         self.weight, self.start, self.end, self.resize = weight, start, end, resize
+        self.soft = mode == CONTROL_MODES[1]
         self.step_t = step_t.double().cpu()
         self._hints: dict[tuple, torch.Tensor] = {}
 
@@ -116,7 +127,9 @@ class ControlSteering:
         f = self.net.downscale
         hint = self.hint(x.shape[-2] * f, x.shape[-1] * f, x)
         residuals = self.net(x, hint, t, context)
-        return residuals if scale == 1 else [r * scale for r in residuals]
+        n = len(residuals)
+        scales = [scale * SOFT_DECAY ** (n - 1 - i) if self.soft else scale for i in range(n)]
+        return [r if s == 1 else r * s for r, s in zip(residuals, scales)]
 
 
 class ApplyControlNet(NodeType):
@@ -136,12 +149,13 @@ class ApplyControlNet(NodeType):
         Param("start", float, 0.0, "fraction of steps before it runs", minimum=0.0, maximum=1.0),
         Param("end", float, 1.0, "fraction of steps after which it stops", minimum=0, maximum=1),
         Param("resize", str, RESIZE_MODES[0], "how the image fits the size", choices=RESIZE_MODES),
+        Param("mode", str, CONTROL_MODES[0], "A1111's Control Mode", choices=CONTROL_MODES),
         Param("allow_pickle", bool, False, "read a .pth / .ckpt ControlNet you trust"),
         Param("dtype", str, "float32", "the dtype it is read in", choices=DTYPES),
     )
 
     def execute(self, ctx, *, model, sigmas, controlnet, image, weight, start, end, resize,
-                allow_pickle, dtype):  # fmt: skip
+                mode, allow_pickle, dtype):  # fmt: skip
         from t2i.modules import copy_if_moving
         from t2i_ldm.controlnet_checkpoint import load_controlnet
 
@@ -152,6 +166,11 @@ class ApplyControlNet(NodeType):
             )
         if start >= end:
             raise ValueError(f"control_start {start} must be below control_end {end}")
+        if mode == CONTROL_MODES[2]:
+            raise ValueError(
+                f"control_mode {mode!r} (the prompt's rows alone steered) is not implemented "
+                f"yet: use {CONTROL_MODES[0]!r} or {CONTROL_MODES[1]!r}"
+            )
         if not hasattr(model, "with_control"):
             raise TypeError(f"{type(model).__name__} cannot be steered by a ControlNet")
         net = load_controlnet(controlnet, model.unet.config, dtype=getattr(torch, dtype),
@@ -159,9 +178,8 @@ class ApplyControlNet(NodeType):
         net = copy_if_moving(net, ctx.device, model.dtype)
         steps = sigmas.sigmas[:-1] if float(sigmas.sigmas[-1]) == 0 else sigmas.sigmas
         step_t = model.sigma_to_t(steps.double().cpu())
-        steering = ControlSteering(
-            net, image, weight=weight, start=start, end=end, resize=resize, step_t=step_t
-        )
+        steering = ControlSteering(net, image, weight=weight, start=start, end=end,
+                                   resize=resize, step_t=step_t, mode=mode)  # fmt: skip
         return {"model": model.with_control(steering)}
 
 

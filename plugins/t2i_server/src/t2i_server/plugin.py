@@ -76,19 +76,29 @@ def t2i_register_commands(cli) -> None:
         "Stable Diffusion checkpoints; listed in /sdapi/v1/embeddings "
         "(default: $T2I_EMBEDDINGS_DIR).",
     )
+    @folder_option(
+        "--controlnet-dir",
+        "ControlNet folder: its .safetensors files and diffusers ControlNet folders are "
+        "listed in /controlnet/model_list and steer Stable Diffusion checkpoints through "
+        "txt2img / img2img's alwayson_scripts.controlnet units, as A1111's ControlNet "
+        "extension (default: $T2I_CONTROLNET_DIR).",
+    )
     @click.option(
         "--allow-pickle",
         is_flag=True,
         help="Let the models folder's .ckpt files load (torch.load weights_only=True); "
-        "without it they are listed but refused.",
+        "without it they are listed but refused. The VAE and ControlNet folders' .pt / .pth / "
+        ".ckpt files are listed only with it.",
     )
     @click.option("--device", default=None, help="cpu, cuda, cuda:1 ...")
     @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None)
     @click.pass_context
     def serve(ctx, host, port, token, insecure, max_models, max_body_mb, recipe, ckpt_dir,
-              vae_dir, lora_dir, embeddings_dir, allow_pickle, device, dtype):  # fmt: skip
+              vae_dir, lora_dir, embeddings_dir, controlnet_dir, allow_pickle, device,
+              dtype):  # fmt: skip
         """Serve the web page on http://HOST:PORT/ and the APIs (/sdapi/v1, /t2i/v1, /docs)."""
         from t2i_server.checkpoints import models_dir_from
+        from t2i_server.controlnets import controlnet_dir_from
         from t2i_server.embeddings import embeddings_dir_from
         from t2i_server.loras import lora_dir_from
         from t2i_server.serve import run
@@ -107,6 +117,7 @@ def t2i_register_commands(cli) -> None:
             vae_dir=vae_dir_from(vae_dir),
             lora_dir=lora_dir_from(lora_dir),
             embeddings_dir=embeddings_dir_from(embeddings_dir),
+            controlnet_dir=controlnet_dir_from(controlnet_dir),
             allow_pickle=allow_pickle,
             device=device,
             dtype=dtype,

@@ -37,6 +37,8 @@ class ServeSettings:
             listed in ``/sdapi/v1/loras``, or None.
         embeddings_dir: the textual-inversion folder (``--embeddings-dir``) of every recipe
             that takes ``embeddings_dir=``, listed in ``/sdapi/v1/embeddings``, or None.
+        controlnet_dir: the ControlNet folder (``--controlnet-dir``) listed in
+            ``/controlnet/model_list``, whose models a request's ControlNet units name, or None.
     """
 
     host: str = "127.0.0.1"
@@ -53,6 +55,9 @@ class ServeSettings:
     vae_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     lora_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     embeddings_dir: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
+    controlnet_dir: Path | None = attrs.field(
         default=None, converter=attrs.converters.optional(Path)
     )
 

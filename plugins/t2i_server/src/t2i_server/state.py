@@ -13,6 +13,7 @@ import attrs
 from t2i.request import REQUEST_FIELDS, GenerationRequest, RequestError
 from t2i_server.cache import ModelCache, model_key
 from t2i_server.checkpoints import Checkpoint, ModelsFolder, scan
+from t2i_server.controlnets import ControlNetFile, find_controlnet, scan_controlnets
 from t2i_server.jobs import Job, Worker
 from t2i_server.settings import ServeSettings
 from t2i_server.vaes import AUTOMATIC, NONE, VaeFile, find_vae, scan_vaes
@@ -48,6 +49,8 @@ class Server:
         self.refresh_models()
         self.vaes: list[VaeFile] = []
         self.refresh_vaes()
+        self.controlnets: list[ControlNetFile] = []
+        self.refresh_controlnets()
         self.current_vae = AUTOMATIC
         """The ``sd_vae`` setting: ``Automatic`` (each checkpoint's own) or a VAE's name."""
         self.clip_skip = 1
@@ -68,6 +71,62 @@ class Server:
         """Rescan the VAE folder (``--vae-dir``)."""
         self.vaes = scan_vaes(self.settings.vae_dir, allow_pickle=self.settings.allow_pickle)
         return self.vaes
+
+    def refresh_controlnets(self) -> list[ControlNetFile]:
+        """Rescan the ControlNet folder (``--controlnet-dir``)."""
+        allow = self.settings.allow_pickle
+        self.controlnets = scan_controlnets(self.settings.controlnet_dir, allow_pickle=allow)
+        return self.controlnets
+
+    def controlnet_named(self, name: Any, field: str) -> ControlNetFile:
+        """The ControlNet a unit's ``model`` names (:func:`find_controlnet`).
+
+        Raises:
+            RequestError: naming ``field``: no such ControlNet (the folder's listed).
+        """
+        found = find_controlnet(self.controlnets, name) if isinstance(name, str) else None
+        if found is None:
+            if self.settings.controlnet_dir is None:
+                raise RequestError(field, f"no ControlNet {name!r}: no --controlnet-dir given")
+            names = ", ".join(c.title for c in self.controlnets) or "none"
+            raise RequestError(field, f"no ControlNet {name!r}; ControlNets: {names}")
+        return found
+
+    def controlnet_options(
+        self, selection: Selection, scripts: Any, init_image: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(recipe options, request fields)`` of a request's ``alwayson_scripts``
+        ControlNet units (:mod:`t2i_server.controlnets`): ``controlnet=[paths]`` and unit
+        ``k``'s fields (``control_image``, ``control_weight_1`` ...); nothing without an
+        enabled unit. ``init_image``: img2img's, the image of a unit that sends none.
+
+        Raises:
+            RequestError: a unit that cannot be used, or units for a model whose recipe
+                takes no ``controlnet`` option.
+        """
+        from t2i_server.controlnets import FIELD, enabled_units, parse_unit
+
+        enabled = enabled_units(scripts)
+        if not enabled:
+            return {}, {}
+        if not self.recipe_takes(selection.recipe, "controlnet"):
+            raise RequestError(
+                FIELD,
+                f"model {selection.title!r} takes no ControlNet (only Stable Diffusion "
+                "checkpoints, recipe ldm, do): disable the units or pick such a model",
+            )
+        from t2i_ldm.controlnet_apply import unit_fields
+
+        units = [parse_unit(u, f"{FIELD}[{i}]", self.controlnet_named, init_image)
+                 for i, u in enabled]  # fmt: skip
+        fields: dict[str, Any] = {}
+        for k, unit in enumerate(units):
+            params = unit.params()
+            fields.update({name: params[param] for name, param in unit_fields(k).items()})
+        options: dict[str, Any] = {"controlnet": [str(u.controlnet.path) for u in units]}
+        if any(u.controlnet.pickle for u in units):
+            options["allow_pickle"] = True
+        return options, fields
 
     def vae_named(self, name: Any, field: str = "sd_vae") -> VaeFile | None:
         """The VAE an ``sd_vae`` value names; None for ``Automatic`` / ``None``.
@@ -277,13 +336,16 @@ class Server:
         vae: str | None = None,
         vae_setting: str | None = None,
         clip_skip: Any = None,
+        alwayson_scripts: Mapping[str, Any] | None = None,
     ) -> Job:
         """A job on ``recipe`` (default: the selected model) or on ``graph``; the request
         fields are checked on their own here (types, ranges) so bad input is refused before
         it is queued; what depends on the model is checked by the worker. ``vae``: this
         request's ``sd_vae``; ``vae_setting``: an ``sd_vae`` setting being made (default: the
         current one; :meth:`vae_options`); ``clip_skip``: ``CLIP_stop_at_last_layers`` of
-        this request or of a setting being made (:meth:`clip_skip_options`)."""
+        this request or of a setting being made (:meth:`clip_skip_options`);
+        ``alwayson_scripts``: the request's, for its ControlNet units
+        (:meth:`controlnet_options`; img2img's fall back on ``fields``' init image)."""
         from t2i.engine import Engine
 
         fields = _floats(dict(fields or {}))
@@ -298,12 +360,17 @@ class Server:
         else:
             chosen = self.select(recipe or self.current, "recipe")
             name, label = chosen.recipe, chosen.title if not options else ""
+            control, control_fields = self.controlnet_options(
+                chosen, alwayson_scripts, fields.get("init_image")
+            )
+            fields.update(control_fields)
             options = {
                 **chosen.options,
                 **self.vae_options(chosen, vae, vae_setting),
                 **self.embedding_options(chosen),
                 **self.clip_skip_options(chosen, clip_skip),
                 **({"lora_dir": str(settings.lora_dir)} if settings.lora_dir else {}),
+                **control,
                 **(options or {}),
             }
             key = model_key(name, options)

@@ -1,0 +1,263 @@
+"""The ControlNet folder (``--controlnet-dir``): A1111's ControlNet extension over the API.
+
+``/controlnet/model_list`` lists the folder's ControlNets by the extension's names
+(``control_v11p_sd15_canny [d14c016b]``: the file or folder name and the weights' short
+hash): its ``.safetensors`` files, diffusers ControlNet folders (``config.json`` +
+``diffusion_pytorch_model.safetensors``) and, with ``--allow-pickle``, ``.pth`` / ``.pt`` /
+``.ckpt`` files. txt2img and img2img take the extension's units,
+``alwayson_scripts: {"controlnet": {"args": [unit, ...]}}``; each enabled unit names a
+ControlNet (its title, its name without the hash, or its file name) and gives a ready
+control map (preprocessor ``none``: t2i has no preprocessors), which reach a recipe that
+takes ``controlnet=`` (the ldm family's) as that option and its unit request fields
+(:func:`t2i_ldm.controlnet_apply.unit_fields`). In img2img a unit without an image steers
+with the init image, as the extension does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import structlog
+
+from t2i.request import RequestError
+
+log = structlog.get_logger(__name__)
+
+CONTROLNET_DIR_ENV = "T2I_CONTROLNET_DIR"
+PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt")
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+SCRIPT = "controlnet"
+"""The ``alwayson_scripts`` key of the units (matched case-insensitively, as A1111 does)."""
+FIELD = f"alwayson_scripts.{SCRIPT}.args"
+RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
+"""The extension's resize modes, in the order of A1111's ints (0, 1, 2)."""
+RESIZE_ALIASES = {
+    "Inner Fit (Scale to Fit)": "Crop and Resize",
+    "Scale to Fit (Inner Fit)": "Crop and Resize",
+    "Outer Fit (Shrink to Fit)": "Resize and Fill",
+    "Envelope (Outer Fit)": "Resize and Fill",
+}
+"""The extension's older names of the resize modes."""
+CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+MODULES = {"none": {"model_free": False, "sliders": []}}
+"""The preprocessors (``/controlnet/module_list``): none, a ready control map is sent."""
+API_VERSION = 2
+"""What ``/controlnet/version`` answers (the extension's API version)."""
+
+
+@attrs.frozen
+class ControlNetFile:
+    """One ControlNet of the folder: ``name`` (path below the folder, ``/``-separated),
+    ``path`` (a file or diffusers folder), ``pickle`` (a file that needs ``allow_pickle``)."""
+
+    name: str
+    path: Path
+    pickle: bool = False
+
+    @property
+    def label(self) -> str:
+        """The name part of its title: the file's stem or the folder's name."""
+        return self.path.stem if self.path.is_file() else self.path.name
+
+    @property
+    def title(self) -> str:
+        """The extension's model name, ``NAME [HASH8]`` (the hash memoised per file)."""
+        try:
+            from t2i_ldm.controlnet_apply import model_title
+        except ImportError:  # no ldm family: the same rule, the weights file's hash
+            from t2i.files import short_hash
+
+            file = self.path if self.path.is_file() else self.path / DIFFUSERS_WEIGHTS
+            return f"{self.label} [{short_hash(file, 8)}]"
+        return model_title(self.path)
+
+
+def controlnet_dir_from(option: str | os.PathLike | None) -> Path | None:
+    """``--controlnet-dir`` if given, else ``$T2I_CONTROLNET_DIR``; None when neither is set."""
+    value = option if option is not None else os.environ.get(CONTROLNET_DIR_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def scan_controlnets(
+    root: str | os.PathLike | None, *, allow_pickle: bool = False
+) -> list[ControlNetFile]:
+    """The ControlNets below ``root``, sorted by name (pickle files only with
+    ``allow_pickle``; without it each is skipped with a log line saying how to let it load)."""
+    if root is None:
+        return []
+    root = Path(root)
+    if not root.is_dir():
+        log.warning("controlnet_dir_missing", path=str(root))
+        return []
+    found: list[ControlNetFile] = []
+    folders: list[Path] = []
+    for path in sorted(root.rglob("*")):
+        if any(path.is_relative_to(f) for f in folders):
+            continue  # a diffusers folder's own files
+        name = path.relative_to(root).as_posix()
+        if path.is_dir() and all((path / f).is_file() for f in ("config.json", DIFFUSERS_WEIGHTS)):
+            found.append(ControlNetFile(name, path))
+            folders.append(path)
+        elif path.is_file() and path.suffix.lower() == ".safetensors":
+            found.append(ControlNetFile(name, path))
+        elif path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES:
+            if allow_pickle:
+                found.append(ControlNetFile(name, path, pickle=True))
+            else:
+                log.info("controlnet_skipped", path=str(path), reason="a pickle file: --allow-pickle")
+    return found
+
+
+def find_controlnet(controlnets: list[ControlNetFile], name: str) -> ControlNetFile | None:
+    """The ControlNet called ``name``: its title (``NAME [HASH]``), its name without the
+    hash, its file name or its path below the folder (case-insensitive); the hash picks
+    between files of one name."""
+    text = name.strip()
+    bare = text.split(" [")[0] if text.endswith("]") else text
+    wanted = bare.lower()
+    matches = [
+        c for c in controlnets if wanted in (c.name.lower(), c.path.name.lower(), c.label.lower())
+    ]
+    if len(matches) > 1 and bare != text:
+        matches = [c for c in matches if c.title == text] or matches
+    return matches[0] if matches else None
+
+
+@attrs.frozen
+class ControlUnit:
+    """An enabled unit of a request: the ControlNet and the ``Ldm.ApplyControlNet``
+    settings (``image``: a PIL image; ``resize``: one of :data:`RESIZE_MODES`)."""
+
+    controlnet: ControlNetFile
+    image: Any
+    weight: float = 1.0
+    resize: str = "Crop and Resize"
+    start: float = 0.0
+    end: float = 1.0
+
+    def params(self) -> dict[str, Any]:
+        """``{ApplyControlNet parameter: value}`` (the keys of ``unit_fields``' values)."""
+        return {"image": self.image, "weight": self.weight, "start": self.start,
+                "end": self.end, "resize": self.resize}  # fmt: skip
+
+
+def enabled_units(scripts: Mapping[str, Any] | None) -> list[tuple[int, dict[str, Any]]]:
+    """``[(index in args, unit)]`` of the enabled units of ``alwayson_scripts``' ControlNet
+    entry (``enabled`` defaults to true); none without the entry.
+
+    Raises:
+        RequestError: the entry is not ``{"args": [unit dict, ...]}``.
+    """
+    entry = next((v for k, v in (scripts or {}).items() if str(k).lower() == SCRIPT), None)
+    if entry is None:
+        return []
+    args = entry.get("args", []) if isinstance(entry, Mapping) else entry
+    if not isinstance(args, list):
+        raise RequestError(FIELD, f"must be a list of ControlNet units, got {_kind(args)}")
+    units = []
+    for i, unit in enumerate(args):
+        if not isinstance(unit, Mapping):
+            raise RequestError(f"{FIELD}[{i}]", f"must be a unit (an object), got {_kind(unit)}")
+        enabled = unit.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise RequestError(f"{FIELD}[{i}].enabled", f"must be true or false, not {enabled!r}")
+        if enabled:
+            units.append((i, dict(unit)))
+    return units
+
+
+def parse_unit(
+    unit: Mapping[str, Any],
+    field: str,
+    find: Callable[[Any, str], ControlNetFile],
+    init_image: Any = None,
+) -> ControlUnit:
+    """One enabled unit (the extension's keys) as a :class:`ControlUnit`; ``find(name,
+    field)`` resolves its ``model``, ``init_image`` (img2img's) stands in for a missing
+    image. Preprocessor settings (pixel_perfect, processor_res, thresholds, low_vram) are
+    ignored.
+
+    Raises:
+        RequestError: naming ``field.KEY``: a module other than none, no or an unknown
+            model, a control mode other than Balanced, bad numbers, no or a bad image.
+    """
+    module = unit.get("module")
+    if module not in (None, "", "none", "None"):
+        raise RequestError(
+            f"{field}.module",
+            f"preprocessor {module!r} is not available (t2i has no ControlNet preprocessors): "
+            "send a ready control map (edges, depth, pose ...) as the image with module 'none'",
+        )
+    model = unit.get("model")
+    if model in (None, "", "None", "none"):
+        raise RequestError(f"{field}.model", "name the ControlNet (see /controlnet/model_list)")
+    mode = unit.get("control_mode", 0)
+    if mode not in (0, CONTROL_MODES[0]) or isinstance(mode, bool):
+        raise RequestError(
+            f"{field}.control_mode",
+            f"{mode!r} is not supported: only 'Balanced' (0), the ControlNet steering the "
+            "prompt's and the negative prompt's rows alike",
+        )
+    start = _number(unit, "guidance_start", 0.0, 1.0, 0.0, field)
+    end = _number(unit, "guidance_end", 0.0, 1.0, 1.0, field)
+    if start >= end:
+        raise RequestError(f"{field}.guidance_start", f"{start} must be below guidance_end {end}")
+    return ControlUnit(
+        controlnet=find(model, f"{field}.model"),
+        image=_unit_image(unit, field, init_image),
+        weight=_number(unit, "weight", 0.0, 2.0, 1.0, field),
+        resize=resize_mode(unit.get("resize_mode", "Crop and Resize"), f"{field}.resize_mode"),
+        start=start,
+        end=end,
+    )
+
+
+def resize_mode(value: Any, field: str) -> str:
+    """A resize mode by name (or an older alias) or A1111's int (0, 1, 2) as its name.
+
+    Raises:
+        RequestError: anything else, the choices listed.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(RESIZE_MODES):
+        return RESIZE_MODES[value]
+    if isinstance(value, str) and RESIZE_ALIASES.get(value, value) in RESIZE_MODES:
+        return RESIZE_ALIASES.get(value, value)
+    choices = ", ".join(f"{n!r} ({i})" for i, n in enumerate(RESIZE_MODES))
+    raise RequestError(field, f"no resize mode {value!r}; modes: {choices}")
+
+
+def _number(unit: Mapping, key: str, low: float, high: float, default: float, field: str):
+    value = unit.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise RequestError(f"{field}.{key}", f"must be a number in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def _unit_image(unit: Mapping, field: str, init_image: Any) -> Any:
+    """The unit's control image (``image``, or the older ``input_image``; a base64 string,
+    ``{"image": ..., "mask": ...}`` or ``[image, mask]``), decoded; else ``init_image``."""
+    from t2i_server.images import decode_image
+
+    key = "image" if unit.get("image") not in (None, "") else "input_image"
+    value = unit.get(key)
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    if isinstance(value, Mapping):
+        key, value = f"{key}.image", value.get("image")
+    if value in (None, ""):
+        if init_image is None:
+            raise RequestError(
+                f"{field}.image",
+                "give the control image (a base64 PNG control map); txt2img has no init "
+                "image to steer with",
+            )
+        return init_image
+    return decode_image(f"{field}.{key}", value)
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
