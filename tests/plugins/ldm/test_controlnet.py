@@ -286,3 +286,32 @@ def test_xyz_axis_over_a_units_weight(sd_with_controlnet):
     for value, image in zip((0.0, 1.5), plot.result.images):
         direct = pipe(PROMPT, control_weight=value, **run).images[0]
         assert np.array_equal(np.asarray(image), np.asarray(direct))
+
+
+def test_preprocessors_make_the_map_a_ready_map_would_be(sd_with_controlnet):
+    """``control_module``: canny (OpenCV's, A1111's thresholds) and invert give the image the
+    same map given ready with module none gives; a bad module or threshold is refused."""
+    cv2 = pytest.importorskip("cv2")
+    from PIL import ImageOps
+
+    _, folder, _, _, single = sd_with_controlnet
+    pipe = Engine.build("ldm", plugins=make_manager(plugin), checkpoint=str(folder),
+                        controlnet=str(single))  # fmt: skip
+    photo = Image.new("RGB", (32, 32), (30, 60, 90))
+    photo.paste((240, 200, 10), (8, 6, 24, 26))
+    run = {"steps": 3, "width": 32, "height": 32, "seed": 4}
+    edges = cv2.Canny(np.asarray(photo), 50.0, 120.0)
+    ready = Image.fromarray(np.repeat(edges[:, :, None], 3, axis=2))
+    assert 0 < (edges > 0).mean() < 0.5  # the square's outline
+    by_module = pipe(PROMPT, control_image=photo, control_module="canny",
+                     control_threshold_a=50.0, control_threshold_b=120.0, **run)  # fmt: skip
+    by_hand = pipe(PROMPT, control_image=ready, **run)
+    assert np.array_equal(np.asarray(by_module.images[0]), np.asarray(by_hand.images[0]))
+    assert "ControlNet module: canny" in by_module.infotexts[0]
+    inverted = pipe(PROMPT, control_image=photo, control_module="invert", **run)
+    direct = pipe(PROMPT, control_image=ImageOps.invert(photo), **run)
+    assert np.array_equal(np.asarray(inverted.images[0]), np.asarray(direct.images[0]))
+    with pytest.raises(Exception, match=r"depth|control_module|module"):
+        pipe(PROMPT, control_image=photo, control_module="depth", **run)
+    with pytest.raises(NodeExecutionError, match="canny thresholds"):
+        pipe(PROMPT, control_image=photo, control_module="canny", control_threshold_a=300.0, **run)

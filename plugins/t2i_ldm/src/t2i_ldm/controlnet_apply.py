@@ -5,8 +5,10 @@ recipe's ``controlnet`` option.
 puts an ``Ldm.ApplyControlNet`` between the UNet and each ``Guide`` (txt2img, img2img and the
 hires pass); a request gives the control image and A1111's ControlNet-unit settings:
 
-- ``control_image``: an image or a path (a ready control map: edges, depth, pose ...;
-  A1111's preprocessor "none"), fitted to each pass's size by ``control_resize``: A1111's
+- ``control_image``: an image or a path, a ready control map (edges, depth, pose ...) or a
+  picture that ``control_module`` turns into one (A1111's preprocessor: ``none``,
+  ``invert``, ``canny`` with ``control_threshold_a`` / ``_b``;
+  :mod:`t2i_ldm.controlnet_preprocess`), fitted to each pass's size by ``control_resize``: A1111's
   "Crop and Resize" (default: scale to cover, centre crop), "Just Resize" (stretch, as
   diffusers' ``StableDiffusionControlNetPipeline``) or "Resize and Fill" (scale to fit,
   centred on black);
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 from t2i.graph.node import NodeType, Param, Port
+from t2i_ldm.controlnet_preprocess import PREPROCESSORS, preprocess
 
 DTYPES = ("float32", "float16", "bfloat16")
 RESIZE_MODES = ("Crop and Resize", "Just Resize", "Resize and Fill")
@@ -47,9 +50,13 @@ FIELDS = {
     "control_end": "end",
     "control_resize": "resize",
     "control_mode": "mode",
+    "control_module": "module",
+    "control_threshold_a": "threshold_a",
+    "control_threshold_b": "threshold_b",
 }
 """Request field -> ``Ldm.ApplyControlNet`` parameter."""
 INFOTEXT_FIELDS = {
+    "control_module": "ControlNet module",
     "control_weight": "ControlNet weight",
     "control_start": "ControlNet start",
     "control_end": "ControlNet end",
@@ -65,9 +72,9 @@ def fit_control_image(image: Any, width: int, height: int, mode: str) -> torch.T
     (:data:`RESIZE_MODES`), Lanczos-resampled as diffusers' image processor does."""
     from PIL import Image as PILImage
 
-    if isinstance(image, (str, os.PathLike)):
-        image = PILImage.open(image)
-    image = image.convert("RGB")
+    from t2i_ldm.controlnet_preprocess import load_control_image
+
+    image = load_control_image(image)
     w, h = image.size
     if mode == "Just Resize" or (w, h) == (width, height):
         fitted = image.resize((width, height), PILImage.LANCZOS)
@@ -150,12 +157,15 @@ class ApplyControlNet(NodeType):
         Param("end", float, 1.0, "fraction of steps after which it stops", minimum=0, maximum=1),
         Param("resize", str, RESIZE_MODES[0], "how the image fits the size", choices=RESIZE_MODES),
         Param("mode", str, CONTROL_MODES[0], "A1111's Control Mode", choices=CONTROL_MODES),
+        Param("module", str, "none", "A1111's preprocessor", choices=PREPROCESSORS),
+        Param("threshold_a", (float, type(None)), None, "the preprocessor's first number"),
+        Param("threshold_b", (float, type(None)), None, "the preprocessor's second number"),
         Param("allow_pickle", bool, False, "read a .pth / .ckpt ControlNet you trust"),
         Param("dtype", str, "float32", "the dtype it is read in", choices=DTYPES),
     )
 
     def execute(self, ctx, *, model, sigmas, controlnet, image, weight, start, end, resize,
-                mode, allow_pickle, dtype):  # fmt: skip
+                mode, module, threshold_a, threshold_b, allow_pickle, dtype):  # fmt: skip
         from t2i.modules import copy_if_moving
         from t2i_ldm.controlnet_checkpoint import load_controlnet
 
@@ -176,6 +186,7 @@ class ApplyControlNet(NodeType):
         net = load_controlnet(controlnet, model.unet.config, dtype=getattr(torch, dtype),
                               allow_pickle=allow_pickle)  # fmt: skip
         net = copy_if_moving(net, ctx.device, model.dtype)
+        image = preprocess(image, module, threshold_a, threshold_b)
         steps = sigmas.sigmas[:-1] if float(sigmas.sigmas[-1]) == 0 else sigmas.sigmas
         step_t = model.sigma_to_t(steps.double().cpu())
         steering = ControlSteering(net, image, weight=weight, start=start, end=end,

@@ -6,6 +6,8 @@ diffusion knobs (sampler, scheduler, steps, CFG, eta) are ignored for recipes of
 families (a GAN, a token model), whose own knobs the native API takes. Scripts:
 ``script_name="prompt matrix"``, and ``"x/y/z plot"`` with ``script_args`` given as axis
 names and value texts, ``[x_name, x_values, y_name, y_values, z_name, z_values]``.
+``alwayson_scripts.controlnet``: the ControlNet extension's units, and its ``/controlnet``
+routes (:mod:`t2i_server.controlnets`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from t2i_server.memory import memory_report
 from t2i_server.state import Selection, Server, checked_clip_skip
 
 router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
+controlnet_router = APIRouter(prefix="/controlnet", tags=["controlnet"])
 VARIATION_FIELDS = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
 """A1111's variation-seed fields (the initial noise: diffusion recipes only)."""
 DIFFUSION_ONLY = ("sampler", "schedule", "steps", "cfg_scale", "eta", *VARIATION_FIELDS)
@@ -64,6 +67,7 @@ class Txt2ImgRequest(BaseModel):
     override_settings: dict[str, Any] | None = None
     script_name: str | None = None
     script_args: list[Any] = []
+    alwayson_scripts: dict[str, Any] = {}
     send_images: bool = True
     save_images: bool = False
 
@@ -195,6 +199,7 @@ def _generate(server: Server, body: Txt2ImgRequest, img2img: bool) -> JSONRespon
             axes=axes,
             vae=settings.get("sd_vae"),
             clip_skip=settings.get("CLIP_stop_at_last_layers"),
+            alwayson_scripts=body.alwayson_scripts,
         )
     except RequestError as exc:
         return _unprocessable(exc)
@@ -239,7 +244,10 @@ def _response(server: Server, job: Job, body: Txt2ImgRequest) -> dict[str, Any]:
         "denoising_strength": params.get("strength")
         if getattr(body, "init_images", None)
         else None,
-        "extra_generation_params": {"Schedule type": parsed.get("Schedule type")},
+        "extra_generation_params": {
+            "Schedule type": parsed.get("Schedule type"),
+            **{k: v for k, v in parsed.items() if k.startswith("ControlNet")},
+        },
         "index_of_first_image": 1 if job.grid is not None else 0,
         "infotexts": infotexts,
         "styles": [],
@@ -253,7 +261,23 @@ def _response(server: Server, job: Job, body: Txt2ImgRequest) -> dict[str, Any]:
     parameters.pop("init_images", None)
     if parameters.get("mask"):
         parameters["mask"] = None  # as A1111: the images are not echoed
+    parameters["alwayson_scripts"] = _without_images(body.alwayson_scripts)
     return {"images": images, "parameters": parameters, "info": json.dumps(info)}
+
+
+def _without_images(scripts: dict[str, Any]) -> dict[str, Any]:
+    """``alwayson_scripts`` as echoed: the ControlNet units' images left out (None)."""
+    from t2i_server.controlnets import SCRIPT
+
+    out = dict(scripts)
+    for key, entry in scripts.items():
+        units = entry.get("args") if isinstance(entry, dict) else None
+        if key.lower() == SCRIPT and isinstance(units, list):
+            images = ("image", "input_image", "mask")
+            args = [{**u, **{k: None for k in images if k in u}} if isinstance(u, dict) else u
+                    for u in units]  # fmt: skip
+            out[key] = {**entry, "args": args}
+    return out
 
 
 @router.post("/txt2img")
@@ -570,3 +594,29 @@ def refresh_checkpoints(request: Request):
     """Rescan the models folder (``--ckpt-dir``); recipes are registered by plugins at start."""
     server_of(request).refresh_models()
     return None
+
+
+@controlnet_router.get("/model_list")
+def controlnet_model_list(request: Request, update: bool = False):
+    """The ControlNet folder's models (``--controlnet-dir``) by the extension's names,
+    ``{"model_list": ["NAME [HASH]", ...]}``; ``update=true`` rescans the folder first."""
+    server = server_of(request)
+    if update:
+        server.refresh_controlnets()
+    return {"model_list": [c.title for c in server.controlnets]}
+
+
+@controlnet_router.get("/module_list")
+def controlnet_module_list():
+    """The preprocessors: only ``none`` (a unit sends a ready control map)."""
+    from t2i_server.controlnets import MODULES
+
+    return {"module_list": list(MODULES), "module_detail": MODULES}
+
+
+@controlnet_router.get("/version")
+def controlnet_version():
+    """The ControlNet extension API version these routes follow."""
+    from t2i_server.controlnets import API_VERSION
+
+    return {"version": API_VERSION}

@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from t2i_server import __version__
+from t2i_server.a1111 import controlnet_router
 from t2i_server.a1111 import router as a1111_router
 from t2i_server.native import router as native_router
 from t2i_server.settings import ServeSettings
@@ -46,6 +47,7 @@ def create_app(settings: ServeSettings | None = None, manager: Any = None) -> Fa
     )
     app.state.t2i = Server(settings, manager or get_plugin_manager())
     app.include_router(a1111_router)
+    app.include_router(controlnet_router)
     app.include_router(native_router)
     static = resources.files("t2i_server") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

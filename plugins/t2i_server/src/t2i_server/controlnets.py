@@ -108,7 +108,8 @@ def scan_controlnets(
             if allow_pickle:
                 found.append(ControlNetFile(name, path, pickle=True))
             else:
-                log.info("controlnet_skipped", path=str(path), reason="a pickle file: --allow-pickle")
+                reason = "a pickle file: --allow-pickle"
+                log.info("controlnet_skipped", path=str(path), reason=reason)
     return found
 
 
