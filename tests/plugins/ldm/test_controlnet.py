@@ -223,6 +223,9 @@ def test_bad_controlnets_and_requests_get_clear_errors(sd_with_controlnet, tmp_p
               str(tmp_path / "xl.safetensors"))  # fmt: skip
     with pytest.raises(CheckpointError, match="SDXL ControlNets are not implemented"):
         build(tmp_path / "xl.safetensors")
+    save_file({**state, "difference": torch.zeros(1)}, str(tmp_path / "diff.safetensors"))
+    with pytest.raises(CheckpointError, match="a difference ControlNet"):
+        build(tmp_path / "diff.safetensors")
     with pytest.raises(EngineError, match="DeepCache"):
         build(single, deepcache=2)
 

@@ -1,7 +1,8 @@
 """A1111's ControlNet extension API (``--controlnet-dir``): /controlnet/model_list,
-module_list and version; txt2img / img2img units in ``alwayson_scripts.controlnet`` steer a
-Stable Diffusion checkpoint exactly as the engine's ``controlnet=`` option does; units that
-cannot be used are 422s naming the problem."""
+module_list and version; txt2img / img2img units in ``alwayson_scripts.controlnet`` (with
+the ldm family's preprocessors and control modes) steer a Stable Diffusion checkpoint
+exactly as the engine's ``controlnet=`` option does; units that cannot be used are 422s
+naming the problem."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 import numpy as np
 import pytest
 import requests
-from PIL import Image
+from PIL import Image, ImageOps
 from server_live import live_server
 from server_models import tiny_sd_file
 
@@ -110,7 +111,8 @@ def test_model_module_lists_and_version_as_the_extension(server, folders):
     assert title == model_title(control)
     assert listed == {"model_list": [title, model_title(cns / "sub" / "diffusers_cn")]}
     modules = requests.get(f"{server.url}/controlnet/module_list", timeout=30).json()
-    assert modules["module_list"] == ["none"] and "none" in modules["module_detail"]
+    assert modules["module_list"][:2] == ["none", "invert"]
+    assert set(modules["module_detail"]) == set(modules["module_list"])
     assert requests.get(f"{server.url}/controlnet/version", timeout=30).json() == {"version": 2}
     late = cns / "late.safetensors"
     late.write_bytes(control.read_bytes())
@@ -149,6 +151,32 @@ def test_a_txt2img_unit_steers_as_the_engine_does(server, folders):
     assert info["extra_generation_params"]["ControlNet weight"] == "1.3"
     echoed = steered.json()["parameters"]["alwayson_scripts"]["controlnet"]["args"][0]
     assert echoed["image"] is None and echoed["model"] == "control_tiny"  # not echoed
+
+
+def test_a_units_preprocessor_and_control_mode_reach_the_engine(server, folders):
+    pytest.importorskip("cv2")
+    from t2i import Engine
+    from t2i.testing import make_manager
+    from t2i_ldm import plugin as ldm
+
+    sd, control, _ = folders
+    photo = Image.new("RGB", (16, 16), (30, 60, 90))
+    photo.paste((240, 200, 10), (4, 3, 12, 13))
+    unit = {"image": _b64(photo), "model": "control_tiny", "module": "canny",
+            "threshold_a": 50, "threshold_b": 120, "control_mode": 1}  # fmt: skip
+    pipe = Engine.build("ldm", plugins=make_manager(ldm), checkpoint=str(sd),
+                        controlnet=str(control))  # fmt: skip
+    fields = {k: v for k, v in BODY.items() if k != "prompt"}
+    direct = pipe(BODY["prompt"], **fields, control_image=photo, control_module="canny",
+                  control_threshold_a=50.0, control_threshold_b=120.0,
+                  control_mode="My prompt is more important")  # fmt: skip
+    got = _post(server, [unit])
+    assert np.array_equal(np.asarray(direct.images[0]).astype(np.int16), _pixels(got))
+    assert json.loads(got.json()["info"])["infotexts"] == direct.infotexts
+    inverted = {"image": _b64(photo), "model": "control_tiny",
+                "module": "invert (from white bg & black line)", "threshold_a": -1}  # fmt: skip
+    by_hand = {"image": _b64(ImageOps.invert(photo)), "model": "control_tiny"}
+    assert np.array_equal(_pixels(_post(server, [inverted])), _pixels(_post(server, [by_hand])))
 
 
 def test_a_unit_names_its_model_by_title_name_or_file_name(server, folders):
@@ -202,9 +230,9 @@ def test_a_webuiapi_controlnet_unit(server, folders):
     [
         ({"model": "nope"}, f"{CN}.model", "no ControlNet 'nope'; ControlNets: control_tiny ["),
         ({"model": None}, f"{CN}.model", "name the ControlNet"),
-        ({"module": "canny"}, f"{CN}.module", "ready control map"),
-        ({"control_mode": 2}, f"{CN}.control_mode", "only 'Balanced'"),
-        ({"control_mode": "My prompt is more important"}, f"{CN}.control_mode", "Balanced"),
+        ({"module": "depth_midas"}, f"{CN}.module", "send it ready as the image with module"),
+        ({"control_mode": 2}, f"{CN}.control_mode", "not implemented"),
+        ({"control_mode": "Louder"}, f"{CN}.control_mode", "'Balanced' (0)"),
         ({"image": None}, f"{CN}.image", "txt2img has no init image"),
         ({"image": "not base64!"}, f"{CN}.image", "not valid base64"),
         ({"image": {"image": "aGVsbG8=", "mask": None}}, f"{CN}.image.image", "not an image"),

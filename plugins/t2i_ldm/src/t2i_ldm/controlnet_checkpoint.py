@@ -225,7 +225,10 @@ def _layout(reader: CheckpointReader) -> tuple[str, CheckpointReader]:
 
     keys = reader.keys()
     sdxl = ("add_embedding.", "label_emb.", "control_model.label_emb.")
-    if any(k.startswith(sdxl) for k in keys):
+    if "difference" in reader or "lora_controlnet" in reader:
+        kind = "a difference" if "difference" in reader else "a Control-LoRA"
+        what = f"{kind} ControlNet (weights relative to its base model) is not supported"
+    elif any(k.startswith(sdxl) for k in keys):
         what = "an SDXL ControlNet (its label_emb / add_embedding): SDXL ControlNets are not "
         what += "implemented yet"
     elif any(k.startswith("control_model.") for k in keys):

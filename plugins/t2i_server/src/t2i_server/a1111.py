@@ -608,10 +608,12 @@ def controlnet_model_list(request: Request, update: bool = False):
 
 @controlnet_router.get("/module_list")
 def controlnet_module_list():
-    """The preprocessors: only ``none`` (a unit sends a ready control map)."""
-    from t2i_server.controlnets import MODULES
+    """The preprocessors a unit's ``module`` takes (``none``: the image is a ready map) and
+    their sliders, ``{"module_list": [...], "module_detail": {name: {model_free, sliders}}}``."""
+    from t2i_server.controlnets import modules
 
-    return {"module_list": list(MODULES), "module_detail": MODULES}
+    detail = modules()
+    return {"module_list": list(detail), "module_detail": detail}
 
 
 @controlnet_router.get("/version")

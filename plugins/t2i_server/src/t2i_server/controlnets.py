@@ -6,9 +6,10 @@ hash): its ``.safetensors`` files, diffusers ControlNet folders (``config.json``
 ``diffusion_pytorch_model.safetensors``) and, with ``--allow-pickle``, ``.pth`` / ``.pt`` /
 ``.ckpt`` files. txt2img and img2img take the extension's units,
 ``alwayson_scripts: {"controlnet": {"args": [unit, ...]}}``; each enabled unit names a
-ControlNet (its title, its name without the hash, or its file name) and gives a ready
-control map (preprocessor ``none``: t2i has no preprocessors), which reach a recipe that
-takes ``controlnet=`` (the ldm family's) as that option and its unit request fields
+ControlNet (its title, its name without the hash, or its file name) and gives a control
+image, a ready map (module ``none``) or a picture for one of the ldm family's preprocessors
+(``invert``, ``canny``: :mod:`t2i_ldm.controlnet_preprocess`). The units reach a recipe
+that takes ``controlnet=`` (the ldm family's) as that option and its unit request fields
 (:func:`t2i_ldm.controlnet_apply.unit_fields`). In img2img a unit without an image steers
 with the init image, as the extension does.
 """
@@ -43,8 +44,9 @@ RESIZE_ALIASES = {
 }
 """The extension's older names of the resize modes."""
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
-MODULES = {"none": {"model_free": False, "sliders": []}}
-"""The preprocessors (``/controlnet/module_list``): none, a ready control map is sent."""
+"""The extension's control modes, in the order of its ints; the last is not implemented."""
+MODULE_ALIASES = {"invert (from white bg & black line)": "invert"}
+"""The extension's UI names of the preprocessors."""
 API_VERSION = 2
 """What ``/controlnet/version`` answers (the extension's API version)."""
 
@@ -139,11 +141,30 @@ class ControlUnit:
     resize: str = "Crop and Resize"
     start: float = 0.0
     end: float = 1.0
+    mode: str = "Balanced"
+    module: str = "none"
+    threshold_a: float | None = None
+    threshold_b: float | None = None
 
     def params(self) -> dict[str, Any]:
-        """``{ApplyControlNet parameter: value}`` (the keys of ``unit_fields``' values)."""
-        return {"image": self.image, "weight": self.weight, "start": self.start,
-                "end": self.end, "resize": self.resize}  # fmt: skip
+        """``{ApplyControlNet parameter: value}`` (the values of ``unit_fields``)."""
+        return {k: v for k, v in attrs.asdict(self, recurse=False).items() if k != "controlnet"}
+
+
+def modules() -> dict[str, dict[str, Any]]:
+    """``/controlnet/module_list``'s ``module_detail``: the ldm family's preprocessors
+    (only ``none`` without it; ``canny`` only with OpenCV installed) and their sliders."""
+    import importlib.util
+
+    try:
+        from t2i_ldm.controlnet_preprocess import CANNY_THRESHOLDS, PREPROCESSORS
+    except ImportError:
+        return {"none": {"model_free": False, "sliders": []}}
+    names = ("Canny Low Threshold", "Canny High Threshold")
+    canny = [{"name": n, "value": v, "min": 1, "max": 255, "step": 1}
+             for n, v in zip(names, CANNY_THRESHOLDS)]  # fmt: skip
+    usable = [m for m in PREPROCESSORS if m != "canny" or importlib.util.find_spec("cv2")]
+    return {m: {"model_free": False, "sliders": canny if m == "canny" else []} for m in usable}
 
 
 def enabled_units(scripts: Mapping[str, Any] | None) -> list[tuple[int, dict[str, Any]]]:
@@ -179,30 +200,17 @@ def parse_unit(
 ) -> ControlUnit:
     """One enabled unit (the extension's keys) as a :class:`ControlUnit`; ``find(name,
     field)`` resolves its ``model``, ``init_image`` (img2img's) stands in for a missing
-    image. Preprocessor settings (pixel_perfect, processor_res, thresholds, low_vram) are
-    ignored.
+    image. ``threshold_a`` / ``_b`` below 0 (the extension's -1) are the module's defaults;
+    pixel_perfect, processor_res, low_vram, hr_option are ignored (a preprocessor runs at
+    the image's own size).
 
     Raises:
-        RequestError: naming ``field.KEY``: a module other than none, no or an unknown
-            model, a control mode other than Balanced, bad numbers, no or a bad image.
+        RequestError: naming ``field.KEY``: an unknown module, no or an unknown model, the
+            control mode "ControlNet is more important", bad numbers, no or a bad image.
     """
-    module = unit.get("module")
-    if module not in (None, "", "none", "None"):
-        raise RequestError(
-            f"{field}.module",
-            f"preprocessor {module!r} is not available (t2i has no ControlNet preprocessors): "
-            "send a ready control map (edges, depth, pose ...) as the image with module 'none'",
-        )
     model = unit.get("model")
     if model in (None, "", "None", "none"):
         raise RequestError(f"{field}.model", "name the ControlNet (see /controlnet/model_list)")
-    mode = unit.get("control_mode", 0)
-    if mode not in (0, CONTROL_MODES[0]) or isinstance(mode, bool):
-        raise RequestError(
-            f"{field}.control_mode",
-            f"{mode!r} is not supported: only 'Balanced' (0), the ControlNet steering the "
-            "prompt's and the negative prompt's rows alike",
-        )
     start = _number(unit, "guidance_start", 0.0, 1.0, 0.0, field)
     end = _number(unit, "guidance_end", 0.0, 1.0, 1.0, field)
     if start >= end:
@@ -214,7 +222,51 @@ def parse_unit(
         resize=resize_mode(unit.get("resize_mode", "Crop and Resize"), f"{field}.resize_mode"),
         start=start,
         end=end,
+        mode=control_mode(unit.get("control_mode", 0), f"{field}.control_mode"),
+        module=module_name(unit.get("module"), f"{field}.module"),
+        threshold_a=_threshold(unit, "threshold_a", field),
+        threshold_b=_threshold(unit, "threshold_b", field),
     )
+
+
+def module_name(value: Any, field: str) -> str:
+    """A unit's preprocessor (None or empty: ``none``) as the ldm family names it.
+
+    Raises:
+        RequestError: a preprocessor t2i does not have, the available ones listed.
+    """
+    if value in (None, "", "None"):
+        return "none"
+    name = MODULE_ALIASES.get(value, value) if isinstance(value, str) else value
+    available = list(modules())
+    if name not in available:
+        raise RequestError(
+            field,
+            f"no preprocessor {value!r}; preprocessors: {', '.join(available)}: for another "
+            "map (depth, pose, line art ...) send it ready as the image with module 'none'",
+        )
+    return name
+
+
+def control_mode(value: Any, field: str) -> str:
+    """A control mode by name or int as its name; "ControlNet is more important" (2) is
+    refused, not implemented.
+
+    Raises:
+        RequestError: that mode, or no such mode.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 3:
+        value = CONTROL_MODES[value]
+    if value in CONTROL_MODES[:2]:
+        return value
+    if value == CONTROL_MODES[2]:
+        raise RequestError(
+            field,
+            f"{value!r} (2) is not implemented (the prompt's rows alone steered): use "
+            f"{CONTROL_MODES[0]!r} (0) or {CONTROL_MODES[1]!r} (1)",
+        )
+    choices = ", ".join(f"{n!r} ({i})" for i, n in enumerate(CONTROL_MODES[:2]))
+    raise RequestError(field, f"no control mode {value!r}; modes: {choices}")
 
 
 def resize_mode(value: Any, field: str) -> str:
@@ -238,6 +290,15 @@ def _number(unit: Mapping, key: str, low: float, high: float, default: float, fi
     return float(value)
 
 
+def _threshold(unit: Mapping, key: str, field: str) -> float | None:
+    value = unit.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"{field}.{key}", f"must be a number, got {value!r}")
+    return None if value < 0 else float(value)
+
+
 def _unit_image(unit: Mapping, field: str, init_image: Any) -> Any:
     """The unit's control image (``image``, or the older ``input_image``; a base64 string,
     ``{"image": ..., "mask": ...}`` or ``[image, mask]``), decoded; else ``init_image``."""
@@ -253,8 +314,8 @@ def _unit_image(unit: Mapping, field: str, init_image: Any) -> Any:
         if init_image is None:
             raise RequestError(
                 f"{field}.image",
-                "give the control image (a base64 PNG control map); txt2img has no init "
-                "image to steer with",
+                "give the control image (a base64 PNG: a ready map, or a picture for the "
+                "unit's module); txt2img has no init image to steer with",
             )
         return init_image
     return decode_image(f"{field}.{key}", value)

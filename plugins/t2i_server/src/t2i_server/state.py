@@ -122,7 +122,8 @@ class Server:
         fields: dict[str, Any] = {}
         for k, unit in enumerate(units):
             params = unit.params()
-            fields.update({name: params[param] for name, param in unit_fields(k).items()})
+            bound = unit_fields(k).items()
+            fields.update({name: params[param] for name, param in bound if param in params})
         options: dict[str, Any] = {"controlnet": [str(u.controlnet.path) for u in units]}
         if any(u.controlnet.pickle for u in units):
             options["allow_pickle"] = True
