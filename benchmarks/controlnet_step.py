@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     import diffusers
+
     from t2i_ldm.controlnet_checkpoint import load_controlnet
     from t2i_ldm.diffusers_format import load_diffusers_unet
 
