@@ -103,6 +103,8 @@ def _pixels(response) -> np.ndarray:
 
 
 def test_model_module_lists_and_version_as_the_extension(server, folders):
+    from t2i_server.controlnets import scan_controlnets
+
     from t2i_ldm.controlnet_apply import model_title
 
     _, control, cns = folders
@@ -110,6 +112,8 @@ def test_model_module_lists_and_version_as_the_extension(server, folders):
     title = f"control_tiny [{short_hash(control, 8)}]"
     assert title == model_title(control)
     assert listed == {"model_list": [title, model_title(cns / "sub" / "diffusers_cn")]}
+    pickles = [c for c in scan_controlnets(cns, allow_pickle=True) if c.pickle]
+    assert [c.name for c in pickles] == ["old.pth"]  # listed with --allow-pickle only
     modules = requests.get(f"{server.url}/controlnet/module_list", timeout=30).json()
     assert modules["module_list"][:2] == ["none", "invert"]
     assert set(modules["module_detail"]) == set(modules["module_list"])
@@ -212,16 +216,20 @@ def test_a_webuiapi_controlnet_unit(server, folders):
     api = webuiapi.WebUIApi(port=server.port, sampler="Euler", steps=3)
     title = f"control_tiny [{short_hash(control, 8)}]"
     assert title in api.controlnet_model_list()
-    assert api.controlnet_module_list() == ["none"] and api.controlnet_version() == 2
+    assert "none" in api.controlnet_module_list() and api.controlnet_version() == 2
     api.util_set_model(_sd_title(server))
     try:
         run = {"prompt": "a red cube", "seed": 5, "width": 16, "height": 16}
         unit = webuiapi.ControlNetUnit(image=_image(16, 24, 6), model=title)
-        steered, plain = api.txt2img(**run, controlnet_units=[unit]), api.txt2img(**run)
+        # a dict of our own each call: webuiapi adds the units to its default dict (which
+        # every later call of the process would then send)
+        steered = api.txt2img(**run, controlnet_units=[unit], alwayson_scripts={})
+        plain = api.txt2img(**run, alwayson_scripts={})
     finally:
         api.util_set_model("toy-diffusion")
     assert f"ControlNet: {title}" in steered.info["infotexts"][0]
     assert "ControlNet resize mode: Resize and Fill" in steered.info["infotexts"][0]
+    assert "ControlNet" not in plain.info["infotexts"][0]
     assert steered.image.tobytes() != plain.image.tobytes()
 
 
@@ -236,7 +244,7 @@ def test_a_webuiapi_controlnet_unit(server, folders):
         ({"image": None}, f"{CN}.image", "txt2img has no init image"),
         ({"image": "not base64!"}, f"{CN}.image", "not valid base64"),
         ({"image": {"image": "aGVsbG8=", "mask": None}}, f"{CN}.image.image", "not an image"),
-        ({"weight": 3}, f"{CN}.weight", "[0.0, 2.0]"),
+        ({"weight": 3}, f"{CN}.weight", "[0, 2.0]"),
         ({"resize_mode": "Stretch"}, f"{CN}.resize_mode", "'Just Resize' (0)"),
         ({"guidance_start": 0.6, "guidance_end": 0.5}, f"{CN}.guidance_start", "below"),
         ({"enabled": "yes"}, f"{CN}.enabled", "true or false"),
@@ -255,8 +263,9 @@ def test_units_for_a_model_without_a_controlnet_option_are_refused(server):
     assert r.status_code == 422
     assert r.json()["field"] == "alwayson_scripts.controlnet.args"
     assert "'toy-diffusion' takes no ControlNet" in r.json()["detail"]
-    bad = _post(server, {"args": "not a list"}, model="toy-diffusion")
-    assert bad.status_code == 422  # units that are no list: said, whatever the model
+    scripts = {"ControlNet": {"args": "not a list"}}  # the key in any case, as A1111's
+    bad = _post(server, None, model="toy-diffusion", alwayson_scripts=scripts)
+    assert bad.status_code == 422 and "must be a list of ControlNet units" in bad.json()["detail"]
 
 
 def test_without_a_controlnet_folder_a_unit_is_refused_saying_so(folders):
@@ -266,7 +275,8 @@ def test_without_a_controlnet_folder_a_unit_is_refused_saying_so(folders):
     sd, _, _ = folders
     with live_server(make_manager(toy_plugin, ldm), recipe="toy-diffusion",
                      models_dir=sd.parent) as bare:  # fmt: skip
-        assert requests.get(f"{bare.url}/controlnet/model_list").json() == {"model_list": []}
+        listed = requests.get(f"{bare.url}/controlnet/model_list", timeout=30).json()
+        assert listed == {"model_list": []}
         r = _post(bare, [{"image": _b64(_image(16, 16, 9)), "model": "control_tiny"}])
     assert r.status_code == 422 and "no --controlnet-dir given" in r.json()["detail"]
 

@@ -603,7 +603,7 @@ def controlnet_model_list(request: Request, update: bool = False):
     server = server_of(request)
     if update:
         server.refresh_controlnets()
-    return {"model_list": [c.title for c in server.controlnets]}
+    return {"model_list": [c.title for c in server.controlnets if c.path.exists()]}
 
 
 @controlnet_router.get("/module_list")

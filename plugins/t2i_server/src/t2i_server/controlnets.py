@@ -132,23 +132,26 @@ def find_controlnet(controlnets: list[ControlNetFile], name: str) -> ControlNetF
 
 @attrs.frozen
 class ControlUnit:
-    """An enabled unit of a request: the ControlNet and the ``Ldm.ApplyControlNet``
-    settings (``image``: a PIL image; ``resize``: one of :data:`RESIZE_MODES`)."""
+    """An enabled unit of a request: the ControlNet and ``params``, the
+    ``Ldm.ApplyControlNet`` parameters the unit set (``image`` always, a PIL image; the
+    others only when sent: the engine's defaults are the extension's)."""
 
     controlnet: ControlNetFile
-    image: Any
-    weight: float = 1.0
-    resize: str = "Crop and Resize"
-    start: float = 0.0
-    end: float = 1.0
-    mode: str = "Balanced"
-    module: str = "none"
-    threshold_a: float | None = None
-    threshold_b: float | None = None
+    params: dict[str, Any]
 
-    def params(self) -> dict[str, Any]:
-        """``{ApplyControlNet parameter: value}`` (the values of ``unit_fields``)."""
-        return {k: v for k, v in attrs.asdict(self, recurse=False).items() if k != "controlnet"}
+
+UNIT_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
+    "weight": ("weight", lambda value, field: _number(value, field, 2.0)),
+    "guidance_start": ("start", lambda value, field: _number(value, field, 1.0)),
+    "guidance_end": ("end", lambda value, field: _number(value, field, 1.0)),
+    "resize_mode": ("resize", lambda value, field: resize_mode(value, field)),
+    "control_mode": ("mode", lambda value, field: control_mode(value, field)),
+    "module": ("module", lambda value, field: module_name(value, field)),
+    "threshold_a": ("threshold_a", lambda value, field: _threshold(value, field)),
+    "threshold_b": ("threshold_b", lambda value, field: _threshold(value, field)),
+}
+"""The extension's unit keys -> (``Ldm.ApplyControlNet`` parameter, ``read(value, field)``
+checking and converting the value)."""
 
 
 def modules() -> dict[str, dict[str, Any]]:
@@ -211,22 +214,16 @@ def parse_unit(
     model = unit.get("model")
     if model in (None, "", "None", "none"):
         raise RequestError(f"{field}.model", "name the ControlNet (see /controlnet/model_list)")
-    start = _number(unit, "guidance_start", 0.0, 1.0, 0.0, field)
-    end = _number(unit, "guidance_end", 0.0, 1.0, 1.0, field)
+    params = {}
+    for key, (param, read) in UNIT_KEYS.items():
+        if unit.get(key) is not None:
+            params[param] = read(unit[key], f"{field}.{key}")
+    start, end = params.get("start", 0.0), params.get("end", 1.0)
     if start >= end:
         raise RequestError(f"{field}.guidance_start", f"{start} must be below guidance_end {end}")
-    return ControlUnit(
-        controlnet=find(model, f"{field}.model"),
-        image=_unit_image(unit, field, init_image),
-        weight=_number(unit, "weight", 0.0, 2.0, 1.0, field),
-        resize=resize_mode(unit.get("resize_mode", "Crop and Resize"), f"{field}.resize_mode"),
-        start=start,
-        end=end,
-        mode=control_mode(unit.get("control_mode", 0), f"{field}.control_mode"),
-        module=module_name(unit.get("module"), f"{field}.module"),
-        threshold_a=_threshold(unit, "threshold_a", field),
-        threshold_b=_threshold(unit, "threshold_b", field),
-    )
+    controlnet = find(model, f"{field}.model")
+    params["image"] = _unit_image(unit, field, init_image)
+    return ControlUnit(controlnet, params)
 
 
 def module_name(value: Any, field: str) -> str:
@@ -239,6 +236,8 @@ def module_name(value: Any, field: str) -> str:
         return "none"
     name = MODULE_ALIASES.get(value, value) if isinstance(value, str) else value
     available = list(modules())
+    if name == "canny" and name not in available:
+        raise RequestError(field, "canny needs OpenCV: pip install opencv-python-headless")
     if name not in available:
         raise RequestError(
             field,
@@ -283,19 +282,16 @@ def resize_mode(value: Any, field: str) -> str:
     raise RequestError(field, f"no resize mode {value!r}; modes: {choices}")
 
 
-def _number(unit: Mapping, key: str, low: float, high: float, default: float, field: str):
-    value = unit.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise RequestError(f"{field}.{key}", f"must be a number in [{low}, {high}], got {value!r}")
+def _number(value: Any, field: str, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+        raise RequestError(field, f"must be a number in [0, {high}], got {value!r}")
     return float(value)
 
 
-def _threshold(unit: Mapping, key: str, field: str) -> float | None:
-    value = unit.get(key)
-    if value is None:
-        return None
+def _threshold(value: Any, field: str) -> float | None:
+    """A preprocessor number; below 0 (the extension's -1): the module's default (None)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestError(f"{field}.{key}", f"must be a number, got {value!r}")
+        raise RequestError(field, f"must be a number, got {value!r}")
     return None if value < 0 else float(value)
 
 

@@ -121,9 +121,8 @@ class Server:
                  for i, u in enabled]  # fmt: skip
         fields: dict[str, Any] = {}
         for k, unit in enumerate(units):
-            params = unit.params()
             bound = unit_fields(k).items()
-            fields.update({name: params[param] for name, param in bound if param in params})
+            fields.update({name: unit.params[p] for name, p in bound if p in unit.params})
         options: dict[str, Any] = {"controlnet": [str(u.controlnet.path) for u in units]}
         if any(u.controlnet.pickle for u in units):
             options["allow_pickle"] = True
