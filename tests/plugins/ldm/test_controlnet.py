@@ -169,7 +169,7 @@ def test_soft_injection_scales_the_shallow_residuals_least():
     class Ones:
         downscale, dtype = 2, torch.float32
 
-        def __call__(self, x, hint, t, context):
+        def __call__(self, x, hint, t, context, y=None):
             return [torch.ones(1) for _ in range(13)]
 
     args = {"weight": 0.5, "start": 0.0, "end": 1.0, "resize": "Just Resize"}
@@ -221,8 +221,8 @@ def test_bad_controlnets_and_requests_get_clear_errors(sd_with_controlnet, tmp_p
         build(tmp_path / "sd2.safetensors")
     save_file({**state, "control_model.label_emb.0.0.weight": torch.zeros(4, 4)},
               str(tmp_path / "xl.safetensors"))  # fmt: skip
-    with pytest.raises(CheckpointError, match="SDXL ControlNets are not implemented"):
-        build(tmp_path / "xl.safetensors")
+    with pytest.raises(CheckpointError, match=r"another model.*adm_in_channels 4 vs 0"):
+        build(tmp_path / "xl.safetensors")  # an SDXL ControlNet for an SD 1.x model
     save_file({**state, "difference": torch.zeros(1)}, str(tmp_path / "diff.safetensors"))
     with pytest.raises(CheckpointError, match="a difference ControlNet"):
         build(tmp_path / "diff.safetensors")
@@ -318,3 +318,47 @@ def test_preprocessors_make_the_map_a_ready_map_would_be(sd_with_controlnet):
         pipe(PROMPT, control_image=photo, control_module="depth", **run)
     with pytest.raises(NodeExecutionError, match="canny thresholds"):
         pipe(PROMPT, control_image=photo, control_module="canny", control_threshold_a=300.0, **run)
+
+
+@pytest.mark.parametrize("source", ["diffusers_folder", "a1111_file"])
+def test_sdxl_controlnet_same_image_as_diffusers(tiny_sdxl, tmp_path, source):
+    """An SDXL ControlNet (its own label_emb reading the pooled text + micro-conditioning)
+    on the tiny SDXL: the image of diffusers' StableDiffusionXLControlNetPipeline."""
+    pipe, folder, _ = tiny_sdxl
+    torch.manual_seed(3)
+    cn = _random(diffusers.ControlNetModel.from_unet(
+        pipe.unet, conditioning_embedding_out_channels=(16, 32)), 0.3)  # fmt: skip
+    cn.save_pretrained(tmp_path / "cn_xl", safe_serialization=True)
+    path = tmp_path / "cn_xl"
+    if source == "a1111_file":
+        config = unet_config_from_diffusers(dict(pipe.unet.config))
+        path = save_controlnet(tmp_path / "cn_xl.safetensors", load_controlnet(path, config))
+    ref = diffusers.StableDiffusionXLControlNetPipeline(
+        **{k: getattr(pipe, k) for k in ("vae", "text_encoder", "text_encoder_2", "tokenizer",
+                                         "tokenizer_2", "unet", "scheduler")},
+        controlnet=cn,
+    )  # fmt: skip
+    ref.set_progress_bar_config(disable=True)
+    seed, control = int(torch.randint(0, 2**31, (1,))), _control_image()
+    out = ref(
+        PROMPT,
+        negative_prompt=NEGATIVE,
+        num_inference_steps=5,
+        guidance_scale=5.0,
+        height=32,
+        width=32,
+        image=control,
+        output_type="np",
+        generator=torch.Generator().manual_seed(seed),
+        controlnet_conditioning_scale=1.3,
+    )
+    expected = np.round(out.images[0] * 255).astype(np.int16)
+    ours = Engine.build("ldm", plugins=make_manager(plugin), checkpoint=str(folder),
+                        controlnet=str(path))  # fmt: skip
+    run = {"negative_prompt": NEGATIVE, "steps": 5, "cfg_scale": 5.0, "seed": seed,
+           "width": 32, "height": 32, "sampler": "euler", "schedule": "linspace"}  # fmt: skip
+    got = np.asarray(ours(PROMPT, control_image=control, control_weight=1.3, **run).images[0])
+    assert np.abs(got.astype(np.int16) - expected).max() <= 2
+    plain = Engine.build("ldm", plugins=make_manager(plugin), checkpoint=str(folder))
+    changed = np.abs(np.asarray(plain(PROMPT, **run).images[0]).astype(np.int16) - expected)
+    assert changed.max() > 3

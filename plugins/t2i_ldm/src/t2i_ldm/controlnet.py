@@ -1,5 +1,5 @@
 """ControlNet (Zhang, Rao & Agrawala, "Adding Conditional Control to Text-to-Image Diffusion
-Models", ICCV 2023, arXiv 2302.05543) for SD 1.x / 2.x UNets.
+Models", ICCV 2023, arXiv 2302.05543) for SD 1.x / 2.x and SDXL UNets.
 
 A trainable copy of the UNet's way down (time embedding, input blocks, middle block) reads
 the noisy latent and, added after its first block, a control image (edges, depth, pose ...)
@@ -8,8 +8,9 @@ convolution per input block and one after the middle block give the residuals th
 to its skips and its middle output (:meth:`t2i_ldm.unet.UNetModel.forward`'s ``control``).
 
 Module paths equal the keys of lllyasviel's ControlNet files under ``control_model.``
-(``input_hint_block.N``, ``input_blocks``, ``zero_convs.N.0``, ``middle_block_out.0``), the
-format A1111's ControlNet extension and ComfyUI load; diffusers' ``ControlNetModel`` keys
+(``input_hint_block.N``, ``input_blocks``, ``zero_convs.N.0``, ``middle_block_out.0``; an
+SDXL one's ``label_emb`` too, which reads the UNet's pooled-text + micro-conditioning vector),
+the format A1111's ControlNet extension and ComfyUI load; diffusers' ``ControlNetModel`` keys
 are mapped in :mod:`t2i_ldm.controlnet_checkpoint`. The control image is RGB in [0, 1] at 8x
 the latent's size.
 """
@@ -45,8 +46,8 @@ class ControlNetModel(nn.Module):
     """``forward(x, hint, timesteps, context) -> residuals`` for a UNet of ``config``.
 
     Args:
-        config: the UNet's configuration (its ``in_channels`` are the latent's; SDXL's
-            ``label_emb`` is not implemented).
+        config: the UNet's configuration (its ``in_channels`` are the latent's; with
+            ``adm_in_channels`` an SDXL ControlNet, with ``label_emb``).
         hint_channels: channels of the control image (3).
         embedding_channels: the hint stack's widths (:data:`EMBEDDING_CHANNELS`).
     """
@@ -58,8 +59,6 @@ class ControlNetModel(nn.Module):
         embedding_channels: tuple[int, ...] = EMBEDDING_CHANNELS,
     ) -> None:
         super().__init__()
-        if config.adm_in_channels:
-            raise ValueError("SDXL ControlNets (label_emb) are not implemented; use an SD 1.x/2.x")
         if len(embedding_channels) < 2:
             raise ValueError(f"the hint stack needs at least 2 widths, got {embedding_channels}")
         self.config = config
@@ -68,6 +67,12 @@ class ControlNetModel(nn.Module):
         mc, ted = config.model_channels, config.time_embed_dim
         self.time_embed = nn.Sequential(nn.Linear(mc, ted), nn.SiLU(), nn.Linear(ted, ted))
         self.context_pool = None  # what UNetModel._prepare reads
+        if config.adm_in_channels:  # SDXL: the UNet's label_emb, own weights
+            self.label_emb = nn.Sequential(
+                nn.Sequential(
+                    nn.Linear(config.adm_in_channels, ted), nn.SiLU(), nn.Linear(ted, ted)
+                )
+            )
         self.input_hint_block = hint_block(hint_channels, self.embedding_channels, mc)
         self.input_blocks, self.middle_block, skip_channels = encoder_blocks(config)
         self.zero_convs = nn.ModuleList(
@@ -99,15 +104,17 @@ class ControlNetModel(nn.Module):
         hint: torch.Tensor,
         timesteps: torch.Tensor | float,
         context: torch.Tensor,
+        y: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """The residuals for the UNet at ``x``: one per input block, then the middle block's.
 
         Args:
             x: ``(B, in_channels, h, w)`` noisy latents, as the UNet gets them.
             hint: ``(B, hint_channels, h * downscale, w * downscale)`` control image in [0, 1].
-            timesteps, context: as :meth:`t2i_ldm.unet.UNetModel.forward`.
+            timesteps, context, y: as :meth:`t2i_ldm.unet.UNetModel.forward` (``y`` for an
+                SDXL ControlNet).
         """
-        h, emb, context = self._prepare(x, timesteps, context, None)
+        h, emb, context = self._prepare(x, timesteps, context, y)
         size = (h.shape[-2] * self.downscale, h.shape[-1] * self.downscale)
         if hint.ndim != 4 or hint.shape[1] != self.hint_channels or hint.shape[-2:] != size:
             raise ValueError(

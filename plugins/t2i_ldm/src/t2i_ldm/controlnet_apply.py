@@ -127,13 +127,13 @@ class ControlSteering:
             self._hints[key] = fitted.to(like.device, self.net.dtype)
         return self._hints[key]
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor):
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y=None):
         scale = self.scale_at(t)
         if scale == 0:
             return None
         f = self.net.downscale
         hint = self.hint(x.shape[-2] * f, x.shape[-1] * f, x)
-        residuals = self.net(x, hint, t, context)
+        residuals = self.net(x, hint, t, context, y)
         n = len(residuals)
         scales = [scale * SOFT_DECAY ** (n - 1 - i) if self.soft else scale for i in range(n)]
         return [r if s == 1 else r * s for r, s in zip(residuals, scales)]

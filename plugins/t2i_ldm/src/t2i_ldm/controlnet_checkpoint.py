@@ -9,8 +9,10 @@
 
 The shapes (widths, levels, blocks, attention, context width) come from the file; what a file
 does not store (heads, GroupNorm groups, attention upcast) comes from the UNet the ControlNet
-steers, and a ControlNet made for another model (SD 2.x for an SD 1.5 checkpoint, SDXL) is
-refused before its weights are read, naming both.
+steers, and a ControlNet made for another model (SD 2.x for an SD 1.5 checkpoint, SDXL for
+SD 1.5 and back) is refused before its weights are read, naming both. SDXL ControlNets carry
+the UNet's ``label_emb`` (diffusers' ``add_embedding``); their Fourier width comes from the
+UNet too.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ FIT_FIELDS = (
     "channel_mult",
     "num_res_blocks",
     "attention_resolutions",
-    "transformer_depth",
+    "depths",
     "context_dim",
     "use_linear_projection",
+    "adm_in_channels",
 )
 """The UNet shapes a ControlNet must share with the UNet it steers."""
 _FIX = "use a ControlNet made for this checkpoint's model (SD 1.x or SD 2.x, like the checkpoint)"
@@ -95,8 +98,12 @@ def diffusers_shapes(reader: CheckpointReader, template: UNetConfig) -> ControlN
     n_res = len(_indices(keys, r"down_blocks\.0\.resnets\.(\d+)\."))
     widths = [_shape(reader, f"down_blocks.{i}.resnets.0.conv2.weight")[0] for i in levels]
     attn = [i for i in levels if f"down_blocks.{i}.attentions.0.proj_in.weight" in reader]
-    depth = _indices(keys, r"mid_block\.attentions\.0\.transformer_blocks\.(\d+)\.")
+
+    def depth(prefix: str) -> int:
+        return len(_indices(keys, rf"{re.escape(prefix)}transformer_blocks\.(\d+)\."))
+
     mid = "mid_block.attentions.0."
+    depths = [depth(f"down_blocks.{i}.attentions.0.") if i in attn else depth(mid) for i in levels]
     cfg = {
         "block_out_channels": widths,
         "layers_per_block": n_res,
@@ -105,9 +112,15 @@ def diffusers_shapes(reader: CheckpointReader, template: UNetConfig) -> ControlN
         ],
         "cross_attention_dim": _shape(reader, f"{mid}transformer_blocks.0.attn2.to_k.weight")[1],
         "use_linear_projection": len(_shape(reader, f"{mid}proj_in.weight")) == 2,
-        "transformer_layers_per_block": len(depth),
+        "transformer_layers_per_block": depths,
         "in_channels": _shape(reader, "conv_in.weight")[1],
     }
+    if "add_embedding.linear_1.weight" in reader:  # SDXL's text_time micro-conditioning
+        cfg["addition_embed_type"] = "text_time"
+        cfg["addition_time_embed_dim"] = template.micro_embed_dim
+        cfg["projection_class_embeddings_input_dim"] = _shape(
+            reader, "add_embedding.linear_1.weight"
+        )[1]
     config = _diffusers_unet_config(cfg, template)
     blocks = _indices(keys, r"controlnet_cond_embedding\.blocks\.(\d+)\.")
     convs = ["conv_in", *(f"blocks.{i}" for i in blocks), "conv_out"]
@@ -125,13 +138,16 @@ def _diffusers_unet_config(cfg: dict[str, Any], template: UNetConfig) -> UNetCon
     heads = {} if "attention_head_dim" in cfg or "num_attention_heads" in cfg else _heads(template)
     known = {k: v for k, v in cfg.items() if not k.startswith("_") and k in _DIFFUSERS_KEYS}
     found = unet_config_from_diffusers({**known, **heads, "up_block_types": up})
-    return attrs.evolve(found, norm_groups=template.norm_groups)
+    return attrs.evolve(
+        found, norm_groups=template.norm_groups, micro_embed_dim=template.micro_embed_dim
+    )
 
 
 _DIFFUSERS_KEYS = {
     "in_channels", "block_out_channels", "down_block_types", "layers_per_block",
     "cross_attention_dim", "attention_head_dim", "num_attention_heads", "use_linear_projection",
     "transformer_layers_per_block", "upcast_attention", "norm_num_groups",
+    "addition_embed_type", "addition_time_embed_dim", "projection_class_embeddings_input_dim",
 }  # fmt: skip
 """The ``ControlNetModel`` config keys that describe its UNet encoder."""
 
@@ -144,6 +160,14 @@ def _heads(template: UNetConfig) -> dict[str, Any]:
     return {"attention_head_dim": template.num_heads}
 
 
+def _fit_shape(c: UNetConfig) -> dict[str, Any]:
+    """The :data:`FIT_FIELDS` of ``c``, ``depths`` the transformer depth of each level that
+    has attention, then the middle block's (a level without one has no depth to match)."""
+    out = {f: getattr(c, f) for f in FIT_FIELDS if f != "depths"}
+    levels = [c.depth_at(level) for level in range(c.num_levels) if c.has_attention(level)]
+    return {**out, "depths": (*levels, c.middle_depth)}
+
+
 def check_fits(found: UNetConfig, unet: UNetConfig, path: Any) -> UNetConfig:
     """The ControlNet's config (the UNet's heads, groups, upcast; the file's shapes), or a
     :class:`CheckpointError` when its shapes are not the UNet's."""
@@ -154,9 +178,10 @@ def check_fits(found: UNetConfig, unet: UNetConfig, path: Any) -> UNetConfig:
             path=path,
             fix=_FIX,
         )
-    differ = [f for f in FIT_FIELDS if getattr(found, f) != getattr(unet, f)]
+    mine, theirs = _fit_shape(found), _fit_shape(unet)
+    differ = [f for f in FIT_FIELDS if mine[f] != theirs[f]]
     if differ:
-        said = ", ".join(f"{f} {getattr(found, f)} vs {getattr(unet, f)}" for f in differ)
+        said = ", ".join(f"{f} {mine[f]} vs {theirs[f]}" for f in differ)
         raise CheckpointError(
             f"this ControlNet was made for another model than the checkpoint's UNet "
             f"(ControlNet vs UNet: {said})",
@@ -224,13 +249,9 @@ def _layout(reader: CheckpointReader) -> tuple[str, CheckpointReader]:
     from t2i_ldm.checkpoint import prefixed_view
 
     keys = reader.keys()
-    sdxl = ("add_embedding.", "label_emb.", "control_model.label_emb.")
     if "difference" in reader or "lora_controlnet" in reader:
         kind = "a difference" if "difference" in reader else "a Control-LoRA"
         what = f"{kind} ControlNet (weights relative to its base model) is not supported"
-    elif any(k.startswith(sdxl) for k in keys):
-        what = "an SDXL ControlNet (its label_emb / add_embedding): SDXL ControlNets are not "
-        what += "implemented yet"
     elif any(k.startswith("control_model.") for k in keys):
         return "compvis", prefixed_view(reader, "control_model.")
     elif "input_hint_block.0.weight" in reader:
@@ -243,7 +264,7 @@ def _layout(reader: CheckpointReader) -> tuple[str, CheckpointReader]:
     raise CheckpointError(
         what,
         path=reader.path,
-        fix="give an SD 1.x/2.x ControlNet file (e.g. control_v11p_sd15_canny.safetensors)",
+        fix="give a ControlNet file (e.g. control_v11p_sd15_canny.safetensors) or folder",
     )
 
 

@@ -116,7 +116,7 @@ class UNetPredictor:
         from t2i_ldm.inpaint import concat_image_condition  # an inpainting UNet's 5 channels
 
         context = context.to(x.device)
-        residuals = self._residuals(x, t, context)
+        residuals = self._residuals(x, t, context, y)
         x = concat_image_condition(self.unet, x, cond)
         if self.deepcache is not None:
             if self.control:
@@ -126,11 +126,11 @@ class UNetPredictor:
             return self.unet(x, t, context, y, control=residuals)
         return self.unet(x, t, context, y)
 
-    def _residuals(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor):
+    def _residuals(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: Any):
         """The control units' residuals summed, or None when none steers this step."""
         total = None
         for unit in self.control:
-            found = unit(x, t, context)
+            found = unit(x, t, context, y)
             if found is not None:
                 total = found if total is None else [a + b for a, b in zip(total, found)]
         return total
