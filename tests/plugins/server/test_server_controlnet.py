@@ -191,6 +191,20 @@ def test_a_unit_names_its_model_by_title_name_or_file_name(server, folders):
     assert all(np.array_equal(images[0], other) for other in images[1:])
 
 
+def test_an_xyz_checkpoint_axis_keeps_the_units(server):
+    """A "Checkpoint name" axis builds each cell's model with the request's ControlNet (and
+    its other options), not the bare checkpoint: each cell is the unit's txt2img."""
+    unit = {"image": _b64(_image(16, 16, 2)), "model": "control_tiny"}
+    title = _sd_title(server)
+    plot = _post(server, [unit], script_name="x/y/z plot",
+                 script_args=["Checkpoint name", title, "CFG Scale", "3,6"])  # fmt: skip
+    assert plot.status_code == 200, plot.text
+    cells = [np.asarray(Image.open(io.BytesIO(base64.b64decode(d))).convert("RGB"))
+             for d in plot.json()["images"][1:]]  # fmt: skip
+    for cfg, cell in zip((3, 6), cells):
+        assert np.array_equal(cell.astype(np.int16), _pixels(_post(server, [unit], cfg_scale=cfg)))
+
+
 def test_a_disabled_unit_is_no_unit(server):
     plain = _pixels(_post(server))
     off = {"enabled": False, "image": _b64(_image(16, 16, 3)), "model": "control_tiny"}

@@ -383,10 +383,10 @@ class Worker:
 
         def pipeline_for(kind: str, value: str) -> Any:
             recipe = value if kind == "recipe" else pipe.recipe.name
-            if kind == "vae":  # the job's own model with each VAE (paths: Server.make_job)
-                options = {**job_options(job), "vae": value}
+            if kind in ("vae", "checkpoint"):  # the job's own options (a VAE, ControlNets,
+                options = {**job_options(job), kind: value}  # folders) with each file
             else:
-                options = {} if kind == "recipe" else {"checkpoint": value}
+                options = {}
             key = model_key(recipe, options)
             return self.cache.get(
                 key,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -387,11 +388,12 @@ class Server:
         )  # fmt: skip
 
     def _vae_axes(self, axes: list[str]) -> list[str]:
-        """X/Y/Z axes with a ``vae`` axis's names (``/sd-vae`` entries) turned into paths
-        (``Automatic`` / ``None`` stay: the checkpoint's own).
+        """X/Y/Z axes with a ``vae`` axis's names (``/sd-vae`` entries) and a ``checkpoint``
+        axis's model titles (``/sd-models``) turned into paths (``Automatic`` / ``None``
+        stay: the checkpoint's own).
 
         Raises:
-            RequestError: naming ``xyz``: a value that is no VAE of the folder.
+            RequestError: naming ``xyz``: a value that is no VAE of the folder, or no model.
         """
         from t2i.xyz import Axis, XYZError
 
@@ -402,15 +404,22 @@ class Server:
             except XYZError:
                 out.append(spec)  # the worker reports it
                 continue
-            if axis.field != "vae":
+            if axis.field not in ("vae", "checkpoint"):
                 out.append(spec)
                 continue
-            values = []
-            for value in axis.values:
-                vae = self.vae_named(str(value), "xyz")
-                values.append(str(vae.path) if vae is not None else str(value))
-            out.append("vae=" + ",".join('"' + v.replace('"', '""') + '"' for v in values))
+            values = [self._axis_path(axis.field, str(value)) for value in axis.values]
+            quoted = ",".join('"' + v.replace('"', '""') + '"' for v in values)
+            out.append(f"{axis.field}={quoted}")
         return out
+
+    def _axis_path(self, field: str, value: str) -> str:
+        """The file a ``vae`` / ``checkpoint`` axis value names (a path: as given)."""
+        if field == "vae":
+            vae = self.vae_named(value, "xyz")
+            return str(vae.path) if vae is not None else value
+        if Path(value).exists():
+            return value
+        return str(self.select(value, "xyz").options.get("checkpoint", value))
 
     def submit(self, job: Job) -> Job:
         self.worker.start()
