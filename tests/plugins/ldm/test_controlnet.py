@@ -314,6 +314,10 @@ def test_preprocessors_make_the_map_a_ready_map_would_be(sd_with_controlnet):
     inverted = pipe(PROMPT, control_image=photo, control_module="invert", **run)
     direct = pipe(PROMPT, control_image=ImageOps.invert(photo), **run)
     assert np.array_equal(np.asarray(inverted.images[0]), np.asarray(direct.images[0]))
+    shrunk = pipe(PROMPT, control_image=photo, control_module="tile_resample",
+                  control_threshold_a=4.0, **run)  # fmt: skip
+    small = pipe(PROMPT, control_image=photo.resize((8, 8), Image.BOX), **run)
+    assert np.array_equal(np.asarray(shrunk.images[0]), np.asarray(small.images[0]))
     with pytest.raises(Exception, match=r"depth|control_module|module"):
         pipe(PROMPT, control_image=photo, control_module="depth", **run)
     with pytest.raises(NodeExecutionError, match="canny thresholds"):

@@ -7,7 +7,10 @@ ControlNet was trained on, run once per request at the image's own size.
 - ``canny``: OpenCV's Canny edge detector on the RGB image, ``cv2.Canny(image, low, high)``
   with ``threshold_a`` the low threshold (A1111's default 100) and ``threshold_b`` the high
   one (200): white edges on black, 3 channels (the map ``control_v11p_sd15_canny`` reads).
-  OpenCV is an optional dependency (``pip install opencv-python-headless``).
+  OpenCV is an optional dependency (``pip install opencv-python-headless``);
+- ``tile_resample``: the picture shrunk by ``threshold_a`` (A1111's "Down Sampling Rate",
+  1 to 8, default 1) with area averaging, the input of the tile ControlNet
+  (``control_v11f1e_sd15_tile``), which then restores detail at the request's size.
 
 Preprocessors that need models of their own (depth, pose, line art) are not here: give
 their map with ``none``.
@@ -20,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-PREPROCESSORS = ("none", "invert", "canny")
+PREPROCESSORS = ("none", "invert", "canny", "tile_resample")
 CANNY_THRESHOLDS = (100.0, 200.0)
 """A1111's Canny low / high thresholds (``threshold_a`` / ``threshold_b``)."""
 
@@ -59,6 +62,19 @@ def canny(image: Any, low: float, high: float) -> Any:
     return PILImage.fromarray(np.repeat(edges[:, :, None], 3, axis=2))
 
 
+def tile_resample(image: Any, rate: float) -> Any:
+    """``image`` shrunk ``rate`` times (area averaging, PIL's box filter), at least 1 px."""
+    from PIL import Image as PILImage
+
+    if not 1 <= rate <= 8:
+        raise ValueError(
+            f"tile_resample's down sampling rate (threshold_a) must be in [1, 8], got {rate}"
+        )
+    w, h = image.size
+    size = (max(1, round(w / rate)), max(1, round(h / rate)))
+    return image if size == (w, h) else image.resize(size, PILImage.BOX)
+
+
 def preprocess(
     image: Any, module: str, threshold_a: float | None = None, threshold_b: float | None = None
 ) -> Any:
@@ -75,6 +91,8 @@ def preprocess(
     image = load_control_image(image)
     if module == "invert":
         return ImageOps.invert(image)
+    if module == "tile_resample":
+        return tile_resample(image, 1.0 if threshold_a is None else threshold_a)
     if module == "canny":
         low = CANNY_THRESHOLDS[0] if threshold_a is None else threshold_a
         high = CANNY_THRESHOLDS[1] if threshold_b is None else threshold_b

@@ -164,10 +164,14 @@ def modules() -> dict[str, dict[str, Any]]:
     except ImportError:
         return {"none": {"model_free": False, "sliders": []}}
     names = ("Canny Low Threshold", "Canny High Threshold")
-    canny = [{"name": n, "value": v, "min": 1, "max": 255, "step": 1}
-             for n, v in zip(names, CANNY_THRESHOLDS)]  # fmt: skip
+    sliders = {
+        "canny": [{"name": n, "value": v, "min": 1, "max": 255, "step": 1}
+                  for n, v in zip(names, CANNY_THRESHOLDS)],
+        "tile_resample": [{"name": "Down Sampling Rate", "value": 1.0, "min": 1.0, "max": 8.0,
+                           "step": 0.01}],
+    }  # fmt: skip
     usable = [m for m in PREPROCESSORS if m != "canny" or importlib.util.find_spec("cv2")]
-    return {m: {"model_free": False, "sliders": canny if m == "canny" else []} for m in usable}
+    return {m: {"model_free": False, "sliders": sliders.get(m, [])} for m in usable}
 
 
 def enabled_units(scripts: Mapping[str, Any] | None) -> list[tuple[int, dict[str, Any]]]:
