@@ -20,14 +20,18 @@ import torch
 from ldm_parity import SD15_UNET, rel_err
 
 
-def median_ms(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
+def interleaved_ms(fns: dict, reps: int) -> dict[str, float]:
+    """Median milliseconds of each function, the functions called in turn every repeat (so
+    a load that comes and goes on the machine falls on all of them alike)."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(times), 1)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {f"{name}_ms": round(statistics.median(t), 1) for name, t in times.items()}
 
 
 def main() -> None:
@@ -68,12 +72,15 @@ def main() -> None:
         return ours(x, t, ctx, control=ours_cn(x, hint, t, ctx))
 
     res = {"device": "cpu", "threads": torch.get_num_threads(), "size": args.size}
+    fns = {
+        "diffusers": diffusers_step,
+        "t2i": t2i_step,
+        "diffusers_unet": lambda: unet(x, t, ctx).sample,
+        "t2i_unet": lambda: ours(x, t, ctx),
+    }
     with torch.no_grad():
         res["rel_err"] = rel_err(t2i_step(), diffusers_step())
-        res["diffusers_ms"] = median_ms(diffusers_step, args.reps)
-        res["t2i_ms"] = median_ms(t2i_step, args.reps)
-        res["diffusers_unet_ms"] = median_ms(lambda: unet(x, t, ctx).sample, args.reps)
-        res["t2i_unet_ms"] = median_ms(lambda: ours(x, t, ctx), args.reps)
+        res.update(interleaved_ms(fns, args.reps))
     res["t2i_vs_diffusers"] = round(res["diffusers_ms"] / res["t2i_ms"], 3)
     res["t2i_controlnet_overhead"] = round(res["t2i_ms"] / res["t2i_unet_ms"], 3)
     print(json.dumps(res, indent=1))

@@ -148,8 +148,12 @@ def test_weight_zero_or_an_empty_window_is_the_plain_image(sd_with_controlnet):
     _, folder, _, _, single = sd_with_controlnet
     seed = int(torch.randint(0, 2**31, (1,)))
     plain, _ = _ours(folder, seed)
-    off, _ = _ours(folder, seed, single, control_image=_control_image(), control_weight=0.0)
+    off, result = _ours(folder, seed, single, control_image=_control_image(), control_weight=0.0)
     assert np.array_equal(off, plain)
+    _, explicit = _ours(folder, seed, single, control_image=_control_image(), control_weight=0.0,
+                        control_start=0.0)  # fmt: skip
+    assert result.infotexts == explicit.infotexts  # a start of 0 sent or not: one PNG
+    assert "ControlNet start: 0.0" in result.infotexts[0]
     late, _ = _ours(folder, seed, single, control_image=_control_image(), control_start=0.99)
     assert np.array_equal(late, plain)  # step 5 of 6 starts at 5/6 < 0.99: never steered
 

@@ -120,3 +120,21 @@ def perturbed_vae(sd, out, *, latent_channels: int = 4):
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, out)
     return out
+
+
+def random_controlnet(sd, out):
+    """A ControlNet for the tiny SD file's UNet (hint stack of two widths: the tiny VAE's
+    factor 2), weights random enough to change the image, in A1111's layout, at ``out``."""
+    import torch
+
+    from t2i_ldm.controlnet import ControlNetModel
+    from t2i_ldm.controlnet_checkpoint import save_controlnet
+    from t2i_ldm.recipes import load_models
+
+    torch.manual_seed(3)
+    net = ControlNetModel(load_models(sd).unet.config, 3, (16, 32))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return save_controlnet(out, net)

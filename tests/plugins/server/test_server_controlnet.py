@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image, ImageOps
 from server_live import live_server
-from server_models import tiny_sd_file
+from server_models import random_controlnet, tiny_sd_file
 
 from t2i.files import short_hash
 
@@ -26,30 +26,12 @@ BODY = {"prompt": "a red cube", "negative_prompt": "a dog", "seed": 11, "steps":
 CN = "alwayson_scripts.controlnet.args[0]"
 
 
-def _random_controlnet(sd, out):
-    """A ControlNet for the tiny SD file's UNet (hint stack of two widths: the tiny VAE's
-    factor 2), weights random enough to change the image, in A1111's layout."""
-    import torch
-
-    from t2i_ldm.controlnet import ControlNetModel
-    from t2i_ldm.controlnet_checkpoint import save_controlnet
-    from t2i_ldm.recipes import load_models
-
-    torch.manual_seed(3)
-    net = ControlNetModel(load_models(sd).unet.config, 3, (16, 32))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0.0, 0.3)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return save_controlnet(out, net)
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     base = tmp_path_factory.mktemp("controlnet_server")
     sd = tiny_sd_file(base / "models" / "tiny-sd.safetensors", base / "clip")
     cns = base / "ControlNet"
-    control = _random_controlnet(sd, cns / "control_tiny.safetensors")
+    control = random_controlnet(sd, cns / "control_tiny.safetensors")
     folder = cns / "sub" / "diffusers_cn"  # listed only: a diffusers folder's two files
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")

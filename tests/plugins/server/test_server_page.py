@@ -5,11 +5,12 @@ import io
 import os
 import shutil
 
+import numpy as np
 import pytest
 import requests
 from PIL import Image
 from server_live import live_server, toy_manager
-from server_models import perturbed_vae, tiny_dalle_folder, tiny_sd_file
+from server_models import perturbed_vae, random_controlnet, tiny_dalle_folder, tiny_sd_file
 
 from t2i import Engine
 from t2i.infotext import parse_infotext
@@ -195,7 +196,7 @@ def test_xyz_plot_live_preview_and_interrupt(page, server):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A models folder (``--ckpt-dir``) of a tiny DALL-E folder and a tiny SD single file, its
-    CLIP vocabulary in ``$T2I_CLIP_TOKENIZER``."""
+    CLIP vocabulary in ``$T2I_CLIP_TOKENIZER``; beside it a VAE and a ControlNet folder."""
     pytest.importorskip("t2i_ldm")
     pytest.importorskip("t2i_dalle")
     base = tmp_path_factory.mktemp("page-models")
@@ -203,6 +204,7 @@ def models(tmp_path_factory):
     sd = tiny_sd_file(root / "sd" / "tiny-sd.safetensors", base / "clip")
     tiny_dalle_folder(root / "tiny-dalle")
     perturbed_vae(sd, base / "VAE" / "my-vae.safetensors")  # the page's VAE select
+    random_controlnet(sd, base / "ControlNet" / "control_tiny.safetensors")  # its ControlNet box
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("T2I_CLIP_TOKENIZER", str(base / "clip"))
         yield root
@@ -216,8 +218,10 @@ def folder_server(models):
     from t2i_ldm import plugin as ldm
 
     manager = make_manager(toy_plugin, ldm, dalle)
-    vaes = models.parent / "VAE"
-    with live_server(manager, recipe="toy-diffusion", models_dir=models, vae_dir=vaes) as live:
+    vaes, cns = models.parent / "VAE", models.parent / "ControlNet"
+    with live_server(
+        manager, recipe="toy-diffusion", models_dir=models, vae_dir=vaes, controlnet_dir=cns
+    ) as live:
         yield live
 
 
@@ -305,4 +309,103 @@ def test_the_vae_select_decodes_an_sd_checkpoint_as_the_api(folder_page, folder_
         json={"prompt": "a red cube", **settings, "override_settings": override},
         timeout=120,
     ).json()
+    assert base64.b64decode(api["images"][0]) == shown
+
+
+def pick_model(page, url, prefix):
+    """Select the models-folder checkpoint whose title starts with ``prefix [`` (or a recipe:
+    ``prefix`` itself) and wait for the page to apply it; its title."""
+    entries = requests.get(f"{url}/sdapi/v1/sd-models", timeout=30).json()
+    title = next((e["title"] for e in entries if e["title"].startswith(f"{prefix} [")), prefix)
+    page.select_option("#recipe", value=title)
+    page.wait_for_function(
+        "(t) => document.querySelector('#recipe').dataset.applied === t", arg=title
+    )
+    return title
+
+
+CN_SETTINGS = {"steps": 3, "width": 16, "height": 16, "seed": 8}
+CN_UNIT = {"module": "none", "weight": 1.5, "guidance_start": 0, "guidance_end": 1,
+           "control_mode": "Balanced", "resize_mode": "Crop and Resize"}  # fmt: skip
+"""The unit the page sends (every key, the defaults included) for weight 1.5, module none."""
+
+
+def controlnet_on_page(page, url, hint=None):
+    """Pick the tiny SD checkpoint, enable a ControlNet unit of weight 1.5, module none (with
+    ``hint`` as its control image), fill :data:`CN_SETTINGS`; the API body of the same job
+    (its unit without an image)."""
+    title = pick_model(page, url, "sd/tiny-sd.safetensors")
+    page.click("#controlnet-box summary")
+    page.check("#controlnet-enabled")
+    if hint is not None:
+        page.set_input_files("#controlnet-image", str(hint))
+        page.wait_for_selector("#controlnet-preview:not([hidden])")
+    page.fill("#controlnet-weight", "1.5")
+    page.select_option("#controlnet-module", "none")
+    page.fill("#prompt", "a red cube")
+    for field, value in CN_SETTINGS.items():
+        page.fill(f"#{field}", str(value))
+    unit = {**CN_UNIT, "model": page.input_value("#controlnet-model")}
+    return {"prompt": "a red cube", **CN_SETTINGS,
+            "override_settings": {"sd_model_checkpoint": title},
+            "alwayson_scripts": {"controlnet": {"args": [unit]}}}  # fmt: skip
+
+
+def random_png(path):
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(path)
+    return path, base64.b64encode(path.read_bytes()).decode()
+
+
+def test_the_controlnet_box_shows_for_sd_checkpoints_only(folder_page, folder_server):
+    page, url = folder_page, folder_server.url
+    assert not page.is_visible("#controlnet-box")  # toy-diffusion takes no ControlNet
+    pick_model(page, url, "tiny-dalle")
+    assert not page.is_visible("#controlnet-box")  # nor does a DALL-E checkpoint
+    pick_model(page, url, "sd/tiny-sd.safetensors")
+    assert page.is_visible("#controlnet-box")
+    page.click("#controlnet-box summary")
+    listed = page.eval_on_selector_all("#controlnet-model option", "os => os.map(o => o.value)")
+    assert listed == requests.get(f"{url}/controlnet/model_list", timeout=30).json()["model_list"]
+    assert len(listed) == 1 and listed[0].startswith("control_tiny [")
+    assert page.eval_on_selector_all("#controlnet-module option", "os => os[0].value") == "none"
+    defaults = {"weight": "1", "start": "0", "end": "1", "control-mode": "Balanced",
+                "resize-mode": "Crop and Resize"}  # fmt: skip
+    assert {k: page.input_value(f"#controlnet-{k}") for k in defaults} == defaults
+    assert not page.is_checked("#controlnet-enabled")
+
+
+def test_a_controlnet_unit_steers_an_sd_checkpoint_as_the_api(folder_page, folder_server, tmp_path):
+    page, url = folder_page, folder_server.url
+    hint, hint_b64 = random_png(tmp_path / "hint.png")
+    body = controlnet_on_page(page, url, hint)
+    page.click("#generate")
+    shown = requests.get(url + newest_image(page), timeout=30).content
+    body["alwayson_scripts"]["controlnet"]["args"][0]["image"] = hint_b64
+    api = requests.post(f"{url}/sdapi/v1/txt2img", json=body, timeout=120).json()
+    assert base64.b64decode(api["images"][0]) == shown  # the same PNG, infotext included
+    caption = page.locator("#gallery figcaption").first.inner_text()
+    assert "ControlNet: control_tiny [" in caption and "ControlNet weight: 1.5" in caption
+    del body["alwayson_scripts"]
+    plain = requests.post(f"{url}/sdapi/v1/txt2img", json=body, timeout=120).json()
+    assert base64.b64decode(plain["images"][0]) != shown  # the unit steered
+
+
+def test_a_controlnet_unit_without_an_image_is_the_init_image(folder_page, folder_server, tmp_path):
+    page, url = folder_page, folder_server.url
+    init, init_b64 = random_png(tmp_path / "init.png")
+    body = controlnet_on_page(page, url)
+    page.click("#generate")  # txt2img: no init image to stand in, a 422
+    page.wait_for_selector("#error:not([hidden])")
+    error = page.inner_text("#error")
+    assert error.startswith("422: alwayson_scripts.controlnet.args[0].image: give the control")
+    assert "txt2img has no init image" in error
+    page.click("#img2img-box summary")
+    page.set_input_files("#init_image", str(init))
+    page.fill("#strength", "0.8")
+    page.click("#generate")
+    shown = requests.get(url + newest_image(page), timeout=30).content
+    assert page.is_hidden("#error")
+    body.update(init_images=[init_b64], denoising_strength=0.8)
+    api = requests.post(f"{url}/sdapi/v1/img2img", json=body, timeout=120).json()
     assert base64.b64decode(api["images"][0]) == shown

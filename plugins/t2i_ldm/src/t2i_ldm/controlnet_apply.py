@@ -232,6 +232,8 @@ def attach_controlnet(
                 for field, param in unit_fields(unit).items():
                     bound[img2img].setdefault(field, []).append((node_id, param))
     labels = {k: v for unit in range(len(controlnets)) for k, v in _unit_infotext(unit).items()}
+    # a start of 0 is written whether a request sends it or not (a 0 left unset is not)
+    starts = {f"control_start{unit_suffix(u)}": 0.0 for u in range(len(controlnets))}
     bindings = {**recipe.bindings, **{f: tuple(t) for f, t in bound[False].items()}}
     img2img_bindings = recipe.img2img_bindings or recipe.bindings
     img2img_bindings = {**img2img_bindings, **{f: tuple(t) for f, t in bound[True].items()}}
@@ -239,6 +241,7 @@ def attach_controlnet(
         recipe,
         bindings=bindings,
         img2img_bindings=img2img_bindings,
+        defaults={**starts, **recipe.defaults},
         infotext={**recipe.infotext, **infotext},
         infotext_fields={**recipe.infotext_fields, **labels},
     )

@@ -3,11 +3,13 @@
 - ``GET /t2i/v1/recipes``: every recipe with its family, request fields and defaults, and the
   models folder's checkpoints (a checkpoint's title works as a job's ``recipe``);
 - ``GET /t2i/v1/model-info?name=TITLE``: the same description of one recipe or checkpoint
-  (a checkpoint's recipe built with it: its fields, defaults and family);
+  (a checkpoint's recipe built with it: its fields, defaults and family); both say
+  ``controlnet``: whether the model takes ControlNet units;
 - ``POST /t2i/v1/jobs``: ``{"recipe": NAME, "options": {...}, "prompt": ..., "request":
   {field: value}}`` or ``{"graph": GRAPH_JSON, ...}`` (the engine's own graph format, as
   ``t2i graph show --format json`` writes it); ``"xyz": ["cfg_scale=3,5", ...]`` makes it
-  an X/Y/Z plot and ``"mode": "matrix"`` a prompt matrix. Answers ``202 {id, status}``;
+  an X/Y/Z plot and ``"mode": "matrix"`` a prompt matrix; ``"alwayson_scripts"`` takes
+  the ControlNet extension's units as txt2img does. Answers ``202 {id, status}``;
 - ``GET /t2i/v1/jobs`` and ``/jobs/{id}``: status, progress, seeds and infotexts;
 - ``GET /t2i/v1/jobs/{id}/events``: Server-Sent Events: ``progress`` (step, steps, batch,
   progress, eta) while it runs, then one ``done`` / ``error`` / ``cancelled``;
@@ -49,6 +51,10 @@ class JobRequest(BaseModel):
     vae: str | None = None
     """An ``/sdapi/v1/sd-vae`` name (or ``Automatic``) for this job, as the ``sd_vae``
     setting: a model that takes no VAE ignores it."""
+    alwayson_scripts: dict[str, Any] | None = None
+    """The A1111 extensions' arguments, as txt2img takes them: the ControlNet extension's
+    units, ``{"controlnet": {"args": [unit, ...]}}``; in img2img a unit without an image
+    steers with ``request.init_image``."""
 
 
 def _server(request: Request) -> Server:
@@ -85,7 +91,9 @@ def recipes(request: Request):
     """Every recipe (name, family, the request fields it binds, defaults, img2img) and the
     models folder's checkpoints (``/sdapi/v1/sd-models`` entries; ``recipe`` takes a title)."""
     server = _server(request)
-    out = [server.recipe_info(e.name) for e in server.registry.entries("recipe")]
+    out = [
+        _described(server, server.recipe_info(e.name)) for e in server.registry.entries("recipe")
+    ]
     checkpoints = [c.as_a1111() for c in server.models.checkpoints]
     return {"current": server.current, "recipes": out, "checkpoints": checkpoints}
 
@@ -96,12 +104,20 @@ def model_info(name: str, request: Request):
     checkpoint's title, its recipe built with ``checkpoint=`` it (so what it reads from the
     checkpoint, such as sizes, is there; the page asks when a checkpoint is picked, so listing
     a folder of big checkpoints loads none of them). A name that is no model is a 422."""
+    server = _server(request)
     try:
-        return _server(request).model_info(name, "name")
+        return _described(server, server.model_info(name, "name"))
     except RequestError as exc:
         return JSONResponse(
             {"error": "RequestError", "field": exc.field, "detail": str(exc)}, status_code=422
         )
+
+
+def _described(server: Server, info: dict[str, Any]) -> dict[str, Any]:
+    """A model's description with ``controlnet``: whether its recipe takes ControlNet units
+    (the rule :meth:`Server.controlnet_options` applies; the cached ``info`` is not changed)."""
+    recipe = info.get("recipe") or info["name"]
+    return {**info, "controlnet": server.recipe_takes(recipe, "controlnet")}
 
 
 @router.post("/jobs", status_code=202)
@@ -138,6 +154,7 @@ def submit(body: JobRequest, request: Request):
             mode=mode,
             axes=body.xyz,
             vae_setting=body.vae,
+            alwayson_scripts=body.alwayson_scripts,
         )
     except RequestError as exc:
         return _bad(exc.field, str(exc).partition(": ")[2] or str(exc))

@@ -3,8 +3,9 @@
 const $ = (id) => document.getElementById(id);
 // recipes: name (or a checkpoint's title) -> its description (fields, defaults, family);
 // checkpoints: title -> its /sdapi/v1/sd-models entry, described when first picked.
+// initImage / controlImage: the picked files as data URLs.
 const state = { recipes: {}, checkpoints: {}, samplers: [], schedulers: [], initImage: null,
-  pngInfo: null };
+  controlImage: null, controlnets: [], pngInfo: null };
 const AXES = ["", "seed", "steps", "cfg_scale", "sampler", "schedule", "size", "strength",
   "recipe", "prompt_sr", "negative_prompt", "eta", "top_k", "top_p", "temperature"];
 const NUMERIC = ["steps", "width", "height", "cfg_scale", "batch_size", "seed", "top_k",
@@ -28,13 +29,18 @@ function showError(message) {
 }
 
 async function init() {
-  const [recipes, samplers, schedulers, vaes, options] = await Promise.all([
+  const [recipes, samplers, schedulers, vaes, options, controlnets, modules] = await Promise.all([
     api("/t2i/v1/recipes"), api("/sdapi/v1/samplers"), api("/sdapi/v1/schedulers"),
-    api("/sdapi/v1/sd-vae"), api("/sdapi/v1/options")]);
+    api("/sdapi/v1/sd-vae"), api("/sdapi/v1/options"), api("/controlnet/model_list"),
+    api("/controlnet/module_list")]);
   // the VAE folder's VAEs (--vae-dir), for Stable Diffusion checkpoints; hidden when none
   for (const v of vaes) $("vae").add(new Option(v.model_name, v.model_name));
   $("vae-box").hidden = !vaes.length;
   if (vaes.some((v) => v.model_name === options.sd_vae)) $("vae").value = options.sd_vae;
+  // the ControlNet folder's models (--controlnet-dir), for models that take them
+  state.controlnets = controlnets.model_list;
+  for (const c of state.controlnets) $("controlnet-model").add(new Option(c, c));
+  for (const m of modules.module_list) $("controlnet-module").add(new Option(m, m));
   state.samplers = samplers;
   state.schedulers = schedulers;
   const group = (label) => {
@@ -66,8 +72,8 @@ async function init() {
   $("generate").addEventListener("click", generate);
   $("interrupt").addEventListener("click", () => api("/sdapi/v1/interrupt", { method: "POST" }));
   $("skip").addEventListener("click", () => api("/sdapi/v1/skip", { method: "POST" }));
-  $("init_image").addEventListener("change", loadInitImage);
-  $("clear-init").addEventListener("click", clearInitImage);
+  imageInput("init_image", "init-preview", "clear-init", "initImage");
+  imageInput("controlnet-image", "controlnet-preview", "clear-controlnet", "controlImage");
   setupPngInfo();
 }
 
@@ -113,6 +119,7 @@ async function applyRecipe() {
   }
   $("cfg-label").textContent = r.family === "generator" ? "Truncation ψ" : "CFG scale";
   $("img2img-box").hidden = !r.img2img;
+  $("controlnet-box").hidden = !(state.controlnets.length && r.controlnet);
   const sampler = $("sampler");
   sampler.innerHTML = "";
   const contract = r.family;
@@ -158,6 +165,22 @@ function requestFields() {
   return out;
 }
 
+// The ControlNet extension's unit (one) when the box is shown and enabled; in img2img a
+// unit without an image steers with the init image.
+function alwaysonScripts() {
+  if ($("controlnet-box").hidden || !$("controlnet-enabled").checked) return null;
+  const unit = {
+    model: $("controlnet-model").value, module: $("controlnet-module").value,
+    weight: Number($("controlnet-weight").value),
+    guidance_start: Number($("controlnet-start").value),
+    guidance_end: Number($("controlnet-end").value),
+    control_mode: $("controlnet-control-mode").value,
+    resize_mode: $("controlnet-resize-mode").value,
+  };
+  if (state.controlImage) unit.image = state.controlImage;
+  return { controlnet: { args: [unit] } };
+}
+
 function axes() {
   const out = [];
   for (const name of ["x", "y", "z"]) {
@@ -172,7 +195,7 @@ async function generate() {
   showError("");
   const body = {
     recipe: $("recipe").value, prompt: $("prompt").value, request: requestFields(), xyz: axes(),
-    vae: $("vae").value,
+    vae: $("vae").value, alwayson_scripts: alwaysonScripts(),
   };
   if (!body.xyz.length && $("prompt-matrix").checked) body.mode = "matrix";
   let job;
@@ -291,18 +314,21 @@ function readBase64(file) {
   });
 }
 
-async function loadInitImage() {
-  const file = $("init_image").files[0];
-  if (!file) return;
-  state.initImage = await readBase64(file);
-  $("init-preview").src = state.initImage;
-  $("init-preview").hidden = false;
-}
-
-function clearInitImage() {
-  state.initImage = null;
-  $("init_image").value = "";
-  $("init-preview").hidden = true;
+// A file input whose image goes to state[key] (a data URL), shown in its preview; the
+// clear button forgets it.
+function imageInput(input, preview, clear, key) {
+  $(input).addEventListener("change", async () => {
+    const file = $(input).files[0];
+    if (!file) return;
+    state[key] = await readBase64(file);
+    $(preview).src = state[key];
+    $(preview).hidden = false;
+  });
+  $(clear).addEventListener("click", () => {
+    state[key] = null;
+    $(input).value = "";
+    $(preview).hidden = true;
+  });
 }
 
 function setupPngInfo() {
