@@ -234,8 +234,7 @@ class ClipTokenizer:
                 if tuple(tokens[i : i + len(bpe)]) == bpe:
                     if isinstance(ids, Exception):
                         raise ValueError(
-                            f"the prompt uses the embedding {name!r}, whose file was skipped: "
-                            f"{ids}"
+                            f"the prompt uses the embedding {name!r}, whose file was skipped: {ids}"
                         )
                     out.append(list(ids))
                     i += len(bpe)
