@@ -134,6 +134,10 @@ class Conditioning:
         micro: ``(B, K)`` numbers a denoiser embeds beside the text for this conditioning
             (SDXL's refiner: the aesthetic score, 6.0 for the prompt and 2.5 for the
             negative), or None for the denoiser's defaults.
+        negative: ``(B,)`` bool, True for the rows that are the negative prompt's in a
+            guidance batch (set by classifier-free guidance on ``[cond; uncond]``), or None
+            when every row is a prompt's: what a model that steers the prompt's rows alone
+            reads (A1111's ControlNet "ControlNet is more important").
     """
 
     embeds: torch.Tensor = attrs.field(validator=_tensor)
@@ -145,6 +149,7 @@ class Conditioning:
     )
     pad_chunk: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
     micro: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
+    negative: torch.Tensor | None = attrs.field(default=None, validator=_optional_tensor)
 
     @property
     def batch_size(self) -> int:
@@ -161,8 +166,9 @@ class Conditioning:
             return attrs.evolve(self, image=image)
         e = lambda t: _expand(t, batch)  # noqa: E731
         return Conditioning(
-            e(self.embeds), e(self.pooled), e(self.mask), image, self.pad_chunk, e(self.micro)
-        )
+            e(self.embeds), e(self.pooled), e(self.mask), image, self.pad_chunk, e(self.micro),
+            e(self.negative),
+        )  # fmt: skip
 
     def with_image(self, image: ImageCondition | None) -> Conditioning:
         """This conditioning with ``image`` attached (a cascade's super-resolution stage)."""
@@ -172,8 +178,9 @@ class Conditioning:
         image = None if self.image is None else self.image.to(device, dtype)
         m = lambda t: _move(t, device, dtype)  # noqa: E731
         return Conditioning(
-            m(self.embeds), m(self.pooled), m(self.mask), image, m(self.pad_chunk), m(self.micro)
-        )
+            m(self.embeds), m(self.pooled), m(self.mask), image, m(self.pad_chunk), m(self.micro),
+            m(self.negative),
+        )  # fmt: skip
 
     def padded_to(self, length: int) -> Conditioning | None:
         """This conditioning lengthened to ``length`` tokens with whole :attr:`pad_chunk`

@@ -2,7 +2,8 @@
 
 - :class:`ClassifierFreeGuidance` (Ho & Salimans 2022): ``x0 = u + s (c - u)`` from the
   conditional ``c`` and unconditional/negative ``u`` predictions, computed in ONE model
-  call on the concatenated batch ``[x; x]`` with ``Conditioning.cat([cond, uncond])``.
+  call on the concatenated batch ``[x; x]`` with ``Conditioning.cat([cond, uncond])``, whose
+  :attr:`~t2i.payloads.Conditioning.negative` marks the second half's rows.
   Combining x0 predictions equals combining eps predictions: ``eps = (x - x0) / sigma``
   is affine in x0 with the same ``x`` for both halves.
 - :class:`DynamicThresholding` (Saharia et al. 2022, Imagen, section 2.3; DeepFloyd IF):
@@ -89,6 +90,8 @@ class GuidedDenoiser:
             x0 = self.inner(x, sigma, _repeat_cond(self.uncond, batch))
         else:
             both = Conditioning.cat([_repeat_cond(cond, batch), _repeat_cond(self.uncond, batch)])
+            rows = torch.arange(2 * batch, device=both.embeds.device) >= batch
+            both = attrs.evolve(both, negative=rows)
             out = self.inner(torch.cat([x, x]), torch.cat([sigma, sigma]), both)  # (2B, ...)
             cond_x0, uncond_x0 = out.chunk(2)
             x0 = self.combine(x, sigma, cond_x0, uncond_x0, self.scale)

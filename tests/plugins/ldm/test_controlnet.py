@@ -167,6 +167,35 @@ def test_steps_in_the_window(sd_with_controlnet):
     assert steering.scale_at(torch.tensor([700.0])) == 0.5  # a midpoint (Heun) in step 1
 
 
+def test_controlnet_is_more_important_is_diffusers_guess_mode(sd_with_controlnet, tmp_path):
+    """A1111's "ControlNet is more important" on a UNet of SD's 13 residuals (four levels of
+    two blocks): the prompt's rows alone steered, with the soft scales 0.825 ** (12 - i),
+    as diffusers' guess_mode (its 0.8254 ** (12 - i)) within 2/255."""
+    pipe, _, _, _, _ = sd_with_controlnet
+    torch.manual_seed(4)
+    unet = _random(diffusers.UNet2DConditionModel(
+        block_out_channels=(16, 16, 16, 16), layers_per_block=2, cross_attention_dim=32,
+        down_block_types=("CrossAttnDownBlock2D",) + ("DownBlock2D",) * 3,
+        up_block_types=("UpBlock2D",) * 3 + ("CrossAttnUpBlock2D",), norm_num_groups=8,
+        attention_head_dim=2, sample_size=8), 0.2)  # fmt: skip
+    sd = diffusers.StableDiffusionPipeline(
+        **{k: getattr(pipe, k) for k in ("vae", "text_encoder", "tokenizer", "scheduler")},
+        unet=unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    sd.save_pretrained(tmp_path / "sd13", safe_serialization=True)
+    cn = _random(diffusers.ControlNetModel.from_unet(
+        unet, conditioning_embedding_out_channels=(16, 32)), 0.3)  # fmt: skip
+    cn.save_pretrained(tmp_path / "cn13", safe_serialization=True)
+    seed, control = int(torch.randint(0, 2**31, (1,))), _control_image()
+    expected = _reference(sd, cn, control, seed, guess_mode=True)
+    got, result = _ours(tmp_path / "sd13", seed, tmp_path / "cn13", control_image=control,
+                        control_mode="ControlNet is more important")  # fmt: skip
+    assert np.abs(got - expected).max() <= 2
+    balanced, _ = _ours(tmp_path / "sd13", seed, tmp_path / "cn13", control_image=control)
+    assert np.abs(balanced - expected).max() > 3  # the mode changed the image
+    assert "ControlNet control mode: ControlNet is more important" in result.infotexts[0]
+
+
 def test_soft_injection_scales_the_shallow_residuals_least():
     """A1111's "My prompt is more important": residual i of n times 0.825 ** (n - 1 - i)."""
 
@@ -239,13 +268,6 @@ def test_bad_controlnets_and_requests_get_clear_errors(sd_with_controlnet, tmp_p
         steered(PROMPT, **run)
     with pytest.raises(NodeExecutionError, match="must be below control_end"):
         steered(PROMPT, control_image=_control_image(), control_start=0.6, control_end=0.5, **run)
-    with pytest.raises(NodeExecutionError, match="is not implemented yet"):
-        steered(
-            PROMPT,
-            control_image=_control_image(),
-            control_mode="ControlNet is more important",
-            **run,
-        )
     with pytest.raises(Exception, match=r"control_resize|resize"):
         steered(PROMPT, control_image=_control_image(), control_resize="Stretch", **run)
     assert steered(PROMPT, control_image=_control_image(48), **run).images  # another size fits

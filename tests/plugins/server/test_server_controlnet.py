@@ -235,7 +235,6 @@ def test_a_webuiapi_controlnet_unit(server, folders):
         ({"model": "nope"}, f"{CN}.model", "no ControlNet 'nope'; ControlNets: control_tiny ["),
         ({"model": None}, f"{CN}.model", "name the ControlNet"),
         ({"module": "depth_midas"}, f"{CN}.module", "send it ready as the image with module"),
-        ({"control_mode": 2}, f"{CN}.control_mode", "not implemented"),
         ({"control_mode": "Louder"}, f"{CN}.control_mode", "'Balanced' (0)"),
         ({"image": None}, f"{CN}.image", "txt2img has no init image"),
         ({"image": "not base64!"}, f"{CN}.image", "not valid base64"),

@@ -19,10 +19,13 @@ hires pass); a request gives the control image and A1111's ControlNet-unit setti
   ControlNet runs; step ``i`` of ``n`` is steered unless ``i / n < start`` or ``(i + 1) / n
   > end``, diffusers' rule;
 - ``control_mode``: A1111's Control Mode. "Balanced" (default) scales every residual by the
-  weight; "My prompt is more important" is the extension's soft injection, residual ``i`` of
-  ``n`` scaled by ``weight * 0.825 ** (n - 1 - i)`` (the shallow blocks least). Both steer
-  every row of the batch, the prompt's and the negative prompt's. ("ControlNet is more
-  important", which steers the prompt's rows alone, is refused: not implemented yet.)
+  weight, on every row of the batch, the prompt's and the negative prompt's; "My prompt is
+  more important" is the extension's soft injection, residual ``i`` scaled by ``weight *
+  0.825 ** (12 - i)`` (SD's 13 residuals, the shallow blocks least; SDXL's 10 take the first
+  10 factors, as the extension does); "ControlNet is more important" is soft injection on
+  the prompt's rows alone (the negative's get no residuals: ``Conditioning.negative``),
+  which for SD is diffusers' ``guess_mode`` (its scales ``10 ** (-1 + i / 12)`` are
+  ``0.8254 ** (12 - i)``).
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ DTYPES = ("float32", "float16", "bfloat16")
 RESIZE_MODES = ("Crop and Resize", "Just Resize", "Resize and Fill")
 """A1111 ControlNet's resize modes (its names), the first the default."""
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
-"""A1111 ControlNet's control modes; the last is refused (not implemented yet)."""
-SOFT_DECAY = 0.825
-"""The extension's soft-injection factor per block below the middle one."""
+"""A1111 ControlNet's control modes."""
+SOFT_SCALES = tuple(0.825 ** (12 - i) for i in range(13))
+"""The extension's soft-injection factors of SD's 13 residuals (SDXL's 10: the first 10)."""
 FIELDS = {
     "control_image": "image",
     "control_weight": "weight",
@@ -105,7 +108,8 @@ class ControlSteering:
     def __init__(self, net, image, *, weight, start, end, resize, step_t, mode="Balanced"):
         self.net, self.image = net, image
         self.weight, self.start, self.end, self.resize = weight, start, end, resize
-        self.soft = mode == CONTROL_MODES[1]
+        self.soft = mode in CONTROL_MODES[1:]
+        self.prompt_rows_only = mode == CONTROL_MODES[2]
         self.step_t = step_t.double().cpu()
         self._hints: dict[tuple, torch.Tensor] = {}
 
@@ -127,7 +131,8 @@ class ControlSteering:
             self._hints[key] = fitted.to(like.device, self.net.dtype)
         return self._hints[key]
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y=None):
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y=None,
+                 negative: torch.Tensor | None = None):  # fmt: skip
         scale = self.scale_at(t)
         if scale == 0:
             return None
@@ -135,8 +140,15 @@ class ControlSteering:
         hint = self.hint(x.shape[-2] * f, x.shape[-1] * f, x)
         residuals = self.net(x, hint, t, context, y)
         n = len(residuals)
-        scales = [scale * SOFT_DECAY ** (n - 1 - i) if self.soft else scale for i in range(n)]
-        return [r if s == 1 else r * s for r, s in zip(residuals, scales)]
+        soft = SOFT_SCALES if n <= len(SOFT_SCALES) else [0.825 ** (n - 1 - i) for i in range(n)]
+        scales = [scale * soft[i] if self.soft else scale for i in range(n)]
+        residuals = [r if s == 1 else r * s for r, s in zip(residuals, scales)]
+        if self.prompt_rows_only and negative is not None:
+            keep = (~negative.bool()).to(residuals[0].device, residuals[0].dtype)[
+                :, None, None, None
+            ]
+            residuals = [r * keep for r in residuals]
+        return residuals
 
 
 class ApplyControlNet(NodeType):
@@ -176,11 +188,6 @@ class ApplyControlNet(NodeType):
             )
         if start >= end:
             raise ValueError(f"control_start {start} must be below control_end {end}")
-        if mode == CONTROL_MODES[2]:
-            raise ValueError(
-                f"control_mode {mode!r} (the prompt's rows alone steered) is not implemented "
-                f"yet: use {CONTROL_MODES[0]!r} or {CONTROL_MODES[1]!r}"
-            )
         if not hasattr(model, "with_control"):
             raise TypeError(f"{type(model).__name__} cannot be steered by a ControlNet")
         net = load_controlnet(controlnet, model.unet.config, dtype=getattr(torch, dtype),

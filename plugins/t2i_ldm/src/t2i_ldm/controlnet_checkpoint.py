@@ -137,6 +137,7 @@ def _diffusers_unet_config(cfg: dict[str, Any], template: UNetConfig) -> UNetCon
     up = [t.replace("Down", "Up") for t in reversed(down)]
     heads = {} if "attention_head_dim" in cfg or "num_attention_heads" in cfg else _heads(template)
     known = {k: v for k, v in cfg.items() if not k.startswith("_") and k in _DIFFUSERS_KEYS}
+    known.setdefault("norm_num_groups", template.norm_groups)  # a weights file has none
     found = unet_config_from_diffusers({**known, **heads, "up_block_types": up})
     return attrs.evolve(
         found, norm_groups=template.norm_groups, micro_embed_dim=template.micro_embed_dim

@@ -116,7 +116,8 @@ class UNetPredictor:
         from t2i_ldm.inpaint import concat_image_condition  # an inpainting UNet's 5 channels
 
         context = context.to(x.device)
-        residuals = self._residuals(x, t, context, y)
+        negative = cond.negative if isinstance(cond, Conditioning) else None
+        residuals = self._residuals(x, t, context, y, negative)
         x = concat_image_condition(self.unet, x, cond)
         if self.deepcache is not None:
             if self.control:
@@ -126,11 +127,12 @@ class UNetPredictor:
             return self.unet(x, t, context, y, control=residuals)
         return self.unet(x, t, context, y)
 
-    def _residuals(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: Any):
-        """The control units' residuals summed, or None when none steers this step."""
+    def _residuals(self, x, t, context, y: Any, negative: Any) -> list[torch.Tensor] | None:
+        """The control units' residuals summed, or None when none steers this step
+        (``negative``: the negative prompt's rows of a guidance batch, or None)."""
         total = None
         for unit in self.control:
-            found = unit(x, t, context, y)
+            found = unit(x, t, context, y, negative)
             if found is not None:
                 total = found if total is None else [a + b for a, b in zip(total, found)]
         return total

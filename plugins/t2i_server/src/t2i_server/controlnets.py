@@ -44,7 +44,7 @@ RESIZE_ALIASES = {
 }
 """The extension's older names of the resize modes."""
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
-"""The extension's control modes, in the order of its ints; the last is not implemented."""
+"""The extension's control modes, in the order of its ints."""
 MODULE_ALIASES = {"invert (from white bg & black line)": "invert"}
 """The extension's UI names of the preprocessors."""
 API_VERSION = 2
@@ -212,8 +212,8 @@ def parse_unit(
     the image's own size).
 
     Raises:
-        RequestError: naming ``field.KEY``: an unknown module, no or an unknown model, the
-            control mode "ControlNet is more important", bad numbers, no or a bad image.
+        RequestError: naming ``field.KEY``: an unknown module, no or an unknown model, an
+            unknown control mode, bad numbers, no or a bad image.
     """
     model = unit.get("model")
     if model in (None, "", "None", "none"):
@@ -252,23 +252,16 @@ def module_name(value: Any, field: str) -> str:
 
 
 def control_mode(value: Any, field: str) -> str:
-    """A control mode by name or int as its name; "ControlNet is more important" (2) is
-    refused, not implemented.
+    """A control mode by name or int (0, 1, 2) as its name.
 
     Raises:
-        RequestError: that mode, or no such mode.
+        RequestError: no such mode, the choices listed.
     """
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 3:
         value = CONTROL_MODES[value]
-    if value in CONTROL_MODES[:2]:
+    if value in CONTROL_MODES:
         return value
-    if value == CONTROL_MODES[2]:
-        raise RequestError(
-            field,
-            f"{value!r} (2) is not implemented (the prompt's rows alone steered): use "
-            f"{CONTROL_MODES[0]!r} (0) or {CONTROL_MODES[1]!r} (1)",
-        )
-    choices = ", ".join(f"{n!r} ({i})" for i, n in enumerate(CONTROL_MODES[:2]))
+    choices = ", ".join(f"{n!r} ({i})" for i, n in enumerate(CONTROL_MODES))
     raise RequestError(field, f"no control mode {value!r}; modes: {choices}")
 
 
