@@ -22,15 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import structlog
 
 from t2i.request import RequestError
-
-log = structlog.get_logger(__name__)
+from t2i_server.weight_folders import DIFFUSERS_WEIGHTS
 
 CONTROLNET_DIR_ENV = "T2I_CONTROLNET_DIR"
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt")
-DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 SCRIPT = "controlnet"
 """The ``alwayson_scripts`` key of the units (matched case-insensitively, as A1111 does)."""
 FIELD = f"alwayson_scripts.{SCRIPT}.args"
@@ -89,30 +86,12 @@ def scan_controlnets(
 ) -> list[ControlNetFile]:
     """The ControlNets below ``root``, sorted by name (pickle files only with
     ``allow_pickle``; without it each is skipped with a log line saying how to let it load)."""
-    if root is None:
-        return []
-    root = Path(root)
-    if not root.is_dir():
-        log.warning("controlnet_dir_missing", path=str(root))
-        return []
-    found: list[ControlNetFile] = []
-    folders: list[Path] = []
-    for path in sorted(root.rglob("*")):
-        if any(path.is_relative_to(f) for f in folders):
-            continue  # a diffusers folder's own files
-        name = path.relative_to(root).as_posix()
-        if path.is_dir() and all((path / f).is_file() for f in ("config.json", DIFFUSERS_WEIGHTS)):
-            found.append(ControlNetFile(name, path))
-            folders.append(path)
-        elif path.is_file() and path.suffix.lower() == ".safetensors":
-            found.append(ControlNetFile(name, path))
-        elif path.is_file() and path.suffix.lower() in PICKLE_SUFFIXES:
-            if allow_pickle:
-                found.append(ControlNetFile(name, path, pickle=True))
-            else:
-                reason = "a pickle file: --allow-pickle"
-                log.info("controlnet_skipped", path=str(path), reason=reason)
-    return found
+    from t2i_server.weight_folders import scan_weights
+
+    entries = scan_weights(
+        root, kind="controlnet", pickle_suffixes=PICKLE_SUFFIXES, allow_pickle=allow_pickle
+    )
+    return [ControlNetFile(name, path, pickle=pickle) for name, path, pickle in entries]
 
 
 def find_controlnet(controlnets: list[ControlNetFile], name: str) -> ControlNetFile | None:

@@ -17,15 +17,11 @@ import os
 from pathlib import Path
 
 import attrs
-import structlog
-
-log = structlog.get_logger(__name__)
 
 VAE_DIR_ENV = "T2I_VAE_DIR"
 AUTOMATIC, NONE = "Automatic", "None"
 """The two ``sd_vae`` values that leave each checkpoint its own VAE."""
 PICKLE_SUFFIXES = (".pt", ".ckpt")
-DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 @attrs.frozen
@@ -50,28 +46,12 @@ def vae_dir_from(option: str | os.PathLike | None) -> Path | None:
 def scan_vaes(root: str | os.PathLike | None, *, allow_pickle: bool = False) -> list[VaeFile]:
     """The VAEs below ``root``, sorted by name (pickle files only with ``allow_pickle``;
     without it each is skipped with a log line saying how to let it load)."""
-    if root is None:
-        return []
-    root = Path(root)
-    if not root.is_dir():
-        log.warning("vae_dir_missing", path=str(root))
-        return []
-    found, folders = [], []
-    for path in sorted(root.rglob("*")):
-        if any(path.is_relative_to(f) for f in folders):
-            continue  # a diffusers folder's own files
-        name = path.relative_to(root).as_posix()
-        if path.is_dir() and all((path / f).is_file() for f in ("config.json", DIFFUSERS_WEIGHTS)):
-            found.append(VaeFile(name, path))
-            folders.append(path)
-        elif path.is_file() and path.suffix == ".safetensors":
-            found.append(VaeFile(name, path))
-        elif path.is_file() and path.suffix in PICKLE_SUFFIXES:
-            if allow_pickle:
-                found.append(VaeFile(name, path, pickle=True))
-            else:
-                log.info("vae_skipped", path=str(path), reason="a pickle file: --allow-pickle")
-    return found
+    from t2i_server.weight_folders import scan_weights
+
+    entries = scan_weights(
+        root, kind="vae", pickle_suffixes=PICKLE_SUFFIXES, allow_pickle=allow_pickle
+    )
+    return [VaeFile(name, path, pickle=pickle) for name, path, pickle in entries]
 
 
 def find_vae(vaes: list[VaeFile], name: str) -> VaeFile | None:
