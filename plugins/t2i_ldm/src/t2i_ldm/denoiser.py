@@ -94,7 +94,9 @@ class UNetPredictor:
     also gets ``cond.pooled`` and the :class:`MicroConditioning` numbers (``label_emb``);
     with a :class:`~t2i_ldm.deepcache.DeepCache` the UNet runs through it; with ``control``
     (:class:`~t2i_ldm.controlnet_apply.ControlSteering` units) their residuals, computed on
-    the latent alone and summed (diffusers' ``MultiControlNetModel``), go into the UNet."""
+    the latent alone and summed (diffusers' ``MultiControlNetModel``), go into the UNet; with
+    an ``image_prompt`` (:class:`~t2i_ldm.ip_adapter.ImagePrompt`) its steered UNet copy runs,
+    each row's image tokens after the text context."""
 
     def __init__(
         self,
@@ -102,11 +104,19 @@ class UNetPredictor:
         micro: MicroConditioning | None = None,
         deepcache: DeepCache | None = None,
         control: tuple[Any, ...] = (),
+        image_prompt: Any = None,
     ) -> None:
         self.unet = unet
         self.micro = micro or MicroConditioning()
         self.deepcache = deepcache
         self.control = tuple(control)
+        self.image_prompt = image_prompt
+
+    def evolve(self, **changes: Any) -> UNetPredictor:
+        """A predictor of the same UNet with ``changes`` (``control``, ``image_prompt``)."""
+        fields = {"micro": self.micro, "deepcache": self.deepcache, "control": self.control,
+                  "image_prompt": self.image_prompt, **changes}  # fmt: skip
+        return UNetPredictor(self.unet, **fields)
 
     def __call__(
         self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning | torch.Tensor
@@ -119,13 +129,17 @@ class UNetPredictor:
         negative = cond.negative if isinstance(cond, Conditioning) else None
         residuals = self._residuals(x, t, context, y, negative)
         x = concat_image_condition(self.unet, x, cond)
+        unet = self.unet
+        if self.image_prompt is not None:
+            unet = self.image_prompt.unet
+            context = self.image_prompt.extend(context, negative)
         if self.deepcache is not None:
             if self.control:
                 raise ValueError("DeepCache skips the blocks a ControlNet steers: use one")
-            return self.deepcache(self.unet, x, t, context, y)
+            return self.deepcache(unet, x, t, context, y)
         if residuals is not None:
-            return self.unet(x, t, context, y, control=residuals)
-        return self.unet(x, t, context, y)
+            return unet(x, t, context, y, control=residuals)
+        return unet(x, t, context, y)
 
     def _residuals(self, x, t, context, y: Any, negative: Any) -> list[torch.Tensor] | None:
         """The control units' residuals summed, or None when none steers this step
@@ -209,8 +223,17 @@ class LdmDenoiser(DiscreteDenoiser):
                 "controlnet"
             )
         steered = copy.copy(self)
-        old = self.model
-        steered.model = UNetPredictor(old.unet, old.micro, old.deepcache, (*old.control, control))
+        steered.model = self.model.evolve(control=(*self.model.control, control))
+        return steered
+
+    def with_image_prompt(self, prompt: Any) -> LdmDenoiser:
+        """This denoiser with an IP-Adapter's image prompt (:mod:`t2i_ldm.ip_adapter_apply`)."""
+        import copy
+
+        if self.model.image_prompt is not None:
+            raise ValueError("one IP-Adapter at a time: this denoiser already has one")
+        steered = copy.copy(self)
+        steered.model = self.model.evolve(image_prompt=prompt)
         return steered
 
     def reset_step_cache(self) -> None:
@@ -229,6 +252,11 @@ class LdmDenoiser(DiscreteDenoiser):
         an SDXL UNet also takes ``text_embeds`` and ``time_ids`` (:mod:`t2i_ldm.sdxl_export`)."""
         from t2i_ldm.export import denoiser_deployment, unet_export
 
+        if self.model.image_prompt is not None:
+            raise ValueError(
+                "ONNX export of an IP-Adapter UNet is not implemented yet: export the checkpoint "
+                "without ip_adapter=, or run the IP-Adapter with the torch runtime"
+            )
         if self.model.control:
             raise ValueError(
                 "ONNX export of a ControlNet-steered UNet is not implemented yet: export the "

@@ -75,6 +75,10 @@ def t2i_register_nodes(register) -> None:
         "Ldm.ApplyControlNet",
         _at("controlnet_apply", "ApplyControlNet", "steer an SD UNet with a ControlNet"),
     )
+    register(
+        "Ldm.ApplyIPAdapter",
+        _at("ip_adapter_apply", "ApplyIPAdapter", "prompt an SD UNet with an image (IP-Adapter)"),
+    )
 
 
 @hookimpl

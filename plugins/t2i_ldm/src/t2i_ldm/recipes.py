@@ -76,6 +76,8 @@ def _check_recipe_options(**options: Any) -> None:
             lambda v: v is None or isinstance(v, (str, os.PathLike)) or _paths(v),
             "a ControlNet file or diffusers folder, or a list of them",
         ),
+        "ip_adapter": (lambda v: v is None or isinstance(v, (str, os.PathLike)), "a file"),
+        "image_encoder": (lambda v: v is None or isinstance(v, (str, os.PathLike)), "a folder"),
     }
     for name, value in options.items():
         ok, allowed = rules[name]
@@ -115,6 +117,20 @@ def _with_controlnet(recipe, controlnet: Any, facts, deployed, deepcache, load: 
         recipe, paths, allow_pickle=load["allow_pickle"], dtype=dtype,
         infotext=controlnet_infotext(paths),
     )  # fmt: skip
+
+
+def _with_ip_adapter(recipe, adapter: Any, encoder: Any, facts, deployed, load: dict):
+    """The recipe with an IP-Adapter image prompt, its files read now."""
+    from t2i.engine import EngineError
+    from t2i_ldm.ip_adapter_apply import attach_ip_adapter, checked_paths
+
+    if facts.models is None or _provides(deployed, "denoiser"):
+        raise EngineError(
+            "recipe 'ldm': ip_adapter changes the torch UNet's cross-attentions; the deployment "
+            "runtime's exported UNet has none: drop ip_adapter (or the runtime)"
+        )
+    adapter, encoder = checked_paths(adapter, encoder, load["allow_pickle"])
+    return attach_ip_adapter(recipe, adapter, encoder, allow_pickle=load["allow_pickle"])
 
 
 def _provides(deployed: Mapping[str, Any] | None, node: str) -> bool:
@@ -476,6 +492,8 @@ def ldm_recipe(
     vae: str | os.PathLike | None = None,
     vae_tiling: bool | int = False,
     controlnet: str | os.PathLike | list | None = None,
+    ip_adapter: str | os.PathLike | None = None,
+    image_encoder: str | os.PathLike | None = None,
 ):
     """Recipe ``ldm``: Stable Diffusion 1.x / 2.x / XL from a checkpoint file or diffusers folder.
 
@@ -504,7 +522,9 @@ def ldm_recipe(
     diffusers folder, or a list of them, steering every pass; request fields
     ``control_image``, ``control_weight``, ``control_start``, ``control_end``,
     ``control_resize``, suffixed ``_1``, ``_2`` ... for the later units:
-    :mod:`t2i_ldm.controlnet_apply`).
+    :mod:`t2i_ldm.controlnet_apply`), ``ip_adapter`` (an IP-Adapter file: an image prompt,
+    request fields ``ip_image``, ``ip_scale``; ``image_encoder``: its CLIP vision folder,
+    default ``image_encoder/`` beside it: :mod:`t2i_ldm.ip_adapter_apply`).
     """
     from t2i.recipe import diffusion_recipe
 
@@ -526,6 +546,8 @@ def ldm_recipe(
         vae=vae,
         vae_tiling=vae_tiling,
         controlnet=controlnet,
+        ip_adapter=ip_adapter,
+        image_encoder=image_encoder,
     )
     deepcache_options("ldm", deepcache, deepcache_branch)  # before any file is read
     checkpoint = str(checkpoint)
@@ -611,6 +633,8 @@ def ldm_recipe(
         recipe = attach_inpaint_condition(recipe)
     if controlnet is not None:
         recipe = _with_controlnet(recipe, controlnet, facts, deployed, deepcache, load)
+    if ip_adapter is not None:
+        recipe = _with_ip_adapter(recipe, ip_adapter, image_encoder, facts, deployed, load)
     if refiner is None:
         return recipe
     from t2i_ldm.refiner import attach_refiner
