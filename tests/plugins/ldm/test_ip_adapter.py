@@ -143,3 +143,36 @@ def test_bad_adapters_and_requests_get_clear_errors(sd_with_ip_adapter, tmp_path
     with pytest.raises(NodeExecutionError, match="cross-attention layers"):
         build(models / "other.safetensors")(PROMPT, ip_image=_image(1), steps=2, width=32,
                                             height=32)  # fmt: skip
+
+
+def test_sdxl_ip_adapter_same_image_as_diffusers(tiny_sdxl, tmp_path):
+    """An SDXL IP-Adapter (per-level transformer depth, no attention at the first level):
+    each cross-attention found in diffusers' processor order; the image of diffusers'
+    StableDiffusionXLPipeline with the adapter loaded."""
+    pipe, folder, _ = tiny_sdxl
+    encoder = transformers.CLIPVisionModelWithProjection(
+        transformers.CLIPVisionConfig(
+            hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+            image_size=224, patch_size=32, projection_dim=24,
+        )
+    ).eval()  # fmt: skip
+    models = tmp_path / "sdxl_models"
+    encoder.save_pretrained(models / "image_encoder", safe_serialization=True)
+    save_file(_adapter_state(pipe.unet, 24, std=0.5), str(models / "ip-adapter_xl.safetensors"))
+    ref = diffusers.StableDiffusionXLPipeline.from_pretrained(str(folder))
+    ref.set_progress_bar_config(disable=True)
+    ref.load_ip_adapter(str(tmp_path), subfolder="sdxl_models",
+                        weight_name="ip-adapter_xl.safetensors")  # fmt: skip
+    seed, image = int(torch.randint(0, 2**31, (1,))), _image(4)
+    out = ref(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=5.0,
+              height=32, width=32, ip_adapter_image=image, output_type="np",
+              generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    expected = np.round(out.images[0] * 255).astype(np.int16)
+    ours = Engine.build("ldm", plugins=make_manager(plugin), checkpoint=str(folder),
+                        ip_adapter=str(models / "ip-adapter_xl.safetensors"))  # fmt: skip
+    run = {"negative_prompt": NEGATIVE, "steps": 4, "cfg_scale": 5.0, "seed": seed,
+           "width": 32, "height": 32, "sampler": "euler", "schedule": "linspace"}  # fmt: skip
+    got = np.asarray(ours(PROMPT, ip_image=image, **run).images[0]).astype(np.int16)
+    assert np.abs(got - expected).max() <= 2
+    plain = np.asarray(ours(PROMPT, ip_image=image, ip_scale=0.0, **run).images[0])
+    assert np.abs(plain.astype(np.int16) - got).max() > 3
