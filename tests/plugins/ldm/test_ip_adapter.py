@@ -176,3 +176,35 @@ def test_sdxl_ip_adapter_same_image_as_diffusers(tiny_sdxl, tmp_path):
     assert np.abs(got - expected).max() <= 2
     plain = np.asarray(ours(PROMPT, ip_image=image, ip_scale=0.0, **run).images[0])
     assert np.abs(plain.astype(np.int16) - got).max() > 3
+
+
+def test_with_a_controlnet_as_diffusers(sd_with_ip_adapter, tmp_path):
+    """IP-Adapter and a ControlNet unit together: diffusers' StableDiffusionControlNetPipeline
+    with the adapter loaded (the ControlNet reads the text context alone, as there)."""
+    pipe, folder, models = sd_with_ip_adapter
+    torch.manual_seed(6)
+    cn = diffusers.ControlNetModel.from_unet(
+        pipe.unet, conditioning_embedding_out_channels=(16, 32)
+    )
+    with torch.no_grad():
+        for p in cn.parameters():
+            p.normal_(0.0, 0.3)
+    cn.save_pretrained(tmp_path / "cn", safe_serialization=True)
+    ref = diffusers.StableDiffusionControlNetPipeline.from_pretrained(
+        str(folder), controlnet=cn.eval(), safety_checker=None
+    )
+    ref.set_progress_bar_config(disable=True)
+    ref.load_ip_adapter(str(models.parent), subfolder="models",
+                        weight_name="ip-adapter_tiny.safetensors")  # fmt: skip
+    seed, image, control = int(torch.randint(0, 2**31, (1,))), _image(3), _image(8, 32)
+    out = ref(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=5, guidance_scale=6.0,
+              height=32, width=32, ip_adapter_image=image, image=control, output_type="np",
+              generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    expected = np.round(out.images[0] * 255).astype(np.int16)
+    ours = Engine.build("ldm", plugins=make_manager(plugin), checkpoint=str(folder),
+                        ip_adapter=str(models / "ip-adapter_tiny.safetensors"),
+                        controlnet=str(tmp_path / "cn"))  # fmt: skip
+    got = ours(PROMPT, negative_prompt=NEGATIVE, steps=5, cfg_scale=6.0, seed=seed, width=32,
+               height=32, sampler="euler", schedule="linspace", ip_image=image,
+               control_image=control)  # fmt: skip
+    assert np.abs(np.asarray(got.images[0]).astype(np.int16) - expected).max() <= 2
