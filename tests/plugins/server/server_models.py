@@ -138,3 +138,36 @@ def random_controlnet(sd, out):
             p.normal_(0.0, 0.3)
     out.parent.mkdir(parents=True, exist_ok=True)
     return save_controlnet(out, net)
+
+
+def random_ip_adapter(sd, out):
+    """A plain IP-Adapter for the tiny SD file's UNet at ``out`` (h94's key layout, random
+    weights that move the image) and a tiny CLIP vision tower in ``image_encoder/`` beside."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from t2i_ldm.ip_adapter import cross_attentions
+    from t2i_ldm.recipes import load_models
+
+    unet = load_models(sd).unet
+    g = torch.Generator().manual_seed(7)
+    width, embed = unet.config.context_dim, 24
+    state = {
+        "image_proj.proj.weight": torch.randn(4 * width, embed, generator=g) * 0.3,
+        "image_proj.proj.bias": torch.randn(4 * width, generator=g) * 0.3,
+        "image_proj.norm.weight": torch.ones(width),
+        "image_proj.norm.bias": torch.zeros(width),
+    }
+    for i, (_, attn) in enumerate(cross_attentions(unet)):
+        for leaf in ("to_k_ip", "to_v_ip"):
+            w = torch.randn(attn.to_k.out_features, width, generator=g) * 0.5
+            state[f"ip_adapter.{2 * i + 1}.{leaf}.weight"] = w
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out))
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                              num_attention_heads=2, image_size=224, patch_size=32,
+                              projection_dim=embed)  # fmt: skip
+    torch.manual_seed(8)
+    CLIPVisionModelWithProjection(config).save_pretrained(out.parent / "image_encoder")
+    return out

@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image, ImageOps
 from server_live import live_server
-from server_models import random_controlnet, tiny_sd_file
+from server_models import random_controlnet, random_ip_adapter, tiny_sd_file
 
 from t2i.files import short_hash
 
@@ -37,6 +37,7 @@ def folders(tmp_path_factory):
     (folder / "config.json").write_text("{}")
     (folder / "diffusion_pytorch_model.safetensors").write_bytes(control.read_bytes()[:64])
     (cns / "old.pth").write_bytes(b"a pickle, not listed without --allow-pickle")
+    random_ip_adapter(sd, cns / "ipadapter" / "ip-adapter_tiny.safetensors")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("T2I_CLIP_TOKENIZER", str(base / "clip"))
         yield sd, control, cns
@@ -93,7 +94,8 @@ def test_model_module_lists_and_version_as_the_extension(server, folders):
     listed = requests.get(f"{server.url}/controlnet/model_list", timeout=30).json()
     title = f"control_tiny [{short_hash(control, 8)}]"
     assert title == model_title(control)
-    assert listed == {"model_list": [title, model_title(cns / "sub" / "diffusers_cn")]}
+    ip = model_title(cns / "ipadapter" / "ip-adapter_tiny.safetensors")
+    assert listed == {"model_list": [title, ip, model_title(cns / "sub" / "diffusers_cn")]}
     pickles = [c for c in scan_controlnets(cns, allow_pickle=True) if c.pickle]
     assert [c.name for c in pickles] == ["old.pth"]  # listed with --allow-pickle only
     modules = requests.get(f"{server.url}/controlnet/module_list", timeout=30).json()
@@ -104,7 +106,7 @@ def test_model_module_lists_and_version_as_the_extension(server, folders):
     late.write_bytes(control.read_bytes())
     try:
         stale = requests.get(f"{server.url}/controlnet/model_list", timeout=30).json()
-        assert len(stale["model_list"]) == 2  # scanned at start; update=true rescans
+        assert len(stale["model_list"]) == 3  # scanned at start; update=true rescans
         fresh = requests.get(f"{server.url}/controlnet/model_list?update=true", timeout=30).json()
         assert f"late [{short_hash(control, 8)}]" in fresh["model_list"]
     finally:
@@ -285,3 +287,31 @@ def test_serve_help_documents_the_controlnet_folder():
     plugin.t2i_register_commands(group)
     out = CliRunner().invoke(group, ["serve", "--help"]).output
     assert "--controlnet-dir" in out and "T2I_CONTROLNET_DIR" in out
+
+
+def test_an_ip_adapter_unit_is_the_engines_image_prompt(server, folders):
+    """The extension runs IP-Adapters as ControlNet units (module ip-adapter_clip_sd15, the
+    weight its scale): the engine's ip_adapter with ip_image / ip_scale, beside a ControlNet
+    unit too; its encoder folder beside it is no model of the list."""
+    from t2i import Engine
+    from t2i.testing import make_manager
+    from t2i_ldm import plugin as ldm
+
+    sd, control, cns = folders
+    adapter = cns / "ipadapter" / "ip-adapter_tiny.safetensors"
+    picture, edges = _image(40, 40, 4), _image(16, 16, 5)
+    ip_unit = {"image": _b64(picture), "model": "ip-adapter_tiny",
+               "module": "ip-adapter_clip_sd15", "weight": 0.8}  # fmt: skip
+    cn_unit = {"image": _b64(edges), "model": "control_tiny"}
+    both = _pixels(_post(server, [ip_unit, cn_unit]))
+    alone = _pixels(_post(server, [ip_unit]))
+    pipe = Engine.build("ldm", plugins=make_manager(ldm), checkpoint=str(sd),
+                        ip_adapter=str(adapter), controlnet=[str(control)])  # fmt: skip
+    fields = {k: v for k, v in BODY.items() if k != "prompt"}
+    direct = pipe(BODY["prompt"], ip_image=picture, ip_scale=0.8, control_image=edges, **fields)
+    assert np.array_equal(both, np.asarray(direct.images[0]).astype(np.int16))
+    assert np.abs(alone - both).max() > 0 and np.abs(alone - _pixels(_post(server))).max() > 0
+    wrong = _post(server, [{**cn_unit, "module": "ip-adapter_clip_sd15"}])
+    assert wrong.status_code == 422 and "is for IP-Adapter models" in wrong.json()["detail"]
+    two = _post(server, [ip_unit, ip_unit])
+    assert two.status_code == 422 and "one IP-Adapter unit" in two.json()["detail"]

@@ -63,6 +63,12 @@ class ControlNetFile:
         return self.path.stem if self.path.is_file() else self.path.name
 
     @property
+    def is_ip_adapter(self) -> bool:
+        """Whether the file is an IP-Adapter (its keys; a pickle by its name), which the
+        extension lists and runs as a ControlNet model."""
+        return _ip_adapter_keys(str(self.path)) if not self.pickle else _ip_named(self.path)
+
+    @property
     def title(self) -> str:
         """The extension's model name, ``NAME [HASH8]`` (the hash memoised per file)."""
         try:
@@ -73,6 +79,28 @@ class ControlNetFile:
             file = self.path if self.path.is_file() else self.path / DIFFUSERS_WEIGHTS
             return f"{self.label} [{short_hash(file, 8)}]"
         return model_title(self.path)
+
+
+IP_MODULES = ("ip-adapter_clip_sd15", "ip-adapter_clip_sdxl", "ip-adapter_clip_h",
+              "ip-adapter_clip_g", "ip-adapter-auto", "ip-adapter_clip_sdxl_plus_vith")  # fmt: skip
+"""The extension's IP-Adapter preprocessors: all run the adapter's own image encoder."""
+
+
+def _ip_named(path: Path) -> bool:
+    return path.name.lower().replace("_", "-").startswith("ip-adapter")
+
+
+def _ip_adapter_keys(path: str) -> bool:
+    """Whether a safetensors file holds an IP-Adapter's projection (its header only)."""
+    if not path.endswith(".safetensors") or not Path(path).is_file():
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as f:
+            return "image_proj.proj.weight" in f.keys()
+    except Exception:  # unreadable: the ControlNet loader says why
+        return False
 
 
 def controlnet_dir_from(option: str | os.PathLike | None) -> Path | None:
@@ -150,6 +178,7 @@ def modules() -> dict[str, dict[str, Any]]:
                            "step": 0.01}],
     }  # fmt: skip
     usable = [m for m in PREPROCESSORS if m != "canny" or importlib.util.find_spec("cv2")]
+    usable += list(IP_MODULES)  # an IP-Adapter model's image encoder
     return {m: {"model_free": False, "sliders": sliders.get(m, [])} for m in usable}
 
 
@@ -205,6 +234,15 @@ def parse_unit(
     if start >= end:
         raise RequestError(f"{field}.guidance_start", f"{start} must be below guidance_end {end}")
     controlnet = find(model, f"{field}.model")
+    ip_module = params.get("module") in IP_MODULES
+    if controlnet.is_ip_adapter:  # the image prompt: weight is its scale, nothing else counts
+        if params.get("module", "none") not in ("none", *IP_MODULES):
+            raise RequestError(f"{field}.module", f"{model!r} is an IP-Adapter: use module "
+                               f"{IP_MODULES[0]!r} (or none)")  # fmt: skip
+        params = {k: v for k, v in params.items() if k == "weight"}
+    elif ip_module:
+        raise RequestError(f"{field}.module", f"{params['module']!r} is for IP-Adapter models; "
+                           f"{model!r} is a ControlNet")  # fmt: skip
     params["image"] = _unit_image(unit, field, init_image)
     return ControlUnit(controlnet, params)
 
@@ -218,6 +256,8 @@ def module_name(value: Any, field: str) -> str:
     if value in (None, "", "None"):
         return "none"
     name = MODULE_ALIASES.get(value, value) if isinstance(value, str) else value
+    if name in IP_MODULES:
+        return name  # the model must be an IP-Adapter: parse_unit checks
     available = list(modules())
     if name == "canny" and name not in available:
         raise RequestError(field, "canny needs OpenCV: pip install opencv-python-headless")

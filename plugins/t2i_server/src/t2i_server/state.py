@@ -118,16 +118,35 @@ class Server:
             )
         from t2i_ldm.controlnet_apply import unit_fields
 
-        units = [parse_unit(u, f"{FIELD}[{i}]", self.controlnet_named, init_image)
-                 for i, u in enabled]  # fmt: skip
-        fields: dict[str, Any] = {}
+        parsed = [parse_unit(u, f"{FIELD}[{i}]", self.controlnet_named, init_image)
+                  for i, u in enabled]  # fmt: skip
+        units = [u for u in parsed if not u.controlnet.is_ip_adapter]
+        options, fields = self._ip_unit(selection, [u for u in parsed if u not in units])
         for k, unit in enumerate(units):
             bound = unit_fields(k).items()
             fields.update({name: unit.params[p] for name, p in bound if p in unit.params})
-        options: dict[str, Any] = {"controlnet": [str(u.controlnet.path) for u in units]}
-        if any(u.controlnet.pickle for u in units):
+        if units:
+            options["controlnet"] = [str(u.controlnet.path) for u in units]
+        if any(u.controlnet.pickle for u in parsed):
             options["allow_pickle"] = True
         return options, fields
+
+    def _ip_unit(self, selection: Selection, units: list) -> tuple[dict, dict]:
+        """``ip_adapter=`` and ``ip_image`` / ``ip_scale`` of an IP-Adapter unit (the
+        extension runs IP-Adapters as ControlNet units; at most one)."""
+        from t2i_server.controlnets import FIELD
+
+        if not units:
+            return {}, {}
+        if len(units) > 1 or not self.recipe_takes(selection.recipe, "ip_adapter"):
+            why = "one IP-Adapter unit at a time" if len(units) > 1 else (
+                f"model {selection.title!r} takes no IP-Adapter")  # fmt: skip
+            raise RequestError(FIELD, why)
+        unit = units[0]
+        fields = {"ip_image": unit.params["image"]}
+        if "weight" in unit.params:
+            fields["ip_scale"] = unit.params["weight"]
+        return {"ip_adapter": str(unit.controlnet.path)}, fields
 
     def vae_named(self, name: Any, field: str = "sd_vae") -> VaeFile | None:
         """The VAE an ``sd_vae`` value names; None for ``Automatic`` / ``None``.

@@ -2,7 +2,8 @@
 ``.safetensors`` files, diffusers folders (``config.json`` +
 ``diffusion_pytorch_model.safetensors``, listed once, their own files not again) and, with
 ``allow_pickle``, pickle files (else each is skipped with a log line saying how to let it
-load)."""
+load). Another model folder (``config.json`` without those weights: an IP-Adapter's
+``image_encoder/``) is not listed, nor are its files."""
 
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ def scan_weights(
         if any(path.is_relative_to(f) for f in folders):
             continue  # a diffusers folder's own files
         name = path.relative_to(root).as_posix()
-        if path.is_dir() and all((path / f).is_file() for f in ("config.json", DIFFUSERS_WEIGHTS)):
-            found.append((name, path, False))
-            folders.append(path)
+        if path.is_dir() and (path / "config.json").is_file():
+            folders.append(path)  # a model folder: listed whole, or not at all
+            if (path / DIFFUSERS_WEIGHTS).is_file():
+                found.append((name, path, False))
         elif path.is_file() and path.suffix.lower() == ".safetensors":
             found.append((name, path, False))
         elif path.is_file() and path.suffix.lower() in pickle_suffixes:
