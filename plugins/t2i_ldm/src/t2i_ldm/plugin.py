@@ -99,3 +99,5 @@ def t2i_register_recipes(register) -> None:
 def t2i_register_trainers(register) -> None:
     doc = "Train the ldm-shapes latent diffusion model (VAE, then UNet + text encoder)."
     register("ldm", _at("train", "LdmTrainer", doc))
+    doc = "Train a ControlNet for a Stable Diffusion checkpoint (the checkpoint frozen)."
+    register("controlnet", _at("controlnet_train", "ControlNetTrainer", doc))
