@@ -135,10 +135,28 @@ def test_bad_data_is_refused_clearly(sd, tmp_path):
     with pytest.raises(TrainOptionsError, match="holds no images"):
         train_controlnet(config, tmp_path / "o", checkpoint=str(folder),
                          data=str(tmp_path / "empty"), size=64)  # fmt: skip
-    with pytest.raises(TrainOptionsError, match="multiple of 64"):
+    with pytest.raises(TrainOptionsError, match="multiple of 16"):
         train_controlnet(config, tmp_path / "o", checkpoint=str(folder), data=str(no_maps),
-                         size=48)  # fmt: skip
+                         size=40)  # fmt: skip
     (no_maps / "img0.txt").unlink()
     with pytest.raises(TrainOptionsError, match="no caption"):
         train_controlnet(config, tmp_path / "o", checkpoint=str(folder), data=str(no_maps),
                          size=64, preprocessor="invert")  # fmt: skip
+
+
+def test_ldm_shapes_takes_a_controlnet_made_from_its_unet(tmp_path):
+    """The embedded ldm-shapes model (context pooling in its timestep embedding, copied into
+    the ControlNet too): a fresh ControlNet (zero residuals) leaves its image unchanged."""
+    from t2i_ldm.controlnet_checkpoint import save_controlnet
+
+    plain = Engine.build("ldm-shapes", plugins=make_manager(plugin))
+    parts = plain.executor.run(plain.graph, outputs=["denoiser"])
+    unet = parts["denoiser"]["model"].unet
+    net = controlnet_from_unet(unet, (16, 32, 96))
+    assert net.context_pool is not None
+    torch.testing.assert_close(net.context_pool.to_q.weight, unet.context_pool.to_q.weight)
+    path = save_controlnet(tmp_path / "fresh.safetensors", net)
+    steered = Engine.build("ldm-shapes", plugins=make_manager(plugin), controlnet=str(path))
+    run = {"steps": 4, "seed": 3}
+    image = steered("a red circle", control_image=Image.new("RGB", (64, 64)), **run).images[0]
+    assert np.array_equal(np.asarray(image), np.asarray(plain("a red circle", **run).images[0]))

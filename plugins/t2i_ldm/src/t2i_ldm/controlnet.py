@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from t2i_ldm.config import UNetConfig
-from t2i_ldm.unet import TimestepEmbedSequential, UNetModel, encoder_blocks
+from t2i_ldm.unet import ContextPooling, TimestepEmbedSequential, UNetModel, encoder_blocks
 
 EMBEDDING_CHANNELS = (16, 32, 96, 256)
 """Widths of the control image's embedding stack (CompVis ``input_hint_block``; diffusers'
@@ -66,7 +66,11 @@ class ControlNetModel(nn.Module):
         self.embedding_channels = tuple(embedding_channels)
         mc, ted = config.model_channels, config.time_embed_dim
         self.time_embed = nn.Sequential(nn.Linear(mc, ted), nn.SiLU(), nn.Linear(ted, ted))
-        self.context_pool = None  # what UNetModel._prepare reads
+        self.context_pool = (  # what UNetModel._prepare reads (ldm-shapes' pooled text)
+            ContextPooling(config.context_dim, config.context_pooling_heads, ted)
+            if config.context_pooling_heads
+            else None
+        )
         if config.adm_in_channels:  # SDXL: the UNet's label_emb, own weights
             self.label_emb = nn.Sequential(
                 nn.Sequential(

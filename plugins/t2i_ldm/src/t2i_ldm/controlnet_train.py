@@ -157,12 +157,15 @@ class _TrainingUnit:
         return self.net(x, self.hints, t, context, y)
 
 
-def encode(checkpoint: str, pairs: list[tuple], device: torch.device, **load: Any) -> tuple:
+def encode(checkpoint: str | None, pairs: list[tuple], device: torch.device, *,
+           recipe: str = "ldm", **load: Any) -> tuple:  # fmt: skip
     """``(denoiser, Encoded)``: the checkpoint's frozen parts, the data set through them."""
     from t2i import Engine
     from t2i.payloads import Image as ImagePayload
 
-    pipe = Engine.build("ldm", checkpoint=checkpoint, device=device, **load)
+    if checkpoint is not None:
+        load["checkpoint"] = checkpoint
+    pipe = Engine.build(recipe, device=device, **load)
     parts = pipe.executor.run(pipe.graph, outputs=["tokenizer", "text_encoder", "denoiser",
                                                    "decoder"])  # fmt: skip
     tokenizer, encoder = parts["tokenizer"]["tokenizer"], parts["text_encoder"]["text_encoder"]
@@ -177,20 +180,21 @@ def encode(checkpoint: str, pairs: list[tuple], device: torch.device, **load: An
     return denoiser, data
 
 
-def train_controlnet(config: TrainConfig, out: str | Path, *, checkpoint: str, data: str,
+def train_controlnet(config: TrainConfig, out: str | Path, *, checkpoint: str | None, data: str,
                      size: int = 512, preprocessor: str | None = None,
-                     allow_pickle: bool = False) -> Path:  # fmt: skip
+                     allow_pickle: bool = False, recipe: str = "ldm") -> Path:  # fmt: skip
     """Train into ``out`` (resumable state ``controlnet.state.pt``); the export is
     ``out/model/controlnet.safetensors``."""
     out = Path(out)
     folder = Path(data)
     if not folder.is_dir():
         raise TrainOptionsError(f"--data {data!r} is not a folder of images and captions")
-    if size % 64:
-        raise TrainOptionsError(f"--size {size} must be a multiple of 64 (SD's latent levels)")
+    if size % 16:
+        raise TrainOptionsError(f"--size {size} must be a multiple of 16 (SD: 64)")
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pairs = read_pairs(folder, size, preprocessor)
-    denoiser, encoded = encode(checkpoint, pairs, device, allow_pickle=allow_pickle)
+    load = {"allow_pickle": True} if allow_pickle else {}
+    denoiser, encoded = encode(checkpoint, pairs, device, recipe=recipe, **load)
     f = size // encoded.latents.shape[-1]
     widths = EMBEDDING_CHANNELS[: int(np.log2(f)) + 1] if f < 8 else EMBEDDING_CHANNELS
     net = controlnet_from_unet(denoiser.unet, widths).to(device)
@@ -211,6 +215,7 @@ class ControlNetTrainer(Trainer):
 
     options = (
         TrainerOption("--checkpoint", str, help="The SD checkpoint (file or diffusers folder)."),
+        TrainerOption("--recipe", str, "ldm", help="ldm (a --checkpoint), or ldm-shapes."),
         TrainerOption("--data", str, help="Folder of images, NAME.txt captions and maps."),
         TrainerOption("--size", int, 512, help="Training size in pixels (a multiple of 64)."),
         TrainerOption("--preprocessor", str, help="Make the maps from the images: canny, invert."),
@@ -224,6 +229,8 @@ class ControlNetTrainer(Trainer):
     }
 
     def run(self, config: TrainConfig, out: Path, **options: Any) -> Path:
-        if not options.get("checkpoint") or not options.get("data"):
-            raise TrainOptionsError("give --checkpoint (the SD model) and --data (the folder)")
+        if not options.get("data"):
+            raise TrainOptionsError("give --data (the folder of images, captions and maps)")
+        if options.get("recipe", "ldm") == "ldm" and not options.get("checkpoint"):
+            raise TrainOptionsError("give --checkpoint (the SD model the ControlNet steers)")
         return train_controlnet(attrs.evolve(config, name="controlnet"), out, **options)

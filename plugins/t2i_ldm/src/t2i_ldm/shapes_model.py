@@ -314,10 +314,13 @@ def ldm_shapes_recipe(
     checkpoint: str | os.PathLike | None = None,
     deepcache: int | None = None,
     deepcache_branch: int = 1,
+    controlnet: str | os.PathLike | list | None = None,
 ):
     """Recipe ``ldm-shapes``: the embedded default model (64x64, 25 steps). ``deepcache``: a
     full UNet step every N steps, the shallow blocks of ``deepcache_branch`` on the cached deep
-    features between (:mod:`t2i_ldm.deepcache`; off by default)."""
+    features between (:mod:`t2i_ldm.deepcache`; off by default). ``controlnet``: ControlNets
+    trained for it (``t2i train controlnet --recipe ldm-shapes``), as the ``ldm`` recipe's
+    (:mod:`t2i_ldm.controlnet_apply`)."""
     from t2i.files import short_hash
     from t2i.recipe import diffusion_recipe
     from t2i_ldm.recipes import deepcache_options
@@ -330,7 +333,7 @@ def ldm_shapes_recipe(
         "ldm-shapes", deepcache, deepcache_branch, unet_config and unet_config.unet_config()
     )
     unet_file = _folder(checkpoint) / "unet.safetensors"
-    return diffusion_recipe(
+    recipe = diffusion_recipe(
         tokenizer="ldm.shapes_tokenizer",
         text_encoder="ldm.shapes_text_encoder",
         denoiser="ldm.shapes_unet",
@@ -352,3 +355,24 @@ def ldm_shapes_recipe(
         model_name="ldm-shapes",
         model_hash=short_hash(unet_file) if unet_file.is_file() else "",
     )
+    if controlnet is None:
+        return recipe
+    return _with_controlnet(recipe, controlnet, checkpoint, deepcache)
+
+
+def _with_controlnet(recipe, controlnet: Any, checkpoint: Any, deepcache: Any):
+    """The recipe steered by ``controlnet`` (each file read now, checked against the UNet)."""
+    from t2i.engine import EngineError
+    from t2i_ldm.controlnet_apply import attach_controlnet, controlnet_infotext
+    from t2i_ldm.controlnet_checkpoint import load_controlnet
+
+    if deepcache is not None:
+        raise EngineError("recipe 'ldm-shapes': DeepCache skips the blocks a ControlNet steers")
+    paths = (
+        [str(p) for p in controlnet] if isinstance(controlnet, (list, tuple)) else [str(controlnet)]
+    )
+    config = ShapesModelSpec.read(_folder(checkpoint)).unet_config()
+    for path in paths:
+        load_controlnet(path, config)
+    return attach_controlnet(recipe, paths, allow_pickle=False, dtype="float32",
+                             infotext=controlnet_infotext(paths))  # fmt: skip
