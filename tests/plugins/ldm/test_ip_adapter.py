@@ -44,6 +44,15 @@ def _adapter_state(unet, embed_dim: int, std: float = 0.3) -> dict[str, torch.Te
     return state
 
 
+def _tiny_encoder():
+    """A tiny CLIP vision tower (224 px input, as CLIP's image processor crops)."""
+    config = transformers.CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+        image_size=224, patch_size=32, projection_dim=24,
+    )  # fmt: skip
+    return transformers.CLIPVisionModelWithProjection(config).eval()
+
+
 @pytest.fixture(scope="module")
 def sd_with_ip_adapter(tmp_path_factory, make_tiny_sd):
     root = tmp_path_factory.mktemp("ip_adapter")
@@ -53,12 +62,7 @@ def sd_with_ip_adapter(tmp_path_factory, make_tiny_sd):
         for p in pipe.unet.parameters():
             p.normal_(0.0, 0.2)
     pipe.save_pretrained(folder, safe_serialization=True)
-    encoder = transformers.CLIPVisionModelWithProjection(
-        transformers.CLIPVisionConfig(
-            hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
-            image_size=224, patch_size=32, projection_dim=24,
-        )
-    ).eval()  # fmt: skip
+    encoder = _tiny_encoder()
     models = root / "models"
     encoder.save_pretrained(models / "image_encoder", safe_serialization=True)
     save_file(_adapter_state(pipe.unet, 24), str(models / "ip-adapter_tiny.safetensors"))
@@ -150,12 +154,7 @@ def test_sdxl_ip_adapter_same_image_as_diffusers(tiny_sdxl, tmp_path):
     each cross-attention found in diffusers' processor order; the image of diffusers'
     StableDiffusionXLPipeline with the adapter loaded."""
     pipe, folder, _ = tiny_sdxl
-    encoder = transformers.CLIPVisionModelWithProjection(
-        transformers.CLIPVisionConfig(
-            hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
-            image_size=224, patch_size=32, projection_dim=24,
-        )
-    ).eval()  # fmt: skip
+    encoder = _tiny_encoder()
     models = tmp_path / "sdxl_models"
     encoder.save_pretrained(models / "image_encoder", safe_serialization=True)
     save_file(_adapter_state(pipe.unet, 24, std=0.5), str(models / "ip-adapter_xl.safetensors"))

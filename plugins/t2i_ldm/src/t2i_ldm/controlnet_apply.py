@@ -241,6 +241,16 @@ def attach_controlnet(
     labels = {k: v for unit in range(len(controlnets)) for k, v in _unit_infotext(unit).items()}
     # a start of 0 is written whether a request sends it or not (a 0 left unset is not)
     starts = {f"control_start{unit_suffix(u)}": 0.0 for u in range(len(controlnets))}
+    recipe = with_bound_fields(recipe, bound, infotext, labels)
+    return attrs.evolve(recipe, defaults={**starts, **recipe.defaults})
+
+
+def with_bound_fields(recipe: Any, bound: dict[bool, dict[str, list]], infotext: dict,
+                      labels: dict) -> Any:  # fmt: skip
+    """``recipe`` with the request fields ``bound[img2img]`` (field -> node parameters) bound
+    in its txt2img / img2img graphs, and the PNG ``infotext`` / field ``labels`` added."""
+    import attrs
+
     bindings = {**recipe.bindings, **{f: tuple(t) for f, t in bound[False].items()}}
     img2img_bindings = recipe.img2img_bindings or recipe.bindings
     img2img_bindings = {**img2img_bindings, **{f: tuple(t) for f, t in bound[True].items()}}
@@ -248,7 +258,6 @@ def attach_controlnet(
         recipe,
         bindings=bindings,
         img2img_bindings=img2img_bindings,
-        defaults={**starts, **recipe.defaults},
         infotext={**recipe.infotext, **infotext},
         infotext_fields={**recipe.infotext_fields, **labels},
     )

@@ -70,9 +70,7 @@ class ApplyIPAdapter(NodeType):
 def attach_ip_adapter(recipe: Any, adapter: str, encoder: str, *, allow_pickle: bool) -> Any:
     """The ``ldm`` recipe with an ``Ldm.ApplyIPAdapter`` before each guide of its graphs (after
     any ControlNet node), its request fields bound and the PNG fields."""
-    import attrs
-
-    from t2i_ldm.controlnet_apply import PASSES, model_title
+    from t2i_ldm.controlnet_apply import PASSES, model_title, with_bound_fields
 
     bound: dict[bool, dict[str, list]] = {False: {}, True: {}}
     for img2img, graph in ((False, recipe.graph), (True, recipe.img2img_graph)):
@@ -86,16 +84,8 @@ def attach_ip_adapter(recipe: Any, adapter: str, encoder: str, *, allow_pickle: 
             graph.connect(graph[node_id]["model"], guide, "model")
             for field, param in FIELDS.items():
                 bound[img2img].setdefault(field, []).append((node_id, param))
-    bindings = {**recipe.bindings, **{f: tuple(t) for f, t in bound[False].items()}}
-    img2img_bindings = recipe.img2img_bindings or recipe.bindings
-    img2img_bindings = {**img2img_bindings, **{f: tuple(t) for f, t in bound[True].items()}}
-    return attrs.evolve(
-        recipe,
-        bindings=bindings,
-        img2img_bindings=img2img_bindings,
-        infotext={**recipe.infotext, "IP-Adapter": model_title(adapter)},
-        infotext_fields={**recipe.infotext_fields, **INFOTEXT_FIELDS},
-    )
+    infotext = {"IP-Adapter": model_title(adapter)}
+    return with_bound_fields(recipe, bound, infotext, INFOTEXT_FIELDS)
 
 
 def checked_paths(adapter: str | os.PathLike, encoder: str | os.PathLike | None, pickle: bool):
