@@ -201,6 +201,21 @@ class ApplyControlNet(NodeType):
         return {"model": model.with_control(steering)}
 
 
+def steer(recipe: Any, controlnet: Any, unet_config: Any, *, allow_pickle: bool = False,
+          dtype: str = "float32") -> Any:  # fmt: skip
+    """``recipe`` steered by ``controlnet`` (a path or a list of them), each file read now
+    against ``unet_config`` (a bad one fails at build, naming the problem; the nodes then
+    find it cached), then :func:`attach_controlnet`."""
+    from t2i_ldm.controlnet_checkpoint import load_controlnet
+
+    many = isinstance(controlnet, (list, tuple))
+    paths = [str(p) for p in (controlnet if many else [controlnet])]
+    for path in paths:
+        load_controlnet(path, unet_config, dtype=getattr(torch, dtype), allow_pickle=allow_pickle)
+    return attach_controlnet(recipe, paths, allow_pickle=allow_pickle, dtype=dtype,
+                             infotext=controlnet_infotext(paths))  # fmt: skip
+
+
 def unit_suffix(unit: int) -> str:
     """The request-field suffix of ControlNet unit ``unit``: "" for the first, ``_1`` ..."""
     return f"_{unit}" if unit else ""

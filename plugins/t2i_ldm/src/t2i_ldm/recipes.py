@@ -95,8 +95,7 @@ def _with_controlnet(recipe, controlnet: Any, facts, deployed, deepcache, load: 
     """The recipe steered by ``controlnet`` (one path or a list), each file read now (a bad
     one fails at build, naming the problem; the nodes then find them cached)."""
     from t2i.engine import EngineError
-    from t2i_ldm.controlnet_apply import attach_controlnet, controlnet_infotext
-    from t2i_ldm.controlnet_checkpoint import load_controlnet
+    from t2i_ldm.controlnet_apply import steer
 
     if facts.models is None or _provides(deployed, "denoiser"):
         raise EngineError(
@@ -108,15 +107,8 @@ def _with_controlnet(recipe, controlnet: Any, facts, deployed, deepcache, load: 
             "recipe 'ldm': DeepCache skips the UNet blocks a ControlNet steers: drop deepcache "
             "or controlnet"
         )
-    dtype = load.get("dtype") or "float32"
-    paths = [str(p) for p in (controlnet if _paths(controlnet) else [controlnet])]
-    for path in paths:
-        load_controlnet(path, facts.models.config.unet, dtype=_dtype(dtype),
-                        allow_pickle=load["allow_pickle"])  # fmt: skip
-    return attach_controlnet(
-        recipe, paths, allow_pickle=load["allow_pickle"], dtype=dtype,
-        infotext=controlnet_infotext(paths),
-    )  # fmt: skip
+    return steer(recipe, controlnet, facts.models.config.unet, allow_pickle=load["allow_pickle"],
+                 dtype=load.get("dtype") or "float32")  # fmt: skip
 
 
 def _with_ip_adapter(recipe, adapter: Any, encoder: Any, facts, deployed, load: dict):

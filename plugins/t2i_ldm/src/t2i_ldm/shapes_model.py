@@ -363,16 +363,8 @@ def ldm_shapes_recipe(
 def _with_controlnet(recipe, controlnet: Any, checkpoint: Any, deepcache: Any):
     """The recipe steered by ``controlnet`` (each file read now, checked against the UNet)."""
     from t2i.engine import EngineError
-    from t2i_ldm.controlnet_apply import attach_controlnet, controlnet_infotext
-    from t2i_ldm.controlnet_checkpoint import load_controlnet
+    from t2i_ldm.controlnet_apply import steer
 
     if deepcache is not None:
         raise EngineError("recipe 'ldm-shapes': DeepCache skips the blocks a ControlNet steers")
-    paths = (
-        [str(p) for p in controlnet] if isinstance(controlnet, (list, tuple)) else [str(controlnet)]
-    )
-    config = ShapesModelSpec.read(_folder(checkpoint)).unet_config()
-    for path in paths:
-        load_controlnet(path, config)
-    return attach_controlnet(recipe, paths, allow_pickle=False, dtype="float32",
-                             infotext=controlnet_infotext(paths))  # fmt: skip
+    return steer(recipe, controlnet, ShapesModelSpec.read(_folder(checkpoint)).unet_config())

@@ -16,6 +16,7 @@ with the init image, as the extension does.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -66,7 +67,10 @@ class ControlNetFile:
     def is_ip_adapter(self) -> bool:
         """Whether the file is an IP-Adapter (its keys; a pickle by its name), which the
         extension lists and runs as a ControlNet model."""
-        return _ip_adapter_keys(str(self.path)) if not self.pickle else _ip_named(self.path)
+        if self.pickle or not self.path.is_file():
+            return _ip_named(self.path)
+        st = self.path.stat()
+        return _ip_adapter_keys(str(self.path), (st.st_mtime_ns, st.st_size))
 
     @property
     def title(self) -> str:
@@ -90,9 +94,11 @@ def _ip_named(path: Path) -> bool:
     return path.name.lower().replace("_", "-").startswith("ip-adapter")
 
 
-def _ip_adapter_keys(path: str) -> bool:
-    """Whether a safetensors file holds an IP-Adapter's projection (its header only)."""
-    if not path.endswith(".safetensors") or not Path(path).is_file():
+@functools.lru_cache(maxsize=256)
+def _ip_adapter_keys(path: str, stamp: tuple) -> bool:
+    """Whether a safetensors file holds an IP-Adapter's projection (its header, read once
+    while the file is unchanged: ``stamp``)."""
+    if not path.endswith(".safetensors"):
         return False
     try:
         from safetensors import safe_open
